@@ -1,0 +1,134 @@
+"""SQLite access: one aiosqlite connection, WAL, and numbered migrations.
+
+Migrations are the files ``migrations/NNNN_name.sql``. Each one that the database has not
+seen is applied inside one transaction together with the row that records it, so a crash
+mid-migration leaves the previous version intact, never half of the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file name not of the form NNNN_name.sql: {path.name}")
+        migrations.append(Migration(int(match.group(1)), path.stem, path.read_text("utf-8")))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a version in {directory}")
+    return migrations
+
+
+async def connect(path: Path | str) -> aiosqlite.Connection:
+    """Opens the database with the settings every connection of the bot uses."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: no implicit transactions; the code says BEGIN where it means it.
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("PRAGMA foreign_keys=ON")
+    # Several bot processes may share one file: wait for a lock instead of failing.
+    await conn.execute("PRAGMA busy_timeout=5000")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: list[Migration] | None = None) -> list[int]:
+    """Applies the migrations the database lacks, in order; returns the versions applied."""
+    migrations = load_migrations() if migrations is None else migrations
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"
+    )
+    applied = []
+    for migration in migrations:
+        # BEGIN IMMEDIATE takes the write lock first, so two processes starting together
+        # cannot both decide a migration is missing and apply it twice.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+            ) as cur:
+                if await cur.fetchone():
+                    await conn.execute("ROLLBACK")
+                    continue
+            for statement in _statements(migration.sql):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                (migration.version, migration.name),
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        log.info("Applied migration %s", migration.name)
+        applied.append(migration.version)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would COMMIT the surrounding transaction; split on complete
+    # statements instead so a migration stays inside the transaction above.
+    import sqlite3
+
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip() and not current.strip().startswith("--"):
+        raise ValueError("migration ends with an incomplete statement")
+    return statements
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+        row = await cur.fetchone()
+    return int(row[0])
+
+
+async def get_meta(conn: aiosqlite.Connection, key: str) -> str | None:
+    async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+        row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def set_meta(conn: aiosqlite.Connection, key: str, value: str) -> None:
+    await conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+async def close(conn: aiosqlite.Connection) -> None:
+    """Checkpoints the WAL into the main file and closes, leaving no -wal file behind."""
+    try:
+        await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        await conn.close()

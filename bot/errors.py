@@ -1,0 +1,52 @@
+"""The endpoint's error model, used by every interface.
+
+useapi.net answers failures as ``{"error": ..., "errorDetails": ..., "code": ...}``. The
+same exception travels from the core to the slash-command reply and to the HTTP API,
+so a rule's text is written once and reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A failure a user should see: an HTTP-like ``code`` and the exact ``error`` text."""
+
+    def __init__(self, code: int, error: str, error_details: str | None = None, **extra: Any) -> None:
+        super().__init__(error)
+        self.code = code
+        self.error = error
+        self.error_details = error_details
+        # Extra fields of the endpoint's model (for example ``executingJobs`` on a 429).
+        self.extra = extra
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error, "code": self.code}
+        if self.error_details:
+            body["errorDetails"] = self.error_details
+        body.update(self.extra)
+        return body
+
+    def __repr__(self) -> str:
+        return f"ApiError(code={self.code!r}, error={self.error!r})"
+
+
+def bad_request(error: str, error_details: str | None = None) -> ApiError:
+    return ApiError(400, error, error_details)
+
+
+UNAUTHORIZED = "Unauthorized"
+CONFIGURATION_NOT_FOUND = "Configuration not found"
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, UNAUTHORIZED)
+
+
+def not_found(error: str = CONFIGURATION_NOT_FOUND) -> ApiError:
+    return ApiError(404, error)
+
+
+class StartupError(Exception):
+    """A problem that stops the bot before it connects; printed as one line, no traceback."""

@@ -1,0 +1,129 @@
+"""Logging setup with secret redaction applied to every record, whatever handler shows it.
+
+A Discord user token is a full-access credential. discord.py at DEBUG logs whole gateway
+payloads (slash-command options included) and aiosqlite logs query parameters, so masking
+at our own call sites is not enough: redaction happens when a record is created, which
+covers every logger, every handler (pytest's capture included) and formatted tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable
+
+MASK = "[redacted]"
+
+# A string literal in Python repr or JSON, escapes included, so a value with quotes or
+# braces inside cannot end the match early.
+_STRING = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+# An innermost dict/object, quote-aware: an application-command option such as
+# {'type': 3, 'name': 'discord', 'value': '...'}.
+_INNER_OBJECT = re.compile(r"\{(?:[^{}'\"]|" + _STRING + r")*\}")
+_NAMED_DISCORD = re.compile(r"""['"]name['"]\s*:\s*['"]discord['"]""")
+_VALUE = re.compile(r"""(['"]value['"]\s*:\s*)""" + _STRING)
+# Secret-bearing keys in bodies and headers: {"discord": "..."} or 'Authorization': '...'.
+_SECRET_KEY = re.compile(
+    r"""((['"])(?:discord|token|authorization|discord_token|token_encryption_key)\2\s*:\s*)""" + _STRING,
+    re.IGNORECASE,
+)
+# Shapes of Discord tokens: base64 user id . timestamp . hmac, and legacy mfa tokens.
+_TOKEN_SHAPE = re.compile(r"\b(?:[\w-]{20,30}\.[\w-]{6,7}\.[\w-]{25,}|mfa\.[\w-]{20,})")
+
+# Registered secrets shorter than this are left to the structural rules: masking "abc"
+# everywhere would garble logs and reveal more than it hides.
+_MIN_REGISTERED = 8
+
+
+class SecretRedactor:
+    """Masks registered secret values and anything shaped like a token."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def register(self, *secrets: str | None) -> None:
+        with self._lock:
+            added = {s for s in secrets if s and len(s) >= _MIN_REGISTERED} - self._secrets
+            if not added:
+                return
+            self._secrets |= added
+            # Longest first, so a secret that contains another is masked whole.
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def redact(self, text: str) -> str:
+        if self._pattern is not None:
+            text = self._pattern.sub(MASK, text)
+        text = _INNER_OBJECT.sub(self._mask_discord_option, text)
+        text = _SECRET_KEY.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
+        return _TOKEN_SHAPE.sub(MASK, text)
+
+    @staticmethod
+    def _mask_discord_option(match: re.Match[str]) -> str:
+        obj = match.group(0)
+        if not _NAMED_DISCORD.search(obj):
+            return obj
+        return _VALUE.sub(lambda m: f"{m.group(1)}'{MASK}'", obj)
+
+
+redactor = SecretRedactor()
+
+
+def register_secrets(*secrets: str | None) -> None:
+    """Adds values that must never be logged (the bot token, keys, account tokens)."""
+    redactor.register(*secrets)
+
+
+_installed = False
+
+
+def install_redaction() -> None:
+    """Wraps the log record factory once so that every record is redacted at creation."""
+    global _installed
+    if _installed:
+        return
+    base_factory = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = base_factory(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string must not lose the record
+        message = f"{record.msg!r} % {record.args!r}"
+    record.msg = redactor.redact(message)
+    record.args = None
+    if record.exc_info and record.exc_info[0] is not None:
+        # Pre-render the traceback: Formatter uses exc_text when it is set.
+        record.exc_text = redactor.redact(logging.Formatter().formatException(record.exc_info))
+        record.exc_info = None
+    if record.stack_info:
+        record.stack_info = redactor.redact(record.stack_info)
+
+
+def setup_logging(level: str = "INFO", *, stream=None, secrets: Iterable[str | None] = ()) -> None:
+    install_redaction()
+    register_secrets(*secrets)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    numeric = logging.getLevelName(level)
+    # aiosqlite's DEBUG lines are every statement with its parameters: noise at best.
+    logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
+    # discord.http at DEBUG echoes request bodies; keep it but redacted (above). The
+    # gateway's per-event DEBUG dump is the main leak the redactor exists for.

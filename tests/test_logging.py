@@ -1,0 +1,89 @@
+"""Secrets are masked in every log record, whatever logger or level produced it."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from bot.logging import MASK, SecretRedactor, register_secrets, setup_logging
+from tests.conftest import TOKEN
+
+
+def test_registered_secret_is_masked_in_message_args_and_traceback():
+    register_secrets("registered-secret-value-42")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        logger.debug("token is %s", "registered-secret-value-42")
+        try:
+            raise ValueError("bad registered-secret-value-42")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    output = stream.getvalue()
+    assert "registered-secret-value-42" not in output
+    assert f"token is {MASK}" in output
+    assert f"ValueError: bad {MASK}" in output
+
+
+def test_interaction_option_named_discord_is_masked_in_gateway_dumps():
+    redactor = SecretRedactor()
+    # How discord.py's gateway logs an INTERACTION_CREATE at DEBUG (a dict repr).
+    payload = {
+        "t": "INTERACTION_CREATE",
+        "d": {
+            "data": {
+                "name": "pixverse-account",
+                "options": [
+                    {"type": 3, "name": "discord", "value": "short'tok}{en"},
+                    {"type": 3, "name": "server", "value": "111111111111111111"},
+                    {"value": 'q"uo}te', "name": "discord", "type": 3},
+                ],
+            }
+        },
+    }
+    text = redactor.redact(str(payload))
+    assert "tok" not in text and "uo}te" not in text
+    assert "111111111111111111" in text
+    # Same in JSON form.
+    import json
+
+    text = redactor.redact(json.dumps(payload))
+    assert "short" not in text and "uo}te" not in text
+
+
+def test_token_shapes_and_secret_keys_are_masked():
+    redactor = SecretRedactor()
+    assert TOKEN not in redactor.redact(f"Authorization failed for {TOKEN}")
+    text = redactor.redact("{'Authorization': 'abc', 'discord': \"xyz\", 'server': '1'}")
+    assert "abc" not in text and "xyz" not in text and "'1'" in text
+
+
+def test_short_registered_values_do_not_garble_logs():
+    redactor = SecretRedactor()
+    redactor.register("abc")
+    assert redactor.redact("abcdef") == "abcdef"
+
+
+def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("DEBUG", stream=stream, secrets=["bot-token-secret-value"])
+        logging.getLogger("discord.gateway").debug("identify with bot-token-secret-value")
+        logging.getLogger("aiosqlite").debug("executing insert with params")
+        output = stream.getvalue()
+        assert "bot-token-secret-value" not in output and MASK in output
+        assert "executing" not in output
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
