@@ -1,0 +1,88 @@
+"""Account tokens at rest: Fernet ciphertext plus a keyed hash for equality lookups."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bot.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+# A known plaintext kept encrypted in the database: at startup it proves that the key in
+# use is the one the stored tokens were encrypted with, before any token is needed.
+_KEY_CHECK_PLAINTEXT = b"pixverse-bot key check v1"
+KEY_CHECK_META = "token_key_check"
+
+
+class TokenCipher:
+    def __init__(self, key: str | bytes) -> None:
+        raw_key = key.encode() if isinstance(key, str) else key
+        try:
+            self._fernet = Fernet(raw_key)
+        except (ValueError, TypeError) as exc:
+            raise StartupError(
+                "TOKEN_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes); "
+                'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            ) from exc
+        # A separate key for the hash, derived so that one setting is all an admin keeps.
+        self._hmac_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"pixverse-bot token hmac"
+        ).derive(base64.urlsafe_b64decode(raw_key))
+
+    def encrypt(self, token: str) -> bytes:
+        return self._fernet.encrypt(token.encode("utf-8"))
+
+    def decrypt(self, ciphertext: bytes) -> str:
+        return self._fernet.decrypt(ciphertext).decode("utf-8")
+
+    def fingerprint(self, token: str) -> str:
+        return hmac.new(self._hmac_key, token.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def key_check(self) -> str:
+        return self._fernet.encrypt(_KEY_CHECK_PLAINTEXT).decode("ascii")
+
+    def verify_key_check(self, stored: str) -> bool:
+        try:
+            return self._fernet.decrypt(stored.encode("ascii")) == _KEY_CHECK_PLAINTEXT
+        except (InvalidToken, ValueError):
+            return False
+
+
+def load_or_create_key(configured: str | None, key_file: Path) -> str:
+    """The key in use: the configured one, else the key file, else a new key written there once."""
+    if configured:
+        return configured
+    if key_file.exists():
+        key = key_file.read_text("ascii").strip()
+        if not key:
+            raise StartupError(f"Token key file {key_file} is empty; restore it or set TOKEN_ENCRYPTION_KEY")
+        return key
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key().decode("ascii")
+    # O_EXCL: two processes starting at once must not each write a different key.
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return load_or_create_key(None, key_file)
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key + "\n")
+    log.warning(
+        "TOKEN_ENCRYPTION_KEY is not set: generated a token key in %s (mode 0600). "
+        "Back it up with the database; without it the stored tokens cannot be decrypted.",
+        key_file,
+    )
+    return key
+
+
+def mask_token(token_last4: str) -> str:
+    """What a reply shows of a token: never more than its last 4 characters."""
+    return f"…{token_last4}" if token_last4 else "…"

@@ -1,0 +1,84 @@
+"""Account use cases shared by the slash commands and the HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from bot.accounts.models import AccountConfig
+from bot.accounts.repository import AccountRepository, ChannelOwnedElsewhere, DuplicateAccount
+from bot.accounts.validation import AccountRequest, echo, validate_account
+from bot.errors import ApiError, bad_request, not_found
+from bot.logging import register_secrets
+
+OTHER_SERVER = "This Discord account is already configured in another server"
+
+
+class TokenChecker(Protocol):
+    async def user_id(self, token: str) -> str: ...
+
+
+class AccountService:
+    def __init__(self, repository: AccountRepository, checker: TokenChecker, *, max_concurrent_jobs: int) -> None:
+        self.repository = repository
+        self._checker = checker
+        self._max_concurrent_jobs = max_concurrent_jobs
+
+    async def prepare(self, body: Mapping[str, Any], *, path_channel: str, guild_id: str) -> AccountRequest:
+        """Rules 1–8: everything that is fast. Callers defer their reply after this step."""
+        token = body.get("discord")
+        if isinstance(token, str):
+            register_secrets(token.strip())
+        request = validate_account(
+            body, path_channel=path_channel, guild_id=guild_id, max_concurrent_jobs=self._max_concurrent_jobs
+        )
+        other = await self.repository.find_by_token(request.discord)
+        if other is not None and other.channel_id != request.channel:
+            raise self._duplicate(other, request.server)
+        return request
+
+    async def save(self, request: AccountRequest) -> AccountConfig:
+        """The token check with Discord, then the write. Nothing is stored on any failure."""
+        user_id = await self._checker.user_id(request.discord)
+        other = await self.repository.find_by_user(user_id)
+        if other is not None and other.channel_id != request.channel:
+            # Another token of the same Discord user: PixVerse counts jobs per user.
+            if other.guild_id != request.server:
+                raise bad_request(OTHER_SERVER)
+            raise bad_request(f"Channel {other.channel_id} configuration has same discord account")
+        try:
+            return await self.repository.upsert(
+                guild_id=request.server,
+                channel_id=request.channel,
+                token=request.discord,
+                discord_user_id=user_id,
+                max_jobs=request.max_jobs,
+            )
+        except DuplicateAccount as exc:
+            raise self._duplicate(exc.other, request.server) from None
+        except ChannelOwnedElsewhere:
+            raise bad_request(
+                f"Required param channel ({echo(request.channel)}) is configured by another Discord server"
+            ) from None
+
+    @staticmethod
+    def _duplicate(other: AccountConfig, guild_id: str) -> ApiError:
+        if other.guild_id != guild_id:
+            return bad_request(OTHER_SERVER)
+        return bad_request(f"Channel {other.channel_id} configuration has same discord value")
+
+    async def list(self, guild_id: str) -> list[AccountConfig]:
+        configs = await self.repository.list(guild_id)
+        if not configs:
+            raise not_found()
+        return configs
+
+    async def get(self, guild_id: str, channel_id: str) -> AccountConfig:
+        config = await self.repository.get(guild_id, channel_id)
+        if config is None:
+            raise not_found()
+        return config
+
+    async def delete(self, guild_id: str, channel_id: str) -> None:
+        if not await self.repository.delete(guild_id, channel_id):
+            raise not_found()

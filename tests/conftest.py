@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from bot import db
+from bot.accounts.crypto import TokenCipher
+from bot.accounts.repository import AccountRepository
+from bot.accounts.service import AccountService
+from bot.errors import ApiError
+from bot.logging import install_redaction
+
+# Redaction on for the whole run: a failing test's captured log must not show a token either.
+install_redaction()
+
+GUILD = "111111111111111111"
+OTHER_GUILD = "222222222222222222"
+CHANNEL = "333333333333333333"
+CHANNEL_2 = "444444444444444444"
+CHANNEL_3 = "555555555555555555"
+# Token-shaped, so the shape rule of the redactor is exercised as well as registration.
+TOKEN = "MTExMTExMTExMTExMTExMTEx.GaBcDe.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1234"
+TOKEN_2 = "second-account-token-zzzzzzzzzzzzzzzzzzzz5678"
+
+
+class FakeChecker:
+    """Stands in for Discord's /users/@me: known tokens map to user ids."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, str] = {TOKEN: "700000000000000001", TOKEN_2: "700000000000000002"}
+        self.failure: ApiError | None = None
+        self.calls = 0
+
+    async def user_id(self, token: str) -> str:
+        self.calls += 1
+        if self.failure is not None:
+            raise self.failure
+        if token not in self.users:
+            raise ApiError(400, "Required param discord is not a valid Discord token")
+        return self.users[token]
+
+
+@pytest.fixture
+def key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def cipher(key: str) -> TokenCipher:
+    return TokenCipher(key)
+
+
+@pytest.fixture
+async def conn(tmp_path):
+    connection = await db.connect(tmp_path / "test.db")
+    await db.migrate(connection)
+    yield connection
+    await db.close(connection)
+
+
+@pytest.fixture
+def repository(conn, cipher) -> AccountRepository:
+    return AccountRepository(conn, cipher)
+
+
+@pytest.fixture
+def checker() -> FakeChecker:
+    return FakeChecker()
+
+
+@pytest.fixture
+def service(repository, checker) -> AccountService:
+    return AccountService(repository, checker, max_concurrent_jobs=10)
