@@ -1,0 +1,86 @@
+"""``python -m bot``: settings, logging, run; a startup problem is one line and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import discord
+from pydantic import ValidationError
+
+from bot.errors import StartupError
+from bot.logging import setup_logging
+from bot.settings import Settings
+
+log = logging.getLogger("bot")
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One line naming each bad variable; never the value given (it may be a secret)."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else "?"
+        if error["type"] == "missing":
+            problems.append(f"{name} is required (set it in the environment or in .env)")
+        else:
+            problems.append(f"{name}: {error['msg']}")
+    return "Configuration error: " + "; ".join(problems)
+
+
+async def run(settings: Settings) -> int:
+    from bot.app import PixverseBot
+
+    bot = PixverseBot(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async with bot:
+        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            stopper.cancel()
+            runner.result()  # raises the reason the bot stopped
+            return 0
+        log.info("Shutting down")
+        await bot.close()
+        await runner
+    log.info("Stopped cleanly")
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(settings_error_line(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(
+        settings.log_level,
+        secrets=[
+            settings.discord_token.get_secret_value(),
+            settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
+        ],
+    )
+    try:
+        return asyncio.run(run(settings))
+    except StartupError as exc:
+        log.critical("%s", exc)
+    except discord.LoginFailure:
+        log.critical("Discord rejected DISCORD_TOKEN: check the bot token in the Developer Portal")
+    except discord.PrivilegedIntentsRequired:
+        log.critical("Discord refused an intent the bot needs: enable it in the Developer Portal (Bot page)")
+    except (OSError, discord.GatewayNotFound, discord.HTTPException) as exc:
+        log.critical("Could not start: %s", exc)
+    return EXIT_STARTUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())

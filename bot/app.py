@@ -1,0 +1,118 @@
+"""The bot: startup work in setup_hook, resources released in close()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import aiosqlite
+import discord
+import yarl
+from discord.ext import commands
+
+from bot import db
+from bot.accounts.crypto import TokenCipher, load_or_create_key
+from bot.accounts.repository import AccountRepository, verify_cipher
+from bot.accounts.service import AccountService
+from bot.accounts.token_check import DiscordTokenChecker
+from bot.errors import StartupError
+from bot.logging import register_secrets
+from bot.settings import Settings
+from bot.tree import BotTree
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.accounts",)
+COMMANDS_FINGERPRINT_META = "commands_fingerprint"
+
+
+def point_discord_py_at(settings: Settings) -> None:
+    """Every REST call and the gateway go where the settings say (proxies, tests)."""
+    discord.http.Route.BASE = settings.api_base_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+class PixverseBot(commands.Bot):
+    def __init__(self, settings: Settings, **client_options) -> None:
+        point_discord_py_at(settings)
+        # The bot never joins voice: its missing voice libraries are not worth a warning.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=BotTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            **client_options,
+        )
+        self.settings = settings
+        self.db: aiosqlite.Connection | None = None
+        self.token_checker: DiscordTokenChecker | None = None
+        self.accounts: AccountService
+
+    async def setup_hook(self) -> None:
+        settings = self.settings
+        self.db = await db.connect(settings.database_path)
+        await db.migrate(self.db)
+        log.info("Database %s at schema version %s", settings.database_path, await db.schema_version(self.db))
+
+        key = load_or_create_key(
+            settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
+            settings.key_file,
+        )
+        register_secrets(key)
+        cipher = TokenCipher(key)
+        if not await verify_cipher(self.db, cipher):
+            raise StartupError(
+                f"The token key in use cannot decrypt the tokens stored in {settings.database_path}: "
+                f"set TOKEN_ENCRYPTION_KEY to the key they were saved with (or restore {settings.key_file})"
+            )
+
+        self.token_checker = DiscordTokenChecker(settings.api_base_url)
+        self.accounts = AccountService(
+            AccountRepository(self.db, cipher),
+            self.token_checker,
+            max_concurrent_jobs=settings.pixverse_max_concurrent_jobs,
+        )
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands_if_changed()
+
+    def commands_fingerprint(self) -> str:
+        payload = sorted((command.to_dict(self.tree) for command in self.tree.get_commands()), key=lambda c: c["name"])
+        blob = json.dumps({"application_id": self.application_id, "commands": payload}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Registers the commands only when they differ from the last registration.
+
+        Discord rate-limits command registration hard; a restart must not touch it.
+        """
+        assert self.db is not None
+        fingerprint = self.commands_fingerprint()
+        if await db.get_meta(self.db, COMMANDS_FINGERPRINT_META) == fingerprint:
+            log.info("Slash commands unchanged since the last registration; not syncing")
+            return False
+        synced = await self.tree.sync()
+        await db.set_meta(self.db, COMMANDS_FINGERPRINT_META, fingerprint)
+        log.info("Registered %d slash commands with Discord", len(synced))
+        return True
+
+    async def on_ready(self) -> None:
+        log.info("Connected as %s (%s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+
+    async def close(self) -> None:
+        # Reverse order of setup: stop Discord first so no command runs on a closed database.
+        await super().close()
+        # discord.py may call close() again from its connect loop; take each resource
+        # before the first await so only one caller releases it.
+        checker, self.token_checker = self.token_checker, None
+        conn, self.db = self.db, None
+        if checker is not None:
+            await checker.close()
+        if conn is not None:
+            await db.close(conn)
