@@ -64,7 +64,7 @@ class PixverseBot(commands.Bot):
             settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
             settings.key_file,
         )
-        register_secrets(key)
+        register_secrets(key, pinned=True)
         cipher = TokenCipher(key)
         if not await verify_cipher(self.db, cipher):
             raise StartupError(

@@ -35,24 +35,37 @@ _TOKEN_SHAPE = re.compile(r"\b(?:[\w-]{20,30}\.[\w-]{6,7}\.[\w-]{25,}|mfa\.[\w-]
 # Registered secrets shorter than this are left to the structural rules: masking "abc"
 # everywhere would garble logs and reveal more than it hides.
 _MIN_REGISTERED = 8
+# Account tokens seen at run time are remembered up to this many (oldest forgotten first),
+# so an admin pasting junk in a loop cannot grow the pattern without bound. Pinned
+# secrets (the bot token, the key) are never forgotten.
+_MAX_RECENT = 1024
+_MAX_SECRET_LENGTH = 512
 
 
 class SecretRedactor:
     """Masks registered secret values and anything shaped like a token."""
 
     def __init__(self) -> None:
-        self._secrets: set[str] = set()
+        self._pinned: set[str] = set()
+        self._recent: dict[str, None] = {}  # insertion-ordered
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
 
-    def register(self, *secrets: str | None) -> None:
+    def register(self, *secrets: str | None, pinned: bool = False) -> None:
+        wanted = [s for s in secrets if s and _MIN_REGISTERED <= len(s) <= _MAX_SECRET_LENGTH]
         with self._lock:
-            added = {s for s in secrets if s and len(s) >= _MIN_REGISTERED} - self._secrets
+            added = [s for s in wanted if s not in self._pinned and s not in self._recent]
             if not added:
                 return
-            self._secrets |= added
+            for secret in added:
+                if pinned:
+                    self._pinned.add(secret)
+                else:
+                    self._recent[secret] = None
+            while len(self._recent) > _MAX_RECENT:
+                del self._recent[next(iter(self._recent))]
             # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._secrets, key=len, reverse=True)
+            ordered = sorted(self._pinned | self._recent.keys(), key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
     def redact(self, text: str) -> str:
@@ -73,9 +86,9 @@ class SecretRedactor:
 redactor = SecretRedactor()
 
 
-def register_secrets(*secrets: str | None) -> None:
-    """Adds values that must never be logged (the bot token, keys, account tokens)."""
-    redactor.register(*secrets)
+def register_secrets(*secrets: str | None, pinned: bool = False) -> None:
+    """Adds values that must never be logged; ``pinned`` for the bot token and keys."""
+    redactor.register(*secrets, pinned=pinned)
 
 
 _installed = False
@@ -114,7 +127,7 @@ def _redact_record(record: logging.LogRecord) -> None:
 
 def setup_logging(level: str = "INFO", *, stream=None, secrets: Iterable[str | None] = ()) -> None:
     install_redaction()
-    register_secrets(*secrets)
+    register_secrets(*secrets, pinned=True)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s"))
     root = logging.getLogger()

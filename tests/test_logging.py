@@ -87,3 +87,14 @@ def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
             root.addHandler(handler)
         root.setLevel(level)
         logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
+
+
+def test_recent_secrets_are_bounded_but_pinned_ones_stay():
+    redactor = SecretRedactor()
+    redactor.register("pinned-bot-token-value", pinned=True)
+    for n in range(1100):
+        redactor.register(f"account-token-{n:06d}")
+    assert redactor.redact("pinned-bot-token-value") == MASK
+    assert redactor.redact("account-token-001099") == MASK
+    # The oldest run-time secret was forgotten (the structural rules still apply to it).
+    assert redactor.redact("account-token-000000") == "account-token-000000"
