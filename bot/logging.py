@@ -64,13 +64,20 @@ class SecretRedactor:
                     self._recent[secret] = None
             while len(self._recent) > _MAX_RECENT:
                 del self._recent[next(iter(self._recent))]
-            # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._pinned | self._recent.keys(), key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            self._pattern = None  # rebuilt by the next redact()
+
+    def _compiled(self) -> re.Pattern[str] | None:
+        with self._lock:
+            if self._pattern is None and (self._pinned or self._recent):
+                # Longest first, so a secret that contains another is masked whole.
+                ordered = sorted(self._pinned | self._recent.keys(), key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+            return self._pattern
 
     def redact(self, text: str) -> str:
-        if self._pattern is not None:
-            text = self._pattern.sub(MASK, text)
+        pattern = self._compiled()
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
         text = _INNER_OBJECT.sub(self._mask_discord_option, text)
         text = _SECRET_KEY.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
         return _TOKEN_SHAPE.sub(MASK, text)
