@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 
-import aiosqlite
 import discord
 import yarl
 from discord.ext import commands
@@ -50,15 +49,14 @@ class PixverseBot(commands.Bot):
             **client_options,
         )
         self.settings = settings
-        self.db: aiosqlite.Connection | None = None
+        self.db: db.Database | None = None
         self.token_checker: DiscordTokenChecker | None = None
         self.accounts: AccountService
 
     async def setup_hook(self) -> None:
         settings = self.settings
-        self.db = await db.connect(settings.database_path)
-        await db.migrate(self.db)
-        log.info("Database %s at schema version %s", settings.database_path, await db.schema_version(self.db))
+        self.db = await db.Database.open(settings.database_path)
+        log.info("Database %s at schema version %s", settings.database_path, await db.schema_version(self.db.conn))
 
         key = load_or_create_key(
             settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
@@ -94,11 +92,11 @@ class PixverseBot(commands.Bot):
         """
         assert self.db is not None
         fingerprint = self.commands_fingerprint()
-        if await db.get_meta(self.db, COMMANDS_FINGERPRINT_META) == fingerprint:
+        if await self.db.get_meta(COMMANDS_FINGERPRINT_META) == fingerprint:
             log.info("Slash commands unchanged since the last registration; not syncing")
             return False
         synced = await self.tree.sync()
-        await db.set_meta(self.db, COMMANDS_FINGERPRINT_META, fingerprint)
+        await self.db.set_meta(COMMANDS_FINGERPRINT_META, fingerprint)
         log.info("Registered %d slash commands with Discord", len(synced))
         return True
 
@@ -111,8 +109,8 @@ class PixverseBot(commands.Bot):
         # discord.py may call close() again from its connect loop; take each resource
         # before the first await so only one caller releases it.
         checker, self.token_checker = self.token_checker, None
-        conn, self.db = self.db, None
+        database, self.db = self.db, None
         if checker is not None:
             await checker.close()
-        if conn is not None:
-            await db.close(conn)
+        if database is not None:
+            await database.close()

@@ -7,10 +7,15 @@ mid-migration leaves the previous version intact, never half of the new one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -93,8 +98,6 @@ async def migrate(conn: aiosqlite.Connection, migrations: list[Migration] | None
 def _statements(sql: str) -> list[str]:
     # executescript() would COMMIT the surrounding transaction; split on complete
     # statements instead so a migration stays inside the transaction above.
-    import sqlite3
-
     statements, current = [], ""
     for line in sql.splitlines(keepends=True):
         current += line
@@ -132,3 +135,93 @@ async def close(conn: aiosqlite.Connection) -> None:
         await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         await conn.close()
+
+
+class Database:
+    """The bot's connection, with transaction boundaries that coroutines cannot cross.
+
+    aiosqlite gives one connection to many coroutines. Without a lock, a statement from
+    one coroutine issued while another holds ``BEGIN`` would join (and roll back with)
+    the other's transaction. Every statement therefore runs under ``lock``; a
+    transaction holds it from ``BEGIN IMMEDIATE`` to ``COMMIT``. Other processes sharing
+    the file are kept apart by SQLite's own write lock (``BEGIN IMMEDIATE`` + busy timeout).
+    """
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str, *, migrations: list[Migration] | None = None) -> Database:
+        conn = await connect(path)
+        try:
+            await migrate(conn, migrations)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
+    async def close(self) -> None:
+        async with self.lock:
+            await close(self.conn)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self.lock:
+            async with self.conn.execute(sql, tuple(params)) as cur:
+                return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.lock:
+            async with self.conn.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement in its own implicit transaction; returns the rows changed."""
+        async with self.lock:
+            async with self.conn.execute(sql, tuple(params)) as cur:
+                return cur.rowcount
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (cancellation included)."""
+        async with self.lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self.conn)
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.lock:
+            return await get_meta(self.conn, key)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.lock:
+            await set_meta(self.conn, key, value)
+
+
+class Transaction:
+    """Statements inside :meth:`Database.transaction`; the lock is already held."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+        async with self.conn.execute(sql, tuple(params)) as cur:
+            return await cur.fetchone()
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.conn.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        async with self.conn.execute(sql, tuple(params)) as cur:
+            return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        await self.conn.executemany(sql, [tuple(r) for r in rows])
+
+
+IntegrityError = sqlite3.IntegrityError

@@ -51,16 +51,15 @@ def cipher(key: str) -> TokenCipher:
 
 
 @pytest.fixture
-async def conn(tmp_path):
-    connection = await db.connect(tmp_path / "test.db")
-    await db.migrate(connection)
-    yield connection
-    await db.close(connection)
+async def database(tmp_path):
+    opened = await db.Database.open(tmp_path / "test.db")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
-def repository(conn, cipher) -> AccountRepository:
-    return AccountRepository(conn, cipher)
+def repository(database, cipher) -> AccountRepository:
+    return AccountRepository(database, cipher)
 
 
 @pytest.fixture

@@ -35,8 +35,11 @@ async def test_older_database_is_upgraded_and_keeps_its_rows(tmp_path, cipher):
     migrations = db.load_migrations()
     conn = await db.connect(path)
     await db.migrate(conn, migrations[:1])
-    await AccountRepository(conn, cipher).upsert(
-        guild_id=GUILD, channel_id=CHANNEL, token=TOKEN, discord_user_id="1", max_jobs=2
+    # A row as version 1 wrote it (before accounts had rotation columns).
+    await conn.execute(
+        "INSERT INTO accounts (channel_id, guild_id, token_encrypted, token_hash, token_last4, discord_user_id,"
+        " max_jobs, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (CHANNEL, GUILD, cipher.encrypt(TOKEN), cipher.fingerprint(TOKEN), TOKEN[-4:], "1", 2, "t", "t"),
     )
     await db.close(conn)
 
@@ -44,7 +47,8 @@ async def test_older_database_is_upgraded_and_keeps_its_rows(tmp_path, cipher):
     conn = await db.connect(path)
     try:
         assert await db.migrate(conn, migrations + [extra]) == [m.version for m in migrations[1:]] + [9999]
-        assert (await AccountRepository(conn, cipher).get(GUILD, CHANNEL)).max_jobs == 2
+        stored = await AccountRepository(db.Database(conn), cipher).get(GUILD, CHANNEL)
+        assert (stored.max_jobs, stored.in_rotation, stored.error) == (2, True, None)
     finally:
         await db.close(conn)
 
@@ -66,15 +70,15 @@ async def test_a_failing_migration_leaves_nothing_half_applied(tmp_path):
 
 async def test_token_is_not_in_the_database_file_or_wal(tmp_path, cipher):
     path = tmp_path / "secret.db"
-    conn = await db.connect(path)
-    await db.migrate(conn)
-    await AccountRepository(conn, cipher).upsert(
+    database = await db.Database.open(path)
+    await AccountRepository(database, cipher).upsert(
         guild_id=GUILD, channel_id=CHANNEL, token=TOKEN, discord_user_id="1", max_jobs=2
     )
     # Read the WAL while the connection is open, before any checkpoint folds it in.
     wal = path.with_name(path.name + "-wal")
-    files = [path.read_bytes()] + ([wal.read_bytes()] if wal.exists() else [])
-    await db.close(conn)
+    assert wal.exists()
+    files = [path.read_bytes(), wal.read_bytes()]
+    await database.close()
     files.append(path.read_bytes())
     assert len(files[-1]) > 0
     for content in files:
@@ -83,18 +87,18 @@ async def test_token_is_not_in_the_database_file_or_wal(tmp_path, cipher):
     assert not wal.exists()
 
 
-async def test_key_check_refuses_another_key(conn, cipher):
-    assert await verify_cipher(conn, cipher)
-    assert await verify_cipher(conn, cipher)
-    assert not await verify_cipher(conn, TokenCipher(Fernet.generate_key()))
+async def test_key_check_refuses_another_key(database, cipher):
+    assert await verify_cipher(database, cipher)
+    assert await verify_cipher(database, cipher)
+    assert not await verify_cipher(database, TokenCipher(Fernet.generate_key()))
 
 
-async def test_key_check_on_a_database_with_tokens_but_no_check_row(conn, cipher):
-    await AccountRepository(conn, cipher).upsert(
+async def test_key_check_on_a_database_with_tokens_but_no_check_row(database, cipher):
+    await AccountRepository(database, cipher).upsert(
         guild_id=GUILD, channel_id=CHANNEL, token=TOKEN, discord_user_id="1", max_jobs=2
     )
-    assert not await verify_cipher(conn, TokenCipher(Fernet.generate_key()))
-    assert await verify_cipher(conn, cipher)
+    assert not await verify_cipher(database, TokenCipher(Fernet.generate_key()))
+    assert await verify_cipher(database, cipher)
 
 
 def test_generated_key_file_is_private_and_reused(tmp_path):
@@ -121,3 +125,25 @@ def test_fingerprint_is_keyed(cipher):
     assert cipher.fingerprint(TOKEN) == cipher.fingerprint(TOKEN)
     assert cipher.fingerprint(TOKEN) != other.fingerprint(TOKEN)
     assert TOKEN not in cipher.fingerprint(TOKEN)
+
+
+async def test_a_write_from_another_coroutine_never_joins_an_open_transaction(database):
+    import asyncio
+
+    entered = asyncio.Event()
+
+    async def rolled_back() -> None:
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO meta (key, value) VALUES ('in-tx', '1')")
+            entered.set()
+            await asyncio.sleep(0.05)  # give the other coroutine every chance to interleave
+            raise RuntimeError("abort")
+
+    async def outside() -> None:
+        await entered.wait()
+        await database.set_meta("outside", "1")
+
+    results = await asyncio.gather(rolled_back(), outside(), return_exceptions=True)
+    assert isinstance(results[0], RuntimeError) and results[1] is None
+    assert await database.get_meta("in-tx") is None
+    assert await database.get_meta("outside") == "1"

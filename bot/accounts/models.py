@@ -18,6 +18,9 @@ class AccountConfig:
     max_jobs: int
     created_at: str
     updated_at: str
+    in_rotation: bool = True
+    error: str | None = None
+    error_details: str | None = None
 
     @property
     def masked_token(self) -> str:
@@ -25,9 +28,14 @@ class AccountConfig:
 
     def to_public(self) -> dict[str, object]:
         """The useapi model of a configuration: the token masked, never more."""
-        return {
+        public: dict[str, object] = {
             "discord": self.masked_token,
             "server": self.guild_id,
             "channel": self.channel_id,
             "maxJobs": self.max_jobs,
         }
+        if self.error:
+            public["error"] = self.error
+        if self.error_details:
+            public["errorDetails"] = self.error_details
+        return public

@@ -85,12 +85,11 @@ async def test_generated_key_is_written_once_private_and_reused(fake, tmp_path):
 
 async def test_a_key_that_cannot_decrypt_the_database_stops_the_bot_clearly(fake, tmp_path):
     database = tmp_path / "data" / "pixverse.db"
-    conn = await db.connect(database)
-    await db.migrate(conn)
-    await AccountRepository(conn, TokenCipher(Fernet.generate_key())).upsert(
+    opened = await db.Database.open(database)
+    await AccountRepository(opened, TokenCipher(Fernet.generate_key())).upsert(
         guild_id=str(GUILD_ID), channel_id=str(CHANNEL_ID), token=TOKEN, discord_user_id="1", max_jobs=1
     )
-    await db.close(conn)
+    await opened.close()
 
     wrong_key = Fernet.generate_key().decode()
     process = await start_process(bot_env(fake, database, TOKEN_ENCRYPTION_KEY=wrong_key), tmp_path)

@@ -1,0 +1,48 @@
+-- Accounts can leave the rotation (a dead token, a block, repeated failures) and come back.
+ALTER TABLE accounts ADD COLUMN in_rotation INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE accounts ADD COLUMN error TEXT;
+ALTER TABLE accounts ADD COLUMN error_details TEXT;
+ALTER TABLE accounts ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+
+-- PixVerse jobs. A job holds one slot of its account while slot_held = 1; capacity is
+-- the count of such rows, so it is never stored twice and cannot drift. Releasing is an
+-- UPDATE ... WHERE slot_held = 1, which succeeds exactly once however many paths race.
+CREATE TABLE jobs (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order (queue, matching)
+    job_id             TEXT NOT NULL UNIQUE,
+    guild_id           TEXT NOT NULL,
+    account_channel_id TEXT,              -- NULL while waiting in the queue
+    account_user_id    TEXT,
+    max_jobs           INTEGER,           -- the account's maxJobs when placed (a useapi job field)
+    requester_id       TEXT NOT NULL,
+    request_channel_id TEXT NOT NULL,     -- where the member asked; updates go there after 15 min
+    verb               TEXT NOT NULL,     -- create, create_single, button
+    params             TEXT NOT NULL,     -- JSON of the request
+    parent_job_id      TEXT,              -- button jobs: the job whose result was pressed
+    status             TEXT NOT NULL,
+    slot_held          INTEGER NOT NULL DEFAULT 0,
+    queued             INTEGER NOT NULL DEFAULT 0,
+    owner              TEXT,              -- the process running it (see processes)
+    placement_attempts INTEGER NOT NULL DEFAULT 0,
+    created_at         REAL NOT NULL,
+    updated_at         REAL NOT NULL,
+    submitted_at       REAL,              -- sent to PixVerse; the timeout counts from here
+    message_id         TEXT,
+    progress           INTEGER,
+    content            TEXT,
+    attachments        TEXT,              -- JSON
+    buttons            TEXT,              -- JSON
+    error              TEXT,
+    error_details      TEXT
+);
+
+CREATE INDEX jobs_slots ON jobs (account_channel_id) WHERE slot_held = 1;
+CREATE INDEX jobs_queue ON jobs (guild_id, seq) WHERE queued = 1;
+CREATE INDEX jobs_guild_status ON jobs (guild_id, status);
+CREATE INDEX jobs_created ON jobs (created_at);
+
+-- Leases of running bot processes: a job whose owner stopped renewing is recovered.
+CREATE TABLE processes (
+    owner        TEXT PRIMARY KEY,
+    heartbeat_at REAL NOT NULL
+);
