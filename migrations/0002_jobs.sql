@@ -27,6 +27,7 @@ CREATE TABLE jobs (
     created_at         REAL NOT NULL,
     updated_at         REAL NOT NULL,
     submitted_at       REAL,              -- sent to PixVerse; the timeout counts from here
+    pixverse_open      INTEGER NOT NULL DEFAULT 0,  -- PixVerse may still post for it (ended early or not)
     message_id         TEXT,
     progress           INTEGER,
     content            TEXT,
@@ -40,6 +41,7 @@ CREATE INDEX jobs_slots ON jobs (account_channel_id) WHERE slot_held = 1;
 CREATE INDEX jobs_queue ON jobs (guild_id, seq) WHERE queued = 1;
 CREATE INDEX jobs_guild_status ON jobs (guild_id, status);
 CREATE INDEX jobs_created ON jobs (created_at);
+CREATE INDEX jobs_open ON jobs (account_channel_id, seq) WHERE pixverse_open = 1;
 
 -- Leases of running bot processes: a job whose owner stopped renewing is recovered.
 CREATE TABLE processes (

@@ -1,0 +1,1 @@
+"""How jobs reach PixVerse: one small interface, chosen by PIXVERSE_BACKEND."""

@@ -1,0 +1,133 @@
+"""SQL for reading jobs and for the updates that do not touch slots."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.db import Database
+from bot.dispatch.models import Job, JobStatus, job_from_row
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, job_id: str, guild_id: str | None = None) -> Job | None:
+        if guild_id is None:
+            row = await self._db.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        else:
+            row = await self._db.fetchone("SELECT * FROM jobs WHERE job_id = ? AND guild_id = ?", (job_id, guild_id))
+        return None if row is None else job_from_row(row)
+
+    async def executing(self, guild_id: str) -> list[Job]:
+        """The server's jobs that hold a slot or wait for one, oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE guild_id = ? AND (slot_held = 1 OR queued = 1) ORDER BY seq", (guild_id,)
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def holding_slots(self, account_channel_id: str) -> list[Job]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE account_channel_id = ? AND slot_held = 1 ORDER BY seq", (account_channel_id,)
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def open_at_pixverse(self, account_channel_id: str) -> list[Job]:
+        """Jobs PixVerse may still post for on this account (ended early ones included), oldest first."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE account_channel_id = ? AND pixverse_open = 1 ORDER BY seq", (account_channel_id,)
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def mark_submitted(self, job_id: str, now: float) -> bool:
+        return await self._db.execute(
+            "UPDATE jobs SET submitted_at = ?, pixverse_open = 1, updated_at = ? WHERE job_id = ? AND slot_held = 1",
+            (now, now, job_id),
+        ) > 0
+
+    async def record_progress(
+        self, job_id: str, status: JobStatus, *, now: float, message_id: str | None, progress: int | None,
+        content: str | None,
+    ) -> bool:
+        """started/progress while the job still executes; an ended job is left as it is."""
+        return await self._db.execute(
+            "UPDATE jobs SET status = ?, message_id = COALESCE(?, message_id), progress = COALESCE(?, progress),"
+            " content = COALESCE(?, content), updated_at = ? WHERE job_id = ? AND slot_held = 1",
+            (status.value, message_id, progress, content, now, job_id),
+        ) > 0
+
+    async def close_at_pixverse(self, job_id: str, message_id: str | None = None) -> None:
+        await self._db.execute(
+            "UPDATE jobs SET pixverse_open = 0 WHERE job_id = ?", (job_id,)
+        )
+
+    async def timed_out(self, *, now: float, timeout: float) -> list[Job]:
+        """Executing jobs past their timeout: from submission, or from creation if never submitted."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE slot_held = 1 AND COALESCE(submitted_at, created_at) < ? ORDER BY seq",
+            (now - timeout,),
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def orphaned(self, live_owners: list[str]) -> list[Job]:
+        placeholders = ",".join("?" * len(live_owners)) or "NULL"
+        rows = await self._db.fetchall(
+            f"SELECT * FROM jobs WHERE slot_held = 1 AND (owner IS NULL OR owner NOT IN ({placeholders})) ORDER BY seq",
+            live_owners,
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def claim(self, job: Job, owner: str) -> bool:
+        """Takes over a dead process's job; only one live process can win it."""
+        return await self._db.execute(
+            "UPDATE jobs SET owner = ? WHERE job_id = ? AND slot_held = 1 AND owner IS ?",
+            (owner, job.job_id, job.owner),
+        ) > 0
+
+    async def guilds_with_waiting_jobs(self) -> list[str]:
+        rows = await self._db.fetchall("SELECT DISTINCT guild_id FROM jobs WHERE queued = 1")
+        return [row[0] for row in rows]
+
+    async def purge(self, *, before: float) -> int:
+        """Deletes ended jobs older than the retention period."""
+        return await self._db.execute(
+            "DELETE FROM jobs WHERE created_at < ? AND slot_held = 0 AND queued = 0 AND pixverse_open = 0", (before,)
+        )
+
+    # --- process leases -------------------------------------------------------------
+
+    async def heartbeat(self, owner: str, now: float) -> None:
+        await self._db.execute(
+            "INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)"
+            " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            (owner, now),
+        )
+
+    async def live_owners(self, *, now: float, ttl: float) -> list[str]:
+        rows = await self._db.fetchall("SELECT owner FROM processes WHERE heartbeat_at >= ?", (now - ttl,))
+        return [row[0] for row in rows]
+
+    async def forget_owner(self, owner: str) -> None:
+        await self._db.execute("DELETE FROM processes WHERE owner = ?", (owner,))
+
+    async def forget_dead_owners(self, *, now: float, ttl: float) -> None:
+        await self._db.execute("DELETE FROM processes WHERE heartbeat_at < ?", (now - ttl * 10,))
+
+
+def result_fields(update: Any) -> dict[str, Any]:
+    """Columns a final PixVerse message sets on its job."""
+    fields: dict[str, Any] = {"pixverse_open": 0}
+    if update.message_id is not None:
+        fields["message_id"] = update.message_id
+    if update.content is not None:
+        fields["content"] = update.content
+    if update.attachments:
+        fields["attachments"] = json.dumps(list(update.attachments), ensure_ascii=False)
+    if update.buttons:
+        fields["buttons"] = json.dumps(list(update.buttons), ensure_ascii=False)
+    if update.error is not None:
+        fields["error"] = update.error
+    if update.error_details is not None:
+        fields["error_details"] = update.error_details
+    return fields

@@ -1,0 +1,138 @@
+"""Jobs as the dispatcher and the useapi job model see them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    CREATED = "created"
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    MODERATED = "moderated"
+    CANCELLED = "cancelled"
+
+    @property
+    def executing(self) -> bool:
+        return self in EXECUTING
+
+
+EXECUTING = frozenset({JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS})
+FINAL = frozenset(JobStatus) - EXECUTING
+
+
+class Verb(StrEnum):
+    CREATE = "create"
+    CREATE_SINGLE = "create_single"
+    BUTTON = "button"
+
+
+def new_job_id() -> str:
+    # Opaque, copyable from a Discord message: letters, digits, '-', '_' and ':'.
+    return "job:" + secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    guild_id: str
+    account_channel_id: str | None
+    account_user_id: str | None
+    max_jobs: int | None
+    requester_id: str
+    request_channel_id: str
+    verb: Verb
+    params: dict[str, Any]
+    parent_job_id: str | None
+    status: JobStatus
+    slot_held: bool
+    queued: bool
+    owner: str | None
+    placement_attempts: int
+    seq: int
+    created_at: float
+    updated_at: float
+    submitted_at: float | None = None
+    message_id: str | None = None
+    progress: int | None = None
+    content: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    buttons: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    error_details: str | None = None
+
+    @property
+    def prompt(self) -> str | None:
+        return self.params.get("prompt")
+
+    @property
+    def executing(self) -> bool:
+        return self.status.executing
+
+    def to_public(self, *, masked_token: str | None = None) -> dict[str, Any]:
+        """The useapi job fields; the account token only ever masked."""
+        public: dict[str, Any] = {
+            "jobid": self.job_id,
+            "verb": self.verb.value,
+            "status": self.status.value,
+            "created": _iso(self.created_at),
+            "updated": _iso(self.updated_at),
+            "prompt": self.prompt,
+            "buttons": [b["label"] for b in self.buttons],
+            "server": self.guild_id,
+            "channel": self.account_channel_id,
+            "maxJobs": self.max_jobs,
+            "messageId": self.message_id,
+            "content": self.content,
+            "attachments": self.attachments,
+            "error": self.error,
+            "errorDetails": self.error_details,
+        }
+        if masked_token is not None:
+            public["discord"] = masked_token
+        if self.verb is Verb.BUTTON:
+            public["button"] = self.params.get("button")
+            public["parentJobId"] = self.parent_job_id
+        return {k: v for k, v in public.items() if v is not None}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def job_from_row(row: Any) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        guild_id=row["guild_id"],
+        account_channel_id=row["account_channel_id"],
+        account_user_id=row["account_user_id"],
+        max_jobs=row["max_jobs"],
+        requester_id=row["requester_id"],
+        request_channel_id=row["request_channel_id"],
+        verb=Verb(row["verb"]),
+        params=json.loads(row["params"]),
+        parent_job_id=row["parent_job_id"],
+        status=JobStatus(row["status"]),
+        slot_held=bool(row["slot_held"]),
+        queued=bool(row["queued"]),
+        owner=row["owner"],
+        placement_attempts=row["placement_attempts"],
+        seq=row["seq"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        submitted_at=row["submitted_at"],
+        message_id=row["message_id"],
+        progress=row["progress"],
+        content=row["content"],
+        attachments=json.loads(row["attachments"]) if row["attachments"] else [],
+        buttons=json.loads(row["buttons"]) if row["buttons"] else [],
+        error=row["error"],
+        error_details=row["error_details"],
+    )

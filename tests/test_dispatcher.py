@@ -1,0 +1,354 @@
+"""The dispatcher: placement, every way a job ends, the queue, timeouts, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from bot.dispatch import placement
+from bot.dispatch.backends.base import JobUpdate, SubmitError
+from bot.dispatch.models import JobStatus, Verb
+from bot.dispatch.placement import NewJob
+from bot.errors import ApiError
+from tests.dispatch_support import Clock, Listener, ManualBackend, add_account, make_dispatcher, slots
+
+G = "900000000000000001"
+A1, A2, A3, A4 = (f"90000000000000001{n}" for n in range(1, 5))
+MEMBER = "950000000000000001"
+ASKED_IN = "960000000000000001"
+BODY = {"prompt": "a red fox", "style": "Realistic"}
+
+
+async def submit(dispatcher, body=BODY, requester=MEMBER):
+    placed = await dispatcher.submit(
+        guild_id=G, requester_id=requester, request_channel_id=ASKED_IN, verb=Verb.CREATE, body=body
+    )
+    await dispatcher.wait_idle()
+    return placed
+
+
+@pytest.fixture
+def backend():
+    return ManualBackend()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def listener():
+    return Listener()
+
+
+@pytest.fixture
+async def dispatcher(database, repository, backend, clock, listener):
+    d = make_dispatcher(database, repository, backend, clock=clock, listener=listener)
+    yield d
+    await d.close()
+
+
+async def test_placement_is_uniform_and_never_picks_a_full_or_resting_account(database, repository):
+    for channel, max_jobs in ((A1, 2), (A2, 2), (A3, 2), (A4, 1)):
+        await add_account(repository, G, channel, max_jobs=max_jobs, user=channel[-6:])
+    await repository.set_rotation(G, A3, in_rotation=False, error="Blocked")
+    rng = random.Random(20261121)
+    new = NewJob(G, MEMBER, ASKED_IN, Verb.CREATE, dict(BODY))
+    # A1 holds one job for the whole run: it keeps one free slot and must stay as likely as A2.
+    held = await placement.place_on(database, new, account_channel_id=A1, now=1.0, owner="t")
+    counts: Counter[str] = Counter()
+    n = 10_000
+    for _ in range(n):
+        placed = await placement.place(database, new, now=1.0, owner="t", queue_size=0, rng=rng)
+        counts[placed.job.account_channel_id] += 1
+        await placement.release(database, placed.job.job_id, JobStatus.COMPLETED, now=1.0, owner="t", rng=rng)
+    assert set(counts) == {A1, A2, A4}  # A3 rests out of rotation
+    expected = n / 3
+    chi_square = sum((counts[a] - expected) ** 2 / expected for a in (A1, A2, A4))
+    assert chi_square < 13.82, (counts, chi_square)  # df = 2, p = 0.001
+
+    # Full accounts are never picked: fill every slot, then the next one is 429.
+    fill = [await placement.place(database, new, now=1.0, owner="t", queue_size=0, rng=rng) for _ in range(4)]
+    assert Counter([p.job.account_channel_id for p in fill] + [held.account_channel_id]) == {A1: 2, A2: 2, A4: 1}
+    with pytest.raises(ApiError) as info:
+        await placement.place(database, new, now=1.0, owner="t", queue_size=0, rng=rng)
+    assert (info.value.code, info.value.error) == (429, "All PixVerse accounts are busy")
+    assert len(info.value.extra["executingJobs"]) == 5
+
+
+async def test_no_account_and_none_in_rotation(dispatcher, repository):
+    with pytest.raises(ApiError) as info:
+        await submit(dispatcher)
+    assert info.value.code == 404
+    assert info.value.error == (
+        "No PixVerse account is configured in this server; a server manager can add one with /pixverse-account"
+    )
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    await repository.set_rotation(G, A1, in_rotation=False, error="Blocked")
+    with pytest.raises(ApiError) as info:
+        await submit(dispatcher)
+    assert info.value.code == 503
+
+
+async def test_create_is_submitted_with_the_account_token_and_completes(dispatcher, repository, backend, database, listener):
+    await add_account(repository, G, A1, max_jobs=2, user="1")
+    placed = await submit(dispatcher)
+    job = placed.job
+    assert placed.queue_position is None and job.account_channel_id == A1 and job.max_jobs == 2
+    assert backend.submitted == [(job.job_id, f"token-for-{A1}")]
+    assert await slots(database, A1) == 1
+    await dispatcher.job_update(job.job_id, JobUpdate(JobStatus.STARTED, message_id="m1"))
+    await dispatcher.job_update(job.job_id, JobUpdate(JobStatus.PROGRESS, message_id="m1", progress=37))
+    stored = await dispatcher.get(job.job_id, G)
+    assert (stored.status, stored.progress, stored.message_id) == (JobStatus.PROGRESS, 37, "m1")
+    await backend.complete(job.job_id)
+    done = await dispatcher.get(job.job_id, G)
+    assert done.status is JobStatus.COMPLETED
+    assert [b["label"] for b in done.buttons] == ["U1", "V1", "ReDo"]
+    assert done.attachments[0]["url"] == "https://cdn.example/v.mp4"
+    assert await slots(database, A1) == 0
+    # The member hears about started and the final state, once each.
+    assert listener.seen == [(job.job_id, "started"), (job.job_id, "completed")]
+
+
+@pytest.mark.parametrize(
+    ("ending", "status", "error"),
+    [
+        ("completed", JobStatus.COMPLETED, None),
+        ("failed", JobStatus.FAILED, "Failed: something"),
+        ("moderated", JobStatus.MODERATED, "Banned prompt"),
+        ("cancelled", JobStatus.CANCELLED, f"Cancelled by <@{MEMBER}>"),
+        ("timeout", JobStatus.FAILED, "Timed out"),
+        ("deleted", JobStatus.FAILED, "The PixVerse account was deleted"),
+        ("rejected", JobStatus.FAILED, "The PixVerse account left rotation: Discord answered 401"),
+    ],
+)
+async def test_every_ending_releases_the_slot_exactly_once(
+    dispatcher, repository, backend, database, clock, ending, status, error
+):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    assert await slots(database, A1) == 1
+    if ending in ("completed",):
+        await backend.complete(job.job_id)
+    elif ending in ("failed", "moderated"):
+        await dispatcher.job_update(job.job_id, JobUpdate(status, error=error, error_details="details"))
+    elif ending == "cancelled":
+        await dispatcher.cancel(job.job_id, guild_id=G, user_id=MEMBER, is_manager=False)
+    elif ending == "timeout":
+        clock.now += 901
+        await dispatcher.sweep()
+    elif ending == "deleted":
+        await dispatcher.account_removed(G, A1, reason="The PixVerse account was deleted")
+    elif ending == "rejected":
+        await dispatcher.job_update(job.job_id, JobUpdate(account_rejected="Discord answered 401"))
+    ended = await dispatcher.get(job.job_id, G)
+    assert (ended.status, ended.error) == (status, error)
+    assert await slots(database, A1) == 0
+    # Whatever arrives afterwards changes nothing and frees nothing twice.
+    assert not await dispatcher.finish(job.job_id, JobStatus.FAILED, error="late")
+    await backend.complete(job.job_id)
+    again = await dispatcher.get(job.job_id, G)
+    assert (again.status, again.error) == (status, error)
+    assert await slots(database, A1) == 0
+    # The slot is usable again (unless the account left rotation).
+    if ending != "rejected":
+        assert (await submit(dispatcher)).job.account_channel_id == A1
+
+
+async def test_racing_endings_release_once(dispatcher, repository, backend, database, listener):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    results = await asyncio.gather(
+        dispatcher.finish(job.job_id, JobStatus.CANCELLED),
+        dispatcher.finish(job.job_id, JobStatus.FAILED, error="Timed out"),
+        dispatcher.account_removed(G, A1, reason="deleted"),
+        backend.complete(job.job_id),
+    )
+    assert results[:2].count(True) <= 1
+    assert await slots(database, A1) == 0
+    finals = [s for j, s in listener.seen if j == job.job_id]
+    assert len(finals) == 1
+
+
+async def test_cancel_rules(dispatcher, repository):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    with pytest.raises(ApiError) as info:
+        await dispatcher.cancel(job.job_id, guild_id=G, user_id="someone-else", is_manager=False)
+    assert (info.value.code, info.value.error) == (
+        403, f"Only the member who asked for job {job.job_id} or a server manager can cancel it"
+    )
+    with pytest.raises(ApiError) as info:
+        await dispatcher.cancel(job.job_id, guild_id="another-guild", user_id=MEMBER, is_manager=True)
+    assert (info.value.code, info.value.error) == (404, f"Job {job.job_id} not found")
+    cancelled = await dispatcher.cancel(job.job_id, guild_id=G, user_id="a-manager", is_manager=True)
+    assert cancelled.status is JobStatus.CANCELLED
+    with pytest.raises(ApiError) as info:
+        await dispatcher.cancel(job.job_id, guild_id=G, user_id=MEMBER, is_manager=False)
+    assert (info.value.code, info.value.error) == (409, f"Job {job.job_id} is already cancelled")
+
+
+async def test_queue_is_first_in_first_out_with_positions(database, repository, backend, clock):
+    dispatcher = make_dispatcher(database, repository, backend, clock=clock, queue_size=3)
+    try:
+        await add_account(repository, G, A1, max_jobs=1, user="1")
+        running = await submit(dispatcher)
+        waiting = [await submit(dispatcher, body={"prompt": f"p{i}", "style": "Anime"}) for i in range(3)]
+        assert running.queue_position is None
+        assert [w.queue_position for w in waiting] == [1, 2, 3]
+        with pytest.raises(ApiError) as info:
+            await submit(dispatcher)
+        assert info.value.code == 429
+        assert backend.submitted == [(running.job.job_id, f"token-for-{A1}")]
+
+        await backend.complete(running.job.job_id)
+        await dispatcher.wait_idle()
+        # The oldest waiting job took the slot and was submitted; the others moved up.
+        assert [j for j, _ in backend.submitted][1] == waiting[0].job.job_id
+        positions = [await dispatcher.queue_position(await dispatcher.get(w.job.job_id, G)) for w in waiting]
+        assert positions == [None, 1, 2]
+        # Cancelling a waiting job takes it out of the queue without touching a slot.
+        await dispatcher.cancel(waiting[1].job.job_id, guild_id=G, user_id=MEMBER, is_manager=False)
+        assert await dispatcher.queue_position(await dispatcher.get(waiting[2].job.job_id, G)) == 1
+        assert await slots(database, A1) == 1
+    finally:
+        await dispatcher.close()
+
+
+async def test_button_runs_on_the_original_account(dispatcher, repository, backend, database):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    await add_account(repository, G, A2, max_jobs=1, user="2")
+    parent = (await submit(dispatcher)).job
+    await backend.complete(parent.job_id)
+    # Fill the other account so only the parent's account matters.
+    other = (await submit(dispatcher)).job
+    press = dict(guild_id=G, requester_id=MEMBER, request_channel_id=ASKED_IN, job_id=parent.job_id)
+    if other.account_channel_id == parent.account_channel_id:
+        pytest.fail("the second job should have gone to the free account")
+    follow = await dispatcher.press(button="U1", **press)
+    await dispatcher.wait_idle()
+    assert follow.account_channel_id == parent.account_channel_id
+    assert backend.pressed == [(follow.job_id, parent.job_id, f"token-for-{parent.account_channel_id}")]
+    with pytest.raises(ApiError) as info:
+        await dispatcher.press(button="U1", **press)
+    assert info.value.code == 429
+    assert info.value.error == f"The PixVerse account of channel {parent.account_channel_id} is busy"
+    with pytest.raises(ApiError) as info:
+        await dispatcher.press(button="U4", **press)
+    assert (info.value.code, info.value.error) == (400, "Required param button (U4) is not one of U1, V1, ReDo")
+    await repository.set_rotation(G, parent.account_channel_id, in_rotation=False, error="Blocked")
+    await dispatcher.finish(follow.job_id, JobStatus.COMPLETED)
+    with pytest.raises(ApiError) as info:
+        await dispatcher.press(button="U1", **press)
+    assert (info.value.code, info.value.error) == (
+        409, f"The PixVerse account of channel {parent.account_channel_id} is out of rotation: Blocked"
+    )
+
+
+async def test_rejected_account_leaves_rotation_and_the_job_moves_once(dispatcher, repository, backend, database):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    await add_account(repository, G, A2, max_jobs=1, user="2")
+    backend.fail_next = SubmitError("Discord answered 401 for the account's token", account_rejected=True)
+    job = (await submit(dispatcher)).job
+    first = job.account_channel_id
+    moved = await dispatcher.get(job.job_id, G)
+    second = A2 if first == A1 else A1
+    assert moved.account_channel_id == second and moved.status is JobStatus.CREATED
+    assert backend.submitted == [(job.job_id, f"token-for-{second}")]
+    resting = await repository.get(G, first)
+    assert (resting.in_rotation, resting.error) == (False, "Discord answered 401 for the account's token")
+    assert await slots(database, first) == 0 and await slots(database, second) == 1
+    # Saving the account again or a reset puts it back.
+    await repository.set_rotation(G, first, in_rotation=True)
+    assert (await repository.get(G, first)).in_rotation
+
+
+async def test_overloaded_job_is_retried_at_most_twice_then_fails(dispatcher, repository, backend, database):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    for attempt in range(3):
+        await dispatcher.job_update(job.job_id, JobUpdate(overloaded=True, error_details="The queue is full"))
+        await dispatcher.wait_idle()
+    final = await dispatcher.get(job.job_id, G)
+    assert (final.status, final.error) == (JobStatus.FAILED, "PixVerse is overloaded; try again later")
+    assert len(backend.submitted) == 3  # the first try and two retries
+    assert await slots(database, A1) == 0
+
+
+async def test_repeated_failures_take_the_account_out_of_rotation(dispatcher, repository, backend):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    backend.fail_with = SubmitError("PixVerse command unavailable")
+    for _ in range(3):
+        job = (await submit(dispatcher)).job
+        assert (await dispatcher.get(job.job_id, G)).status is JobStatus.FAILED
+    account = await repository.get(G, A1)
+    assert (account.in_rotation, account.error) == (False, "3 jobs in a row failed")
+
+
+async def test_timeout_counts_from_submission_and_the_sweep_ends_it(dispatcher, repository, clock, database):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    clock.now += 899
+    await dispatcher.sweep()
+    assert (await dispatcher.get(job.job_id, G)).status is JobStatus.CREATED
+    clock.now += 2
+    await dispatcher.sweep()
+    ended = await dispatcher.get(job.job_id, G)
+    assert (ended.status, ended.error, ended.error_details) == (
+        JobStatus.FAILED, "Timed out", "PixVerse did not finish the job within 900 seconds"
+    )
+    assert dispatcher.sweep_interval == 30.0
+    assert await slots(database, A1) == 0
+
+
+async def test_jobs_of_a_dead_process_are_resumed_or_failed(database, repository, clock):
+    await add_account(repository, G, A1, max_jobs=2, user="1")
+    dead = make_dispatcher(database, repository, ManualBackend(), clock=clock)
+    dead.owner = "another-host:1:dead"
+    await dead.jobs.heartbeat(dead.owner, clock.now)
+    recent = (await submit(dead)).job
+    clock.now += 800
+    await dead.jobs.heartbeat(dead.owner, clock.now)
+    old_clock_job = (await submit(dead)).job
+    # The process dies (no close). Its lease expires after 3 sweep intervals.
+    clock.now += 200
+    backend = ManualBackend()
+    alive = make_dispatcher(database, repository, backend, clock=clock)
+    try:
+        await alive.start()
+        first = await alive.get(recent.job_id, G)
+        assert (first.status, first.error) == (JobStatus.FAILED, "Timed out")
+        assert backend.resumed == [old_clock_job.job_id]
+        assert (await alive.get(old_clock_job.job_id, G)).owner == alive.owner
+        assert await slots(database, A1) == 1
+    finally:
+        await alive.close()
+
+
+async def test_validation_texts(dispatcher, repository):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    cases = [
+        ({"style": "Anime"}, "Required param prompt is missing or empty"),
+        ({"prompt": "x" * 513, "style": "Anime"}, "Required param prompt is longer than 512 characters"),
+        ({"prompt": "x"}, "Required param style is missing or empty"),
+        ({"prompt": "x", "style": "Pixel"}, "Required param style (Pixel) is not one of Realistic, Anime, 3D Animation"),
+        ({"prompt": "x", "style": "Anime", "aspect_ratio": "2:1"},
+         "Param aspect_ratio (2:1) is not one of 16:9, 9:16, 1:1, 4:3, 3:4"),
+        ({"prompt": "x", "style": "Anime", "negative_prompt": "n" * 513}, "Param negative_prompt is longer than 512 characters"),
+        ({"prompt": "x", "style": "Realistic", "character": "Mika"},
+         "Param character is supported only with style Anime, not Realistic"),
+        ({"prompt": "x", "style": "Anime", "character": "c" * 101}, "Param character is longer than 100 characters"),
+    ]
+    for body, text in cases:
+        with pytest.raises(ApiError) as info:
+            await submit(dispatcher, body=body)
+        assert (info.value.code, info.value.error) == (400, text)
+    with pytest.raises(ApiError) as info:
+        await dispatcher.submit(guild_id=G, requester_id=MEMBER, request_channel_id=ASKED_IN,
+                                verb=Verb.CREATE_SINGLE, body={"prompt": "x", "style": "Anime", "seed": -1})
+    assert info.value.error == "Param seed (-1) must be an integer from 0 to 2147483647"
