@@ -16,7 +16,21 @@ Layout (to make adding behaviour easy):
 * the whole REST surface is the route table in :meth:`FakeDiscord._build_app`; handlers
   are ``_h_*`` methods that receive the aiohttp request (the recording middleware has
   already parsed the body into ``request[_RECORD].json`` / ``request[_RECORD].files``);
-* gateway opcodes are handled in :meth:`FakeDiscord._on_gateway_frame`.
+* gateway opcodes are handled in :meth:`FakeDiscord._on_gateway_frame`;
+* guild channel messages (``channel_messages``) are readable with the bot token
+  (``GET /channels/{id}/messages``, Discord's paging) and reach the bot as
+  MESSAGE_CREATE / MESSAGE_UPDATE through ``_emit_message_create`` /
+  ``_edit_channel_message``, filtered by the intents the bot identified with
+  (GUILD_MESSAGES to get them at all, MESSAGE_CONTENT for content/embeds/attachments/
+  components);
+* the fake PixVerse (:meth:`FakeDiscord.add_pixverse`, shared/pixverse-protocol.md part 5)
+  answers user-token ``POST /interactions`` with 204 and runs each job as a task
+  (``_pixverse_run``) that posts "Waiting to start", edits it to 37% and posts the result
+  with videos and buttons, ``pixverse_step_delay`` apart. Tests steer it with the
+  ``pixverse_*`` attributes (moderated words, overloaded prompts, blocked tokens, hold /
+  release) and read ``pixverse_executing`` / ``pixverse_max_executing`` /
+  ``pixverse_interactions`` / ``pixverse_jobs`` / ``message_events``. A decoy application
+  with its own ``create`` is listed first in the command index and never answers.
 
 Wire details that matter (all checked against discord.py 2.7 source):
 
@@ -38,12 +52,16 @@ Wire details that matter (all checked against discord.py 2.7 source):
   treated as a rate limit if it carries a ``Via`` header; otherwise it's a Cloudflare ban.)
 * After a type-5 defer, the first followup *edits the loading message* (same id) and keeps
   the defer's ephemerality whatever its own flags say (Discord docs, Create Followup).
+* User tokens send ``Authorization: <token>`` raw. Message ids are time-based snowflakes,
+  so ``after=<snowflake of a time>`` works; with ``after`` Discord returns the ``limit``
+  oldest messages after it, newest first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import http
 import itertools
@@ -56,7 +74,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["FakeDiscord", "InteractionResult", "RecordedRequest", "RecordedFile"]
+__all__ = ["FakeDiscord", "InteractionResult", "RecordedRequest", "RecordedFile", "PIXVERSE_APPLICATION_ID", "DECOY_APPLICATION_ID"]
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
@@ -99,6 +117,57 @@ CALLBACK_MODAL = 9
 # Application command option types
 OPTION_SUB_COMMAND = 1
 OPTION_SUB_COMMAND_GROUP = 2
+OPTION_STRING = 3
+OPTION_INTEGER = 4
+OPTION_ATTACHMENT = 11
+
+# Message types
+MESSAGE_DEFAULT = 0
+MESSAGE_REPLY = 19
+MESSAGE_CHAT_INPUT_COMMAND = 20
+
+# Gateway intents that decide which message events (and which of their fields) a bot gets.
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_MESSAGE_CONTENT = 1 << 15
+
+# The fake PixVerse (see FakeDiscord.add_pixverse and shared/pixverse-protocol.md part 5).
+PIXVERSE_APPLICATION_ID = 950000000000000001
+DECOY_APPLICATION_ID = 950000000000000777
+PIXVERSE_PROGRESS_PERCENT = 37
+PIXVERSE_BUTTON_LABELS = ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo")
+PIXVERSE_SHUFFLE_EMOJI = "\N{TWISTED RIGHTWARDS ARROWS}"  # the emoji-only button
+
+
+def _opt(otype: int, name: str, description: str, required: bool = False) -> dict:
+    return {"type": otype, "name": name, "description": description, "required": required}
+
+
+# PixVerse's command options (names as useapi.net names its fields; see the protocol page, part 3).
+_PIXVERSE_CREATE_OPTIONS = [
+    _opt(OPTION_STRING, "prompt", "Describe the video", True),
+    _opt(OPTION_STRING, "style", "Video style", True),
+    _opt(OPTION_STRING, "aspect_ratio", "Aspect ratio"),
+    _opt(OPTION_STRING, "negative_prompt", "What to keep out of the video"),
+    _opt(OPTION_STRING, "character", "Character to star in the video"),
+]
+PIXVERSE_COMMAND_OPTIONS: dict[str, list[dict]] = {
+    "create": _PIXVERSE_CREATE_OPTIONS,
+    "create_single": [*_PIXVERSE_CREATE_OPTIONS, _opt(OPTION_INTEGER, "seed", "Seed")],
+    # Invented (nothing public documents them): an image plus a prompt.
+    "animate": [_opt(OPTION_ATTACHMENT, "image", "Image to animate", True), _opt(OPTION_STRING, "prompt", "Describe the motion")],
+    "meme_face": [_opt(OPTION_ATTACHMENT, "image", "Face image", True), _opt(OPTION_STRING, "prompt", "Describe the video", True)],
+}
+PIXVERSE_COMMAND_DESCRIPTIONS = {
+    "create": "Create 4 videos from a prompt",
+    "create_single": "Create one video from a prompt",
+    "animate": "Animate an image",
+    "meme_face": "Put a face into a video",
+}
+# Videos per finished job.
+PIXVERSE_VIDEO_COUNTS = {"create": 4, "create_single": 1, "animate": 1, "meme_face": 1}
+_ASPECT_SIZES = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (1024, 1024), "4:3": (1024, 768), "3:4": (768, 1024)}
+_USER_MENTION_RE = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION_RE = re.compile(r"<@&(\d+)>")
 
 # Permission bits used for the default @everyone role / the bot's app_permissions.
 _P = {
@@ -130,6 +199,9 @@ else:  # pragma: no cover - older aiohttp
     _RECORD = "fake_discord_record"
 
 
+_MALFORMED: Any = object()  # sentinel: the request body was not valid JSON
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     """JSON answer with Content-Type exactly ``application/json`` (see module docstring)."""
     return web.Response(status=status, body=json.dumps(data).encode(), content_type="application/json")
@@ -144,6 +216,11 @@ def _error(status: int, message: str, code: int = 0, errors: dict | None = None)
 
 def _unauthorized() -> web.Response:
     return _error(401, "401: Unauthorized")
+
+
+def _invalid_form(problems: list[str]) -> web.Response:
+    """Discord's 400 for a body it cannot accept (the reasons listed under errors._errors)."""
+    return _error(400, "Invalid Form Body", 50035, {"_errors": [{"code": "INVALID_FORM_BODY", "message": p} for p in problems]})
 
 
 def _iso(ts: float | None = None) -> str:
@@ -315,6 +392,36 @@ class FakeDiscord:
         self._changed = asyncio.Condition()  # notified on every interaction change
         self._identified = asyncio.Event()
 
+        # --- channel messages (the fake PixVerse's posts and the bot's own) -------------
+        self.channel_messages: dict[int, list[dict]] = {}  # channel_id -> message objects, oldest first
+        # Every MESSAGE_CREATE / MESSAGE_UPDATE the fake emitted, as (event name, snapshot of the message).
+        self.message_events: list[tuple[str, dict]] = []
+
+        # --- the fake PixVerse (inactive until add_pixverse) ----------------------------
+        self.pixverse_application_id: int | None = None
+        self.pixverse_name = "PixVerse"
+        self.pixverse_guild_ids: list[int] | None = None  # None: every guild
+        self.pixverse_step_delay = 0.05
+        self.pixverse_commands: dict[str, dict] = {}  # name -> command object as the index shows it
+        self.decoy_application_id = DECOY_APPLICATION_ID
+        self.decoy_commands: dict[str, dict] = {}
+        self.pixverse_moderated_words: set[str] = set()
+        self.pixverse_blocked_tokens: dict[str, int] = {}
+        self.pixverse_overloaded_prompts: set[str] = set()
+        self.pixverse_hold = False
+        self.pixverse_executing: dict[int, int] = {}
+        self.pixverse_max_executing: dict[int, int] = {}
+        self.pixverse_interactions: list[dict] = []
+        self.decoy_interactions: list[dict] = []  # accepted submissions of the decoy's commands
+        self.pixverse_jobs: list[dict] = []  # one record per accepted PixVerse interaction (see _pixverse_accept)
+        self.pixverse_errors: list[BaseException] = []  # exceptions inside job tasks (re-raised by wait_for_pixverse_idle)
+        self.uploads: dict[str, dict] = {}  # upload_filename -> {"filename", "file_size", "data", "channel_id", "user_id"}
+        self._cdn_files: dict[str, dict] = {}  # attachment id -> {filename, size, content_type} served by the fake CDN
+        self._pixverse_results: dict[str, dict] = {}  # result message id -> {"job": ..., "buttons": {custom_id: label}}
+        self._pixverse_tasks: set[asyncio.Task] = set()
+        self._pixverse_pending = 0  # accepted jobs whose task has not ended
+        self._pixverse_held: list[asyncio.Future] = []  # jobs waiting at the hold point, oldest first
+
         self._last_snowflake = 0
         self._seq_counter = itertools.count()
         self._runner: web.AppRunner | None = None
@@ -330,6 +437,11 @@ class FakeDiscord:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
+        for task in list(self._pixverse_tasks):
+            task.cancel()
+        for task in list(self._pixverse_tasks):
+            with contextlib.suppress(BaseException):
+                await task
         for conn in list(self._connections):
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"fake discord stopping")
@@ -386,9 +498,21 @@ class FakeDiscord:
             ("GET", "/channels/{channel_id}", bot(self._h_get_channel)),
             ("GET", "/guilds/{guild_id}", bot(self._h_get_guild)),
             ("GET", "/guilds/{guild_id}/channels", bot(self._h_get_guild_channels)),
+            # channel messages (the bot reads history and posts updates)
+            ("GET", "/channels/{channel_id}/messages", bot(self._h_get_channel_messages)),
+            ("POST", "/channels/{channel_id}/messages", bot(self._h_post_channel_message)),
+            ("GET", "/channels/{channel_id}/messages/{message_id}", bot(self._h_get_channel_message)),
+            # user-token routes (the account drives PixVerse; raw token in Authorization)
+            ("GET", "/guilds/{guild_id}/application-command-index", self._h_command_index),
+            ("POST", "/interactions", self._h_user_interaction),
+            ("POST", "/channels/{channel_id}/attachments", self._h_attachment_slots),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, a + path, handler)
+        # Upload target for user-token attachments and the fake CDN (outside the API prefix).
+        app.router.add_put("/upload/{upload_id}", self._h_upload)
+        app.router.add_get("/cdn/attachments/{channel_id}/{attachment_id}/{filename}", self._h_cdn)
+        app.router.add_get("/media/attachments/{channel_id}/{attachment_id}/{filename}", self._h_cdn)
         app.router.add_get("/gateway", self._h_gateway_ws)
         app.router.add_get("/gateway/", self._h_gateway_ws)
         # Anything else (any method, any path) is an unknown route. aiohttp keeps looking
@@ -401,7 +525,10 @@ class FakeDiscord:
     async def _record_middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         if request.path.rstrip("/") == "/gateway":  # websocket upgrade, not a REST call
             return await handler(request)
-        body, files = await self._read_body(request)
+        try:
+            body, files = await self._read_body(request)
+        except ValueError:  # malformed JSON: Discord answers 400, not 500
+            body, files = _MALFORMED, []
         path = request.path
         if path.startswith(API_PREFIX):
             path = path[len(API_PREFIX) :] or "/"
@@ -415,7 +542,11 @@ class FakeDiscord:
         )
         self.requests.append(rec)
         request[_RECORD] = rec
-        response = await handler(request)
+        if body is _MALFORMED:
+            rec.json = None
+            response: web.StreamResponse = _error(400, "The request body contains invalid JSON.", 50109)
+        else:
+            response = await handler(request)
         rec.status = response.status
         return response
 
@@ -1289,6 +1420,880 @@ class FakeDiscord:
             state.original_loading = False
         await self._notify()
         return web.Response(status=204)
+
+    # ================================================================ channel messages
+    #
+    # Messages posted in guild channels (by the fake PixVerse or by the bot through
+    # POST /channels/{id}/messages) live in ``channel_messages`` and reach the bot as
+    # MESSAGE_CREATE / MESSAGE_UPDATE, filtered by the intents it identified with.
+
+    def public_user_payload(self, user_id: int) -> dict:
+        """A user as it appears inside messages (author, mentions): public fields only."""
+        if self.pixverse_application_id is not None and user_id == self.pixverse_application_id:
+            return self.pixverse_user_payload()
+        if user_id == self.decoy_application_id:
+            return self._decoy_user_payload()
+        u = self.user_payload(user_id)
+        keys = ("id", "username", "discriminator", "global_name", "avatar", "public_flags", "bot")
+        return {k: u[k] for k in keys if k in u}
+
+    def channel_message_object(
+        self,
+        *,
+        channel_id: int,
+        author: dict,
+        content: str = "",
+        type: int = MESSAGE_DEFAULT,
+        embeds: list[dict] | None = None,
+        attachments: list[dict] | None = None,
+        components: list[dict] | None = None,
+        mentions: Sequence[int] = (),
+        mention_roles: Sequence[int] = (),
+        mention_everyone: bool = False,
+        flags: int = 0,
+        reference: dict | None = None,
+    ) -> dict:
+        """A full Discord message object in ``channel_id`` (not stored; see ``_emit_message_create``).
+
+        ``reference`` is the message replied to: it becomes ``message_reference`` plus
+        ``referenced_message`` (a snapshot, one level deep, like Discord sends it).
+        """
+        guild, _ = self._find_channel(channel_id)
+        msg: dict[str, Any] = {
+            "id": self.snowflake(),
+            "type": type,
+            "channel_id": str(channel_id),
+            "author": author,
+            "content": content,
+            "timestamp": _iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": mention_everyone,
+            "mentions": [self.public_user_payload(u) for u in mentions],
+            "mention_roles": [str(r) for r in mention_roles],
+            "attachments": attachments or [],
+            "embeds": embeds or [],
+            "components": components or [],
+            "pinned": False,
+            "flags": flags,
+        }
+        if guild is not None:
+            msg["guild_id"] = str(guild["id"])
+        if reference is not None:
+            ref = {"type": 0, "message_id": reference["id"], "channel_id": reference["channel_id"]}
+            if "guild_id" in reference:
+                ref["guild_id"] = reference["guild_id"]
+            msg["message_reference"] = ref
+            msg["referenced_message"] = {k: copy.deepcopy(v) for k, v in reference.items() if k != "referenced_message"}
+        return msg
+
+    def find_channel_message(self, channel_id: int, message_id: int | str) -> dict | None:
+        for msg in self.channel_messages.get(int(channel_id), []):
+            if msg["id"] == str(message_id):
+                return msg
+        return None
+
+    async def wait_for_channel_message(
+        self, channel_id: int, predicate: Callable[[dict], bool] | None = None, *, timeout: float = 10
+    ) -> dict:
+        """Wait until a message in ``channel_id`` satisfies ``predicate`` (default: any) and return the first such."""
+
+        def find() -> dict | None:
+            return next((m for m in self.channel_messages.get(channel_id, []) if predicate is None or predicate(m)), None)
+
+        try:
+            await self._wait_until(lambda: find() is not None, timeout)
+        except TimeoutError:
+            contents = [m["content"] for m in self.channel_messages.get(channel_id, [])]
+            raise AssertionError(f"no matching message in channel {channel_id} within {timeout}s (messages: {contents})") from None
+        found = find()
+        assert found is not None
+        return found
+
+    async def _emit_message_create(self, msg: dict) -> None:
+        """Store a new message in its channel and send MESSAGE_CREATE to every bot session."""
+        channel_id = int(msg["channel_id"])
+        self.channel_messages.setdefault(channel_id, []).append(msg)
+        _, channel = self._find_channel(channel_id)
+        if channel is not None:
+            channel["last_message_id"] = msg["id"]
+        await self._emit_message_event("MESSAGE_CREATE", msg)
+
+    async def _edit_channel_message(self, msg: dict, **changes: Any) -> None:
+        """Edit a stored message in place and send MESSAGE_UPDATE (the full message, like Discord)."""
+        msg.update(changes)
+        msg["edited_timestamp"] = _iso()
+        await self._emit_message_event("MESSAGE_UPDATE", msg)
+
+    async def _emit_message_event(self, t: str, msg: dict) -> None:
+        self.message_events.append((t, copy.deepcopy(msg)))
+        for session in list(self._sessions.values()):
+            d = self._message_event_for(session, msg)
+            if d is not None:
+                with contextlib.suppress(ConnectionError):
+                    await self._dispatch(session, t, d)
+        await self._notify()
+
+    def _message_event_for(self, session: _GatewaySession, msg: dict) -> dict | None:
+        """The event ``d`` this session gets, as its intents allow (None: not delivered).
+
+        Guild messages need GUILD_MESSAGES; without MESSAGE_CONTENT, content, embeds,
+        attachments and components arrive empty unless the bot wrote the message or is
+        mentioned in it (Discord's rules for the privileged intent).
+        """
+        intents = session.identify.get("intents")
+        d = copy.deepcopy(msg)
+        if "guild_id" not in d:
+            return d
+        if intents is not None and not intents & INTENT_GUILD_MESSAGES:
+            return None
+        if "webhook_id" not in d:
+            # Guild message events carry the author's member (without its user).
+            d["member"] = {
+                "roles": [],
+                "joined_at": _iso(),
+                "premium_since": None,
+                "nick": None,
+                "avatar": None,
+                "banner": None,
+                "deaf": False,
+                "mute": False,
+                "pending": False,
+                "flags": 0,
+                "communication_disabled_until": None,
+            }
+        if intents is not None and not intents & INTENT_MESSAGE_CONTENT:
+            me = str(self.bot_user_id)
+            if d["author"]["id"] != me and not any(m.get("id") == me for m in d.get("mentions", [])):
+                d.update(content="", embeds=[], attachments=[], components=[])
+                d.pop("poll", None)
+        return d
+
+    @staticmethod
+    def _mentions_for(content: str, allowed: dict | None) -> tuple[list[int], list[int], bool]:
+        """Users, roles and @everyone a message's ``mentions*`` fields list, given its allowed_mentions."""
+        users = [int(u) for u in dict.fromkeys(_USER_MENTION_RE.findall(content))]
+        roles = [int(r) for r in dict.fromkeys(_ROLE_MENTION_RE.findall(content))]
+        everyone = "@everyone" in content or "@here" in content
+        if isinstance(allowed, dict):
+            parse = allowed.get("parse") or []
+            if "users" not in parse:
+                ok = {int(u) for u in allowed.get("users") or []}
+                users = [u for u in users if u in ok]
+            if "roles" not in parse:
+                ok = {int(r) for r in allowed.get("roles") or []}
+                roles = [r for r in roles if r in ok]
+            everyone = everyone and "everyone" in parse
+        return users, roles, everyone
+
+    @staticmethod
+    def _is_snowflake(value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, int):
+            return value >= 0
+        return isinstance(value, str) and value.isdigit() and len(value) <= 20
+
+    # ---------------------------------------------------------------- REST: channel messages (bot token)
+
+    async def _h_get_channel_messages(self, request: web.Request) -> web.Response:
+        """History with Discord's paging: newest first; ``after`` gives the ``limit`` oldest after it."""
+        raw_id = request.match_info["channel_id"]
+        if not raw_id.isdigit() or self.channel_payload(int(raw_id)) is None:
+            return _error(404, "Unknown Channel", 10003)
+        q = request.query
+        problems: list[str] = []
+        limit = 50
+        if q.get("limit", "") != "":
+            try:
+                limit = int(q["limit"])
+            except ValueError:
+                problems.append(f"limit: Value \"{q['limit']}\" is not int.")
+            else:
+                if not 1 <= limit <= 100:
+                    problems.append("limit: int value should be between 1 and 100.")
+        anchors: dict[str, int] = {}
+        for key in ("around", "before", "after"):
+            if q.get(key, "") != "":
+                if q[key].isdigit():
+                    anchors[key] = int(q[key])
+                else:
+                    problems.append(f"{key}: Value \"{q[key]}\" is not snowflake.")
+        if problems:
+            return _invalid_form(problems)
+        messages = sorted(self.channel_messages.get(int(raw_id), []), key=lambda m: int(m["id"]))
+        if "around" in anchors:
+            older = [m for m in messages if int(m["id"]) < anchors["around"]]
+            newer = [m for m in messages if int(m["id"]) >= anchors["around"]]
+            take_older = min(len(older), limit // 2)
+            page = newer[: limit - take_older]
+            page = older[len(older) - min(len(older), limit - len(page)) :] + page
+        else:
+            page = [
+                m
+                for m in messages
+                if ("after" not in anchors or int(m["id"]) > anchors["after"])
+                and ("before" not in anchors or int(m["id"]) < anchors["before"])
+            ]
+            page = page[:limit] if "after" in anchors else page[-limit:]
+        return _json(list(reversed(page)))
+
+    async def _h_get_channel_message(self, request: web.Request) -> web.Response:
+        raw_id = request.match_info["channel_id"]
+        if not raw_id.isdigit() or self.channel_payload(int(raw_id)) is None:
+            return _error(404, "Unknown Channel", 10003)
+        msg = self.find_channel_message(int(raw_id), request.match_info["message_id"])
+        if msg is None:
+            return _error(404, "Unknown Message", 10008)
+        return _json(msg)
+
+    async def _h_post_channel_message(self, request: web.Request) -> web.Response:
+        raw_id = request.match_info["channel_id"]
+        if not raw_id.isdigit() or self.channel_payload(int(raw_id)) is None:
+            return _error(404, "Unknown Channel", 10003)
+        channel_id = int(raw_id)
+        body = request[_RECORD].json
+        files = request[_RECORD].files
+        if body is None and files:
+            body = {}
+        if not isinstance(body, dict):
+            return _invalid_form(["body: must be a JSON object"])
+        content = body.get("content")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            return _invalid_form(["content: must be a string"])
+        if len(content) > 2000:
+            return _invalid_form(["content: Must be 2000 or fewer in length."])
+        embeds = list(body.get("embeds") or ([body["embed"]] if body.get("embed") else []))
+        components = body.get("components") or []
+        if not (content or embeds or files or components or body.get("sticker_ids") or body.get("poll")):
+            return _error(400, "Cannot send an empty message", 50006)
+        referenced = None
+        ref = body.get("message_reference")
+        if isinstance(ref, dict) and ref.get("message_id") is not None:
+            ref_channel = int(ref.get("channel_id") or channel_id)
+            referenced = self.find_channel_message(ref_channel, ref["message_id"])
+            if referenced is None and ref.get("fail_if_not_exists", True):
+                return _invalid_form(["message_reference: Unknown message"])
+        allowed = body.get("allowed_mentions")
+        users, roles, everyone = self._mentions_for(content, allowed)
+        msg = self.channel_message_object(
+            channel_id=channel_id,
+            author=self.public_user_payload(self.bot_user_id),
+            content=content,
+            type=MESSAGE_REPLY if referenced is not None else MESSAGE_DEFAULT,
+            embeds=embeds,
+            attachments=self._attachments(body, files),
+            components=components,
+            mentions=users,
+            mention_roles=roles,
+            mention_everyone=everyone,
+            flags=(body.get("flags") or 0) & (FLAG_SUPPRESS_EMBEDS | FLAG_SUPPRESS_NOTIFICATIONS),
+            reference=referenced,
+        )
+        msg["tts"] = bool(body.get("tts", False))
+        if body.get("nonce") is not None:
+            msg["nonce"] = body["nonce"]
+        if allowed is not None:
+            msg["allowed_mentions"] = allowed
+        if body.get("poll"):
+            msg["poll"] = body["poll"]
+        await self._emit_message_create(msg)
+        return _json(msg)
+
+    # ================================================================ the fake PixVerse
+    #
+    # The account's user token submits slash commands / presses buttons with
+    # POST /interactions; PixVerse answers 204 and then posts its messages in the channel,
+    # step_delay apart (shared/pixverse-protocol.md, parts 3-5). Every accepted job is a
+    # task counted in pixverse_executing from the 204 until its final (or moderation /
+    # overload) message.
+
+    def add_pixverse(
+        self,
+        *,
+        application_id: int = PIXVERSE_APPLICATION_ID,
+        name: str = "PixVerse",
+        guild_ids: list[int] | None = None,
+        step_delay: float = 0.05,
+    ) -> None:
+        """Install PixVerse (application + bot user + commands) and a decoy app with its own ``create``.
+
+        ``guild_ids`` limits the guilds whose command index lists them (default: all).
+        """
+        self.pixverse_application_id = application_id
+        self.pixverse_name = name
+        self.pixverse_guild_ids = list(guild_ids) if guild_ids is not None else None
+        self.pixverse_step_delay = step_delay
+        version = self.snowflake()
+        self.pixverse_commands = {
+            cname: self._app_command(application_id, cname, PIXVERSE_COMMAND_DESCRIPTIONS[cname], options, version)
+            for cname, options in PIXVERSE_COMMAND_OPTIONS.items()
+        }
+        self.decoy_commands = {
+            "create": self._app_command(
+                self.decoy_application_id, "create", "Create a picture", _PIXVERSE_CREATE_OPTIONS[:2], self.snowflake()
+            )
+        }
+
+    def pixverse_bump_version(self) -> str:
+        """PixVerse re-registers its commands: same ids, a new version (cached versions go stale)."""
+        version = self.snowflake()
+        for cmd in self.pixverse_commands.values():
+            cmd["version"] = version
+        return version
+
+    def _app_command(self, app_id: int, name: str, description: str, options: list[dict], version: str) -> dict:
+        return {
+            "id": self.snowflake(),
+            "application_id": str(app_id),
+            "version": version,
+            "default_member_permissions": None,
+            "type": 1,
+            "nsfw": False,
+            "name": name,
+            "description": description,
+            "dm_permission": True,
+            "contexts": None,
+            "integration_types": [0],
+            "options": copy.deepcopy(options),
+        }
+
+    def pixverse_user_payload(self) -> dict:
+        """PixVerse's bot user (its id is the application's id)."""
+        if self.pixverse_application_id is None:
+            raise AssertionError("add_pixverse() was not called")
+        return {
+            "id": str(self.pixverse_application_id),
+            "username": self.pixverse_name,
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": True,
+            "public_flags": 0,
+        }
+
+    def _decoy_user_payload(self) -> dict:
+        return {
+            "id": str(self.decoy_application_id),
+            "username": "Decoy Bot",
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": True,
+            "public_flags": 0,
+        }
+
+    def _pixverse_in_guild(self, guild_id: int) -> bool:
+        return (
+            self.pixverse_application_id is not None
+            and guild_id in self.guilds
+            and (self.pixverse_guild_ids is None or guild_id in self.pixverse_guild_ids)
+        )
+
+    # ---------------------------------------------------------------- PixVerse: test controls
+
+    @property
+    def pixverse_held(self) -> int:
+        """How many jobs are waiting at the hold point (see ``pixverse_hold``)."""
+        return len(self._pixverse_held)
+
+    def pixverse_release(self, n: int | None = None) -> int:
+        """Let held jobs finish: all of them, or the ``n`` oldest. Returns how many were released.
+
+        Only jobs already waiting are released; a job reaching the hold point later waits
+        again while ``pixverse_hold`` is True.
+        """
+        count = len(self._pixverse_held) if n is None else max(0, min(n, len(self._pixverse_held)))
+        released, self._pixverse_held[:count] = self._pixverse_held[:count], []
+        for fut in released:
+            if not fut.done():
+                fut.set_result(None)
+        return count
+
+    async def wait_for_pixverse_held(self, count: int = 1, timeout: float = 10) -> None:
+        """Wait until at least ``count`` jobs wait at the hold point."""
+        try:
+            await self._wait_until(lambda: len(self._pixverse_held) >= count, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"expected {count} held PixVerse job(s) within {timeout}s, have {len(self._pixverse_held)} "
+                f"(pixverse_hold={self.pixverse_hold}, pending={self._pixverse_pending}, executing={self.pixverse_executing})"
+            ) from None
+
+    async def wait_for_pixverse_idle(self, timeout: float = 10) -> None:
+        """Wait until no PixVerse job is executing or scheduled; re-raise errors from job tasks."""
+        try:
+            await self._wait_until(lambda: self._pixverse_pending == 0, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"PixVerse not idle within {timeout}s: {self._pixverse_pending} job(s) pending, "
+                f"{len(self._pixverse_held)} held (pixverse_hold={self.pixverse_hold}), executing={self.pixverse_executing}"
+            ) from None
+        if self.pixverse_errors:
+            raise AssertionError(f"a fake PixVerse job failed: {self.pixverse_errors[0]!r}") from self.pixverse_errors[0]
+
+    # ---------------------------------------------------------------- PixVerse: REST (user token)
+
+    def _user_auth(self, request: web.Request) -> int | web.Response:
+        """The user behind a raw user token, or the answer for a blocked / unknown token."""
+        auth = request.headers.get("Authorization") or ""
+        if auth in self.pixverse_blocked_tokens:
+            return self._blocked_response(self.pixverse_blocked_tokens[auth])
+        user_id = self.user_tokens.get(auth)
+        if user_id is None:
+            return _unauthorized()
+        return user_id
+
+    @staticmethod
+    def _blocked_response(status: int) -> web.Response:
+        if status == 401:
+            return _unauthorized()
+        if status == 403:
+            return _error(403, "You need to verify your account in order to perform this action.", 40002)
+        if status == 429:
+            response = _json({"message": "You are being rate limited.", "retry_after": 1.0, "global": False, "code": 0}, 429)
+            # discord.py only treats a 429 with a Via header as a rate limit (else: Cloudflare ban).
+            response.headers.update({"Retry-After": "1", "Via": "1.1 google"})
+            return response
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        return _error(status, f"{status}: {phrase}")
+
+    async def _h_command_index(self, request: web.Request) -> web.Response:
+        user = self._user_auth(request)
+        if isinstance(user, web.Response):
+            return user
+        raw_id = request.match_info["guild_id"]
+        if not raw_id.isdigit() or int(raw_id) not in self.guilds:
+            return _error(404, "Unknown Guild", 10004)
+        applications: list[dict] = []
+        commands: list[dict] = []
+        if self._pixverse_in_guild(int(raw_id)):
+            # The decoy comes first, so "the first command named create" is the wrong one.
+            applications = [
+                {"id": str(self.decoy_application_id), "name": "Decoy Bot", "description": "", "icon": None, "flags": 0,
+                 "bot": self._decoy_user_payload()},
+                {"id": str(self.pixverse_application_id), "name": self.pixverse_name, "description": "", "icon": None,
+                 "flags": 0, "bot": self.pixverse_user_payload()},
+            ]
+            commands = [*self.decoy_commands.values(), *self.pixverse_commands.values()]
+        return _json({"applications": applications, "application_commands": copy.deepcopy(commands)})
+
+    async def _h_attachment_slots(self, request: web.Request) -> web.Response:
+        """POST /channels/{C}/attachments: upload slots for a type-11 option (part 3)."""
+        user = self._user_auth(request)
+        if isinstance(user, web.Response):
+            return user
+        raw_id = request.match_info["channel_id"]
+        if not raw_id.isdigit() or self.channel_payload(int(raw_id)) is None:
+            return _error(404, "Unknown Channel", 10003)
+        body = request[_RECORD].json
+        files = body.get("files") if isinstance(body, dict) else None
+        if not isinstance(files, list) or not files or not all(
+            isinstance(f, dict) and isinstance(f.get("filename"), str) and f["filename"]
+            and isinstance(f.get("file_size"), int) and not isinstance(f.get("file_size"), bool) and f["file_size"] >= 0
+            for f in files
+        ):
+            return _invalid_form(["files: a list of {filename, file_size, id} is required"])
+        out = []
+        for f in files:
+            upload_id = secrets.token_hex(8)
+            upload_filename = f"{upload_id}/{f['filename']}"
+            self.uploads[upload_filename] = {
+                "upload_id": upload_id,
+                "filename": f["filename"],
+                "file_size": f["file_size"],
+                "data": None,
+                "channel_id": int(raw_id),
+                "user_id": user,
+            }
+            out.append(
+                {
+                    "id": f.get("id"),
+                    "upload_url": f"{self.base_url}/upload/{upload_id}?upload_id={secrets.token_urlsafe(12)}",
+                    "upload_filename": upload_filename,
+                }
+            )
+        return _json({"attachments": out})
+
+    async def _h_upload(self, request: web.Request) -> web.Response:
+        """PUT of the bytes to an upload_url (a storage host: it must not get the Discord token)."""
+        record = next((u for u in self.uploads.values() if u["upload_id"] == request.match_info["upload_id"]), None)
+        if record is None:
+            return web.Response(status=404, text="no such upload")
+        if "Authorization" in request.headers:
+            return web.Response(status=400, text="Authorization header not allowed on a signed upload URL")
+        record["data"] = await request.read()
+        return web.Response(status=200)
+
+    async def _h_cdn(self, request: web.Request) -> web.Response:
+        """The fake CDN: PixVerse's video attachments can be downloaded (bytes of the announced size)."""
+        info = self._cdn_files.get(request.match_info["attachment_id"])
+        if info is None or info["filename"] != request.match_info["filename"]:
+            return web.Response(status=404, text="not found")
+        head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+        data = (head + b"\x00" * info["size"])[: info["size"]]
+        return web.Response(status=200, body=data, content_type=info["content_type"])
+
+    def _interaction_problems(self, body: Any) -> list[str]:
+        if not isinstance(body, dict):
+            return ["body: must be a JSON object"]
+        problems = []
+        itype = body.get("type")
+        if itype not in (INTERACTION_APPLICATION_COMMAND, INTERACTION_MESSAGE_COMPONENT) or isinstance(itype, bool):
+            problems.append("type: must be 2 (application command) or 3 (message component)")
+        for key in ("application_id", "guild_id", "channel_id"):
+            if not self._is_snowflake(body.get(key)):
+                problems.append(f"{key}: Value is not snowflake.")
+        if not isinstance(body.get("session_id"), str) or not body["session_id"]:
+            problems.append("session_id: This field is required")
+        nonce = body.get("nonce")
+        if nonce is not None and not (self._is_snowflake(nonce) and len(str(nonce)) <= 25):
+            problems.append("nonce: must be a snowflake")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            problems.append("data: This field is required")
+            return problems
+        if itype == INTERACTION_APPLICATION_COMMAND:
+            if not self._is_snowflake(data.get("id")):
+                problems.append("data.id: Value is not snowflake.")
+            if not self._is_snowflake(data.get("version")):
+                problems.append("data.version: Value is not snowflake.")
+            if not isinstance(data.get("name"), str):
+                problems.append("data.name: This field is required")
+            if data.get("type", 1) != 1:
+                problems.append("data.type: only chat input commands (1) are supported")
+            if not isinstance(data.get("options", []), list):
+                problems.append("data.options: must be a list")
+            if not isinstance(data.get("attachments", []), list):
+                problems.append("data.attachments: must be a list")
+        elif itype == INTERACTION_MESSAGE_COMPONENT:
+            if not self._is_snowflake(body.get("message_id")):
+                problems.append("message_id: Value is not snowflake.")
+            if data.get("component_type") != 2:
+                problems.append("data.component_type: must be 2 (button)")
+            if not isinstance(data.get("custom_id"), str) or not data["custom_id"]:
+                problems.append("data.custom_id: This field is required")
+        return problems
+
+    async def _h_user_interaction(self, request: web.Request) -> web.Response:
+        """POST /interactions from a user token: a PixVerse slash command (2) or button press (3)."""
+        user = self._user_auth(request)
+        if isinstance(user, web.Response):
+            return user
+        body = request[_RECORD].json
+        problems = self._interaction_problems(body)
+        if problems:
+            return _invalid_form(problems)
+        guild, channel = self._find_channel(int(body["channel_id"]))
+        if guild is None or channel is None:
+            return _error(404, "Unknown Channel", 10003)
+        if int(body["guild_id"]) != guild["id"]:
+            return _invalid_form(["guild_id: the channel is not in this guild"])
+        if body["type"] == INTERACTION_APPLICATION_COMMAND:
+            return self._pixverse_command(user, body, guild["id"])
+        return self._pixverse_button(user, body, guild["id"])
+
+    def _pixverse_command(self, user_id: int, body: dict, guild_id: int) -> web.Response:
+        unknown = _error(400, "Unknown application command", 10063)
+        data = body["data"]
+        app_id = int(body["application_id"])
+        if not self._pixverse_in_guild(guild_id):
+            return unknown
+        if app_id == self.decoy_application_id:
+            decoy = next((c for c in self.decoy_commands.values() if c["id"] == str(data["id"])), None)
+            if decoy is None or str(data["version"]) != decoy["version"] or data["name"] != decoy["name"]:
+                return unknown
+            # Accepted like Discord would; the decoy never answers (a client that picked it waits in vain).
+            self.decoy_interactions.append({**body, "_user_id": user_id})
+            return web.Response(status=204)
+        cmd = next((c for c in self.pixverse_commands.values() if c["id"] == str(data["id"])), None)
+        if app_id != self.pixverse_application_id or cmd is None or str(data["version"]) != cmd["version"] or data["name"] != cmd["name"]:
+            return unknown
+        values, problems = self._check_options(cmd, data)
+        if problems:
+            return _invalid_form(problems)
+        name = cmd["name"]
+        job = self._new_job(
+            user_id=user_id,
+            body=body,
+            guild_id=guild_id,
+            interaction_type=INTERACTION_APPLICATION_COMMAND,
+            command=name,
+            prompt=values.get("prompt") or "",
+            style=values.get("style") or name,
+            aspect_ratio=values.get("aspect_ratio") or "16:9",
+            videos=PIXVERSE_VIDEO_COUNTS[name],
+        )
+        job["options"] = values
+        self.pixverse_interactions.append({**body, "_user_id": user_id})
+        self._pixverse_accept(job)
+        return web.Response(status=204)
+
+    def _check_options(self, cmd: dict, data: dict) -> tuple[dict[str, Any], list[str]]:
+        definitions = {o["name"]: o for o in cmd["options"]}
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        app_cmd = data.get("application_command")
+        if isinstance(app_cmd, dict) and str(app_cmd.get("id")) != cmd["id"]:
+            problems.append("data.application_command: does not match data.id")
+        attachments = {str(a.get("id")): a for a in data.get("attachments") or [] if isinstance(a, dict)}
+        for option in data.get("options") or []:
+            oname = option.get("name") if isinstance(option, dict) else None
+            definition = definitions.get(oname) if isinstance(oname, str) else None
+            if definition is None:
+                problems.append(f"data.options: unknown option {oname!r}")
+                continue
+            if oname in values:
+                problems.append(f"data.options.{oname}: duplicate option")
+                continue
+            otype, value = option.get("type"), option.get("value")
+            if otype != definition["type"]:
+                problems.append(f"data.options.{oname}: type must be {definition['type']}")
+            elif otype == OPTION_STRING and not isinstance(value, str):
+                problems.append(f"data.options.{oname}: value must be a string")
+            elif otype == OPTION_STRING and definition["required"] and not value.strip():
+                problems.append(f"data.options.{oname}: must not be empty")
+            elif otype == OPTION_INTEGER and (not isinstance(value, int) or isinstance(value, bool)):
+                problems.append(f"data.options.{oname}: value must be an integer")
+            elif otype == OPTION_ATTACHMENT:
+                att = attachments.get(str(value))
+                upload = self.uploads.get((att or {}).get("uploaded_filename") or "")
+                if att is None or upload is None or upload["data"] is None:
+                    problems.append(f"data.options.{oname}: no uploaded attachment with id {value!r} in data.attachments")
+                else:
+                    value = upload
+            values[oname] = value
+        for oname, definition in definitions.items():
+            if definition["required"] and oname not in values:
+                problems.append(f"data.options.{oname}: This field is required")
+        return values, problems
+
+    def _pixverse_button(self, user_id: int, body: dict, guild_id: int) -> web.Response:
+        unknown = _error(400, "Unknown interaction", 10062)
+        if self.pixverse_application_id is None or int(body["application_id"]) != self.pixverse_application_id:
+            return unknown
+        entry = self._pixverse_results.get(str(body["message_id"]))
+        if entry is None or entry["message"]["channel_id"] != str(body["channel_id"]):
+            return unknown
+        label = entry["buttons"].get(body["data"]["custom_id"])
+        if label is None:
+            return unknown
+        origin = entry["job"]
+        job = self._new_job(
+            user_id=user_id,
+            body=body,
+            guild_id=guild_id,
+            interaction_type=INTERACTION_MESSAGE_COMPONENT,
+            command=origin["command"],
+            prompt=origin["prompt"],
+            style=origin["style"],
+            aspect_ratio=origin["aspect_ratio"],
+            videos=1 if label.startswith("U") else 4,
+        )
+        job["button"] = label
+        job["reference"] = entry["message"]
+        self.pixverse_interactions.append({**body, "_user_id": user_id})
+        self._pixverse_accept(job)
+        return web.Response(status=204)
+
+    # ---------------------------------------------------------------- PixVerse: jobs
+
+    def _new_job(self, *, user_id: int, body: dict, guild_id: int, interaction_type: int, command: str, prompt: str,
+                 style: str, aspect_ratio: str, videos: int) -> dict:
+        """One record of ``pixverse_jobs``."""
+        lowered = prompt.lower()
+        if any(w.lower() in lowered for w in self.pixverse_moderated_words):
+            outcome = "moderated"
+        elif any(p.lower() in lowered for p in self.pixverse_overloaded_prompts):
+            outcome = "overloaded"
+        else:
+            outcome = "completed"
+        return {
+            "interaction_id": self.snowflake(),
+            "interaction_type": interaction_type,
+            "user_id": user_id,
+            "guild_id": guild_id,
+            "channel_id": int(body["channel_id"]),
+            "command": command,
+            "button": None,  # label/emoji of the pressed button (type 3)
+            "reference": None,  # the result message the button was on (type 3)
+            "prompt": prompt,
+            "style": style,
+            "aspect_ratio": aspect_ratio,
+            "videos": videos,
+            "outcome": outcome,  # decided at submission: completed | moderated | overloaded
+            "state": "scheduled",  # scheduled -> started -> progress [-> held -> progress] -> completed | moderated | overloaded
+            "message_ids": [],  # every message PixVerse posted for this job, in order
+            "result_message_id": None,
+            "done": False,
+        }
+
+    def _pixverse_accept(self, job: dict) -> None:
+        uid = job["user_id"]
+        self.pixverse_executing[uid] = self.pixverse_executing.get(uid, 0) + 1
+        self.pixverse_max_executing[uid] = max(self.pixverse_max_executing.get(uid, 0), self.pixverse_executing[uid])
+        self.pixverse_jobs.append(job)
+        self._pixverse_pending += 1
+        task = asyncio.create_task(self._pixverse_run(job))
+        self._pixverse_tasks.add(task)
+        task.add_done_callback(self._pixverse_tasks.discard)
+
+    def _pixverse_end(self, job: dict, state: str) -> None:
+        """The job stops executing at PixVerse (counted down exactly once)."""
+        job["state"] = state
+        if not job["done"]:
+            job["done"] = True
+            self.pixverse_executing[job["user_id"]] -= 1
+
+    async def _pixverse_run(self, job: dict) -> None:
+        delay = self.pixverse_step_delay
+        uid = job["user_id"]
+        head = f"<@{uid}> (prompt: {job['prompt']} style: {job['style']} aspect-ratio: {job['aspect_ratio']})"
+        cancelled = False
+        fut: asyncio.Future | None = None
+        try:
+            await asyncio.sleep(delay)
+            if job["outcome"] == "moderated":
+                self._pixverse_end(job, "moderated")
+                embed = {"type": "rich", "title": "Banned prompt", "description": job["prompt"], "color": 0xED4245}
+                await self._pixverse_post(job, content=head, first=True, embeds=[embed])
+                return
+            if job["outcome"] == "overloaded":
+                self._pixverse_end(job, "overloaded")
+                embed = {"type": "rich", "title": "Too many requests", "description": "The queue is full, try again later",
+                         "color": 0xFEE75C}
+                await self._pixverse_post(job, content=head, first=True, embeds=[embed])
+                return
+            waiting = await self._pixverse_post(job, content=f"{head} (Waiting to start)", first=True)
+            job["state"] = "started"
+            await asyncio.sleep(delay)
+            await self._edit_channel_message(waiting, content=f"{head} ({PIXVERSE_PROGRESS_PERCENT}%)")
+            job["state"] = "progress"
+            if self.pixverse_hold:
+                fut = asyncio.get_running_loop().create_future()
+                self._pixverse_held.append(fut)
+                job["state"] = "held"
+                await self._notify()
+                await fut
+                job["state"] = "progress"
+            await asyncio.sleep(delay)
+            components, buttons = self._pixverse_components()
+            # Counted down before the final message goes out: whoever sees it may submit at once.
+            self._pixverse_end(job, "completed")
+            final = await self._pixverse_post(
+                job,
+                content=f"{head} Author: <@{uid}>",
+                first=False,
+                attachments=self._pixverse_attachments(job),
+                components=components,
+            )
+            job["result_message_id"] = final["id"]
+            self._pixverse_results[final["id"]] = {"job": job, "message": final, "buttons": buttons}
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception as exc:  # kept for wait_for_pixverse_idle, never lost in a task
+            self.pixverse_errors.append(exc)
+        finally:
+            if fut is not None and fut in self._pixverse_held:
+                self._pixverse_held.remove(fut)
+            if not job["done"]:
+                self._pixverse_end(job, "cancelled" if cancelled else "failed")
+            self._pixverse_pending -= 1
+            if not cancelled:
+                await self._notify()
+
+    async def _pixverse_post(self, job: dict, *, content: str, first: bool, embeds: list[dict] | None = None,
+                             attachments: list[dict] | None = None, components: list[dict] | None = None) -> dict:
+        """Post a PixVerse message for ``job``; the first one answers the interaction (interaction_metadata)."""
+        assert self.pixverse_application_id is not None
+        reference = job["reference"]
+        if reference is not None:
+            mtype = MESSAGE_REPLY
+        else:
+            mtype = MESSAGE_CHAT_INPUT_COMMAND if first else MESSAGE_DEFAULT
+        user = self.public_user_payload(job["user_id"])
+        msg = self.channel_message_object(
+            channel_id=job["channel_id"],
+            author=self.pixverse_user_payload(),
+            content=content,
+            type=mtype,
+            embeds=embeds,
+            attachments=attachments,
+            components=components,
+            mentions=[job["user_id"]],
+            reference=reference,
+        )
+        if first:
+            app = str(self.pixverse_application_id)
+            metadata: dict[str, Any] = {
+                "id": job["interaction_id"],
+                "type": job["interaction_type"],
+                "user": user,
+                "authorizing_integration_owners": {"0": str(job["guild_id"])},
+            }
+            if job["interaction_type"] == INTERACTION_APPLICATION_COMMAND:
+                metadata.update(name=job["command"], command_type=1)
+                msg["interaction"] = {"id": job["interaction_id"], "type": 2, "name": job["command"], "user": user}
+            else:
+                metadata["interacted_message_id"] = reference["id"] if reference else None
+            msg.update(application_id=app, webhook_id=app, interaction_metadata=metadata)
+        job["message_ids"].append(msg["id"])
+        await self._emit_message_create(msg)
+        return msg
+
+    def _pixverse_attachments(self, job: dict) -> list[dict]:
+        width, height = _ASPECT_SIZES.get(job["aspect_ratio"], (1024, 1024))
+        now = int(time.time())
+        out = []
+        for index in range(1, job["videos"] + 1):
+            att_id = self.snowflake()
+            filename = f"pixverse_{index}.mp4"
+            size = 4096 + index
+            path = f"attachments/{job['channel_id']}/{att_id}/{filename}"
+            # Discord's signed CDN query (clients must keep the whole URL).
+            query = f"?ex={now + 86400:x}&is={now:x}&hm={secrets.token_hex(32)}&"
+            self._cdn_files[att_id] = {"filename": filename, "size": size, "content_type": "video/mp4"}
+            out.append(
+                {
+                    "id": att_id,
+                    "filename": filename,
+                    "size": size,
+                    "url": f"{self.base_url}/cdn/{path}{query}",
+                    "proxy_url": f"{self.base_url}/media/{path}{query}",
+                    "content_type": "video/mp4",
+                    "width": width,
+                    "height": height,
+                }
+            )
+        return out
+
+    @staticmethod
+    def _pixverse_components() -> tuple[list[dict], dict[str, str]]:
+        """Action rows U1-U4 / V1-V4 / ReDo + the emoji-only shuffle; opaque random custom_ids."""
+        buttons: dict[str, str] = {}
+
+        def button(label: str | None = None, emoji: str | None = None) -> dict:
+            custom_id = f"pv::{secrets.token_hex(12)}"
+            b: dict[str, Any] = {"type": 2, "style": 2, "custom_id": custom_id}
+            if label is not None:
+                b["label"] = label
+            if emoji is not None:
+                b["emoji"] = {"name": emoji, "id": None}
+            buttons[custom_id] = label or emoji or ""
+            return b
+
+        rows = [
+            {"type": 1, "components": [button(label) for label in PIXVERSE_BUTTON_LABELS[0:4]]},
+            {"type": 1, "components": [button(label) for label in PIXVERSE_BUTTON_LABELS[4:8]]},
+            {"type": 1, "components": [button("ReDo"), button(emoji=PIXVERSE_SHUFFLE_EMOJI)]},
+        ]
+        return rows, buttons
 
     # ---------------------------------------------------------------- gateway
 
