@@ -15,6 +15,12 @@ from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.repository import AccountRepository, verify_cipher
 from bot.accounts.service import AccountService
 from bot.accounts.token_check import DiscordTokenChecker
+from bot.dispatch.backends.base import PixverseBackend
+from bot.dispatch.backends.discord import DiscordBackend
+from bot.dispatch.backends.simulated import SimulatedBackend
+from bot.dispatch.dispatcher import Dispatcher
+from bot.dispatch.jobs import JobRepository
+from bot.pixverse.client import DiscordUserClient
 from bot.errors import StartupError
 from bot.logging import register_secrets
 from bot.settings import Settings
@@ -22,7 +28,8 @@ from bot.tree import BotTree
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.accounts",)
+EXTENSIONS = ("cogs.accounts", "cogs.jobs")
+HISTORY_PAGE = 100
 COMMANDS_FINGERPRINT_META = "commands_fingerprint"
 
 
@@ -40,6 +47,9 @@ class PixverseBot(commands.Bot):
         discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True
+        # The bot follows PixVerse's answers in the account channels.
+        intents.guild_messages = True
+        intents.message_content = True
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
@@ -52,6 +62,8 @@ class PixverseBot(commands.Bot):
         self.db: db.Database | None = None
         self.token_checker: DiscordTokenChecker | None = None
         self.accounts: AccountService
+        self.dispatcher: Dispatcher | None = None
+        self._dispatcher_started = False
 
     async def setup_hook(self) -> None:
         settings = self.settings
@@ -71,14 +83,55 @@ class PixverseBot(commands.Bot):
             )
 
         self.token_checker = DiscordTokenChecker(settings.api_base_url)
+        repository = AccountRepository(self.db, cipher)
         self.accounts = AccountService(
-            AccountRepository(self.db, cipher),
-            self.token_checker,
-            max_concurrent_jobs=settings.pixverse_max_concurrent_jobs,
+            repository, self.token_checker, max_concurrent_jobs=settings.pixverse_max_concurrent_jobs
         )
+        self.dispatcher = Dispatcher(
+            self.db,
+            repository,
+            self._backend(repository),
+            queue_size=settings.pixverse_queue_size,
+            job_timeout=settings.pixverse_job_timeout_seconds,
+        )
+        self.accounts.listeners.append(self.dispatcher)
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands_if_changed()
+
+    def _backend(self, repository: AccountRepository) -> PixverseBackend:
+        settings = self.settings
+        if settings.pixverse_backend == "simulated":
+            log.warning("PIXVERSE_BACKEND=simulated: jobs are simulated in-process and generate no video")
+            return SimulatedBackend(
+                duration=settings.pixverse_simulated_duration_seconds,
+                failure_rate=settings.pixverse_simulated_failure_rate,
+            )
+        assert self.db is not None
+        return DiscordBackend(
+            DiscordUserClient(
+                settings.api_base_url,
+                application_id=settings.pixverse_application_id,
+                submit_interval=settings.pixverse_submit_interval_seconds,
+            ),
+            repository,
+            JobRepository(self.db),
+            self.read_history,
+            application_id=settings.pixverse_application_id,
+        )
+
+    async def read_history(self, channel_id: str, after: int):
+        """A channel's messages after a snowflake, oldest first, with the bot's token."""
+        while True:
+            page = await self.http.logs_from(channel_id, HISTORY_PAGE, after=after)
+            if not page:
+                return
+            page.sort(key=lambda m: int(m["id"]))
+            for message in page:
+                yield message
+            if len(page) < HISTORY_PAGE:
+                return
+            after = int(page[-1]["id"])
 
     def commands_fingerprint(self) -> str:
         payload = sorted((command.to_dict(self.tree) for command in self.tree.get_commands()), key=lambda c: c["name"])
@@ -102,9 +155,18 @@ class PixverseBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("Connected as %s (%s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        # Recovery reads channel history, so it starts once the gateway is connected:
+        # anything PixVerse posts from now on arrives as events, nothing falls in between.
+        if self.dispatcher is not None and not self._dispatcher_started:
+            self._dispatcher_started = True
+            self.dispatcher.start_soon()
 
     async def close(self) -> None:
-        # Reverse order of setup: stop Discord first so no command runs on a closed database.
+        # Reverse order of setup: the dispatcher (its lease, its tasks), then Discord, then
+        # the database that both used.
+        dispatcher, self.dispatcher = self.dispatcher, None
+        if dispatcher is not None:
+            await dispatcher.close()
         await super().close()
         # discord.py may call close() again from its connect loop; take each resource
         # before the first await so only one caller releases it.

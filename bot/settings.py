@@ -24,6 +24,15 @@ class Settings(BaseSettings):
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     log_level: LogLevel = "INFO"
 
+    # The dispatcher.
+    pixverse_backend: Literal["discord", "simulated"] = "discord"
+    pixverse_application_id: str | None = Field(default=None, pattern=r"^[0-9]{17,20}$")
+    pixverse_queue_size: int = Field(default=0, ge=0, le=1000)
+    pixverse_job_timeout_seconds: float = Field(default=900, gt=0)
+    pixverse_submit_interval_seconds: float = Field(default=2, ge=0)
+    pixverse_simulated_duration_seconds: float = Field(default=20, ge=0)
+    pixverse_simulated_failure_rate: float = Field(default=0, ge=0, le=1)
+
     @field_validator("discord_token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr) -> SecretStr:
@@ -31,9 +40,9 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("token_encryption_key", mode="before")
+    @field_validator("token_encryption_key", "pixverse_application_id", mode="before")
     @classmethod
-    def _blank_key_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         # `TOKEN_ENCRYPTION_KEY=` in a .env file means "not set", as in the README.
         return None if isinstance(value, str) and not value.strip() else value
 

@@ -63,24 +63,31 @@ class BotTree(app_commands.CommandTree):
             await self.on_error(interaction, UnexpectedError(exc))
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        api_error = to_api_error(error)
-        command = _command_name(interaction)
-        if api_error is None:
-            original = getattr(error, "original", error)
-            log.error("Unexpected error in /%s", command, exc_info=(type(original), original, original.__traceback__))
-            api_error = ApiError(500, INTERNAL_ERROR)
-        elif api_error.code >= 500:
-            log.warning("/%s answered %s: %s", command, api_error.code, api_error.error)
-        await send_error(interaction, api_error)
+        await answer_failure(interaction, error)
+
+
+async def answer_failure(interaction: discord.Interaction, error: BaseException) -> None:
+    """The one error path: slash commands (via BotTree) and message buttons both use it."""
+    api_error = to_api_error(error)
+    command = _command_name(interaction)
+    if api_error is None:
+        original = getattr(error, "original", error)
+        log.error("Unexpected error in /%s", command, exc_info=(type(original), original, original.__traceback__))
+        api_error = ApiError(500, INTERNAL_ERROR)
+    elif api_error.code >= 500:
+        log.warning("/%s answered %s: %s", command, api_error.code, api_error.error)
+    await send_error(interaction, api_error)
 
 
 def _command_name(interaction: discord.Interaction) -> str:
     # interaction.command parses the payload, which may be the malformed thing that failed.
     try:
-        return interaction.command.qualified_name if interaction.command else "?"
+        if interaction.command:
+            return interaction.command.qualified_name
     except Exception:
-        data = interaction.data if isinstance(interaction.data, dict) else {}
-        return str(data.get("name", "?"))[:100]
+        pass
+    data = interaction.data if isinstance(interaction.data, dict) else {}
+    return str(data.get("name") or data.get("custom_id") or "?")[:100]
 
 
 async def send_error(interaction: discord.Interaction, error: ApiError) -> None:

@@ -21,10 +21,15 @@ MESSAGE_LIMIT = 2000
 
 
 def describe_config(config: AccountConfig) -> str:
-    return (
+    text = (
         f"<#{config.channel_id}> · channel `{config.channel_id}` · maxJobs `{config.max_jobs}`"
         f" · discord {escape_markdown(config.masked_token)}"
     )
+    if not config.in_rotation:
+        text += f" · out of rotation: {escape_markdown(config.error or 'no reason given')}"
+        if config.error_details:
+            text += f" ({escape_markdown(config.error_details)})"
+    return text
 
 
 def saved_text(config: AccountConfig) -> str:
@@ -141,8 +146,22 @@ class AccountsCog(commands.Cog):
             " its Discord token can now be used elsewhere.",
         )
 
+    @core_validated_command(
+        name="pixverse-account-reset",
+        description="Put a PixVerse account that left rotation back to work",
+        advertised={"channel": {"required": True}},
+    )
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(channel="Channel id of the account to put back")
+    async def reset(self, interaction: discord.Interaction, channel: str | None = None) -> None:
+        guild_id = require_manager(interaction)
+        config = await self.service.reset(guild_id, validate_channel_param(channel))
+        await reply(interaction, f"The PixVerse account of <#{config.channel_id}> is back in rotation.\n{describe_config(config)}")
+
     @accounts.autocomplete("channel")
     @delete.autocomplete("channel")
+    @reset.autocomplete("channel")
     async def _configured_channels(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
             return []

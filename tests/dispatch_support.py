@@ -37,7 +37,7 @@ class ManualBackend(PixverseBackend):
         self._maybe_fail()
         self.pressed.append((job.job_id, parent.job_id, token))
 
-    async def resume(self, job: Job) -> None:
+    async def resume(self, job: Job, token: str) -> None:
         self.resumed.append(job.job_id)
 
     async def complete(self, job_id: str, buttons=("U1", "V1", "ReDo")) -> None:

@@ -18,11 +18,20 @@ class TokenChecker(Protocol):
     async def user_id(self, token: str) -> str: ...
 
 
+class AccountListener(Protocol):
+    """Told when accounts change, whichever interface changed them (the dispatcher listens)."""
+
+    async def account_available(self, guild_id: str) -> None: ...
+
+    async def account_removed(self, guild_id: str, channel_id: str, *, reason: str) -> None: ...
+
+
 class AccountService:
     def __init__(self, repository: AccountRepository, checker: TokenChecker, *, max_concurrent_jobs: int) -> None:
         self.repository = repository
         self._checker = checker
         self._max_concurrent_jobs = max_concurrent_jobs
+        self.listeners: list[AccountListener] = []
 
     async def prepare(self, body: Mapping[str, Any], *, path_channel: str, guild_id: str) -> AccountRequest:
         """Rules 1–8: everything that is fast. Callers defer their reply after this step."""
@@ -47,7 +56,7 @@ class AccountService:
                 raise bad_request(OTHER_SERVER)
             raise bad_request(f"Channel {other.channel_id} configuration has same discord account")
         try:
-            return await self.repository.upsert(
+            config = await self.repository.upsert(
                 guild_id=request.server,
                 channel_id=request.channel,
                 token=request.discord,
@@ -60,6 +69,10 @@ class AccountService:
             raise bad_request(
                 f"Required param channel ({echo(request.channel)}) is configured by another Discord server"
             ) from None
+        # Saving puts the account (back) in rotation: waiting jobs may use it now.
+        for listener in self.listeners:
+            await listener.account_available(config.guild_id)
+        return config
 
     @staticmethod
     def _duplicate(other: AccountConfig, guild_id: str) -> ApiError:
@@ -82,3 +95,13 @@ class AccountService:
     async def delete(self, guild_id: str, channel_id: str) -> None:
         if not await self.repository.delete(guild_id, channel_id):
             raise not_found()
+        for listener in self.listeners:
+            await listener.account_removed(guild_id, channel_id, reason="The PixVerse account was deleted")
+
+    async def reset(self, guild_id: str, channel_id: str) -> AccountConfig:
+        """Puts an account that left rotation back, clearing its error."""
+        if not await self.repository.set_rotation(guild_id, channel_id, in_rotation=True):
+            raise not_found()
+        for listener in self.listeners:
+            await listener.account_available(guild_id)
+        return await self.get(guild_id, channel_id)

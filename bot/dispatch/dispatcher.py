@@ -87,6 +87,10 @@ class Dispatcher:
         await self.recover()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="dispatcher sweep")
 
+    def start_soon(self) -> None:
+        """start() as a task that close() cancels, for callers that must not wait (on_ready)."""
+        self._spawn(self.start(), "dispatcher start")
+
     async def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -94,6 +98,9 @@ class Dispatcher:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sweeper is not None:  # start() may have created it while being cancelled
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await self.backend.close()
         # Jobs still executing stay in the database; dropping the lease lets the next
         # start (or another process) take them over at once instead of after the TTL.
@@ -138,9 +145,11 @@ class Dispatcher:
         labels = [b["label"] for b in parent.buttons]
         if button not in labels:
             raise ApiError(400, f"Required param button ({button}) is not one of {', '.join(labels) or 'this job’s buttons'}")
+        # The parent's message id lets PixVerse's replies (message_reference) find this job.
+        params = {"button": button, "parent_message_id": parent.message_id}
         job = await placement.place_on(
             self._db,
-            NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, {"button": button}, parent_job_id=job_id),
+            NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
             account_channel_id=parent.account_channel_id,
             now=self.clock(),
             owner=self.owner,
@@ -394,7 +403,15 @@ class Dispatcher:
                 self._spawn(self._run(job), f"run {job.job_id}")
             else:
                 log.info("Resuming job %s of a stopped process", job.job_id)
-                await self.backend.resume(job)
+                token = await self.accounts.decrypt_token(job.guild_id, job.account_channel_id)
+                if token is None:
+                    await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted")
+                    continue
+                register_secrets(token)
+                try:
+                    await self.backend.resume(job, token)
+                except Exception:
+                    log.exception("Resuming job %s failed; the sweep will time it out", job.job_id)
         for guild_id in await self.jobs.guilds_with_waiting_jobs():
             await self.account_available(guild_id)
         await self.jobs.forget_dead_owners(now=now, ttl=self.lease_ttl)

@@ -39,7 +39,11 @@ async def run(fake, name, options=None, *, guild_id=GUILD_ID, channel_id=CHANNEL
 
 async def test_commands_are_registered_with_their_shapes(bot, fake):
     by_name = {c["name"]: c for c in fake.commands}
-    assert set(by_name) == {"pixverse-account", "pixverse-accounts", "pixverse-account-delete"}
+    assert set(by_name) == {
+        "pixverse-account", "pixverse-accounts", "pixverse-account-delete", "pixverse-account-reset",
+        "pixverse-create", "pixverse-create-single", "pixverse-button", "pixverse-jobs", "pixverse-job",
+        "pixverse-cancel",
+    }
     account = by_name["pixverse-account"]
     options = {o["name"]: o for o in account["options"]}
     assert list(options) == ["discord", "server", "channel", "maxjobs"]
@@ -48,8 +52,11 @@ async def test_commands_are_registered_with_their_shapes(bot, fake):
     assert (options["maxjobs"]["min_value"], options["maxjobs"]["max_value"]) == (1, 10)
     assert options["server"]["autocomplete"] and options["channel"]["autocomplete"]
     for command in by_name.values():
-        assert str(command["default_member_permissions"]) == str(MANAGE_GUILD)
         assert command["contexts"] == [0]  # guild only
+        if command["name"].startswith("pixverse-account"):
+            assert str(command["default_member_permissions"]) == str(MANAGE_GUILD)
+        else:  # members' commands
+            assert command.get("default_member_permissions") is None
     delete_options = by_name["pixverse-account-delete"]["options"]
     assert [(o["name"], o["required"]) for o in delete_options] == [("channel", True)]
     assert [(o["name"], o.get("required", False)) for o in by_name["pixverse-accounts"]["options"]] == [("channel", False)]
@@ -178,7 +185,9 @@ async def test_discord_down_during_token_check_is_503(bot, fake):
     assert await bot.accounts.repository.list(str(GUILD_ID)) == []
 
 
-@pytest.mark.parametrize("command", ["pixverse-account", "pixverse-accounts", "pixverse-account-delete"])
+@pytest.mark.parametrize(
+    "command", ["pixverse-account", "pixverse-accounts", "pixverse-account-delete", "pixverse-account-reset"]
+)
 async def test_members_without_manage_server_are_unauthorized(bot, fake, command):
     options = account_options() if command == "pixverse-account" else {"channel": str(CHANNEL_ID)}
     result = await run(fake, command, options, user_id=MEMBER_ID, permissions=SEND_MESSAGES)

@@ -56,7 +56,7 @@ class PixverseBackend(ABC):
         """Presses ``job.params['button']`` on ``parent``'s result; raises SubmitError."""
 
     @abstractmethod
-    async def resume(self, job: Job) -> None:
+    async def resume(self, job: Job, token: str) -> None:
         """Takes up tracking of a job submitted by a process that died."""
 
     async def close(self) -> None:

@@ -32,7 +32,7 @@ class SimulatedBackend(PixverseBackend):
     async def press(self, job: Job, parent: Job, token: str) -> None:
         self._start(job, self.duration)
 
-    async def resume(self, job: Job) -> None:
+    async def resume(self, job: Job, token: str) -> None:
         elapsed = self._clock() - (job.submitted_at or job.created_at)
         self._start(job, max(0.0, self.duration - elapsed))
 

@@ -1,0 +1,184 @@
+"""PIXVERSE_BACKEND=discord: jobs run by PixVerse on Discord, as shared/pixverse-protocol.md says.
+
+The account's user token acts (slash command, button press) through the user-API client;
+the bot observes: every PixVerse message in an account's channel reaches :meth:`observe`
+(from the bot's gateway, or from channel history after a restart), is read by the parser
+and attributed to one of the account's jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from bot.accounts.repository import AccountRepository
+from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
+from bot.dispatch.jobs import JobRepository
+from bot.dispatch.models import Job, JobStatus, Verb
+from bot.pixverse.client import AccountRejected, DiscordUserClient, PixverseClientError
+from bot.pixverse.parser import (
+    EventKind,
+    JobCandidate,
+    PixverseEvent,
+    match_job,
+    message_belongs_to_account,
+    parse_message,
+)
+
+log = logging.getLogger(__name__)
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+CREATE_OPTIONS = ("prompt", "style", "aspect_ratio", "negative_prompt", "character", "seed")
+
+# Reads a channel's messages after a snowflake with the bot's own token, oldest first.
+HistoryReader = Callable[[str, int], AsyncIterator[dict[str, Any]]]
+
+_STATUS = {
+    EventKind.STARTED: JobStatus.STARTED,
+    EventKind.PROGRESS: JobStatus.PROGRESS,
+    EventKind.COMPLETED: JobStatus.COMPLETED,
+    EventKind.FAILED: JobStatus.FAILED,
+    EventKind.MODERATED: JobStatus.MODERATED,
+}
+
+
+def snowflake_at(timestamp: float) -> int:
+    return max(0, int(timestamp * 1000) - DISCORD_EPOCH_MS) << 22
+
+
+def job_update(event: PixverseEvent) -> JobUpdate:
+    """The parser's event in the dispatcher's words."""
+    if event.kind is EventKind.ACCOUNT_BLOCKED:
+        return JobUpdate(account_rejected=f"PixVerse: {event.error}", error_details=event.error_details)
+    if event.kind is EventKind.OVERLOADED:
+        return JobUpdate(overloaded=True, error_details=event.error_details or event.error)
+    return JobUpdate(
+        _STATUS[event.kind],
+        message_id=event.message_id,
+        progress=event.progress,
+        content=event.content,
+        attachments=tuple(
+            {"url": a.url, "filename": a.filename, "size": a.size, "content_type": a.content_type}
+            for a in event.attachments
+        ),
+        buttons=tuple(
+            {"label": b.label, "custom_id": b.custom_id, "message_flags": event.message_flags} for b in event.buttons
+        ),
+        error=event.error,
+        error_details=event.error_details,
+    )
+
+
+def candidate(job: Job) -> JobCandidate:
+    return JobCandidate(
+        job_id=job.job_id,
+        prompt=job.prompt,
+        is_followup=job.verb is Verb.BUTTON,
+        parent_message_id=job.params.get("parent_message_id"),
+        message_id=job.message_id,
+        submitted_order=job.seq,
+    )
+
+
+class DiscordBackend(PixverseBackend):
+    def __init__(
+        self,
+        client: DiscordUserClient,
+        accounts: AccountRepository,
+        jobs: JobRepository,
+        read_history: HistoryReader,
+        *,
+        application_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.accounts = accounts
+        self.jobs = jobs
+        self.read_history = read_history
+        self.clock = clock
+        # PixVerse's bot user id is its application id: configured, or learned per server.
+        self._configured_app_id = application_id
+        self._app_ids: dict[str, str] = {}
+
+    async def _learn_app_id(self, token: str, guild_id: str) -> None:
+        if guild_id not in self._app_ids:
+            self._app_ids[guild_id] = self._configured_app_id or await self.client.pixverse_application_id(
+                token, guild_id
+            )
+
+    async def submit(self, job: Job, token: str) -> None:
+        options = {name: job.params[name] for name in CREATE_OPTIONS if name in job.params}
+        await self._act(
+            job,
+            token,
+            self.client.run_command(
+                token, guild_id=job.guild_id, channel_id=job.account_channel_id, name=job.verb.value, options=options
+            ),
+        )
+
+    async def press(self, job: Job, parent: Job, token: str) -> None:
+        label = job.params["button"]
+        button = next((b for b in parent.buttons if b.get("label") == label), None)
+        if button is None or parent.message_id is None:
+            raise SubmitError(f"Job {parent.job_id} has no {label} button to press")
+        await self._act(
+            job,
+            token,
+            self.client.press_button(
+                token,
+                guild_id=job.guild_id,
+                channel_id=job.account_channel_id,
+                message_id=parent.message_id,
+                message_flags=int(button.get("message_flags") or 0),
+                custom_id=button["custom_id"],
+                application_id=self._app_ids.get(job.guild_id) or self._configured_app_id,
+            ),
+        )
+
+    async def _act(self, job: Job, token: str, request) -> None:
+        try:
+            await self._learn_app_id(token, job.guild_id)
+            await request
+        except AccountRejected as exc:
+            raise SubmitError(
+                f"Discord refused the account's token ({exc.status})", account_rejected=True, details=str(exc)
+            ) from None
+        except PixverseClientError as exc:
+            raise SubmitError("PixVerse could not be reached on Discord", details=str(exc)) from None
+        finally:
+            request.close()  # a coroutine never awaited (the app-id lookup failed) is closed quietly
+
+    async def resume(self, job: Job, token: str) -> None:
+        """Reads the account channel's messages since the job was submitted; new ones
+        keep arriving through the gateway as usual."""
+        await self._learn_app_id(token, job.guild_id)
+        after = snowflake_at((job.submitted_at or job.created_at) - 5)
+        async for message in self.read_history(job.account_channel_id, after):
+            await self.observe(message)
+
+    async def observe(self, message: dict[str, Any]) -> None:
+        """A message (new or edited) in some channel; acts only on PixVerse's in account channels."""
+        guild_id, channel_id = message.get("guild_id"), message.get("channel_id")
+        pixverse_id = self._app_ids.get(str(guild_id)) or self._configured_app_id
+        author = message.get("author") or {}
+        if guild_id is None or channel_id is None or pixverse_id is None or str(author.get("id")) != pixverse_id:
+            return
+        account = await self.accounts.get(str(guild_id), str(channel_id))
+        if account is None or not message_belongs_to_account(
+            message, pixverse_user_id=pixverse_id, account_user_id=account.discord_user_id
+        ):
+            return
+        event = parse_message(message)
+        if event is None:
+            return
+        open_jobs = await self.jobs.open_at_pixverse(account.channel_id)
+        job_id = match_job(event, [candidate(job) for job in open_jobs])
+        if job_id is None:
+            log.debug("PixVerse message %s in %s matches no job", event.message_id, channel_id)
+            return
+        await self.events.job_update(job_id, job_update(event))
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,320 @@
+"""Members' PixVerse jobs: create, press a result button, list, show, cancel.
+
+The cog turns interactions into Dispatcher calls and the dispatcher's job changes into
+messages: followups of the member's interaction while Discord lets the bot use it (15
+minutes), otherwise a message in the channel where the job was asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from discord.utils import escape_markdown
+
+from bot.commands import core_validated_command, require_guild
+from bot.dispatch.models import FINAL, Job, JobStatus, Verb
+from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, SEED_MAX, STYLES
+from bot.tree import answer_failure, reply
+
+if TYPE_CHECKING:
+    from bot.app import PixverseBot
+
+log = logging.getLogger(__name__)
+
+# Discord lets a bot follow up an interaction for 15 minutes; keep a margin.
+INTERACTION_WINDOW = 14 * 60
+MESSAGE_LIMIT = 2000
+CUSTOM_ID_PREFIX = "pixverse:press"
+
+
+@dataclass
+class _Asker:
+    interaction: discord.Interaction
+    since: float = field(default_factory=time.monotonic)
+    acknowledged: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def describe(job: Job) -> str:
+    if job.verb is Verb.BUTTON:
+        return f"button {job.params.get('button')} on jobid: {job.parent_job_id}"
+    return f"{job.verb.value} “{escape_markdown(job.prompt or '')}” ({job.params.get('style')})"
+
+
+def job_text(job: Job) -> str:
+    lines = [f"{job.status.value} · jobid: {job.job_id}", describe(job)]
+    if job.status is JobStatus.COMPLETED:
+        lines += [a["url"] for a in job.attachments if a.get("url")]
+    elif job.status in FINAL:
+        if job.error:
+            lines.append(job.error)
+        if job.error_details:
+            lines.append(job.error_details)
+    return "\n".join(lines)[:MESSAGE_LIMIT]
+
+
+class PressButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{CUSTOM_ID_PREFIX}:(?P<label>U[1-4]|V[1-4]|ReDo|🔀):(?P<job>[A-Za-z0-9_:\-]+)"):
+    """A result button under a completed job; clicking it runs /pixverse-button.
+
+    Dynamic (the job id is in the custom_id), so it works after a restart as well."""
+
+    def __init__(self, job_id: str, label: str) -> None:
+        emoji = label if label == "🔀" else None
+        super().__init__(
+            discord.ui.Button(
+                label=None if emoji else label,
+                emoji=emoji,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"{CUSTOM_ID_PREFIX}:{label}:{job_id}",
+            )
+        )
+        self.job_id = job_id
+        self.label = label
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match) -> PressButton:
+        return cls(match["job"], match["label"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog: JobsCog | None = interaction.client.get_cog(JobsCog.__cog_name__)  # type: ignore[union-attr]
+        try:
+            if cog is None:
+                raise RuntimeError("jobs cog is not loaded")
+            await cog.press(interaction, self.job_id, self.label)
+        except Exception as exc:
+            await answer_failure(interaction, exc)
+
+
+def result_view(job: Job) -> discord.ui.View | None:
+    labels = [b["label"] for b in job.buttons if b.get("label") in BUTTONS]
+    if job.status is not JobStatus.COMPLETED or not labels:
+        return None
+    view = discord.ui.View(timeout=None)
+    for label in labels:
+        view.add_item(PressButton(job.job_id, label))
+    return view
+
+
+STYLE_CHOICES = [app_commands.Choice(name=s, value=s) for s in STYLES]
+RATIO_CHOICES = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
+BUTTON_CHOICES = [app_commands.Choice(name=b, value=b) for b in BUTTONS]
+CREATE_ADVERTISED: dict[str, dict[str, Any]] = {
+    "prompt": {"required": True, "max_length": 512},
+    "style": {"required": True},
+    "negative_prompt": {"max_length": 512},
+    "character": {"max_length": 100},
+}
+
+
+class JobsCog(commands.Cog, name="PixVerse jobs"):
+    def __init__(self, bot: PixverseBot) -> None:
+        self.bot = bot
+        self._askers: dict[str, _Asker] = {}
+
+    @property
+    def dispatcher(self):
+        return self.bot.dispatcher
+
+    async def cog_load(self) -> None:
+        self.bot.dispatcher.listener = self
+        self.bot.add_dynamic_items(PressButton)
+
+    async def cog_unload(self) -> None:
+        if self.bot.dispatcher is not None:
+            self.bot.dispatcher.listener = None
+        self.bot.remove_dynamic_items(PressButton)
+
+    # --- asking -----------------------------------------------------------------------
+
+    async def _acknowledge(self, interaction: discord.Interaction, job: Job, position: int | None) -> None:
+        # Registered before the first await: the job may start (and be reported) at once.
+        asker = self._askers[job.job_id] = _Asker(interaction)
+        try:
+            if position is None:
+                await interaction.response.defer(thinking=True)
+            else:
+                await interaction.response.send_message(
+                    f"created · jobid: {job.job_id}\n{describe(job)}\n"
+                    f"All PixVerse accounts are busy: the job waits at position {position} in this server's queue",
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+        finally:
+            asker.acknowledged.set()
+
+    async def _submit(self, interaction: discord.Interaction, verb: Verb, body: dict[str, Any]) -> None:
+        guild_id = require_guild(interaction)
+        placed = await self.dispatcher.submit(
+            guild_id=guild_id,
+            requester_id=str(interaction.user.id),
+            request_channel_id=str(interaction.channel_id),
+            verb=verb,
+            body=body,
+        )
+        await self._acknowledge(interaction, placed.job, placed.queue_position)
+
+    async def press(self, interaction: discord.Interaction, job_id: Any, button: Any) -> None:
+        guild_id = require_guild(interaction)
+        job = await self.dispatcher.press(
+            guild_id=guild_id,
+            requester_id=str(interaction.user.id),
+            request_channel_id=str(interaction.channel_id),
+            job_id=job_id,
+            button=button,
+        )
+        await self._acknowledge(interaction, job, None)
+
+    # --- telling ----------------------------------------------------------------------
+
+    async def job_changed(self, job: Job) -> None:
+        """Dispatcher callback: a job started or ended."""
+        text, view = job_text(job), result_view(job)
+        final = job.status in FINAL
+        asker = self._askers.pop(job.job_id, None) if final else self._askers.get(job.job_id)
+        if asker is not None and time.monotonic() - asker.since < INTERACTION_WINDOW:
+            try:
+                await asyncio.wait_for(asker.acknowledged.wait(), timeout=10)
+                kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+                if view is not None:
+                    kwargs["view"] = view
+                await asker.interaction.followup.send(text, **kwargs)
+                return
+            except (discord.HTTPException, asyncio.TimeoutError) as exc:
+                log.info("Follow-up for job %s failed (%s); posting in the channel", job.job_id, exc)
+        await self._post_in_channel(job, text, view)
+
+    async def _post_in_channel(self, job: Job, text: str, view: discord.ui.View | None) -> None:
+        channel = self.bot.get_partial_messageable(int(job.request_channel_id), guild_id=int(job.guild_id))
+        requester = discord.Object(int(job.requester_id))
+        kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions(users=[requester])}
+        if view is not None:
+            kwargs["view"] = view
+        try:
+            await channel.send(f"<@{job.requester_id}> {text}"[:MESSAGE_LIMIT], **kwargs)
+        except discord.HTTPException as exc:
+            log.warning("Could not post the update of job %s in channel %s: %s", job.job_id, job.request_channel_id, exc.status)
+
+    # --- commands ---------------------------------------------------------------------
+
+    @core_validated_command(
+        name="pixverse-create", description="Create 4 PixVerse videos from a prompt", advertised=CREATE_ADVERTISED
+    )
+    @app_commands.guild_only()
+    @app_commands.choices(style=STYLE_CHOICES, aspect_ratio=RATIO_CHOICES)
+    @app_commands.describe(
+        prompt="What the video shows (at most 512 characters)",
+        style="Realistic, Anime or 3D Animation",
+        aspect_ratio="Shape of the video (default 16:9)",
+        negative_prompt="What the video should not show",
+        character="A character name (Anime only)",
+    )
+    async def create(
+        self,
+        interaction: discord.Interaction,
+        prompt: str | None = None,
+        style: str | None = None,
+        aspect_ratio: str | None = None,
+        negative_prompt: str | None = None,
+        character: str | None = None,
+    ) -> None:
+        body = {"prompt": prompt, "style": style, "aspect_ratio": aspect_ratio,
+                "negative_prompt": negative_prompt, "character": character}
+        await self._submit(interaction, Verb.CREATE, body)
+
+    @core_validated_command(
+        name="pixverse-create-single",
+        description="Create one PixVerse video from a prompt",
+        advertised={**CREATE_ADVERTISED, "seed": {"min_value": 0, "max_value": SEED_MAX}},
+    )
+    @app_commands.guild_only()
+    @app_commands.choices(style=STYLE_CHOICES, aspect_ratio=RATIO_CHOICES)
+    @app_commands.describe(
+        prompt="What the video shows (at most 512 characters)",
+        style="Realistic, Anime or 3D Animation",
+        aspect_ratio="Shape of the video (default 16:9)",
+        negative_prompt="What the video should not show",
+        character="A character name (Anime only)",
+        seed="Seed for a repeatable result (0–2147483647)",
+    )
+    async def create_single(
+        self,
+        interaction: discord.Interaction,
+        prompt: str | None = None,
+        style: str | None = None,
+        aspect_ratio: str | None = None,
+        negative_prompt: str | None = None,
+        character: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        body = {"prompt": prompt, "style": style, "aspect_ratio": aspect_ratio,
+                "negative_prompt": negative_prompt, "character": character, "seed": seed}
+        await self._submit(interaction, Verb.CREATE_SINGLE, body)
+
+    @core_validated_command(
+        name="pixverse-button",
+        description="Press a result button of a completed PixVerse job",
+        advertised={"jobid": {"required": True}, "button": {"required": True}},
+    )
+    @app_commands.guild_only()
+    @app_commands.choices(button=BUTTON_CHOICES)
+    @app_commands.describe(jobid="The completed job's id", button="U1–U4 upscale, V1–V4 variation, ReDo, 🔀")
+    async def button(self, interaction: discord.Interaction, jobid: str | None = None, button: str | None = None) -> None:
+        await self.press(interaction, jobid, button)
+
+    @app_commands.command(name="pixverse-jobs", description="This server's executing PixVerse jobs")
+    @app_commands.guild_only()
+    async def jobs(self, interaction: discord.Interaction) -> None:
+        guild_id = require_guild(interaction)
+        jobs = await self.dispatcher.executing(guild_id)
+        if not jobs:
+            await reply(interaction, "No PixVerse job is executing in this server")
+            return
+        lines = [f"Executing PixVerse jobs in this server: {len(jobs)}"]
+        for index, job in enumerate(jobs):
+            state = "waiting" if job.queued else job.status.value
+            line = f"jobid: {job.job_id} · {state} · {job.verb.value} · <@{job.requester_id}>"
+            more = f"… and {len(jobs) - index} more"
+            if sum(len(x) + 1 for x in lines) + len(line) + len(more) + 1 > MESSAGE_LIMIT:
+                lines.append(more)
+                break
+            lines.append(line)
+        await reply(interaction, "\n".join(lines))
+
+    @core_validated_command(
+        name="pixverse-job", description="One PixVerse job with all its fields", advertised={"jobid": {"required": True}}
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(jobid="The job's id")
+    async def job(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
+        guild_id = require_guild(interaction)
+        job = await self.dispatcher.get(jobid, guild_id)
+        masked = None
+        if job.account_channel_id:
+            account = await self.bot.accounts.repository.get(guild_id, job.account_channel_id)
+            masked = account.masked_token if account else None
+        body = json.dumps(job.to_public(masked_token=masked), ensure_ascii=False, indent=1)
+        if len(body) > MESSAGE_LIMIT - 20:
+            body = body[: MESSAGE_LIMIT - 24] + "\n…"
+        await reply(interaction, f"```json\n{body}\n```")
+
+    @core_validated_command(
+        name="pixverse-cancel", description="Cancel a PixVerse job", advertised={"jobid": {"required": True}}
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(jobid="The job's id")
+    async def cancel(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
+        guild_id = require_guild(interaction)
+        job = await self.dispatcher.cancel(
+            jobid, guild_id=guild_id, user_id=str(interaction.user.id), is_manager=interaction.permissions.manage_guild
+        )
+        await reply(interaction, f"{job.status.value} · jobid: {job.job_id}")
+
+
+async def setup(bot: PixverseBot) -> None:
+    await bot.add_cog(JobsCog(bot))
