@@ -92,6 +92,30 @@ class PressButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{CUSTOM
             await answer_failure(interaction, exc)
 
 
+def message_payload(message: discord.Message) -> dict[str, Any]:
+    """A received message in the raw API shape the PixVerse parser reads (it knows no discord.py)."""
+    reference = message.reference
+    metadata = message.interaction_metadata
+    return {
+        "id": str(message.id),
+        "channel_id": str(message.channel.id),
+        "guild_id": str(message.guild.id) if message.guild else None,
+        "author": {"id": str(message.author.id), "bot": message.author.bot},
+        "content": message.content,
+        "type": message.type.value,
+        "flags": message.flags.value,
+        "attachments": [
+            {"id": str(a.id), "url": a.url, "proxy_url": a.proxy_url, "filename": a.filename, "size": a.size,
+             "content_type": a.content_type}
+            for a in message.attachments
+        ],
+        "embeds": [embed.to_dict() for embed in message.embeds],
+        "components": [component.to_dict() for component in message.components],
+        "message_reference": {"message_id": str(reference.message_id)} if reference and reference.message_id else None,
+        "interaction_metadata": {"user": {"id": str(metadata.user.id)}} if metadata else None,
+    }
+
+
 def result_view(job: Job) -> discord.ui.View | None:
     labels = [b["label"] for b in job.buttons if b.get("label") in BUTTONS]
     if job.status is not JobStatus.COMPLETED or not labels:
@@ -199,6 +223,28 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             await channel.send(f"<@{job.requester_id}> {text}"[:MESSAGE_LIMIT], **kwargs)
         except discord.HTTPException as exc:
             log.warning("Could not post the update of job %s in channel %s: %s", job.job_id, job.request_channel_id, exc.status)
+
+    # --- observing PixVerse --------------------------------------------------------------
+
+    async def _observe(self, payload: dict[str, Any]) -> None:
+        observe = getattr(self.dispatcher.backend if self.dispatcher else None, "observe", None)
+        if observe is None:
+            return
+        try:
+            await observe(payload)
+        except Exception:
+            log.exception("Reading a PixVerse message failed")
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is not None and message.author.bot and message.author != self.bot.user:
+            await self._observe(message_payload(message))
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, event: discord.RawMessageUpdateEvent) -> None:
+        # The raw event carries the whole message (API v10), in the shape the parser reads.
+        if event.guild_id is not None and (event.data.get("author") or {}).get("bot"):
+            await self._observe({**event.data, "guild_id": str(event.guild_id)})
 
     # --- commands ---------------------------------------------------------------------
 

@@ -77,7 +77,6 @@ class Dispatcher:
         self.listener = listener
         self._tasks: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
-        self._started_notified: set[str] = set()
         backend.bind(self)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -201,6 +200,8 @@ class Dispatcher:
             else:
                 await self.backend.submit(job, token)
         except SubmitError as exc:
+            # It never reached PixVerse: no message of PixVerse's may be attributed to it.
+            await self.jobs.close_at_pixverse(job.job_id)
             if exc.account_rejected:
                 await self._reject_account(job, exc.reason, exc.details)
             else:
@@ -224,12 +225,11 @@ class Dispatcher:
             await self._retry_overloaded(job, update)
             return
         if update.status in (JobStatus.STARTED, JobStatus.PROGRESS):
-            changed = await self.jobs.record_progress(
+            started_now = await self.jobs.record_progress(
                 job_id, update.status, now=self.clock(), message_id=update.message_id, progress=update.progress,
                 content=update.content,
             )
-            if changed and job_id not in self._started_notified:
-                self._started_notified.add(job_id)
+            if started_now:
                 await self._notify(job_id)
             return
         if update.status in FINAL:
@@ -255,7 +255,6 @@ class Dispatcher:
         )
         if not released.released:
             return False
-        self._started_notified.discard(job_id)
         await self._notify(job_id)
         for promoted in released.promoted:
             self._spawn(self._run(promoted), f"run {promoted.job_id}")
@@ -363,6 +362,8 @@ class Dispatcher:
                 error_details=f"PixVerse did not finish the job within {self.job_timeout:g} seconds",
             )
         await self.recover()
+        # An ended job whose PixVerse answer never came stops competing for messages.
+        await self.jobs.close_stale_at_pixverse(before=now - self.job_timeout)
         await self.jobs.purge(before=now - RETENTION_SECONDS)
 
     def _owner_is_alive(self, owner: str | None, live: set[str]) -> bool:

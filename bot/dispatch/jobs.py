@@ -50,16 +50,28 @@ class JobRepository:
         self, job_id: str, status: JobStatus, *, now: float, message_id: str | None, progress: int | None,
         content: str | None,
     ) -> bool:
-        """started/progress while the job still executes; an ended job is left as it is."""
-        return await self._db.execute(
+        """started/progress while the job still executes (an ended job is left as it is).
+
+        True only for the call that moved the job out of ``created``: the member hears
+        "started" once, whether the news comes live, twice, or replayed from history.
+        """
+        started_now = await self._db.execute(
+            "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ? AND slot_held = 1 AND status = ?",
+            (JobStatus.STARTED.value, now, job_id, JobStatus.CREATED.value),
+        ) > 0
+        await self._db.execute(
             "UPDATE jobs SET status = ?, message_id = COALESCE(?, message_id), progress = COALESCE(?, progress),"
             " content = COALESCE(?, content), updated_at = ? WHERE job_id = ? AND slot_held = 1",
             (status.value, message_id, progress, content, now, job_id),
-        ) > 0
+        )
+        return started_now
 
-    async def close_at_pixverse(self, job_id: str, message_id: str | None = None) -> None:
-        await self._db.execute(
-            "UPDATE jobs SET pixverse_open = 0 WHERE job_id = ?", (job_id,)
+    async def close_at_pixverse(self, job_id: str) -> None:
+        await self._db.execute("UPDATE jobs SET pixverse_open = 0 WHERE job_id = ?", (job_id,))
+
+    async def close_stale_at_pixverse(self, *, before: float) -> int:
+        return await self._db.execute(
+            "UPDATE jobs SET pixverse_open = 0 WHERE pixverse_open = 1 AND slot_held = 0 AND updated_at < ?", (before,)
         )
 
     async def timed_out(self, *, now: float, timeout: float) -> list[Job]:

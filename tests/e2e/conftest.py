@@ -47,16 +47,23 @@ async def fake() -> AsyncIterator[FakeDiscord]:
     await server.stop()
 
 
-@pytest.fixture
-def settings(tmp_path, fake: FakeDiscord) -> Settings:
-    return Settings(
+def make_settings(tmp_path, fake: FakeDiscord, **overrides) -> Settings:
+    values = dict(
         _env_file=None,
         discord_token=BOT_TOKEN,
         database_path=tmp_path / "data" / "pixverse.db",
         token_encryption_key=Fernet.generate_key().decode(),
         discord_api_base_url=fake.api_base_url,
         discord_gateway_url=fake.gateway_url,
+        pixverse_submit_interval_seconds=0,
     )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path, fake: FakeDiscord) -> Settings:
+    return make_settings(tmp_path, fake)
 
 
 @pytest.fixture
