@@ -345,9 +345,10 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             account = await self.bot.accounts.repository.get(guild_id, job.account_channel_id)
             masked = account.masked_token if account else None
         body = json.dumps(job.to_public(masked_token=masked), ensure_ascii=False, indent=1)
-        if len(body) > MESSAGE_LIMIT - 20:
-            body = body[: MESSAGE_LIMIT - 24] + "\n…"
-        await reply(interaction, f"```json\n{body}\n```")
+        room = MESSAGE_LIMIT - 150  # the header line and the code fence
+        if len(body) > room:
+            body = body[: room - 2] + "\n…"
+        await reply(interaction, f"{job.status.value} · jobid: {job.job_id}\n```json\n{body}\n```")
 
     @core_validated_command(
         name="pixverse-cancel", description="Cancel a PixVerse job", advertised={"jobid": {"required": True}}
