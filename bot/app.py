@@ -28,7 +28,7 @@ from bot.tree import BotTree
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.accounts", "cogs.jobs")
+EXTENSIONS = ("cogs.accounts", "cogs.jobs", "cogs.http_api")
 HISTORY_PAGE = 100
 COMMANDS_FINGERPRINT_META = "commands_fingerprint"
 
@@ -96,7 +96,12 @@ class PixverseBot(commands.Bot):
         )
         self.accounts.listeners.append(self.dispatcher)
         for extension in EXTENSIONS:
-            await self.load_extension(extension)
+            try:
+                await self.load_extension(extension)
+            except commands.ExtensionFailed as exc:
+                if isinstance(exc.original, StartupError):
+                    raise exc.original from None
+                raise
         await self.sync_commands_if_changed()
 
     def _backend(self, repository: AccountRepository) -> PixverseBackend:

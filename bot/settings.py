@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     log_level: LogLevel = "INFO"
 
+    # The HTTP API (useapi paths); port 0 turns it off.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+
     # The dispatcher.
     pixverse_backend: Literal["discord", "simulated"] = "discord"
     pixverse_application_id: str | None = Field(default=None, pattern=r"^[0-9]{17,20}$")

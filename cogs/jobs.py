@@ -20,7 +20,7 @@ from discord.ext import commands
 from discord.utils import escape_markdown
 
 from bot.commands import core_validated_command, require_guild
-from bot.dispatch.models import FINAL, Job, JobStatus, Verb
+from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, SEED_MAX, STYLES
 from bot.tree import answer_failure, reply
 
@@ -147,12 +147,12 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         return self.bot.dispatcher
 
     async def cog_load(self) -> None:
-        self.bot.dispatcher.listener = self
+        self.bot.dispatcher.listeners.append(self)
         self.bot.add_dynamic_items(PressButton)
 
     async def cog_unload(self) -> None:
-        if self.bot.dispatcher is not None:
-            self.bot.dispatcher.listener = None
+        if self.bot.dispatcher is not None and self in self.bot.dispatcher.listeners:
+            self.bot.dispatcher.listeners.remove(self)
         self.bot.remove_dynamic_items(PressButton)
 
     # --- asking -----------------------------------------------------------------------
@@ -198,6 +198,8 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
 
     async def job_changed(self, job: Job) -> None:
         """Dispatcher callback: a job started or ended."""
+        if job.request_channel_id == API_REQUESTER:
+            return  # asked through the HTTP API: its replyUrl is told, not a Discord channel
         text, view = job_text(job), result_view(job)
         final = job.status in FINAL
         asker = self._askers.pop(job.job_id, None) if final else self._askers.get(job.job_id)

@@ -83,5 +83,5 @@ async def slots(db: Database, channel: str) -> int:
 def make_dispatcher(db, repository, backend, *, clock=None, listener=None, queue_size=0, timeout=900.0, seed=7):
     return Dispatcher(
         db, repository, backend, queue_size=queue_size, job_timeout=timeout, rng=random.Random(seed),
-        clock=clock or Clock(), listener=listener, overload_retry_delay=0,
+        clock=clock or Clock(), listeners=[listener] if listener else [], overload_retry_delay=0,
     )

@@ -15,7 +15,7 @@ G, A1 = "900000000000000001", "900000000000000011"
 
 async def run_one(database, repository, backend) -> tuple[Listener, str]:
     listener = Listener()
-    dispatcher = Dispatcher(database, repository, backend, rng=random.Random(1), listener=listener)
+    dispatcher = Dispatcher(database, repository, backend, rng=random.Random(1), listeners=[listener])
     try:
         await add_account(repository, G, A1, max_jobs=1, user="1")
         placed = await dispatcher.submit(

@@ -58,7 +58,7 @@ class Dispatcher:
         owner: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
-        listener: JobListener | None = None,
+        listeners: list[JobListener] | None = None,
     ) -> None:
         self._db = db
         self.accounts = accounts
@@ -74,7 +74,7 @@ class Dispatcher:
         self.owner = owner or process_owner()
         self.rng = rng or random.SystemRandom()
         self.clock = clock
-        self.listener = listener
+        self.listeners: list[JobListener] = list(listeners or [])
         self._tasks: set[asyncio.Task] = set()
         self._sweeper: asyncio.Task | None = None
         backend.bind(self)
@@ -118,9 +118,11 @@ class Dispatcher:
     # --- what members ask -----------------------------------------------------------
 
     async def submit(
-        self, *, guild_id: str, requester_id: str, request_channel_id: str, verb: Verb, body: dict[str, Any]
+        self, *, guild_id: str, requester_id: str, request_channel_id: str, verb: Verb, body: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> Placement:
-        params = validate_create(body, verb)
+        """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef)."""
+        params = {**validate_create(body, verb), **(extra or {})}
         result = await placement.place(
             self._db,
             NewJob(guild_id, requester_id, request_channel_id, verb, params),
@@ -134,7 +136,8 @@ class Dispatcher:
         return result
 
     async def press(
-        self, *, guild_id: str, requester_id: str, request_channel_id: str, job_id: Any, button: Any
+        self, *, guild_id: str, requester_id: str, request_channel_id: str, job_id: Any, button: Any,
+        extra: dict[str, Any] | None = None,
     ) -> Job:
         job_id = validate_job_id(job_id)
         button = validate_button(button)
@@ -145,7 +148,7 @@ class Dispatcher:
         if button not in labels:
             raise ApiError(400, f"Required param button ({button}) is not one of {', '.join(labels) or 'this job’s buttons'}")
         # The parent's message id lets PixVerse's replies (message_reference) find this job.
-        params = {"button": button, "parent_message_id": parent.message_id}
+        params = {"button": button, "parent_message_id": parent.message_id, **(extra or {})}
         job = await placement.place_on(
             self._db,
             NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
@@ -261,15 +264,16 @@ class Dispatcher:
         return True
 
     async def _notify(self, job_id: str) -> None:
-        if self.listener is None:
+        if not self.listeners:
             return
         job = await self.jobs.get(job_id)
         if job is None:
             return
-        try:
-            await self.listener.job_changed(job)
-        except Exception:
-            log.exception("Telling the member about job %s failed", job_id)
+        for listener in self.listeners:
+            try:
+                await listener.job_changed(job)
+            except Exception:
+                log.exception("Telling %s about job %s failed", type(listener).__name__, job_id)
 
     # --- accounts -------------------------------------------------------------------
 

@@ -27,6 +27,9 @@ class JobStatus(StrEnum):
 EXECUTING = frozenset({JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS})
 FINAL = frozenset(JobStatus) - EXECUTING
 
+# requester and request channel of jobs asked through the HTTP API (no Discord member).
+API_REQUESTER = "api"
+
 
 class Verb(StrEnum):
     CREATE = "create"
@@ -80,7 +83,7 @@ class Job:
         """The useapi job fields; the account token only ever masked."""
         public: dict[str, Any] = {
             "jobid": self.job_id,
-            "verb": self.verb.value,
+            "verb": f"pixverse-{self.verb.value}",  # useapi's spelling
             "status": self.status.value,
             "created": _iso(self.created_at),
             "updated": _iso(self.updated_at),
@@ -100,6 +103,9 @@ class Job:
         if self.verb is Verb.BUTTON:
             public["button"] = self.params.get("button")
             public["parentJobId"] = self.parent_job_id
+        for key in ("replyUrl", "replyRef"):
+            if self.params.get(key) is not None:
+                public[key] = self.params[key]
         return {k: v for k, v in public.items() if v is not None}
 
 

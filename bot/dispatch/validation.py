@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ STYLES = ("Realistic", "Anime", "3D Animation")
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
 BUTTONS = ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo", "🔀")
 JOB_ID = re.compile(r"[A-Za-z0-9_:\-]{1,100}")
+REPLY_LIMIT = 1024
 
 
 def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
@@ -93,3 +95,22 @@ def validate_button(value: Any) -> str:
     if button not in BUTTONS:
         raise bad_request(f"Required param button ({echo(button)}) is not one of {', '.join(BUTTONS)}")
     return button
+
+
+def validate_reply(body: Mapping[str, Any]) -> dict[str, str]:
+    """The optional replyUrl/replyRef of the HTTP API: where to POST the finished job."""
+    reply: dict[str, str] = {}
+    url = _optional_text(body, "replyUrl")
+    if url is not None:
+        if len(url) > REPLY_LIMIT:
+            raise bad_request(f"Param replyUrl is longer than {REPLY_LIMIT} characters")
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise bad_request(f"Param replyUrl ({echo(url)}) is not an http(s) URL")
+        reply["replyUrl"] = url
+    ref = _optional_text(body, "replyRef")
+    if ref is not None:
+        if len(ref) > REPLY_LIMIT:
+            raise bad_request(f"Param replyRef is longer than {REPLY_LIMIT} characters")
+        reply["replyRef"] = ref
+    return reply

@@ -56,6 +56,7 @@ def make_settings(tmp_path, fake: FakeDiscord, **overrides) -> Settings:
         discord_api_base_url=fake.api_base_url,
         discord_gateway_url=fake.gateway_url,
         pixverse_submit_interval_seconds=0,
+        http_port=0,  # tests of the HTTP API pick a free port themselves
     )
     values.update(overrides)
     return Settings(**values)

@@ -30,6 +30,7 @@ def bot_env(fake, database: Path, **extra: str) -> dict[str, str]:
         DISCORD_API_BASE_URL=fake.api_base_url,
         DISCORD_GATEWAY_URL=fake.gateway_url,
         LOG_LEVEL="DEBUG",
+        HTTP_PORT="0",
     )
     env.update(extra)
     return env

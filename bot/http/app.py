@@ -1,0 +1,261 @@
+"""The aiohttp application: useapi.net's PixVerse v1 paths over the same core as the cogs.
+
+Routes parse HTTP and call the account service and the dispatcher; every failure leaves
+as the endpoint's JSON error model ``{"error", "code"}`` through one middleware.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bot.accounts.service import AccountService
+from bot.accounts.validation import echo, validate_channel_param
+from bot.dispatch.dispatcher import Dispatcher
+from bot.dispatch.models import API_REQUESTER, Job, Verb
+from bot.dispatch.validation import validate_reply
+from bot.errors import ApiError, bad_request, unauthorized
+from bot.http.openapi import openapi_document
+from bot.http.tokens import ApiTokenRepository
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/v1/pixverse"
+BODY_LIMIT = 64 * 1024
+CONFIGURATION_NOT_FOUND = "Configuration not found. To create configuration use pixverse/account/channel."
+INTERNAL_ERROR = "Something went wrong on our side; the error was logged"
+
+
+@dataclass
+class ApiContext:
+    """What the routes need from the bot, as plain callables and services."""
+
+    accounts: AccountService
+    dispatcher: Dispatcher | None
+    tokens: ApiTokenRepository
+    # True when the channel (or thread) belongs to the server and the bot can see it.
+    channel_visible: Callable[[str, str], bool]
+    # None when healthy, else the reason.
+    health_problem: Callable[[], Awaitable[str | None]]
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+def error_response(error: ApiError) -> web.Response:
+    return json_response(error.to_dict(), status=error.code)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(ApiError(413, f"Request body is larger than {BODY_LIMIT} bytes"))
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(ApiError(405, f"Method {request.method} is not allowed on {request.path}"))
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        return error_response(ApiError(404, f"Not found: {request.path[:200]}"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(ApiError(exc.status, exc.reason))
+    except Exception:
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        return error_response(ApiError(500, INTERNAL_ERROR))
+
+
+@web.middleware
+async def access_log(request: web.Request, handler) -> web.StreamResponse:
+    # Method, path and status only: never headers (Authorization) or bodies (discord).
+    started = time.perf_counter()
+    response = await handler(request)
+    log.debug("%s %s -> %s in %.1f ms", request.method, request.path, response.status,
+              (time.perf_counter() - started) * 1000)
+    return response
+
+
+async def guild_of(request: web.Request) -> str:
+    """The server of the request's API token (``Authorization: Bearer <token>``); 401 otherwise."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 200:
+        raise unauthorized()
+    guild_id = await request.app[CONTEXT].tokens.guild_of(token)
+    if guild_id is None:
+        raise unauthorized()
+    return guild_id
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # aiohttp refuses more than client_max_size: 413
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object")
+    return body
+
+
+def dispatcher_of(request: web.Request) -> Dispatcher:
+    dispatcher = request.app[CONTEXT].dispatcher
+    if dispatcher is None:
+        raise ApiError(503, "Jobs are not available right now")
+    return dispatcher
+
+
+# --- accounts --------------------------------------------------------------------------
+
+
+async def post_account(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    body = await json_body(request)
+    ctx = request.app[CONTEXT]
+    path_channel = request.match_info["channel"]
+    account_request = await ctx.accounts.prepare(body, path_channel=path_channel, guild_id=guild_id)
+    if not ctx.channel_visible(guild_id, account_request.channel):
+        raise bad_request(
+            f"Required param channel ({echo(account_request.channel)}) is not a channel of this Discord server"
+            " that the bot can see"
+        )
+    await ctx.accounts.save(account_request)
+    return web.Response(status=204)
+
+
+async def get_accounts(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    configs = await request.app[CONTEXT].accounts.repository.list(guild_id)
+    if not configs:
+        raise ApiError(404, CONFIGURATION_NOT_FOUND)
+    return json_response({config.channel_id: config.to_public() for config in configs})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    channel = validate_channel_param(request.match_info["channel"])
+    config = await request.app[CONTEXT].accounts.repository.get(guild_id, channel)
+    if config is None:
+        raise ApiError(404, CONFIGURATION_NOT_FOUND)
+    return json_response(config.to_public())
+
+
+async def delete_account(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    channel = validate_channel_param(request.match_info["channel"])
+    try:
+        await request.app[CONTEXT].accounts.delete(guild_id, channel)
+    except ApiError as exc:
+        if exc.code == 404:
+            raise ApiError(404, CONFIGURATION_NOT_FOUND) from None
+        raise
+    return web.Response(status=204)
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+async def public_job(request: web.Request, job: Job, **extra: Any) -> web.Response:
+    masked = None
+    if job.account_channel_id:
+        account = await request.app[CONTEXT].accounts.repository.get(job.guild_id, job.account_channel_id)
+        masked = account.masked_token if account else None
+    return json_response({**job.to_public(masked_token=masked), **extra, "code": 200})
+
+
+def _create(verb: Verb):
+    async def handler(request: web.Request) -> web.Response:
+        guild_id = await guild_of(request)
+        body = await json_body(request)
+        dispatcher = dispatcher_of(request)
+        placed = await dispatcher.submit(
+            guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,
+            extra=validate_reply(body),
+        )
+        extra = {} if placed.queue_position is None else {"queuePosition": placed.queue_position}
+        return await public_job(request, placed.job, **extra)
+
+    return handler
+
+
+async def post_button(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    body = await json_body(request)
+    job = await dispatcher_of(request).press(
+        guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
+        job_id=body.get("jobid"), button=body.get("button"), extra=validate_reply(body),
+    )
+    return await public_job(request, job)
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    dispatcher = dispatcher_of(request)
+    jobid = request.query.get("jobid")
+    if jobid is not None or request.path.endswith("/"):
+        return await public_job(request, await dispatcher.get(jobid, guild_id))
+    return json_response([job.job_id for job in await dispatcher.executing(guild_id)])
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    guild_id = await guild_of(request)
+    # An API token acts for its server: like a Manage Server member, it may cancel any job.
+    job = await dispatcher_of(request).cancel(
+        request.query.get("jobid"), guild_id=guild_id, user_id=API_REQUESTER, is_manager=True
+    )
+    return await public_job(request, job)
+
+
+# --- service ---------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    problem = await request.app[CONTEXT].health_problem()
+    if problem is not None:
+        return json_response({"status": "unavailable", "error": problem, "code": 503}, status=503)
+    return json_response({"status": "ok", "code": 200})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
+ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+    ("POST", PREFIX + "/account/{channel}", post_account),
+    ("GET", PREFIX + "/account", get_accounts),
+    ("GET", PREFIX + "/account/{channel}", get_account),
+    ("DELETE", PREFIX + "/account/{channel}", delete_account),
+    ("POST", PREFIX + "/create", _create(Verb.CREATE)),
+    ("POST", PREFIX + "/create_single", _create(Verb.CREATE_SINGLE)),
+    ("POST", PREFIX + "/button", post_button),
+    ("GET", PREFIX + "/jobs", get_jobs),
+    ("GET", PREFIX + "/jobs/", get_jobs),
+    ("GET", PREFIX + "/jobs/cancel", cancel_job),
+    ("GET", PREFIX + "/jobs/cancel/", cancel_job),
+    ("GET", "/healthz", healthz),
+    ("GET", "/openapi.json", openapi),
+]
+
+
+def create_app(context: ApiContext) -> web.Application:
+    app = web.Application(client_max_size=BODY_LIMIT, middlewares=[errors_as_json, access_log])
+    app[CONTEXT] = context
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

@@ -1,0 +1,190 @@
+"""The OpenAPI 3 description of the HTTP API (a test keeps it equal to the routes)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, REPLY_LIMIT, SEED_MAX, STYLES
+
+_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "errorDetails": {"type": "string"}, "code": {"type": "integer"}},
+    "required": ["error", "code"],
+}
+_ACCOUNT = {
+    "type": "object",
+    "properties": {
+        "discord": {"type": "string", "description": "the token, masked to its last 4 characters"},
+        "server": {"type": "string"},
+        "channel": {"type": "string"},
+        "maxJobs": {"type": "integer"},
+        "error": {"type": "string"},
+        "errorDetails": {"type": "string"},
+    },
+}
+_ACCOUNT_BODY = {
+    "type": "object",
+    "properties": {
+        "discord": {"type": "string", "description": "Discord user token of the PixVerse account"},
+        "server": {"type": "string", "description": "Discord server id (the API token's server)"},
+        "channel": {"type": "string", "description": "Discord channel id, equal to the path's"},
+        "maxJobs": {"type": "integer", "minimum": 1, "maximum": 10},
+    },
+    "required": ["discord", "server", "channel", "maxJobs"],
+}
+_REPLY = {
+    "replyUrl": {"type": "string", "maxLength": REPLY_LIMIT, "description": "http(s) URL the finished job is POSTed to"},
+    "replyRef": {"type": "string", "maxLength": REPLY_LIMIT},
+}
+_CREATE_BODY = {
+    "type": "object",
+    "properties": {
+        "prompt": {"type": "string", "maxLength": 512},
+        "style": {"type": "string", "enum": list(STYLES)},
+        "aspect_ratio": {"type": "string", "enum": list(ASPECT_RATIOS)},
+        "negative_prompt": {"type": "string", "maxLength": 512},
+        "character": {"type": "string", "maxLength": 100, "description": "Anime only"},
+        **_REPLY,
+    },
+    "required": ["prompt", "style"],
+}
+_CREATE_SINGLE_BODY = {
+    **_CREATE_BODY,
+    "properties": {**_CREATE_BODY["properties"], "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX}},
+}
+_BUTTON_BODY = {
+    "type": "object",
+    "properties": {"jobid": {"type": "string"}, "button": {"type": "string", "enum": list(BUTTONS)}, **_REPLY},
+    "required": ["jobid", "button"],
+}
+_JOB = {
+    "type": "object",
+    "properties": {
+        name: {"type": kind}
+        for name, kind in (
+            ("jobid", "string"), ("verb", "string"), ("status", "string"), ("created", "string"),
+            ("updated", "string"), ("prompt", "string"), ("discord", "string"), ("server", "string"),
+            ("channel", "string"), ("maxJobs", "integer"), ("messageId", "string"), ("content", "string"),
+            ("error", "string"), ("errorDetails", "string"), ("code", "integer"), ("queuePosition", "integer"),
+            ("replyUrl", "string"), ("replyRef", "string"),
+        )
+    }
+    | {"buttons": {"type": "array", "items": {"type": "string"}}, "attachments": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_AUTH_ERRORS = {"401": _error("Unauthorized: missing, unknown or revoked API token")}
+_CHANNEL = {"name": "channel", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOBID = {"name": "jobid", "in": "query", "required": True, "schema": {"type": "string"}}
+_JOB_REF = {"$ref": "#/components/schemas/Job"}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _job_post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "requestBody": _body(schema),
+        "responses": {
+            "200": _json("The job (status created; queuePosition when it waits)", _JOB_REF),
+            "400": _error("Invalid parameters"),
+            **_AUTH_ERRORS,
+            "404": _error("No account configured, or job not found"),
+            "409": _error("The job's account is out of rotation"),
+            "413": _error("Body over 64 KiB"),
+            "429": _error("All accounts busy; executingJobs lists the executing job ids"),
+            "503": _error("Every account is out of rotation"),
+        },
+    }
+
+
+def _get_job(summary: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [_JOBID],
+        "responses": {"200": _json("The job", _JOB_REF), "400": _error("Invalid jobid"), **_AUTH_ERRORS,
+                      "404": _error("Job not found"), "409": _error("Job already ended")},
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "PixVerse account bot HTTP API",
+            "version": "1",
+            "description": "useapi.net's PixVerse v1 paths, served by the self-hosted bot. Authorization: Bearer <API token>"
+            " from /pixverse-api-token; a token sees only its own server.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": _ERROR, "Account": _ACCOUNT, "Job": _JOB},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/pixverse/account/{channel}": {
+                "parameters": [_CHANNEL],
+                "post": {
+                    "summary": "Create or update the channel's PixVerse account (the seed)",
+                    "requestBody": _body(_ACCOUNT_BODY),
+                    "responses": {"204": {"description": "Saved"}, "400": _error("Validation error, in the seed's order"),
+                                  **_AUTH_ERRORS, "413": _error("Body over 64 KiB"),
+                                  "503": _error("Discord could not be reached to check the token")},
+                },
+                "get": {
+                    "summary": "One configuration",
+                    "responses": {"200": _json("The configuration", {"$ref": "#/components/schemas/Account"}),
+                                  "400": _error("Invalid channel id"), **_AUTH_ERRORS, "404": _error("Configuration not found")},
+                },
+                "delete": {
+                    "summary": "Delete one configuration",
+                    "responses": {"204": {"description": "Deleted"}, "400": _error("Invalid channel id"), **_AUTH_ERRORS,
+                                  "404": _error("Configuration not found")},
+                },
+            },
+            "/v1/pixverse/account": {
+                "get": {
+                    "summary": "All configurations of the token's server, keyed by channel",
+                    "responses": {
+                        "200": _json("Configurations", {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Account"}}),
+                        **_AUTH_ERRORS,
+                        "404": _error("Configuration not found. To create configuration use pixverse/account/channel."),
+                    },
+                },
+            },
+            "/v1/pixverse/create": {"post": _job_post("Create 4 videos", _CREATE_BODY)},
+            "/v1/pixverse/create_single": {"post": _job_post("Create 1 video", _CREATE_SINGLE_BODY)},
+            "/v1/pixverse/button": {"post": _job_post("Press a result button of a completed job", _BUTTON_BODY)},
+            "/v1/pixverse/jobs": {
+                "get": {
+                    "summary": "Executing job ids of the token's server",
+                    "responses": {"200": _json("Job ids", {"type": "array", "items": {"type": "string"}}), **_AUTH_ERRORS},
+                },
+            },
+            "/v1/pixverse/jobs/": {"get": _get_job("One job (useapi job fields)")},
+            "/v1/pixverse/jobs/cancel": {"get": _get_job("Cancel a job")},
+            "/v1/pixverse/jobs/cancel/": {"get": _get_job("Cancel a job")},
+            "/healthz": {
+                "get": {
+                    "summary": "Health: the database answers and the gateway is connected",
+                    "security": [],
+                    "responses": {"200": _json("Healthy", {"type": "object"}), "503": _error("Unhealthy, with the reason")},
+                },
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "security": [], "responses": {"200": _json("OpenAPI", {"type": "object"})}},
+            },
+        },
+    }

@@ -1,0 +1,115 @@
+"""The HTTP API server, started and stopped with the bot, and its API-token commands."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from aiohttp import web
+from discord import app_commands
+from discord.ext import commands
+
+from bot.commands import require_manager
+from bot.dispatch.models import Job
+from bot.errors import StartupError
+from bot.http.app import ApiContext, create_app
+from bot.http.callbacks import ReplyPoster
+from bot.http.tokens import ApiTokenRepository
+from bot.logging import register_secrets
+from bot.tree import reply
+
+if TYPE_CHECKING:
+    from bot.app import PixverseBot
+
+log = logging.getLogger(__name__)
+
+
+class HttpApiCog(commands.Cog, name="HTTP API"):
+    def __init__(self, bot: PixverseBot) -> None:
+        self.bot = bot
+        self.tokens = ApiTokenRepository(bot.db)
+        self.runner: web.AppRunner | None = None
+        self.replies = ReplyPoster(self._public_job)
+
+    async def cog_load(self) -> None:
+        self.bot.dispatcher.listeners.append(self.replies)
+        settings = self.bot.settings
+        if settings.http_port == 0:
+            log.info("HTTP API off (HTTP_PORT=0)")
+            return
+        context = ApiContext(
+            accounts=self.bot.accounts,
+            dispatcher=self.bot.dispatcher,
+            tokens=self.tokens,
+            channel_visible=self._channel_visible,
+            health_problem=self._health_problem,
+        )
+        self.runner = web.AppRunner(create_app(context), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        try:
+            await web.TCPSite(self.runner, settings.http_host, settings.http_port).start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            self.runner = None
+            raise StartupError(
+                f"HTTP API could not listen on {settings.http_host}:{settings.http_port} ({exc.strerror});"
+                " set HTTP_PORT to a free port, or 0 to turn the API off"
+            ) from None
+        log.info("HTTP API listening on http://%s:%s", settings.http_host, settings.http_port)
+
+    async def cog_unload(self) -> None:
+        if self.bot.dispatcher is not None and self.replies in self.bot.dispatcher.listeners:
+            self.bot.dispatcher.listeners.remove(self.replies)
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.replies.close()
+
+    def _channel_visible(self, guild_id: str, channel_id: str) -> bool:
+        guild = self.bot.get_guild(int(guild_id))
+        return guild is not None and guild.get_channel_or_thread(int(channel_id)) is not None
+
+    async def _health_problem(self) -> str | None:
+        if self.bot.db is None:
+            return "database closed"
+        try:
+            await self.bot.db.fetchone("SELECT 1")
+        except Exception as exc:
+            return f"database does not answer ({type(exc).__name__})"
+        if self.bot.is_closed() or not self.bot.is_ready():
+            return "not connected to the Discord gateway"
+        return None
+
+    async def _public_job(self, job: Job) -> dict:
+        masked = None
+        if job.account_channel_id:
+            account = await self.bot.accounts.repository.get(job.guild_id, job.account_channel_id)
+            masked = account.masked_token if account else None
+        return {**job.to_public(masked_token=masked), "code": 200}
+
+    @app_commands.command(name="pixverse-api-token", description="Create an HTTP API token for this server")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    async def create_token(self, interaction: discord.Interaction) -> None:
+        guild_id = require_manager(interaction)
+        token = await self.tokens.create(guild_id, str(interaction.user.id))
+        register_secrets(token)
+        await reply(
+            interaction,
+            "New HTTP API token for this server. It is shown only now; keep it secret:\n"
+            f"```\n{token}\n```\nUse it as `Authorization: Bearer <token>`. "
+            "`/pixverse-api-token-revoke` revokes this server's tokens.",
+        )
+
+    @app_commands.command(name="pixverse-api-token-revoke", description="Revoke every HTTP API token of this server")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    async def revoke_tokens(self, interaction: discord.Interaction) -> None:
+        guild_id = require_manager(interaction)
+        count = await self.tokens.revoke_all(guild_id)
+        await reply(interaction, f"Revoked {count} HTTP API token{'s' if count != 1 else ''} of this server.")
+
+
+async def setup(bot: PixverseBot) -> None:
+    await bot.add_cog(HttpApiCog(bot))

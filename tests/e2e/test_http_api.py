@@ -1,0 +1,308 @@
+"""The HTTP API against the running bot: the seed's own examples, every error, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import TOKEN, TOKEN_2
+from tests.e2e.conftest import (
+    ADMIN_ID,
+    CHANNEL_2_ID,
+    CHANNEL_ID,
+    GUILD_ID,
+    MANAGE_GUILD,
+    OTHER_CHANNEL_ID,
+    OTHER_GUILD_ID,
+    make_settings,
+    start_bot,
+    stop_bot,
+)
+
+NOT_FOUND = "Configuration not found. To create configuration use pixverse/account/channel."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Api:
+    base: str
+    token: str
+    other_token: str
+    session: aiohttp.ClientSession
+    bot: object
+
+    async def call(self, method: str, path: str, *, token: str | None = "default", body=None, data=None, headers=None):
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {self.token if token == 'default' else token}"
+        kwargs = {"json": body} if body is not None else {"data": data} if data is not None else {}
+        async with self.session.request(method, self.base + path, headers=headers, **kwargs) as response:
+            text = await response.text()
+            return response.status, (json.loads(text) if text else None), response
+
+
+async def api_token(fake, guild_id: int, channel_id: int) -> str:
+    result = await fake.invoke("pixverse-api-token", None, guild_id=guild_id, channel_id=channel_id, user_id=ADMIN_ID,
+                               permissions=MANAGE_GUILD)
+    assert result.ephemeral
+    return re.search(r"```\n(pvb_[A-Za-z0-9_\-]+)\n```", result.content).group(1)
+
+
+@pytest.fixture
+async def api(tmp_path, fake, restore_discord_endpoints):
+    fake.add_pixverse(step_delay=0.02)
+    port = free_port()
+    bot, task = await start_bot(make_settings(tmp_path, fake, http_port=port), fake)
+    session = aiohttp.ClientSession()
+    try:
+        yield Api(
+            f"http://127.0.0.1:{port}", await api_token(fake, GUILD_ID, CHANNEL_ID),
+            await api_token(fake, OTHER_GUILD_ID, OTHER_CHANNEL_ID), session, bot,
+        )
+    finally:
+        await session.close()
+        await stop_bot(bot, task)
+
+
+def account_body(**overrides):
+    body = {"discord": TOKEN, "server": str(GUILD_ID), "channel": str(CHANNEL_ID), "maxJobs": 3}
+    body.update(overrides)
+    return body
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by .ci/run")
+async def test_the_seeds_curl_example_as_written(api):
+    # The seed's curl, with the base URL, token and values filled in; -sS -w prints the status.
+    command = [
+        "curl", "-sS", "-w", "%{http_code}",
+        "-H", "Accept: application/json",
+        "-H", "Content-Type: application/json",
+        "-H", f"Authorization: Bearer {api.token}",
+        "-X", "POST", f"{api.base}/v1/pixverse/account/{CHANNEL_ID}",
+        "-d", json.dumps({"discord": TOKEN, "server": str(GUILD_ID), "channel": str(CHANNEL_ID), "maxJobs": 10}),
+    ]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert out.decode() == "204"
+    status, body, _ = await api.call("GET", f"/v1/pixverse/account/{CHANNEL_ID}")
+    assert (status, body) == (200, {"discord": "…1234", "server": str(GUILD_ID), "channel": str(CHANNEL_ID), "maxJobs": 10})
+
+
+SEED_PYTHON = textwrap.dedent('''
+    import requests
+    server = "{server}"
+    channel = "{channel}"
+    apiUrl = f"{base}/v1/pixverse/account/{{channel}}"
+    token = "{token}"
+    discord = "{discord}"
+    maxJobs = 10
+    headers = {{
+        "Content-Type": "application/json",
+        "Authorization" : f"Bearer {{token}}"
+    }}
+    body = {{
+        "discord": f"{{discord}}",
+        "server": f"{{server}}",
+        "channel": f"{{channel}}",
+        "maxJobs": maxJobs
+    }}
+    response = requests.post(apiUrl, headers=headers, json=body)
+    print(response.status_code)
+    print(response, response.json())
+''')
+
+
+def run_seed_python(api, channel: int) -> subprocess.CompletedProcess:
+    code = SEED_PYTHON.format(server=GUILD_ID, channel=channel, base=api.base, token=api.token, discord=TOKEN)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+async def test_the_seeds_python_example_as_written(api):
+    # The seed's Python example, values filled in (one line added to print the status first).
+    first = await asyncio.to_thread(run_seed_python, api, CHANNEL_ID)
+    assert first.stdout.splitlines()[0] == "204"
+    # The seed's own last line calls response.json() on the empty 204: requests raises, as it
+    # would against useapi.net itself.
+    assert "JSONDecodeError" in first.stderr
+    second = await asyncio.to_thread(run_seed_python, api, CHANNEL_2_ID)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == [
+        "400",
+        f"<Response [400]> {{'error': 'Channel {CHANNEL_ID} configuration has same discord value', 'code': 400}}",
+    ]
+
+
+SEED_ERRORS = [
+    (account_body(discord=" ", server="", channel="x", maxJobs=99), "Required param discord is missing or empty"),
+    (account_body(server=None, channel="x"), "Required param server is missing or empty"),
+    (account_body(channel=""), "Required param channel is missing or empty"),
+    (account_body(channel="123"), "Required param channel (123) is not valid Discord channel id"),
+    (account_body(channel=str(CHANNEL_2_ID)),
+     f"Required param channel ({CHANNEL_2_ID}) not matching to /pixverse/account/{CHANNEL_ID}"),
+    (account_body(maxJobs=None), "Required param maxJobs is missing or empty"),
+    (account_body(maxJobs=11), "Required param maxJobs 11 can't be more that 10"),
+    (account_body(maxJobs=0), "Required param maxJobs 0 can't be less than 1"),
+    (account_body(maxJobs="three"), "Required param maxJobs (three) is not an integer"),
+    (account_body(server=str(OTHER_GUILD_ID)),
+     f"Required param server ({OTHER_GUILD_ID}) not matching to this Discord server ({GUILD_ID})"),
+    (account_body(discord="dead-token-value-000"), "Required param discord is not a valid Discord token"),
+]
+
+
+@pytest.mark.parametrize(("body", "error"), SEED_ERRORS)
+async def test_every_error_text_through_http(api, body, error):
+    status, answer, response = await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=body)
+    assert status == 400 and answer["error"] == error and answer["code"] == 400
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert await api.bot.accounts.repository.list(str(GUILD_ID)) == []
+
+
+async def test_channel_must_be_one_the_bot_can_see_in_the_tokens_server(api):
+    unknown = "899999999999999999"
+    status, answer, _ = await api.call("POST", f"/v1/pixverse/account/{unknown}", body=account_body(channel=unknown))
+    assert (status, answer["error"]) == (
+        400, f"Required param channel ({unknown}) is not a channel of this Discord server that the bot can see"
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer pvb_unknown"}],
+)
+async def test_missing_or_unknown_tokens_are_401(api, headers):
+    status, answer, _ = await api.call("GET", "/v1/pixverse/account", token=None, headers=headers)
+    assert (status, answer) == (401, {"error": "Unauthorized", "code": 401})
+
+
+async def test_revoked_tokens_are_401(api, fake):
+    revoked = await fake.invoke("pixverse-api-token-revoke", None, guild_id=GUILD_ID, channel_id=CHANNEL_ID,
+                                user_id=ADMIN_ID, permissions=MANAGE_GUILD)
+    assert revoked.content == "Revoked 1 HTTP API token of this server."
+    status, answer, _ = await api.call("GET", "/v1/pixverse/account")
+    assert (status, answer) == (401, {"error": "Unauthorized", "code": 401})
+    # The other server's token is untouched.
+    assert (await api.call("GET", "/v1/pixverse/account", token=api.other_token))[0] == 404
+
+
+async def test_servers_are_isolated_and_both_interfaces_see_the_same_data(api, fake):
+    assert (await api.call("GET", "/v1/pixverse/account"))[:2] == (404, {"error": NOT_FOUND, "code": 404})
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body()))[0] == 204
+    # Written through HTTP, visible in Discord.
+    listing = await fake.invoke("pixverse-accounts", None, guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=ADMIN_ID)
+    assert f"<#{CHANNEL_ID}> · channel `{CHANNEL_ID}` · maxJobs `3` · discord …1234" in listing.content
+    # Written in Discord, visible through HTTP.
+    saved = await fake.invoke(
+        "pixverse-account", {"discord": TOKEN_2, "server": str(GUILD_ID), "channel": str(CHANNEL_2_ID), "maxjobs": 5},
+        guild_id=GUILD_ID, channel_id=CHANNEL_2_ID, user_id=ADMIN_ID,
+    )
+    assert saved.content.startswith("Saved")
+    status, answer, _ = await api.call("GET", "/v1/pixverse/account")
+    assert status == 200 and answer == {
+        str(CHANNEL_ID): {"discord": "…1234", "server": str(GUILD_ID), "channel": str(CHANNEL_ID), "maxJobs": 3},
+        str(CHANNEL_2_ID): {"discord": "…5678", "server": str(GUILD_ID), "channel": str(CHANNEL_2_ID), "maxJobs": 5},
+    }
+    assert TOKEN not in json.dumps(answer)
+    # The other server's token sees and deletes nothing of this server.
+    other = api.other_token
+    assert (await api.call("GET", "/v1/pixverse/account", token=other))[:2] == (404, {"error": NOT_FOUND, "code": 404})
+    assert (await api.call("GET", f"/v1/pixverse/account/{CHANNEL_ID}", token=other))[0] == 404
+    assert (await api.call("DELETE", f"/v1/pixverse/account/{CHANNEL_ID}", token=other))[0] == 404
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", token=other,
+                           body=account_body(server=str(OTHER_GUILD_ID))))[1]["error"] == (
+        f"Required param channel ({CHANNEL_ID}) is not a channel of this Discord server that the bot can see"
+    )
+    # Deleting through HTTP.
+    assert (await api.call("DELETE", f"/v1/pixverse/account/{CHANNEL_ID}"))[0] == 204
+    assert (await api.call("DELETE", f"/v1/pixverse/account/{CHANNEL_ID}"))[:2] == (404, {"error": NOT_FOUND, "code": 404})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "status", "error"),
+    [
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b"{not json", 400, "Request body is not valid JSON"),
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b"[1, 2]", 400, "Request body must be a JSON object"),
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b"\xff\xfe", 400, "Request body is not valid JSON"),
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b"{\"a\": \"" + b"x" * 70_000 + b"\"}", 413,
+         "Request body is larger than 65536 bytes"),
+        ("GET", "/v1/pixverse/nothing-here", None, 404, "Not found: /v1/pixverse/nothing-here"),
+        ("PUT", "/v1/pixverse/account", None, 405, "Method PUT is not allowed on /v1/pixverse/account"),
+        ("GET", "/v1/pixverse/account/general", None, 400, "Required param channel (general) is not valid Discord channel id"),
+    ],
+)
+async def test_bad_requests_get_json_errors(api, method, path, data, status, error):
+    got, answer, response = await api.call(method, path, data=data)
+    assert (got, answer) == (status, {"error": error, "code": status})
+    assert response.headers["Content-Type"].startswith("application/json")
+
+
+async def test_jobs_through_http_with_reply_url(api, fake):
+    received: asyncio.Queue = asyncio.Queue()
+
+    async def receiver(request: web.Request) -> web.Response:
+        await received.put(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", receiver)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        assert (await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"}))[:2] == (
+            404, {"error": "No PixVerse account is configured in this server; a server manager can add one with"
+                           " /pixverse-account", "code": 404},
+        )
+        assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=1)))[0] == 204
+        bad = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime",
+                                                                   "replyUrl": "file:///etc/passwd"})
+        assert bad[:2] == (400, {"error": "Param replyUrl (file:///etc/passwd) is not an http(s) URL", "code": 400})
+
+        fake.pixverse_hold = True
+        status, job, _ = await api.call("POST", "/v1/pixverse/create", body={
+            "prompt": "a fox", "style": "Anime", "replyUrl": f"http://127.0.0.1:{port}/hook", "replyRef": "ref-1"})
+        assert status == 200 and job["status"] == "created" and job["verb"] == "pixverse-create"
+        assert job["discord"] == "…1234" and job["replyRef"] == "ref-1" and job["code"] == 200
+        await fake.wait_for_pixverse_held(1)
+        assert (await api.call("GET", "/v1/pixverse/jobs"))[:2] == (200, [job["jobid"]])
+        busy = await api.call("POST", "/v1/pixverse/create", body={"prompt": "another", "style": "Anime"})
+        assert busy[0] == 429 and busy[1]["error"] == "All PixVerse accounts are busy"
+        assert busy[1]["executingJobs"] == [job["jobid"]]
+
+        fake.pixverse_hold = False
+        fake.pixverse_release()
+        posted = await asyncio.wait_for(received.get(), timeout=10)
+        assert posted["jobid"] == job["jobid"] and posted["status"] == "completed"
+        assert posted["replyRef"] == "ref-1" and len(posted["attachments"]) == 4
+        assert TOKEN not in json.dumps(posted)
+        status, shown, _ = await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}")
+        assert status == 200 and shown["status"] == "completed" and shown["buttons"][:2] == ["U1", "U2"]
+        # The other server cannot see it.
+        assert (await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}", token=api.other_token))[0] == 404
+        cancelled = await api.call("GET", f"/v1/pixverse/jobs/cancel/?jobid={job['jobid']}")
+        assert cancelled[:2] == (409, {"error": f"Job {job['jobid']} is already completed", "code": 409})
+    finally:
+        await runner.cleanup()
+
+
+async def test_healthz_and_openapi_need_no_token(api):
+    status, body, _ = await api.call("GET", "/healthz", token=None)
+    assert (status, body) == (200, {"status": "ok", "code": 200})
+    status, body, _ = await api.call("GET", "/openapi.json", token=None)
+    assert status == 200 and body["openapi"].startswith("3.")

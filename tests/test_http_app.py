@@ -1,0 +1,68 @@
+"""The HTTP application on its own: the OpenAPI document matches the routes; health answers."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.http.app import ROUTES, ApiContext, create_app
+from bot.http.openapi import openapi_document
+
+
+def test_every_route_is_described_and_every_description_is_a_route():
+    routes = {(method.lower(), path) for method, path, _ in ROUTES}
+    described = {
+        (method, path)
+        for path, item in openapi_document()["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "delete", "patch")
+    }
+    assert routes == described
+
+
+def test_path_parameters_are_declared():
+    for path, item in openapi_document()["paths"].items():
+        names = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
+        assert names == set(part[1:-1] for part in path.split("/") if part.startswith("{")), path
+
+
+class _Tokens:
+    async def guild_of(self, token: str):
+        return None
+
+
+async def _client(problem):
+    async def health_problem():
+        return problem
+
+    context = ApiContext(accounts=None, dispatcher=None, tokens=_Tokens(), channel_visible=lambda g, c: False,
+                         health_problem=health_problem)
+    client = TestClient(TestServer(create_app(context)))
+    await client.start_server()
+    return client
+
+
+@pytest.mark.parametrize(
+    ("problem", "status", "body"),
+    [
+        (None, 200, {"status": "ok", "code": 200}),
+        ("not connected to the Discord gateway", 503,
+         {"status": "unavailable", "error": "not connected to the Discord gateway", "code": 503}),
+    ],
+)
+async def test_healthz(problem, status, body):
+    client = await _client(problem)
+    try:
+        response = await client.get("/healthz")
+        assert (response.status, await response.json()) == (status, body)
+    finally:
+        await client.close()
+
+
+async def test_jobs_without_a_dispatcher_are_503_after_auth():
+    client = await _client(None)
+    try:
+        response = await client.post("/v1/pixverse/create", json={}, headers={"Authorization": "Bearer x"})
+        assert (response.status, await response.json()) == (401, {"error": "Unauthorized", "code": 401})
+    finally:
+        await client.close()
