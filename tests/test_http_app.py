@@ -59,7 +59,7 @@ async def test_healthz(problem, status, body):
         await client.close()
 
 
-async def test_jobs_without_a_dispatcher_are_503_after_auth():
+async def test_authorization_is_checked_before_anything_else():
     client = await _client(None)
     try:
         response = await client.post("/v1/pixverse/create", json={}, headers={"Authorization": "Bearer x"})
