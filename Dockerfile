@@ -16,6 +16,8 @@ RUN pip install . \
 
 USER pixverse
 VOLUME ["/data"]
+# The HTTP API (HTTP_PORT); docker-compose.yml publishes it on the host's loopback.
+EXPOSE 8080
 # SIGTERM from `docker stop` closes the database cleanly; exit code 0.
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "bot"]
