@@ -167,8 +167,11 @@ class PixverseBot(commands.Bot):
             self.dispatcher.start_soon()
 
     async def close(self) -> None:
-        # Reverse order of setup: the dispatcher (its lease, its tasks), then Discord, then
-        # the database that both used.
+        # Reverse order of setup: the HTTP API (no new requests), the dispatcher (its lease,
+        # its tasks), then Discord, then the database that all of them used.
+        http_api = self.get_cog("HTTP API")
+        if http_api is not None:
+            await http_api.stop()
         dispatcher, self.dispatcher = self.dispatcher, None
         if dispatcher is not None:
             await dispatcher.close()

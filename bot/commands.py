@@ -66,3 +66,20 @@ def require_manager(interaction: discord.Interaction) -> str:
 def choice_label(name: str | None, value: str) -> str:
     label = f"{name} ({value})" if name else value
     return label[:100]
+
+
+MESSAGE_LIMIT = 2000
+
+
+def fit_lines(header: str, lines: list[str], limit: int = MESSAGE_LIMIT) -> str:
+    """The header and as many lines as fit in one Discord message, then "… and N more"."""
+    kept, size = [header], len(header)
+    for index, line in enumerate(lines):
+        after = len(lines) - index - 1
+        needed = size + 1 + len(line) + (len(f"\n… and {after} more") if after else 0)
+        if needed > limit:
+            kept.append(f"… and {len(lines) - index} more")
+            break
+        kept.append(line)
+        size += 1 + len(line)
+    return "\n".join(kept)

@@ -211,10 +211,13 @@ def _in_transaction(raw: sqlite3.Connection, work: Callable[[sqlite3.Connection]
     raw.execute("BEGIN IMMEDIATE")
     try:
         result = work(raw)
+        raw.execute("COMMIT")
     except BaseException:
-        raw.execute("ROLLBACK")
+        # Also when COMMIT itself failed (disk full): a transaction left open would make
+        # every later BEGIN fail.
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
         raise
-    raw.execute("COMMIT")
     return result
 
 

@@ -48,5 +48,18 @@ def not_found(error: str = CONFIGURATION_NOT_FOUND) -> ApiError:
     return ApiError(404, error)
 
 
+DATABASE_BUSY = "The database is busy; please try again in a moment"
+
+
+def from_exception(exc: BaseException) -> ApiError | None:
+    """An infrastructure failure that has an honest answer other than 500."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        # Another process held the write lock past the busy timeout.
+        return ApiError(503, DATABASE_BUSY)
+    return None
+
+
 class StartupError(Exception):
     """A problem that stops the bot before it connects; printed as one line, no traceback."""

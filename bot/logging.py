@@ -132,10 +132,20 @@ def _redact_record(record: logging.LogRecord) -> None:
         record.stack_info = redactor.redact(record.stack_info)
 
 
+class RedactingFilter(logging.Filter):
+    """Second line of defence on the handler: records built without the record factory
+    (logging.makeLogRecord, as queue and socket listeners do) are redacted here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
+        return True
+
+
 def setup_logging(level: str = "INFO", *, stream=None, secrets: Iterable[str | None] = ()) -> None:
     install_redaction()
     register_secrets(*secrets, pinned=True)
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -7,7 +7,7 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.errors import ApiError
+from bot.errors import ApiError, from_exception
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def to_api_error(error: BaseException) -> ApiError | None:
     if isinstance(error, (app_commands.CommandSignatureMismatch, app_commands.CommandNotFound)):
         # Discord's copy of the commands is older than the bot's; it catches up by itself.
         return ApiError(409, "This command was just updated; please try again in a minute")
-    return None
+    return from_exception(getattr(error, "original", error))
 
 
 class UnexpectedError(app_commands.AppCommandError):

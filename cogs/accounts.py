@@ -11,14 +11,11 @@ from discord.utils import escape_markdown
 
 from bot.accounts.models import AccountConfig
 from bot.accounts.validation import validate_channel_param
-from bot.commands import choice_label, core_validated_command, require_manager
+from bot.commands import choice_label, core_validated_command, fit_lines, require_manager
 from bot.tree import reply
 
 if TYPE_CHECKING:
     from bot.app import PixverseBot
-
-MESSAGE_LIMIT = 2000
-
 
 def describe_config(config: AccountConfig) -> str:
     text = (
@@ -43,22 +40,19 @@ def saved_text(config: AccountConfig) -> str:
 
 
 def list_text(configs: list[AccountConfig]) -> str:
-    header = f"PixVerse account configurations in this server: {len(configs)}"
-    lines = [header]
-    for index, config in enumerate(configs):
-        line = describe_config(config)
-        rest = len(configs) - index
-        more = f"… and {rest} more"
-        if len("\n".join(lines)) + len(line) + len(more) + 2 > MESSAGE_LIMIT:
-            lines.append(more)
-            break
-        lines.append(line)
-    return "\n".join(lines)
+    return fit_lines(
+        f"PixVerse account configurations in this server: {len(configs)}", [describe_config(c) for c in configs]
+    )
 
 
 class AccountsCog(commands.Cog):
     def __init__(self, bot: PixverseBot) -> None:
         self.bot = bot
+        # Discord's client should offer what the bot accepts: maxJobs up to the setting.
+        self.account.advertised = {
+            **self.account.advertised,
+            "maxjobs": {"required": True, "min_value": 1, "max_value": bot.settings.pixverse_max_concurrent_jobs},
+        }
 
     @property
     def service(self):

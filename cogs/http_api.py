@@ -58,12 +58,16 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
             ) from None
         log.info("HTTP API listening on http://%s:%s", settings.http_host, settings.http_port)
 
+    async def stop(self) -> None:
+        """Stops serving (first thing at shutdown, so no request reaches a closing core)."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+
     async def cog_unload(self) -> None:
         if self.bot.dispatcher is not None and self.replies in self.bot.dispatcher.listeners:
             self.bot.dispatcher.listeners.remove(self.replies)
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+        await self.stop()
         await self.replies.close()
 
     def _channel_visible(self, guild_id: str, channel_id: str) -> bool:
@@ -82,11 +86,7 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
         return None
 
     async def _public_job(self, job: Job) -> dict:
-        masked = None
-        if job.account_channel_id:
-            account = await self.bot.accounts.repository.get(job.guild_id, job.account_channel_id)
-            masked = account.masked_token if account else None
-        return {**job.to_public(masked_token=masked), "code": 200}
+        return {**await self.bot.dispatcher.public_job(job, with_reply=True), "code": 200}
 
     @app_commands.command(name="pixverse-api-token", description="Create an HTTP API token for this server")
     @app_commands.guild_only()

@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 from discord.utils import escape_markdown
 
-from bot.commands import core_validated_command, require_guild
+from bot.commands import MESSAGE_LIMIT, core_validated_command, fit_lines, require_guild
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, SEED_MAX, STYLES
 from bot.tree import answer_failure, reply
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 # Discord lets a bot follow up an interaction for 15 minutes; keep a margin.
 INTERACTION_WINDOW = 14 * 60
-MESSAGE_LIMIT = 2000
 CUSTOM_ID_PREFIX = "pixverse:press"
 
 
@@ -200,6 +199,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         """Dispatcher callback: a job started or ended."""
         if job.request_channel_id == API_REQUESTER:
             return  # asked through the HTTP API: its replyUrl is told, not a Discord channel
+        self._forget_expired_askers()
         text, view = job_text(job), result_view(job)
         final = job.status in FINAL
         asker = self._askers.pop(job.job_id, None) if final else self._askers.get(job.job_id)
@@ -214,6 +214,12 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             except (discord.HTTPException, asyncio.TimeoutError) as exc:
                 log.info("Follow-up for job %s failed (%s); posting in the channel", job.job_id, exc)
         await self._post_in_channel(job, text, view)
+
+    def _forget_expired_askers(self) -> None:
+        # A job ended by another process is never reported here: drop what has expired.
+        now = time.monotonic()
+        for job_id in [j for j, a in self._askers.items() if now - a.since >= INTERACTION_WINDOW]:
+            del self._askers[job_id]
 
     async def _post_in_channel(self, job: Job, text: str, view: discord.ui.View | None) -> None:
         channel = self.bot.get_partial_messageable(int(job.request_channel_id), guild_id=int(job.guild_id))
@@ -323,16 +329,11 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         if not jobs:
             await reply(interaction, "No PixVerse job is executing in this server")
             return
-        lines = [f"Executing PixVerse jobs in this server: {len(jobs)}"]
-        for index, job in enumerate(jobs):
-            state = "waiting" if job.queued else job.status.value
-            line = f"jobid: {job.job_id} · {state} · {job.verb.value} · <@{job.requester_id}>"
-            more = f"… and {len(jobs) - index} more"
-            if sum(len(x) + 1 for x in lines) + len(line) + len(more) + 1 > MESSAGE_LIMIT:
-                lines.append(more)
-                break
-            lines.append(line)
-        await reply(interaction, "\n".join(lines))
+        lines = [
+            f"jobid: {job.job_id} · {'waiting' if job.queued else job.status.value} · {job.verb.value} · <@{job.requester_id}>"
+            for job in jobs
+        ]
+        await reply(interaction, fit_lines(f"Executing PixVerse jobs in this server: {len(jobs)}", lines))
 
     @core_validated_command(
         name="pixverse-job", description="One PixVerse job with all its fields", advertised={"jobid": {"required": True}}
@@ -342,11 +343,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     async def job(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
         guild_id = require_guild(interaction)
         job = await self.dispatcher.get(jobid, guild_id)
-        masked = None
-        if job.account_channel_id:
-            account = await self.bot.accounts.repository.get(guild_id, job.account_channel_id)
-            masked = account.masked_token if account else None
-        body = json.dumps(job.to_public(masked_token=masked), ensure_ascii=False, indent=1)
+        body = json.dumps(await self.dispatcher.public_job(job), ensure_ascii=False, indent=1)
         room = MESSAGE_LIMIT - 150  # the header line and the code fence
         if len(body) > room:
             body = body[: room - 2] + "\n…"

@@ -43,6 +43,15 @@ CREATE INDEX jobs_guild_status ON jobs (guild_id, status);
 CREATE INDEX jobs_created ON jobs (created_at);
 CREATE INDEX jobs_open ON jobs (account_channel_id, seq) WHERE pixverse_open = 1;
 
+-- Which job each PixVerse message belongs to, once attributed: an edit or a replay of a
+-- message then goes to the same job, never to another job with the same prompt.
+CREATE TABLE pixverse_messages (
+    message_id TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE
+);
+
+CREATE INDEX pixverse_messages_job ON pixverse_messages (job_id);
+
 -- Leases of running bot processes: a job whose owner stopped renewing is recovered.
 CREATE TABLE processes (
     owner        TEXT PRIMARY KEY,

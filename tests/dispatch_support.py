@@ -37,8 +37,8 @@ class ManualBackend(PixverseBackend):
         self._maybe_fail()
         self.pressed.append((job.job_id, parent.job_id, token))
 
-    async def resume(self, job: Job, token: str) -> None:
-        self.resumed.append(job.job_id)
+    async def resume(self, jobs: list[Job], token: str) -> None:
+        self.resumed.extend(job.job_id for job in jobs)
 
     async def complete(self, job_id: str, buttons=("U1", "V1", "ReDo")) -> None:
         await self.events.job_update(

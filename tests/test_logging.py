@@ -98,3 +98,12 @@ def test_recent_secrets_are_bounded_but_pinned_ones_stay():
     assert redactor.redact("account-token-001099") == MASK
     # The oldest run-time secret was forgotten (the structural rules still apply to it).
     assert redactor.redact("account-token-000000") == "account-token-000000"
+
+
+def test_records_made_without_the_factory_are_redacted_by_the_handler():
+    from bot.logging import RedactingFilter
+
+    register_secrets("queue-listener-secret-1")
+    record = logging.makeLogRecord({"msg": "token %s", "args": ("queue-listener-secret-1",), "levelno": 20})
+    assert RedactingFilter().filter(record)
+    assert record.getMessage() == f"token {MASK}"

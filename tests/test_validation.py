@@ -145,3 +145,15 @@ def test_channel_param_of_get_and_delete():
     with pytest.raises(ApiError) as info:
         validate_channel_param(None)
     assert info.value.error == "Required param channel is missing or empty"
+
+
+def test_fit_lines_keeps_a_discord_message_under_its_limit():
+    from bot.commands import fit_lines
+
+    lines = [f"line {n:04d} " + "x" * 90 for n in range(100)]
+    text = fit_lines("header", lines)
+    assert len(text) <= 2000
+    kept = text.splitlines()
+    assert kept[0] == "header" and kept[1] == lines[0]
+    assert kept[-1] == f"… and {100 - (len(kept) - 2)} more"
+    assert fit_lines("header", lines[:3]) == "\n".join(["header", *lines[:3]])

@@ -132,6 +132,27 @@ class AccountRepository:
             (int(in_rotation), error, error_details, utcnow(), guild_id, channel_id),
         ) > 0
 
+    async def record_failure(self, channel_id: str) -> int:
+        """Counts a job of the account that failed; returns how many failed in a row."""
+        row = await self._db.fetchone(
+            "UPDATE accounts SET consecutive_failures = consecutive_failures + 1 WHERE channel_id = ?"
+            " RETURNING consecutive_failures",
+            (channel_id,),
+        )
+        return 0 if row is None else int(row[0])
+
+    async def record_success(self, channel_id: str) -> None:
+        await self._db.execute(
+            "UPDATE accounts SET consecutive_failures = 0 WHERE channel_id = ? AND consecutive_failures > 0",
+            (channel_id,),
+        )
+
+    async def in_rotation_count(self, guild_id: str) -> int:
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM accounts WHERE guild_id = ? AND in_rotation = 1", (guild_id,)
+        )
+        return int(row[0])
+
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None:
         """The clear token, for the code that acts with it; never for display."""
         row = await self._db.fetchone(

@@ -13,8 +13,8 @@ from bot.errors import ApiError, bad_request
 log = logging.getLogger(__name__)
 
 # Anything else cannot be a token and must not be put in an HTTP header (a newline
-# would be a header injection; aiohttp would raise on it).
-_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,512}")
+# would be a header injection; aiohttp would raise on it). The user-API client uses it too.
+TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,512}")
 
 INVALID_TOKEN = "Required param discord is not a valid Discord token"
 UNREACHABLE = "Discord could not be reached to check the discord token; nothing was saved, try again later"
@@ -40,7 +40,7 @@ class DiscordTokenChecker:
 
     async def user_id(self, token: str) -> str:
         """The Discord user id the token belongs to; :class:`ApiError` 400 or 503 otherwise."""
-        if not _TOKEN_CHARS.fullmatch(token):
+        if not TOKEN_CHARS.fullmatch(token):
             raise bad_request(INVALID_TOKEN, "The value has characters a Discord token never has")
         try:
             async with self._client().get(self._url, headers={"Authorization": token}) as resp:

@@ -9,6 +9,7 @@ import random
 import socket
 import time
 import uuid
+from dataclasses import replace
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -40,9 +41,17 @@ def job_not_found(job_id: str) -> ApiError:
     return ApiError(404, f"Job {job_id} not found")
 
 
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
 def process_owner() -> str:
-    """host:pid:random — the pid lets a restart on the same host see its predecessor is gone."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid-namespace:pid:random. Host and pid namespace together say when a pid can be
+    checked from here; two containers sharing a hostname have different namespaces."""
+    return f"{socket.gethostname()}:{_pid_namespace()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Dispatcher:
@@ -68,7 +77,8 @@ class Dispatcher:
         self.job_timeout = job_timeout
         self.overload_retry_delay = overload_retry_delay
         # The sweep runs at least every min(30 s, timeout/4), so a job ends at most a
-        # quarter of its timeout late; a process that missed three sweeps is dead.
+        # quarter of its timeout late. The lease is renewed as often, by its own task, and
+        # a process that missed three renewals is dead.
         self.sweep_interval = min(30.0, job_timeout / 4)
         self.lease_ttl = 3 * self.sweep_interval
         self.owner = owner or process_owner()
@@ -76,7 +86,8 @@ class Dispatcher:
         self.clock = clock
         self.listeners: list[JobListener] = list(listeners or [])
         self._tasks: set[asyncio.Task] = set()
-        self._sweeper: asyncio.Task | None = None
+        self._loops: list[asyncio.Task] = []
+        self._closing = False
         backend.bind(self)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -84,36 +95,46 @@ class Dispatcher:
     async def start(self) -> None:
         await self.jobs.heartbeat(self.owner, self.clock())
         await self.recover()
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="dispatcher sweep")
+        if not self._closing:
+            self._loops = [
+                asyncio.create_task(self._every(self.sweep_interval, self._heartbeat), name="dispatcher lease"),
+                asyncio.create_task(self._every(self.sweep_interval, self.sweep), name="dispatcher sweep"),
+            ]
 
     def start_soon(self) -> None:
         """start() as a task that close() cancels, for callers that must not wait (on_ready)."""
         self._spawn(self.start(), "dispatcher start")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sweeper is not None:  # start() may have created it while being cancelled
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        self._closing = True
+        # Until nothing is left: a task being cancelled may not spawn more (_spawn refuses).
+        while self._tasks or self._loops:
+            pending = [*self._tasks, *self._loops]
+            self._loops = []
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self.backend.close()
         # Jobs still executing stay in the database; dropping the lease lets the next
         # start (or another process) take them over at once instead of after the TTL.
         await self.jobs.forget_owner(self.owner)
 
     async def wait_idle(self) -> None:
-        """Until every submission this process started has been handed over (tests, shutdown)."""
+        """Until every task this process started has finished (tests, benchmarks)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        if self._closing:
+            coro.close()  # shutting down: the job stays in the database and is recovered
+            return
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _refuse_when_closing(self) -> None:
+        if self._closing:
+            raise ApiError(503, "The bot is shutting down; please try again in a moment")
 
     # --- what members ask -----------------------------------------------------------
 
@@ -122,6 +143,7 @@ class Dispatcher:
         extra: dict[str, Any] | None = None,
     ) -> Placement:
         """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef)."""
+        self._refuse_when_closing()
         params = {**validate_create(body, verb), **(extra or {})}
         result = await placement.place(
             self._db,
@@ -139,6 +161,7 @@ class Dispatcher:
         self, *, guild_id: str, requester_id: str, request_channel_id: str, job_id: Any, button: Any,
         extra: dict[str, Any] | None = None,
     ) -> Job:
+        self._refuse_when_closing()
         job_id = validate_job_id(job_id)
         button = validate_button(button)
         parent = await self.get(job_id, guild_id)
@@ -166,6 +189,14 @@ class Dispatcher:
             raise job_not_found(job_id)
         return job
 
+    async def public_job(self, job: Job, *, with_reply: bool = False) -> dict[str, Any]:
+        """The useapi job fields, with the account's token masked (never more)."""
+        masked = None
+        if job.account_channel_id:
+            account = await self.accounts.get(job.guild_id, job.account_channel_id)
+            masked = account.masked_token if account else None
+        return job.to_public(masked_token=masked, with_reply=with_reply)
+
     async def executing(self, guild_id: str) -> list[Job]:
         return await self.jobs.executing(guild_id)
 
@@ -176,29 +207,29 @@ class Dispatcher:
         job = await self.get(job_id, guild_id)
         if job.requester_id != user_id and not is_manager:
             raise ApiError(403, f"Only the member who asked for job {job.job_id} or a server manager can cancel it")
-        if job.status in FINAL:
-            raise ApiError(409, f"Job {job.job_id} is already {job.status.value}")
         # PixVerse may still post for it: those messages stay attributed to it (pixverse_open).
         ended = await self.finish(job.job_id, JobStatus.CANCELLED, error=f"Cancelled by <@{user_id}>")
-        if not ended:
+        if ended is None:
             job = await self.get(job.job_id, guild_id)
             raise ApiError(409, f"Job {job.job_id} is already {job.status.value}")
-        return await self.get(job.job_id, guild_id)
+        return ended
 
     # --- running --------------------------------------------------------------------
 
     async def _run(self, job: Job) -> None:
-        token = await self.accounts.decrypt_token(job.guild_id, job.account_channel_id)
-        if token is None:
-            await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted before the job ran")
-            return
-        register_secrets(token)
-        await self.jobs.mark_submitted(job.job_id, self.clock())
+        """Hands a placed job to PixVerse. Every way out ends the job or leaves it submitted."""
         try:
+            token = await self.accounts.decrypt_token(job.guild_id, job.account_channel_id)
+            if token is None:
+                await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted before the job ran")
+                return
+            register_secrets(token)
+            if not await self.jobs.mark_submitted(job.job_id, self.clock(), owner=self.owner):
+                return  # cancelled, moved or taken over meanwhile: it must not reach PixVerse
             if job.verb is Verb.BUTTON:
                 parent = await self.jobs.get(job.parent_job_id)
                 if parent is None:
-                    raise SubmitError(f"Job {job.parent_job_id} no longer exists")
+                    raise SubmitError(f"Job {job.parent_job_id} no longer exists", account_fault=False)
                 await self.backend.press(job, parent, token)
             else:
                 await self.backend.submit(job, token)
@@ -207,9 +238,10 @@ class Dispatcher:
             await self.jobs.close_at_pixverse(job.job_id)
             if exc.account_rejected:
                 await self._reject_account(job, exc.reason, exc.details)
-            else:
+                return
+            if exc.account_fault:
                 await self._account_failed(job)
-                await self.finish(job.job_id, JobStatus.FAILED, error=exc.reason, error_details=exc.details)
+            await self.finish(job.job_id, JobStatus.FAILED, error=exc.reason, error_details=exc.details)
         except asyncio.CancelledError:
             raise  # shutting down: the job stays executing and is recovered later
         except Exception:
@@ -228,52 +260,60 @@ class Dispatcher:
             await self._retry_overloaded(job, update)
             return
         if update.status in (JobStatus.STARTED, JobStatus.PROGRESS):
-            started_now = await self.jobs.record_progress(
+            started = await self.jobs.record_progress(
                 job_id, update.status, now=self.clock(), message_id=update.message_id, progress=update.progress,
                 content=update.content,
             )
-            if started_now:
-                await self._notify(job_id)
+            if started is not None:
+                self._notify(started)
             return
         if update.status in FINAL:
-            if update.status is JobStatus.COMPLETED:
-                await self._account_succeeded(job)
-            fields = result_fields(update)
-            if not await self.finish(job_id, update.status, fields=fields):
+            ended = await self.finish(job_id, update.status, fields=result_fields(update))
+            if ended is None:
                 # Already ended (cancelled, timed out): PixVerse's late answer changes nothing.
                 await self.jobs.close_at_pixverse(job_id)
+            elif update.status is JobStatus.COMPLETED:
+                await self.accounts.record_success(job.account_channel_id)
+            elif update.status is JobStatus.FAILED:
+                await self._account_failed(job)
 
     async def finish(
         self, job_id: str, status: JobStatus, *, error: str | None = None, error_details: str | None = None,
-        fields: dict[str, Any] | None = None,
-    ) -> bool:
-        """Ends a job and frees its slot; False when it had already ended."""
+        fields: dict[str, Any] | None = None, expected: Job | None = None,
+    ) -> Job | None:
+        """Ends a job and frees its slot; returns it as ended, or None when it had already
+        ended (or, with ``expected``, moved since that read)."""
         values = dict(fields or {})
         if error is not None:
             values["error"] = error
         if error_details is not None:
             values["error_details"] = error_details
         released = await placement.release(
-            self._db, job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values
+            self._db, job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values,
+            expected=expected,
         )
-        if not released.released:
-            return False
-        await self._notify(job_id)
-        for promoted in released.promoted:
-            self._spawn(self._run(promoted), f"run {promoted.job_id}")
-        return True
+        if released.job is None:
+            return None
+        self._notify(released.job)
+        self._run_all(released.promoted)
+        return released.job
 
-    async def _notify(self, job_id: str) -> None:
-        if not self.listeners:
-            return
-        job = await self.jobs.get(job_id)
-        if job is None:
-            return
+    def _run_all(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._spawn(self._run(job), f"run {job.job_id}")
+
+    def _notify(self, job: Job) -> None:
+        """Tells the listeners in the background: a command that ended a job (cancel, an
+        account deleted) answers at once, however slow telling the members is."""
         for listener in self.listeners:
-            try:
-                await listener.job_changed(job)
-            except Exception:
-                log.exception("Telling %s about job %s failed", type(listener).__name__, job_id)
+            self._spawn(self._tell(listener, job), f"notify {job.job_id}")
+
+    @staticmethod
+    async def _tell(listener: JobListener, job: Job) -> None:
+        try:
+            await listener.job_changed(job)
+        except Exception:
+            log.exception("Telling %s about job %s failed", type(listener).__name__, job.job_id)
 
     # --- accounts -------------------------------------------------------------------
 
@@ -285,12 +325,11 @@ class Dispatcher:
         )
         log.warning("Account of channel %s left rotation: %s", job.account_channel_id, reason)
         if job.verb is not Verb.BUTTON and job.placement_attempts == 0:
-            moved = await placement.requeue(
+            moved, promoted = await placement.requeue(
                 self._db, job.job_id, now=self.clock(), owner=self.owner, rng=self.rng,
                 error=f"Moved from channel {job.account_channel_id}: {reason}",
             )
-            if moved is not None:
-                self._spawn(self._run(moved), f"run {moved.job_id}")
+            self._run_all(([moved] if moved else []) + promoted)
         await self.account_removed(
             job.guild_id, job.account_channel_id, reason=f"The PixVerse account left rotation: {reason}"
         )
@@ -299,32 +338,23 @@ class Dispatcher:
         """An account was deleted or left rotation: its jobs end now and free their slots."""
         for job in await self.jobs.holding_slots(channel_id):
             if job.guild_id == guild_id:
-                await self.finish(job.job_id, JobStatus.FAILED, error=reason)
+                await self.finish(job.job_id, JobStatus.FAILED, error=reason, expected=job)
+        if await self.accounts.in_rotation_count(guild_id) == 0:
+            # Nothing can ever take the waiting jobs: tell their members now, not at the timeout.
+            for job in await self.jobs.waiting(guild_id):
+                await self.finish(job.job_id, JobStatus.FAILED, error="No PixVerse account of this server is in rotation")
 
     async def account_available(self, guild_id: str) -> None:
         """An account was added or put back: waiting jobs may take its slots."""
-        for job in await placement.promote_waiting(
-            self._db, guild_id, now=self.clock(), owner=self.owner, rng=self.rng
-        ):
-            self._spawn(self._run(job), f"run {job.job_id}")
+        self._run_all(await placement.promote_waiting(self._db, guild_id, now=self.clock(), owner=self.owner, rng=self.rng))
 
     async def _account_failed(self, job: Job) -> None:
-        failures = await self._db.fetchone(
-            "UPDATE accounts SET consecutive_failures = consecutive_failures + 1 WHERE channel_id = ?"
-            " RETURNING consecutive_failures",
-            (job.account_channel_id,),
-        )
-        if failures is not None and failures[0] >= MAX_CONSECUTIVE_FAILURES:
+        failures = await self.accounts.record_failure(job.account_channel_id)
+        if failures >= MAX_CONSECUTIVE_FAILURES:
             await self.accounts.set_rotation(
                 job.guild_id, job.account_channel_id, in_rotation=False,
-                error=f"{failures[0]} jobs in a row failed", error_details="Put it back with /pixverse-account-reset",
+                error=f"{failures} jobs in a row failed", error_details="Put it back with /pixverse-account-reset",
             )
-
-    async def _account_succeeded(self, job: Job) -> None:
-        await self._db.execute(
-            "UPDATE accounts SET consecutive_failures = 0 WHERE channel_id = ? AND consecutive_failures > 0",
-            (job.account_channel_id,),
-        )
 
     async def _retry_overloaded(self, job: Job, update: JobUpdate) -> None:
         if job.placement_attempts >= OVERLOAD_RETRIES or job.verb is Verb.BUTTON:
@@ -338,47 +368,55 @@ class Dispatcher:
 
     async def _retry_later(self, job: Job, update: JobUpdate) -> None:
         await asyncio.sleep(self.overload_retry_delay)
-        moved = await placement.requeue(
+        moved, promoted = await placement.requeue(
             self._db, job.job_id, now=self.clock(), owner=self.owner, rng=self.rng,
             error=update.error_details or "PixVerse refused the job for load", allow_same=True,
         )
-        if moved is not None:
-            await self._run(moved)
+        self._run_all(([moved] if moved else []) + promoted)
 
     # --- sweep and recovery ---------------------------------------------------------
 
-    async def _sweep_loop(self) -> None:
+    async def _every(self, interval: float, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         while True:
-            await asyncio.sleep(self.sweep_interval)
+            await asyncio.sleep(interval)
             try:
-                await self.sweep()
+                await work()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("Dispatcher sweep failed")
+                log.exception("Dispatcher %s failed", work.__name__)
+
+    async def _heartbeat(self) -> None:
+        await self.jobs.heartbeat(self.owner, self.clock())
 
     async def sweep(self) -> None:
         now = self.clock()
-        await self.jobs.heartbeat(self.owner, now)
         for job in await self.jobs.timed_out(now=now, timeout=self.job_timeout):
-            await self.finish(
-                job.job_id, JobStatus.FAILED, error="Timed out",
-                error_details=f"PixVerse did not finish the job within {self.job_timeout:g} seconds",
-            )
+            if job.queued:
+                await self.finish(
+                    job.job_id, JobStatus.FAILED, error="Timed out",
+                    error_details=f"No PixVerse account was free within {self.job_timeout:g} seconds", expected=job,
+                )
+            else:
+                await self.finish(
+                    job.job_id, JobStatus.FAILED, error="Timed out",
+                    error_details=f"PixVerse did not finish the job within {self.job_timeout:g} seconds", expected=job,
+                )
         await self.recover()
         # An ended job whose PixVerse answer never came stops competing for messages.
         await self.jobs.close_stale_at_pixverse(before=now - self.job_timeout)
         await self.jobs.purge(before=now - RETENTION_SECONDS)
 
     def _owner_is_alive(self, owner: str | None, live: set[str]) -> bool:
+        if owner == self.owner:
+            return True
         if owner is None or owner not in live:
-            return False
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
-        if host != socket.gethostname() or not pid.isdigit() or owner == self.owner:
-            return owner == self.owner or host != socket.gethostname()
-        # Same host: a pid that is gone, or that is our own (a container restarted with
-        # the same pid), is a dead predecessor even while its lease has not expired.
+            return False  # no fresh lease
+        host, namespace, pid, _ = (owner.split(":") + ["", "", "", ""])[:4]
+        if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
+            return True  # elsewhere: the lease is all we can know
+        # Same host and pid namespace: a pid that is gone, or that is our own (a container
+        # restarted with the same pid), is a dead predecessor even while its lease is fresh.
         if int(pid) == os.getpid():
             return False
         try:
@@ -394,29 +432,34 @@ class Dispatcher:
         their timeout; gives waiting jobs the slots that are free."""
         now = self.clock()
         live = set(await self.jobs.live_owners(now=now, ttl=self.lease_ttl))
-        live_alive = [owner for owner in live if self._owner_is_alive(owner, live)]
-        for job in await self.jobs.orphaned(live_alive):
+        alive = [owner for owner in live | {self.owner} if self._owner_is_alive(owner, live)]
+        to_resume: dict[tuple[str, str], list[Job]] = {}
+        for job in await self.jobs.orphaned(alive):
             if not await self.jobs.claim(job, self.owner):
                 continue
-            started = job.submitted_at or job.created_at
-            if started + self.job_timeout < now:
+            claimed = replace(job, owner=self.owner)
+            if (job.submitted_at or job.updated_at) + self.job_timeout < now:
                 await self.finish(
                     job.job_id, JobStatus.FAILED, error="Timed out",
                     error_details="The bot stopped while the job ran and it was past its timeout when the bot came back",
+                    expected=claimed,
                 )
             elif job.submitted_at is None:
-                self._spawn(self._run(job), f"run {job.job_id}")
+                self._spawn(self._run(claimed), f"run {job.job_id}")
             else:
-                log.info("Resuming job %s of a stopped process", job.job_id)
-                token = await self.accounts.decrypt_token(job.guild_id, job.account_channel_id)
-                if token is None:
-                    await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted")
-                    continue
-                register_secrets(token)
-                try:
-                    await self.backend.resume(job, token)
-                except Exception:
-                    log.exception("Resuming job %s failed; the sweep will time it out", job.job_id)
+                to_resume.setdefault((job.guild_id, job.account_channel_id), []).append(claimed)
+        for (guild_id, channel_id), jobs in to_resume.items():
+            token = await self.accounts.decrypt_token(guild_id, channel_id)
+            if token is None:
+                for job in jobs:
+                    await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted", expected=job)
+                continue
+            register_secrets(token)
+            log.info("Resuming %d job(s) of a stopped process on channel %s", len(jobs), channel_id)
+            try:
+                await self.backend.resume(jobs, token)
+            except Exception:
+                log.exception("Resuming jobs on channel %s failed; the sweep will time them out", channel_id)
         for guild_id in await self.jobs.guilds_with_waiting_jobs():
             await self.account_available(guild_id)
         await self.jobs.forget_dead_owners(now=now, ttl=self.lease_ttl)

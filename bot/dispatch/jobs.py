@@ -40,31 +40,47 @@ class JobRepository:
         )
         return [job_from_row(row) for row in rows]
 
-    async def mark_submitted(self, job_id: str, now: float) -> bool:
+    async def mark_submitted(self, job_id: str, now: float, *, owner: str) -> bool:
+        """Claims the right to send the job to PixVerse, once.
+
+        False when the job ended, moved to another account, was taken over by another
+        process, or was already sent: the caller must then not send it.
+        """
         return await self._db.execute(
-            "UPDATE jobs SET submitted_at = ?, pixverse_open = 1, updated_at = ? WHERE job_id = ? AND slot_held = 1",
-            (now, now, job_id),
+            "UPDATE jobs SET submitted_at = ?, pixverse_open = 1, updated_at = ?"
+            " WHERE job_id = ? AND slot_held = 1 AND owner = ? AND submitted_at IS NULL",
+            (now, now, job_id, owner),
         ) > 0
 
     async def record_progress(
         self, job_id: str, status: JobStatus, *, now: float, message_id: str | None, progress: int | None,
         content: str | None,
-    ) -> bool:
+    ) -> Job | None:
         """started/progress while the job still executes (an ended job is left as it is).
 
-        True only for the call that moved the job out of ``created``: the member hears
+        Returns the job only to the call that moved it out of ``created``: the member hears
         "started" once, whether the news comes live, twice, or replayed from history.
         """
-        started_now = await self._db.execute(
-            "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ? AND slot_held = 1 AND status = ?",
+        started = await self._db.fetchone(
+            "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ? AND slot_held = 1 AND status = ? RETURNING *",
             (JobStatus.STARTED.value, now, job_id, JobStatus.CREATED.value),
-        ) > 0
+        )
         await self._db.execute(
             "UPDATE jobs SET status = ?, message_id = COALESCE(?, message_id), progress = COALESCE(?, progress),"
             " content = COALESCE(?, content), updated_at = ? WHERE job_id = ? AND slot_held = 1",
             (status.value, message_id, progress, content, now, job_id),
         )
-        return started_now
+        return None if started is None else job_from_row(started)
+
+    async def job_of_message(self, message_id: str) -> str | None:
+        row = await self._db.fetchone("SELECT job_id FROM pixverse_messages WHERE message_id = ?", (message_id,))
+        return None if row is None else row[0]
+
+    async def remember_message(self, message_id: str, job_id: str) -> None:
+        await self._db.execute(
+            "INSERT INTO pixverse_messages (message_id, job_id) VALUES (?, ?) ON CONFLICT(message_id) DO NOTHING",
+            (message_id, job_id),
+        )
 
     async def close_at_pixverse(self, job_id: str) -> None:
         await self._db.execute("UPDATE jobs SET pixverse_open = 0 WHERE job_id = ?", (job_id,))
@@ -75,19 +91,27 @@ class JobRepository:
         )
 
     async def timed_out(self, *, now: float, timeout: float) -> list[Job]:
-        """Executing jobs past their timeout: from submission, or from creation if never submitted."""
+        """Jobs past their timeout: counted from submission to PixVerse, or, for a job not
+        sent yet, from when it got its slot (updated_at), or from when it began to wait."""
         rows = await self._db.fetchall(
-            "SELECT * FROM jobs WHERE slot_held = 1 AND COALESCE(submitted_at, created_at) < ? ORDER BY seq",
-            (now - timeout,),
+            "SELECT * FROM jobs WHERE (slot_held = 1 AND COALESCE(submitted_at, updated_at) < ?)"
+            " OR (queued = 1 AND created_at < ?) ORDER BY seq",
+            (now - timeout, now - timeout),
         )
         return [job_from_row(row) for row in rows]
 
+    async def waiting(self, guild_id: str) -> list[Job]:
+        rows = await self._db.fetchall("SELECT * FROM jobs WHERE guild_id = ? AND queued = 1 ORDER BY seq", (guild_id,))
+        return [job_from_row(row) for row in rows]
+
     async def orphaned(self, live_owners: list[str]) -> list[Job]:
-        placeholders = ",".join("?" * len(live_owners)) or "NULL"
-        rows = await self._db.fetchall(
-            f"SELECT * FROM jobs WHERE slot_held = 1 AND (owner IS NULL OR owner NOT IN ({placeholders})) ORDER BY seq",
-            live_owners,
-        )
+        """Jobs holding a slot whose owner is not among the live processes."""
+        if live_owners:
+            placeholders = ",".join("?" * len(live_owners))
+            where = f"(owner IS NULL OR owner NOT IN ({placeholders}))"
+        else:
+            where = "1"
+        rows = await self._db.fetchall(f"SELECT * FROM jobs WHERE slot_held = 1 AND {where} ORDER BY seq", live_owners)
         return [job_from_row(row) for row in rows]
 
     async def claim(self, job: Job, owner: str) -> bool:

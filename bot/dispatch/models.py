@@ -79,7 +79,7 @@ class Job:
     def executing(self) -> bool:
         return self.status.executing
 
-    def to_public(self, *, masked_token: str | None = None) -> dict[str, Any]:
+    def to_public(self, *, masked_token: str | None = None, with_reply: bool = False) -> dict[str, Any]:
         """The useapi job fields; the account token only ever masked."""
         public: dict[str, Any] = {
             "jobid": self.job_id,
@@ -103,7 +103,8 @@ class Job:
         if self.verb is Verb.BUTTON:
             public["button"] = self.params.get("button")
             public["parentJobId"] = self.parent_job_id
-        for key in ("replyUrl", "replyRef"):
+        # Only for the API caller who set them: such URLs often carry their own secrets.
+        for key in ("replyUrl", "replyRef") if with_reply else ():
             if self.params.get(key) is not None:
                 public[key] = self.params[key]
         return {k: v for k, v in public.items() if v is not None}

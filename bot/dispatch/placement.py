@@ -51,8 +51,12 @@ class Placement:
 
 @dataclass(frozen=True)
 class Released:
-    released: bool
+    job: Job | None  # the job as it ended; None when it had already ended (nothing changed)
     promoted: list[Job]  # waiting jobs that took the freed slot, to be run by the caller
+
+    @property
+    def released(self) -> bool:
+        return self.job is not None
 
 
 def busy(error: str, executing: list[str]) -> ApiError:
@@ -171,28 +175,29 @@ def place_on_sync(raw: sqlite3.Connection, new: NewJob, *, account_channel_id: s
 
 def release_sync(
     raw: sqlite3.Connection, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
-    fields: dict[str, Any],
+    fields: dict[str, Any], expected: Job | None = None,
 ) -> Released:
-    row = raw.execute("SELECT guild_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    if row is None:
-        return Released(False, [])
     values = {"status": status.value, "updated_at": now, "slot_held": 0, "queued": 0, **fields}
     assignments = ", ".join(f"{column} = ?" for column in values)
-    changed = raw.execute(
-        f"UPDATE jobs SET {assignments} WHERE job_id = ? AND (slot_held = 1 OR queued = 1)",
-        (*values.values(), job_id),
-    ).rowcount
-    if not changed:
-        return Released(False, [])
-    return Released(True, _promote(raw, row["guild_id"], now=now, owner=owner, rng=rng))
+    where, params = "job_id = ? AND (slot_held = 1 OR queued = 1)", [job_id]
+    if expected is not None:
+        # Decided from an earlier read (a timeout, an account's jobs): only if the job is
+        # still where that read saw it, not after it moved to another account meanwhile.
+        where += " AND account_channel_id IS ? AND placement_attempts = ?"
+        params += [expected.account_channel_id, expected.placement_attempts]
+    ended = raw.execute(f"UPDATE jobs SET {assignments} WHERE {where} RETURNING *", (*values.values(), *params)).fetchone()
+    if ended is None:
+        return Released(None, [])
+    job = job_from_row(ended)
+    return Released(job, _promote(raw, job.guild_id, now=now, owner=owner, rng=rng))
 
 
 def requeue_sync(
     raw: sqlite3.Connection, job_id: str, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool
-) -> Job | None:
+) -> tuple[Job | None, list[Job]]:
     row = raw.execute("SELECT * FROM jobs WHERE job_id = ? AND slot_held = 1", (job_id,)).fetchone()
     if row is None:
-        return None
+        return None, []
     free = [a for a in _free_accounts(raw, row["guild_id"]) if a["channel_id"] != row["account_channel_id"]]
     if not free and allow_same:
         own = raw.execute(
@@ -200,13 +205,15 @@ def requeue_sync(
         ).fetchone()
         free = [own] if own is not None else []
     if not free:
-        return None
+        return None, []
     raw.execute(
         "UPDATE jobs SET status = ?, submitted_at = NULL, message_id = NULL, progress = NULL, pixverse_open = 0,"
         " placement_attempts = placement_attempts + 1, error_details = ? WHERE job_id = ?",
         (JobStatus.CREATED.value, error, job_id),
     )
-    return _assign(raw, job_id, rng.choice(free), owner=owner, now=now)
+    moved = _assign(raw, job_id, rng.choice(free), owner=owner, now=now)
+    # The slot it left may serve the oldest waiting job, so the queue stays first in first out.
+    return moved, _promote(raw, row["guild_id"], now=now, owner=owner, rng=rng)
 
 
 # --- the async API ---------------------------------------------------------------------
@@ -227,7 +234,7 @@ async def place_on(db: Database, new: NewJob, *, account_channel_id: str, now: f
 
 async def release(
     db: Database, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
-    fields: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None, expected: Job | None = None,
 ) -> Released:
     """Ends an executing (or waiting) job and frees its slot, exactly once.
 
@@ -238,7 +245,7 @@ async def release(
     """
     assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
     return await db.run(
-        lambda raw: release_sync(raw, job_id, status, now=now, owner=owner, rng=rng, fields=fields or {})
+        lambda raw: release_sync(raw, job_id, status, now=now, owner=owner, rng=rng, fields=fields or {}, expected=expected)
     )
 
 
@@ -249,10 +256,11 @@ async def promote_waiting(db: Database, guild_id: str, *, now: float, owner: str
 
 async def requeue(
     db: Database, job_id: str, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool = False
-) -> Job | None:
+) -> tuple[Job | None, list[Job]]:
     """Moves an executing job to another account with a free slot, in one transaction (its
     account was rejected, or PixVerse refused it for load). With ``allow_same`` the job may
-    stay on its own account, whose slot it already holds. None: nowhere to go."""
+    stay on its own account, whose slot it already holds. Returns the moved job (None:
+    nowhere to go) and the waiting jobs that took the slot it left."""
     return await db.run(
         lambda raw: requeue_sync(raw, job_id, now=now, owner=owner, rng=rng, error=error, allow_same=allow_same)
     )

@@ -20,7 +20,7 @@ from bot.accounts.validation import echo, validate_channel_param
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
-from bot.errors import ApiError, bad_request, unauthorized
+from bot.errors import ApiError, bad_request, from_exception, unauthorized
 from bot.http.openapi import openapi_document
 from bot.http.tokens import ApiTokenRepository
 
@@ -74,7 +74,10 @@ async def errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(ApiError(exc.status, exc.reason))
-    except Exception:
+    except Exception as exc:
+        known = from_exception(exc)
+        if known is not None:
+            return error_response(known)
         log.exception("HTTP %s %s failed", request.method, request.path)
         return error_response(ApiError(500, INTERNAL_ERROR))
 
@@ -172,11 +175,8 @@ async def delete_account(request: web.Request) -> web.Response:
 
 
 async def public_job(request: web.Request, job: Job, **extra: Any) -> web.Response:
-    masked = None
-    if job.account_channel_id:
-        account = await request.app[CONTEXT].accounts.repository.get(job.guild_id, job.account_channel_id)
-        masked = account.masked_token if account else None
-    return json_response({**job.to_public(masked_token=masked), **extra, "code": 200})
+    public = await dispatcher_of(request).public_job(job, with_reply=True)
+    return json_response({**public, **extra, "code": 200})
 
 
 def _create(verb: Verb):

@@ -30,6 +30,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from bot.accounts.token_check import TOKEN_CHARS
+
 log = logging.getLogger(__name__)
 
 PIXVERSE_APP_NAME = "PixVerse"
@@ -52,7 +54,7 @@ UNKNOWN_APPLICATION_COMMAND = 10063
 INVALID_FORM_BODY = 50035
 
 # A token is printable ASCII without spaces; anything else must not reach an HTTP header.
-_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,512}")
+_TOKEN_CHARS = TOKEN_CHARS
 _JITTER = 0.2
 _BACKOFF_CAP = 8.0
 _DEFAULT_RETRY_AFTER = 1.0

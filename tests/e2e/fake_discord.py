@@ -214,6 +214,10 @@ def _error(status: int, message: str, code: int = 0, errors: dict | None = None)
     return _json(body, status)
 
 
+def _without_guild(message: dict) -> dict:
+    return {k: v for k, v in message.items() if k != "guild_id"}
+
+
 def _unauthorized() -> web.Response:
     return _error(401, "401: Unauthorized")
 
@@ -1636,7 +1640,8 @@ class FakeDiscord:
                 and ("before" not in anchors or int(m["id"]) < anchors["before"])
             ]
             page = page[:limit] if "after" in anchors else page[-limit:]
-        return _json(list(reversed(page)))
+        # Like Discord: messages read over REST carry no guild_id (only gateway events do).
+        return _json([_without_guild(m) for m in reversed(page)])
 
     async def _h_get_channel_message(self, request: web.Request) -> web.Response:
         raw_id = request.match_info["channel_id"]

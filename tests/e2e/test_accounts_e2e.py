@@ -294,3 +294,17 @@ async def test_token_never_reaches_the_log_even_at_debug(bot, fake, caplog):
     assert "INTERACTION_CREATE" in text and MASK in text
     assert TOKEN not in text and TOKEN[:-4] not in text
     assert "not-shaped-like-a-token-zz" not in text
+
+
+async def test_maxjobs_range_offered_to_discord_follows_the_setting(tmp_path, fake, restore_discord_endpoints):
+    from tests.e2e.conftest import make_settings
+
+    bot, task = await start_bot(make_settings(tmp_path, fake, pixverse_max_concurrent_jobs=20), fake)
+    try:
+        account = next(c for c in fake.commands if c["name"] == "pixverse-account")
+        maxjobs = next(o for o in account["options"] if o["name"] == "maxjobs")
+        assert (maxjobs["min_value"], maxjobs["max_value"]) == (1, 20)
+        result = await run(fake, "pixverse-account", account_options(maxjobs=21))
+        assert result.content == "400 · Required param maxJobs 21 can't be more that 20"
+    finally:
+        await stop_bot(bot, task)

@@ -26,12 +26,20 @@ class JobUpdate:
 
 
 class SubmitError(Exception):
-    """A job could not be handed to PixVerse. ``str()`` is the reason a member may read."""
+    """A job could not be handed to PixVerse. ``str()`` is the reason a member may read.
 
-    def __init__(self, reason: str, *, account_rejected: bool = False, details: str | None = None) -> None:
+    ``account_rejected``: the account must leave rotation. ``account_fault``: the failure
+    counts towards the account's failures in a row (not when PixVerse is simply absent
+    from the server, which no account can help).
+    """
+
+    def __init__(
+        self, reason: str, *, account_rejected: bool = False, account_fault: bool = True, details: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.account_rejected = account_rejected
+        self.account_fault = account_fault
         self.details = details
 
 
@@ -56,8 +64,8 @@ class PixverseBackend(ABC):
         """Presses ``job.params['button']`` on ``parent``'s result; raises SubmitError."""
 
     @abstractmethod
-    async def resume(self, job: Job, token: str) -> None:
-        """Takes up tracking of a job submitted by a process that died."""
+    async def resume(self, jobs: list[Job], token: str) -> None:
+        """Takes up tracking of one account's jobs submitted by a process that died."""
 
     async def close(self) -> None:
         """Releases what the backend holds."""

@@ -17,7 +17,13 @@ from bot.accounts.repository import AccountRepository
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.dispatch.jobs import JobRepository
 from bot.dispatch.models import Job, JobStatus, Verb
-from bot.pixverse.client import AccountRejected, DiscordUserClient, PixverseClientError
+from bot.pixverse.client import (
+    DISCORD_EPOCH_MS,
+    AccountRejected,
+    CommandUnavailable,
+    DiscordUserClient,
+    PixverseClientError,
+)
 from bot.pixverse.parser import (
     EventKind,
     JobCandidate,
@@ -29,7 +35,6 @@ from bot.pixverse.parser import (
 
 log = logging.getLogger(__name__)
 
-DISCORD_EPOCH_MS = 1_420_070_400_000
 CREATE_OPTIONS = ("prompt", "style", "aspect_ratio", "negative_prompt", "character", "seed")
 
 # Reads a channel's messages after a snowflake with the bot's own token, oldest first.
@@ -145,18 +150,26 @@ class DiscordBackend(PixverseBackend):
             raise SubmitError(
                 f"Discord refused the account's token ({exc.status})", account_rejected=True, details=str(exc)
             ) from None
+        except CommandUnavailable as exc:
+            # PixVerse is missing from the server (or changed): no account is to blame.
+            raise SubmitError(
+                "PixVerse's command was not found in this server: is the PixVerse bot in it?",
+                account_fault=False, details=str(exc),
+            ) from None
         except PixverseClientError as exc:
             raise SubmitError("PixVerse could not be reached on Discord", details=str(exc)) from None
         finally:
             request.close()  # a coroutine never awaited (the app-id lookup failed) is closed quietly
 
-    async def resume(self, job: Job, token: str) -> None:
-        """Reads the account channel's messages since the job was submitted; new ones
-        keep arriving through the gateway as usual."""
-        await self._learn_app_id(token, job.guild_id)
-        after = snowflake_at((job.submitted_at or job.created_at) - 5)
-        async for message in self.read_history(job.account_channel_id, after):
-            await self.observe(message)
+    async def resume(self, jobs: list[Job], token: str) -> None:
+        """Reads the account channel's messages since its oldest job was submitted, once;
+        new ones keep arriving through the gateway as usual."""
+        first = min(jobs, key=lambda job: job.submitted_at or job.created_at)
+        await self._learn_app_id(token, first.guild_id)
+        after = snowflake_at((first.submitted_at or first.created_at) - 5)
+        async for message in self.read_history(first.account_channel_id, after):
+            # Messages read over REST carry no guild_id (only gateway events do).
+            await self.observe({**message, "guild_id": first.guild_id, "channel_id": first.account_channel_id})
 
     async def observe(self, message: dict[str, Any]) -> None:
         """A message (new or edited) in some channel; acts only on PixVerse's in account channels."""
@@ -173,12 +186,25 @@ class DiscordBackend(PixverseBackend):
         event = parse_message(message)
         if event is None:
             return
-        open_jobs = await self.jobs.open_at_pixverse(account.channel_id)
-        job_id = match_job(event, [candidate(job) for job in open_jobs])
+        job_id = await self.jobs.job_of_message(event.message_id)
         if job_id is None:
-            log.debug("PixVerse message %s in %s matches no job", event.message_id, channel_id)
-            return
+            job_id = await self._attribute(event, account.channel_id)
+            if job_id is None:
+                log.debug("PixVerse message %s in %s matches no job", event.message_id, channel_id)
+                return
         await self.events.job_update(job_id, job_update(event))
+
+    async def _attribute(self, event: PixverseEvent, account_channel_id: str) -> str | None:
+        """The job a PixVerse message not seen before belongs to, remembered from now on:
+        an edit or a replay of it then goes to the same job, whatever has ended since."""
+        candidates = [candidate(job) for job in await self.jobs.open_at_pixverse(account_channel_id)]
+        if event.reference_message_id and await self.jobs.job_of_message(event.reference_message_id):
+            # A reply to a known result: only a button job can own it, never a prompt match.
+            candidates = [c for c in candidates if c.is_followup]
+        job_id = match_job(event, candidates)
+        if job_id is not None:
+            await self.jobs.remember_message(event.message_id, job_id)
+        return job_id
 
     async def close(self) -> None:
         await self.client.close()

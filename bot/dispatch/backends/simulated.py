@@ -32,9 +32,10 @@ class SimulatedBackend(PixverseBackend):
     async def press(self, job: Job, parent: Job, token: str) -> None:
         self._start(job, self.duration)
 
-    async def resume(self, job: Job, token: str) -> None:
-        elapsed = self._clock() - (job.submitted_at or job.created_at)
-        self._start(job, max(0.0, self.duration - elapsed))
+    async def resume(self, jobs: list[Job], token: str) -> None:
+        for job in jobs:
+            elapsed = self._clock() - (job.submitted_at or job.created_at)
+            self._start(job, max(0.0, self.duration - elapsed))
 
     def _start(self, job: Job, remaining: float) -> None:
         task = asyncio.create_task(self._simulate(job, remaining), name=f"simulated {job.job_id}")
