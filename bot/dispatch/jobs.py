@@ -22,8 +22,11 @@ class JobRepository:
 
     async def executing(self, guild_id: str) -> list[Job]:
         """The server's jobs that hold a slot or wait for one, oldest first."""
+        # Two partial-index lookups, not a scan of the server's month of history.
         rows = await self._db.fetchall(
-            "SELECT * FROM jobs WHERE guild_id = ? AND (slot_held = 1 OR queued = 1) ORDER BY seq", (guild_id,)
+            "SELECT * FROM jobs WHERE guild_id = ? AND slot_held = 1"
+            " UNION ALL SELECT * FROM jobs WHERE guild_id = ? AND queued = 1 ORDER BY seq",
+            (guild_id, guild_id),
         )
         return [job_from_row(row) for row in rows]
 

@@ -68,9 +68,12 @@ def busy(error: str, executing: list[str]) -> ApiError:
 # --- plain sqlite3, run inside one transaction ---------------------------------------
 
 
+def _free(rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
+    return [row for row in rows if row["in_rotation"] and row["executing"] < row["max_jobs"]]
+
+
 def _free_accounts(raw: sqlite3.Connection, guild_id: str) -> list[sqlite3.Row]:
-    rows = raw.execute(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,)).fetchall()
-    return [row for row in rows if row["executing"] < row["max_jobs"]]
+    return _free(raw.execute(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,)).fetchall())
 
 
 def _job(raw: sqlite3.Connection, job_id: str) -> Job:
@@ -83,13 +86,12 @@ def _executing_ids(raw: sqlite3.Connection, where: str, value: str) -> list[str]
 
 
 def _insert(raw: sqlite3.Connection, new: NewJob, *, now: float, account: Any | None, owner: str) -> Job:
-    job_id = new_job_id()
-    raw.execute(
+    row = raw.execute(
         "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
         " request_channel_id, verb, params, parent_job_id, status, slot_held, queued, owner, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
-            job_id,
+            new_job_id(),
             new.guild_id,
             account["channel_id"] if account else None,
             account["discord_user_id"] if account else None,
@@ -106,8 +108,8 @@ def _insert(raw: sqlite3.Connection, new: NewJob, *, now: float, account: Any | 
             now,
             now,
         ),
-    )
-    return _job(raw, job_id)
+    ).fetchone()
+    return job_from_row(row)
 
 
 def _assign(raw: sqlite3.Connection, job_id: str, account: Any, *, owner: str, now: float, extra: str = "") -> Job:
@@ -137,15 +139,12 @@ def _promote(raw: sqlite3.Connection, guild_id: str, *, now: float, owner: str, 
 def place_sync(
     raw: sqlite3.Connection, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random
 ) -> Placement:
-    counts = raw.execute(
-        "SELECT COUNT(*) AS n, COALESCE(SUM(in_rotation), 0) AS rotating FROM accounts WHERE guild_id = ?",
-        (new.guild_id,),
-    ).fetchone()
-    if counts["n"] == 0:
+    accounts = raw.execute(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ?", (new.guild_id,)).fetchall()
+    if not accounts:
         raise ApiError(404, NO_ACCOUNTS)
-    if counts["rotating"] == 0:
+    if not any(row["in_rotation"] for row in accounts):
         raise ApiError(503, NONE_IN_ROTATION)
-    free = _free_accounts(raw, new.guild_id)
+    free = _free(accounts)
     if free:
         # Uniform among the accounts with a free slot: the seed's "randomly selecting an
         # account with available capacity".
