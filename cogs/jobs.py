@@ -128,6 +128,21 @@ def result_view(job: Job) -> discord.ui.View | None:
 STYLE_CHOICES = [app_commands.Choice(name=s, value=s) for s in STYLES]
 RATIO_CHOICES = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
 BUTTON_CHOICES = [app_commands.Choice(name=b, value=b) for b in BUTTONS]
+CREATE_DESCRIPTIONS = {
+    "prompt": "What the video shows (at most 512 characters)",
+    "style": "Realistic, Anime or 3D Animation",
+    "aspect_ratio": "Shape of the video (default 16:9)",
+    "negative_prompt": "What the video should not show",
+    "character": "A character name (Anime only)",
+}
+CREATE_FIELDS = (*CREATE_DESCRIPTIONS, "seed")
+
+
+def create_body(options: dict[str, Any]) -> dict[str, Any]:
+    """The request body of /create, from a command's options (the same names)."""
+    return {name: options[name] for name in CREATE_FIELDS if name in options}
+
+
 CREATE_ADVERTISED: dict[str, dict[str, Any]] = {
     "prompt": {"required": True, "max_length": 512},
     "style": {"required": True},
@@ -261,13 +276,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     )
     @app_commands.guild_only()
     @app_commands.choices(style=STYLE_CHOICES, aspect_ratio=RATIO_CHOICES)
-    @app_commands.describe(
-        prompt="What the video shows (at most 512 characters)",
-        style="Realistic, Anime or 3D Animation",
-        aspect_ratio="Shape of the video (default 16:9)",
-        negative_prompt="What the video should not show",
-        character="A character name (Anime only)",
-    )
+    @app_commands.describe(**CREATE_DESCRIPTIONS)
     async def create(
         self,
         interaction: discord.Interaction,
@@ -277,9 +286,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         negative_prompt: str | None = None,
         character: str | None = None,
     ) -> None:
-        body = {"prompt": prompt, "style": style, "aspect_ratio": aspect_ratio,
-                "negative_prompt": negative_prompt, "character": character}
-        await self._submit(interaction, Verb.CREATE, body)
+        await self._submit(interaction, Verb.CREATE, create_body(locals()))
 
     @core_validated_command(
         name="pixverse-create-single",
@@ -288,14 +295,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     )
     @app_commands.guild_only()
     @app_commands.choices(style=STYLE_CHOICES, aspect_ratio=RATIO_CHOICES)
-    @app_commands.describe(
-        prompt="What the video shows (at most 512 characters)",
-        style="Realistic, Anime or 3D Animation",
-        aspect_ratio="Shape of the video (default 16:9)",
-        negative_prompt="What the video should not show",
-        character="A character name (Anime only)",
-        seed="Seed for a repeatable result (0–2147483647)",
-    )
+    @app_commands.describe(**CREATE_DESCRIPTIONS, seed="Seed for a repeatable result (0–2147483647)")
     async def create_single(
         self,
         interaction: discord.Interaction,
@@ -306,9 +306,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         character: str | None = None,
         seed: int | None = None,
     ) -> None:
-        body = {"prompt": prompt, "style": style, "aspect_ratio": aspect_ratio,
-                "negative_prompt": negative_prompt, "character": character, "seed": seed}
-        await self._submit(interaction, Verb.CREATE_SINGLE, body)
+        await self._submit(interaction, Verb.CREATE_SINGLE, create_body(locals()))
 
     @core_validated_command(
         name="pixverse-button",
