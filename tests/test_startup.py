@@ -41,3 +41,17 @@ def test_settings_are_read_from_dotenv(tmp_path):
     assert result.returncode == 2
     assert "DISCORD_TOKEN: Value error, must not be empty" in result.stderr
 
+
+
+def test_every_cog_module_is_a_loaded_extension():
+    # A cog added to cogs/ but not to EXTENSIONS would silently never load.
+    import importlib
+    import pkgutil
+
+    import cogs
+    from bot.app import EXTENSIONS
+
+    modules = {f"cogs.{m.name}" for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_")}
+    assert modules == set(EXTENSIONS)
+    for name in EXTENSIONS:
+        assert callable(importlib.import_module(name).setup)
