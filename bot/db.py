@@ -168,21 +168,27 @@ class Database:
         async with self.lock:
             await close(self.conn)
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self.lock:
-            async with self.conn.execute(sql, tuple(params)) as cur:
-                return await cur.fetchone()
+    # Each call is one hop to aiosqlite's thread (statement, rows and cursor together),
+    # instead of aiosqlite's three (execute, fetch, close): the hops are most of the cost.
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        params = tuple(params)
         async with self.lock:
-            async with self.conn.execute(sql, tuple(params)) as cur:
-                return list(await cur.fetchall())
+            # fetchall, then the first: the statement runs to its end (an UPDATE … RETURNING
+            # must not stay half-stepped and keep its implicit transaction open).
+            rows = await self.conn._execute(lambda: self.conn._conn.execute(sql, params).fetchall())
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        params = tuple(params)
+        async with self.lock:
+            return await self.conn._execute(lambda: self.conn._conn.execute(sql, params).fetchall())
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """One statement in its own implicit transaction; returns the rows changed."""
+        params = tuple(params)
         async with self.lock:
-            async with self.conn.execute(sql, tuple(params)) as cur:
-                return cur.rowcount
+            return await self.conn._execute(lambda: self.conn._conn.execute(sql, params).rowcount)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Runs ``work`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` in the connection's thread.

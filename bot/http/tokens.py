@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from bot.accounts.repository import utcnow
 from bot.db import Database
@@ -16,9 +17,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+# A token's server is remembered this long: every API request asks, and a database
+# round trip costs more than the route's own work. Revoking here clears it at once;
+# a revocation made by another process sharing the database takes effect within this.
+CACHE_SECONDS = 5.0
+
+
 class ApiTokenRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock=time.monotonic) -> None:
         self._db = db
+        self._clock = clock
+        self._cache: dict[str, tuple[str, float]] = {}  # token hash -> (guild id, expiry)
 
     async def create(self, guild_id: str, created_by: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -30,12 +39,23 @@ class ApiTokenRepository:
 
     async def guild_of(self, token: str) -> str | None:
         """The server a live token belongs to; None for unknown or revoked tokens."""
+        token_hash = hash_token(token)
+        cached = self._cache.get(token_hash)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
         row = await self._db.fetchone(
-            "SELECT guild_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (hash_token(token),)
+            "SELECT guild_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
         )
-        return None if row is None else row[0]
+        if row is None:
+            self._cache.pop(token_hash, None)
+            return None
+        if len(self._cache) > 10_000:  # bounded: unknown tokens are never cached
+            self._cache.clear()
+        self._cache[token_hash] = (row[0], self._clock() + CACHE_SECONDS)
+        return row[0]
 
     async def revoke_all(self, guild_id: str) -> int:
+        self._cache = {h: entry for h, entry in self._cache.items() if entry[0] != guild_id}
         return await self._db.execute(
             "UPDATE api_tokens SET revoked_at = ? WHERE guild_id = ? AND revoked_at IS NULL", (utcnow(), guild_id)
         )

@@ -191,6 +191,8 @@ async def test_missing_or_unknown_tokens_are_401(api, headers):
 
 
 async def test_revoked_tokens_are_401(api, fake):
+    # Used once first, so the token's server is in the lookup cache when it is revoked.
+    assert (await api.call("GET", "/v1/pixverse/account"))[0] == 404
     revoked = await fake.invoke("pixverse-api-token-revoke", None, guild_id=GUILD_ID, channel_id=CHANNEL_ID,
                                 user_id=ADMIN_ID, permissions=MANAGE_GUILD)
     assert revoked.content == "Revoked 1 HTTP API token of this server."
