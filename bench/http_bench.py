@@ -1,0 +1,675 @@
+"""HTTP API load: POST /v1/pixverse/account/<channel> and GET /v1/pixverse/account beside raw aiohttp.
+
+    python bench/http_bench.py [--requests N] [--concurrency 200] [--quick] [--client auto|wrk|python|aiohttp]
+
+Three processes, all on 127.0.0.1:
+
+* the API server: the bot's own ``create_app`` with a real ``ApiContext`` (a real
+  ``Database`` opened by ``Database.open`` with the bot's PRAGMAs and migrations, the real
+  ``AccountRepository``/``TokenCipher``/``AccountService``, a ``Dispatcher`` listening to
+  account saves as the bot wires it, an ``ApiTokenRepository`` with created tokens,
+  ``channel_visible`` always true), served by an ``AppRunner`` set up as ``cogs/http_api.py``
+  does, with the bot's logging (redaction included) at INFO. The only stand-in is the token
+  checker (``BenchTokenChecker``): it answers a user id without asking Discord.
+* the baseline server: a raw aiohttp hello-world (``GET /`` → ``Hello, World!``), same
+  ``AppRunner`` settings, its own process.
+* the load generator, a second process: ``wrk`` (Debian's package) when it is installed,
+  else a Python client. Both keep ``--concurrency`` keep-alive connections open and one
+  request in flight on each (a closed loop), and stop after a bounded number of requests.
+  The Python client speaks HTTP/1.1 on raw asyncio transports: aiohttp's own client spends
+  more CPU per request than the server under test, so on a 2-core machine it would measure
+  itself (``--client aiohttp`` shows it).
+
+With two or more CPUs the servers are pinned to CPU 0 and the load generator to CPU 1, so
+they do not take each other's core (``--no-pin`` turns that off).
+
+Scenarios, each with its own warm-up, then a bounded number of measured requests:
+
+* ``hello``: GET / on the hello-world server (the raw aiohttp rate of this machine, now);
+* ``get``: GET /v1/pixverse/account for a server with ``--accounts`` configured accounts;
+* ``post``: POST /v1/pixverse/account/<channel>, every request a new channel of another
+  server with its own token (rule 8: a token may be configured in one channel only), so
+  every request is a real insert: validation, the duplicate lookups, the token check
+  (stubbed), Fernet encryption, the upsert, the dispatcher's promotion transaction.
+
+Reported per scenario: requests/s, p50 and p99 latency (ms), the ratio of requests/s to the
+hello-world rate, and PASS/FAIL for the issue's target, p99 under 20 ms at 200 concurrent
+connections. In a closed loop the mean latency is connections / throughput (Little's law),
+so that target needs more than 10,000 requests/s from the server at 200 connections.
+
+``--profile FILE`` runs the API server under cProfile and writes its stats there (the
+measured rates then include the profiler's overhead); ``--scenarios post`` measures one.
+``bench/http_breakdown.py`` times each step of the two routes alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+TARGET_P99_MS = 20.0
+WRITE_GUILD = "910000000000000001"  # POSTs go here: thousands of accounts by the end
+READ_GUILD = "910000000000000002"  # GET lists this one: --accounts accounts
+WRITE_CHANNEL_BASE = 920_000_000_000_000_000
+READ_CHANNEL_BASE = 930_000_000_000_000_000
+MAX_PHASE_SECONDS = 180  # a phase that has not finished by then is stopped and reported as failed
+# POST channel indices: the warm-up from 0, the measured run from here. wrk may send a few more
+# than asked (requests in flight when it stops), so the two ranges must not touch.
+MEASURED_FROM = 10_000_000
+
+
+# ------------------------------------------------------------------------------- servers
+
+
+class BenchTokenChecker:
+    """BENCH ONLY: stands in for Discord's ``GET /users/@me``, which the bot calls for every
+    save. It answers at once, without network, a user id derived from the token (distinct per
+    token, so rule "same discord account" never fires). The real checker is one HTTPS round
+    trip to Discord per POST; this bench measures the bot, not Discord."""
+
+    async def user_id(self, token: str) -> str:
+        return str(700_000_000_000_000_000 + int(hashlib.sha256(token.encode()).hexdigest()[:15], 16) % 10**17)
+
+
+def account_token(scenario: str, index: int) -> str:
+    # Token-sized (a Discord user token is about 70 characters) and distinct per channel.
+    return f"bench{scenario}.{index:012d}." + "x" * 48
+
+
+def account_body(guild: str, channel: str, token: str) -> str:
+    return json.dumps({"discord": token, "server": guild, "channel": channel, "maxJobs": 3})
+
+
+def stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """The parent keeps our stdin open; when it closes (or the parent dies) the server stops."""
+
+    def wait() -> None:
+        sys.stdin.read()
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=wait, daemon=True).start()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+
+async def serve_api(args: argparse.Namespace) -> None:
+    from aiohttp import web
+    from cryptography.fernet import Fernet
+
+    from bot.accounts.crypto import TokenCipher
+    from bot.accounts.repository import AccountRepository, verify_cipher
+    from bot.accounts.service import AccountService
+    from bot.db import Database
+    from bot.dispatch.backends.simulated import SimulatedBackend
+    from bot.dispatch.dispatcher import Dispatcher
+    from bot.http.app import ApiContext, create_app
+    from bot.http.tokens import ApiTokenRepository
+    from bot.logging import register_secrets, setup_logging
+
+    workdir = Path(args.dir)
+    key = Fernet.generate_key().decode()
+    log_file = open(workdir / "api-server.log", "a", encoding="utf-8")  # the bot logs to a stream, as it does to stderr
+    setup_logging("INFO", stream=log_file, secrets=[key])
+    database = await Database.open(workdir / "bench.db")
+    cipher = TokenCipher(key)
+    assert await verify_cipher(database, cipher)
+    repository = AccountRepository(database, cipher)
+    accounts = AccountService(repository, BenchTokenChecker(), max_concurrent_jobs=10)
+    # As bot/app.py wires it: saving an account tells the dispatcher (it promotes waiting
+    # jobs). Not started: no sweeps run, and no job is placed in this bench.
+    dispatcher = Dispatcher(database, repository, SimulatedBackend(duration=1.0))
+    accounts.listeners.append(dispatcher)
+    tokens = ApiTokenRepository(database)
+    write_token = await tokens.create(WRITE_GUILD, "bench")
+    read_token = await tokens.create(READ_GUILD, "bench")
+    register_secrets(write_token, read_token)  # as /pixverse-api-token does
+    for index in range(args.accounts):
+        channel = str(READ_CHANNEL_BASE + index)
+        body = json.loads(account_body(READ_GUILD, channel, account_token("read", index)))
+        await accounts.save(await accounts.prepare(body, path_channel=channel, guild_id=READ_GUILD))
+
+    async def healthy() -> None:
+        return None
+
+    context = ApiContext(
+        accounts=accounts, dispatcher=dispatcher, tokens=tokens,
+        channel_visible=lambda guild_id, channel_id: True, health_problem=healthy,
+    )
+    runner = web.AppRunner(create_app(context), access_log=None, handle_signals=False)
+    await serve(runner, {"write_token": write_token, "read_token": read_token})
+    await database.close()
+    log_file.close()
+
+
+async def serve_hello(args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="Hello, World!")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    await serve(web.AppRunner(app, access_log=None, handle_signals=False), {})
+
+
+async def serve(runner, extra: dict) -> None:
+    from aiohttp import web
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    stop_on_stdin_eof(loop, stop)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    print(json.dumps({"port": port, **extra}), flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def run_server(args: argparse.Namespace) -> None:
+    main = serve_api if args.role == "api-server" else serve_hello
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            asyncio.run(main(args))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+    else:
+        asyncio.run(main(args))
+
+
+# ------------------------------------------------------------------------------- load
+
+
+@dataclass
+class Scenario:
+    name: str
+    label: str
+    port: int
+    method: str
+    expected: int
+    token: str = ""
+
+    def request(self, index: int) -> bytes:
+        host = f"127.0.0.1:{self.port}"
+        auth = f"Authorization: Bearer {self.token}\r\n" if self.token else ""
+        if self.name == "post":
+            channel = str(WRITE_CHANNEL_BASE + index)
+            body = account_body(WRITE_GUILD, channel, account_token("write", index)).encode()
+            return (f"POST /v1/pixverse/account/{channel} HTTP/1.1\r\nHost: {host}\r\n{auth}"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        path = "/" if self.name == "hello" else "/v1/pixverse/account"
+        return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
+
+
+@dataclass
+class Measured:
+    requests: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)  # empty when the client gives percentiles
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    unexpected: dict[str, int] = field(default_factory=dict)  # status (or error) -> count
+    client: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def summarise(self) -> None:
+        if self.latencies_ms:
+            ordered = sorted(self.latencies_ms)
+            self.p50_ms = percentile(ordered, 0.50)
+            self.p99_ms = percentile(ordered, 0.99)
+            self.max_ms = ordered[-1]
+            self.latencies_ms = []
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class _Phase:
+    """One bounded run of requests over the open connections; one request in flight per connection."""
+
+    def __init__(self, requests: list[bytes], expected: int) -> None:
+        self.requests = requests
+        self.expected = expected
+        self.next = 0
+        self.completed = 0
+        self.latencies_ns: list[int] = []
+        self.unexpected: Counter[str] = Counter()
+        self.finished = asyncio.get_running_loop().create_future()
+
+    def take(self) -> bytes | None:
+        if self.next >= len(self.requests):
+            return None
+        self.next += 1
+        return self.requests[self.next - 1]
+
+    def record(self, status: int, latency_ns: int) -> None:
+        self.latencies_ns.append(latency_ns)
+        if status != self.expected:
+            self.unexpected[str(status)] += 1
+        self.completed += 1
+        if self.completed == len(self.requests) and not self.finished.done():
+            self.finished.set_result(None)
+
+    def fail(self, reason: str) -> None:
+        if not self.finished.done():
+            self.finished.set_exception(RuntimeError(reason))
+
+
+class _Connection(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 connection that parses just enough of a response: status and length."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.phase: _Phase | None = None
+        self.buffer = bytearray()
+        self.need = -1
+        self.status = 0
+        self.sent_ns = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def start(self, phase: _Phase) -> None:
+        self.phase = phase
+        self._send()
+
+    def _send(self) -> None:
+        request = self.phase.take()
+        if request is not None:
+            self.sent_ns = time.perf_counter_ns()
+            self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            if self.need < 0:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buffer[:end]).lower()
+                self.status = int(head[9:12])
+                if b"\r\ntransfer-encoding:" in head:
+                    self.phase.fail("chunked responses are not supported by this client")
+                    return
+                at = head.find(b"\r\ncontent-length:")
+                length = 0
+                if at >= 0:
+                    line_end = head.find(b"\r\n", at + 2)
+                    length = int(head[at + 17:line_end if line_end >= 0 else len(head)])
+                self.need = end + 4 + length
+            if len(self.buffer) < self.need:
+                return
+            del self.buffer[:self.need]
+            self.need = -1
+            self.phase.record(self.status, time.perf_counter_ns() - self.sent_ns)
+            self._send()
+
+    def connection_lost(self, exc) -> None:
+        if self.phase is not None and self.phase.completed < len(self.phase.requests):
+            self.phase.fail(f"connection lost: {exc}")
+
+
+async def python_client(scenario: Scenario, warmup: int, count: int, concurrency: int) -> Measured:
+    loop = asyncio.get_running_loop()
+    connections = []
+    for _ in range(concurrency):  # one at a time: a burst of 200 connects can overflow the listen backlog
+        _, protocol = await loop.create_connection(_Connection, "127.0.0.1", scenario.port)
+        connections.append(protocol)
+    result = Measured(client="python (asyncio transports)")
+    for start, n, measured in ((0, warmup, False), (MEASURED_FROM, count, True)):
+        phase = _Phase([scenario.request(start + i) for i in range(n)], scenario.expected)
+        began = time.perf_counter()
+        for connection in connections:
+            connection.start(phase)
+        await asyncio.wait_for(phase.finished, MAX_PHASE_SECONDS)
+        if measured:
+            result.seconds = time.perf_counter() - began
+            result.requests = n
+            result.latencies_ms = [ns / 1e6 for ns in phase.latencies_ns]
+            result.unexpected = dict(phase.unexpected)
+    for connection in connections:
+        connection.transport.close()
+    return result
+
+
+async def aiohttp_client(scenario: Scenario, warmup: int, count: int, concurrency: int) -> Measured:
+    import aiohttp
+
+    result = Measured(client="python (aiohttp ClientSession)")
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for start, n, measured in ((0, warmup, False), (MEASURED_FROM, count, True)):
+            raw = [scenario.request(start + i) for i in range(n)]  # reuse the request builder, then split it
+            index = 0
+            latencies: list[float] = []
+            unexpected: Counter[str] = Counter()
+
+            async def worker() -> None:
+                nonlocal index
+                while index < n:
+                    request = raw[index]
+                    index += 1
+                    head, _, body = request.partition(b"\r\n\r\n")
+                    lines = head.decode().split("\r\n")
+                    method, path, _ = lines[0].split(" ")
+                    headers = dict(line.split(": ", 1) for line in lines[1:] if not line.startswith("Host:"))
+                    sent = time.perf_counter()
+                    async with session.request(method, f"http://127.0.0.1:{scenario.port}{path}", headers=headers,
+                                               data=body or None) as response:
+                        await response.read()
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                    if response.status != scenario.expected:
+                        unexpected[str(response.status)] += 1
+
+            began = time.perf_counter()
+            await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), MAX_PHASE_SECONDS)
+            if measured:
+                result.seconds = time.perf_counter() - began
+                result.requests = n
+                result.latencies_ms = latencies
+                result.unexpected = dict(unexpected)
+    return result
+
+
+def run_load(args: argparse.Namespace) -> None:
+    spec = json.loads(args.spec)
+    scenario = Scenario(**spec["scenario"])
+    client = aiohttp_client if spec["client"] == "aiohttp" else python_client
+    result = asyncio.run(client(scenario, spec["warmup"], spec["count"], spec["concurrency"]))
+    result.summarise()
+    print(json.dumps(result.__dict__))
+
+
+WRK_SCRIPT = r"""
+-- Written by bench/http_bench.py: a bounded closed loop of {count} requests.
+local kind, token, port = "{kind}", "{token}", "{port}"
+local first, count, expected = {first}, {count}, {expected}
+local sent, received = 0, 0
+unexpected = 0  -- any status but the expected one; global, so that done() can read it from the thread
+local threads = {{}}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function request()
+  local index = first + sent
+  sent = sent + 1
+  if kind == "post" then
+    -- Lua numbers are doubles: the channel id is built as text.
+    local channel = "{channel_prefix}" .. string.format("%015d", index)
+    local body = '{{"discord": "benchwrite.' .. string.format("%012d", index) .. '.{pad}", "server": "{guild}", '
+      .. '"channel": "' .. channel .. '", "maxJobs": 3}}'
+    return wrk.format("POST", "/v1/pixverse/account/" .. channel,
+      {{["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}}, body)
+  end
+  local headers = {{}}
+  if token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  return wrk.format("GET", "{path}", headers)
+end
+
+function response(status, headers, body)
+  received = received + 1
+  if status ~= expected then unexpected = unexpected + 1 end
+  if received == count then
+    -- wrk's main thread sleeps for the whole -d; SIGINT wakes it to print the summary. Sent from
+    -- a background shell, because os.execute (system()) ignores SIGINT while it waits.
+    wrk.thread:stop()
+    os.execute("(sleep 0.01; kill -INT $PPID) >/dev/null 2>&1 &")
+  end
+end
+
+function done(summary, latency, requests)
+  local wrong = 0
+  for _, thread in ipairs(threads) do wrong = wrong + thread:get("unexpected") end
+  io.write(string.format('{{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, '
+    .. '"status_errors": %d, "socket_errors": %d}}\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max, wrong,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def wrk_run(scenario: Scenario, first: int, count: int, concurrency: int, pin: int | None, workdir: Path) -> dict:
+    assert WRITE_CHANNEL_BASE % 10**15 == 0
+    script = workdir / f"wrk-{scenario.name}-{first}.lua"
+    script.write_text(WRK_SCRIPT.format(
+        kind=scenario.name, token=scenario.token, port=scenario.port, first=first, count=count,
+        expected=scenario.expected, channel_prefix=str(WRITE_CHANNEL_BASE // 10**15), pad="x" * 48,
+        guild=WRITE_GUILD, path="/" if scenario.name == "hello" else "/v1/pixverse/account",
+    ))
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{MAX_PHASE_SECONDS}s", "--timeout", "10s", "-s", str(script),
+               f"http://127.0.0.1:{scenario.port}/"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=MAX_PHASE_SECONDS + 30,
+                          preexec_fn=pinner(pin))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def wrk_client(scenario: Scenario, warmup: int, count: int, concurrency: int, pin: int | None,
+               workdir: Path) -> Measured:
+    wrk_run(scenario, 0, warmup, concurrency, pin, workdir)
+    out = wrk_run(scenario, MEASURED_FROM, count, concurrency, pin, workdir)
+    unexpected = {}
+    if out["status_errors"]:
+        unexpected[f"not {scenario.expected}"] = out["status_errors"]
+    if out["socket_errors"]:
+        unexpected["socket errors"] = out["socket_errors"]
+    # wrk stops after the count; requests still in flight then may add a few to its total.
+    return Measured(
+        requests=out["requests"], seconds=out["duration_us"] / 1e6, p50_ms=out["p50_us"] / 1000,
+        p99_ms=out["p99_us"] / 1000, max_ms=out["max_us"] / 1000, unexpected=unexpected,
+        client=wrk_version() + " (1 thread)",
+    )
+
+
+def wrk_version() -> str:
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    return " ".join(out.split()[:2]) if out else "wrk"
+
+
+# ------------------------------------------------------------------------------- orchestration
+
+
+def pinner(cpu: int | None):
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def start_server(role: str, workdir: Path, args: argparse.Namespace, pin: int | None) -> tuple[subprocess.Popen, dict]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--dir", str(workdir),
+               "--accounts", str(args.accounts)]
+    if args.profile and role == "api-server":
+        command += ["--profile", str(Path(args.profile).resolve())]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                               preexec_fn=pinner(pin))
+    line = process.stdout.readline()
+    if not line:
+        process.kill()
+        raise RuntimeError(f"the {role} did not start (see {workdir}/api-server.log)")
+    return process, json.loads(line)
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.stdin.close()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure(scenario: Scenario, args: argparse.Namespace, client: str, pin: int | None, workdir: Path) -> Measured:
+    if client == "wrk":
+        return wrk_client(scenario, args.warmup, args.requests, args.concurrency, pin, workdir)
+    spec = {"scenario": scenario.__dict__, "client": client, "warmup": args.warmup, "count": args.requests,
+            "concurrency": args.concurrency}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--role", "load", "--spec", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=ROOT, preexec_fn=pinner(pin),
+                          timeout=2 * MAX_PHASE_SECONDS + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"the load process failed:\n{done.stderr[-3000:]}")
+    return Measured(**json.loads(done.stdout.splitlines()[-1]))
+
+
+def stored_accounts(port: int, token: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET /v1/pixverse/account HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    return len(json.loads(data.partition(b"\r\n\r\n")[2]))
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    parts = ["python", "bench/http_bench.py", "--requests", str(args.requests), "--warmup", str(args.warmup),
+             "--concurrency", str(args.concurrency), "--accounts", str(args.accounts), "--client", args.client]
+    if args.scenarios != "hello,get,post":
+        parts += ["--scenarios", args.scenarios]
+    if not args.pin:
+        parts.append("--no-pin")
+    return shlex.join(parts)
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    elif client == "wrk" and not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk), or use --client python", file=sys.stderr)
+        return 2
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = args.pin and len(cpus) >= 2
+    server_cpu, load_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    wanted = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="http-bench-"))
+    started = time.perf_counter()
+    servers: list[subprocess.Popen] = []
+    try:
+        api, api_info = start_server("api-server", workdir, args, server_cpu)
+        servers.append(api)
+        hello, hello_info = start_server("hello-server", workdir, args, server_cpu)
+        servers.append(hello)
+        scenarios = {
+            "hello": Scenario("hello", "hello world (raw aiohttp)", hello_info["port"], "GET", 200),
+            "get": Scenario("get", f"GET /v1/pixverse/account ({args.accounts} accounts)", api_info["port"], "GET",
+                            200, token=api_info["read_token"]),
+            "post": Scenario("post", "POST /v1/pixverse/account/<new channel>", api_info["port"], "POST", 204,
+                             token=api_info["write_token"]),
+        }
+        print(f"HTTP API load on 127.0.0.1: {args.requests:,} measured requests per scenario after {args.warmup:,}"
+              f" warm-up, {args.concurrency} keep-alive connections, one request in flight on each")
+        placement = f"servers on CPU {server_cpu}, load on CPU {load_cpu}" if pin else "no CPU pinning"
+        described = (wrk_version() + " (1 thread)" if client == "wrk"
+                     else {"python": "python (asyncio transports)", "aiohttp": "python (aiohttp ClientSession)"}[client])
+        print(f"client: {described}; {placement};"
+              f" {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+        results: dict[str, Measured] = {}
+        for name in wanted:
+            results[name] = measure(scenarios[name], args, client, load_cpu, workdir)
+        if "post" in results:
+            stored = stored_accounts(api_info["port"], api_info["write_token"])
+            expected = args.warmup + args.requests
+            print(f"POST check: {stored:,} accounts stored in the write server (expected at least {expected:,})")
+    finally:
+        for process in servers:
+            stop_server(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(results, scenarios, args)
+    print(f"total {time.perf_counter() - started:.0f} s; rerun: {rerun_command(args)}")
+    if args.profile:
+        print(f"cProfile stats of the API server: {args.profile} (python -m pstats {args.profile})")
+    failed = any(m.unexpected for m in results.values())
+    return 1 if failed else 0
+
+
+def report(results: dict[str, Measured], scenarios: dict[str, Scenario], args: argparse.Namespace) -> None:
+    base = results.get("hello")
+    header = f"{'scenario':<45} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'vs hello':>9}  p99<{TARGET_P99_MS:g}ms"
+    print()
+    print(header)
+    print("-" * len(header))
+    for name, m in results.items():
+        ratio = f"{m.rate / base.rate:.2f}x" if base and base.rate else "-"
+        verdict = "PASS" if m.p99_ms < TARGET_P99_MS else "FAIL"
+        if m.unexpected:
+            verdict += f" (unexpected answers: {m.unexpected})"
+        if name == "hello":
+            verdict += " (baseline)"
+        print(f"{scenarios[name].label:<45} {m.requests:>9,} {m.rate:>8,.0f} {m.p50_ms:>8.1f} {m.p99_ms:>8.1f}"
+              f" {m.max_ms:>8.1f} {ratio:>9}  {verdict}")
+    print()
+    print(f"Closed loop: mean latency = connections / throughput, so p99 < {TARGET_P99_MS:g} ms at {args.concurrency}"
+          f" connections needs more than {args.concurrency / TARGET_P99_MS * 1000:,.0f} requests/s.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=None, help="measured requests per scenario (default 20000; --quick 3000)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per scenario (default 2000; --quick 500)")
+    parser.add_argument("--concurrency", type=int, default=200, help="connections, each with one request in flight")
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--accounts", type=int, default=5, help="accounts of the server that GET lists")
+    parser.add_argument("--client", choices=["auto", "wrk", "python", "aiohttp"], default="auto",
+                        help="load generator (auto: wrk when installed, else python)")
+    parser.add_argument("--scenarios", default="hello,get,post", help="comma-separated: hello, get, post")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
+    parser.add_argument("--profile", default=None, help="run the API server under cProfile, stats to this file")
+    # internal: the server and load processes
+    parser.add_argument("--role", choices=["api-server", "hello-server", "load"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role in ("api-server", "hello-server"):
+        run_server(args)
+        return 0
+    if args.role == "load":
+        run_load(args)
+        return 0
+    if args.requests is None:
+        args.requests = 3000 if args.quick else 20000
+    if args.warmup is None:
+        args.warmup = 500 if args.quick else 2000
+    unknown = set(args.scenarios.split(",")) - {"hello", "get", "post"}
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

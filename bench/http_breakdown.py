@@ -1,0 +1,125 @@
+"""Where a request of the HTTP API spends its time: each step of GET and POST /v1/pixverse/account alone.
+
+    python bench/http_breakdown.py [--calls 2000]
+
+A companion of ``bench/http_bench.py`` (same objects, same bench-only token checker): on one
+CPU, with the event loop otherwise idle, it awaits each step the routes take, one call at a
+time, and prints the mean cost per call. Beside them: one aiosqlite round trip to its worker
+thread, and the same token lookup in plain sqlite3 on the calling thread, for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cryptography.fernet import Fernet  # noqa: E402
+from http_bench import BenchTokenChecker, account_body, account_token  # noqa: E402
+
+from bot.accounts.crypto import TokenCipher  # noqa: E402
+from bot.accounts.repository import AccountRepository, verify_cipher  # noqa: E402
+from bot.accounts.service import AccountService  # noqa: E402
+from bot.db import Database  # noqa: E402
+from bot.dispatch import placement  # noqa: E402
+from bot.dispatch.backends.simulated import SimulatedBackend  # noqa: E402
+from bot.dispatch.dispatcher import Dispatcher  # noqa: E402
+from bot.http.tokens import ApiTokenRepository, hash_token  # noqa: E402
+
+READ_GUILD = "910000000000000002"
+WRITE_GUILD = "910000000000000001"
+
+
+async def mean_us(label: str, step, calls: int) -> None:
+    started = time.perf_counter()
+    for i in range(calls):
+        await step(i)
+    print(f"  {label:<66} {(time.perf_counter() - started) / calls * 1e6:8.1f} µs")
+
+
+async def main(calls: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="http-breakdown-"))
+    key = Fernet.generate_key().decode()
+    db = await Database.open(workdir / "breakdown.db")
+    cipher = TokenCipher(key)
+    assert await verify_cipher(db, cipher)
+    repository = AccountRepository(db, cipher)
+    accounts = AccountService(repository, BenchTokenChecker(), max_concurrent_jobs=10)
+    accounts.listeners.append(Dispatcher(db, repository, SimulatedBackend(duration=1.0)))
+    tokens = ApiTokenRepository(db)
+    token = await tokens.create(READ_GUILD, "bench")
+    for k in range(5):
+        channel = str(930_000_000_000_000_000 + k)
+        body = json.loads(account_body(READ_GUILD, channel, account_token("read", k)))
+        await accounts.save(await accounts.prepare(body, path_channel=channel, guild_id=READ_GUILD))
+
+    def new_request(i: int, offset: int):
+        channel = str(940_000_000_000_000_000 + offset + i)
+        body = json.loads(account_body(WRITE_GUILD, channel, account_token(f"w{offset}", i)))
+        return accounts.prepare(body, path_channel=channel, guild_id=WRITE_GUILD)
+
+    async def get_route(i: int) -> None:
+        assert await tokens.guild_of(token) == READ_GUILD
+        configs = await repository.list(READ_GUILD)
+        json.dumps({config.channel_id: config.to_public() for config in configs})
+
+    async def post_route(i: int) -> None:
+        assert await tokens.guild_of(token) == READ_GUILD
+        await accounts.save(await new_request(i, 3_000_000))
+
+    async def upsert(i: int) -> None:
+        await repository.upsert(guild_id=WRITE_GUILD, channel_id=str(950_000_000_000_000_000 + i),
+                                token=account_token("u", i), discord_user_id=str(800_000_000_000_000_000 + i), max_jobs=3)
+
+    async def cipher_work(i: int) -> None:
+        cipher.encrypt(account_token("c", i))
+        cipher.fingerprint(account_token("c", i))
+
+    rng = random.Random(1)
+    print(f"mean per call, {calls} calls one at a time, event loop otherwise idle, pid {os.getpid()}"
+          f" on CPU {sorted(os.sched_getaffinity(0))}")
+    print("scale:")
+    await mean_us("aiosqlite: one round trip to its thread (conn.execute('SELECT 1'))", lambda i: db.conn.execute("SELECT 1"), calls)
+    await mean_us("Database.fetchone('SELECT 1'): execute + fetchone + close = 3 trips", lambda i: db.fetchone("SELECT 1"), calls)
+    raw = sqlite3.connect(workdir / "breakdown.db", isolation_level=None)
+    sql = "SELECT guild_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL"
+    started = time.perf_counter()
+    for _ in range(calls):
+        raw.execute(sql, (hash_token(token),)).fetchone()
+    print(f"  {'the API-token lookup in plain sqlite3 on the calling thread':<66}"
+          f" {(time.perf_counter() - started) / calls * 1e6:8.1f} µs")
+    raw.close()
+    print("every authenticated request:")
+    await mean_us("ApiTokenRepository.guild_of (SHA-256 + one fetchone)", lambda i: tokens.guild_of(token), calls)
+    print("GET /v1/pixverse/account (5 accounts):")
+    await mean_us("AccountRepository.list (one fetchall)", lambda i: repository.list(READ_GUILD), calls)
+    await mean_us("the route's work: guild_of + list + to_public + JSON", get_route, calls)
+    print("POST /v1/pixverse/account/<new channel>:")
+    await mean_us("AccountService.prepare (rules 1-7 + find_by_token)", lambda i: new_request(i, 1_000_000), calls)
+    await mean_us("AccountRepository.find_by_user (in save)", lambda i: repository.find_by_user(str(i)), calls)
+    await mean_us("TokenCipher.encrypt + fingerprint (CPU, in upsert)", cipher_work, calls)
+    await mean_us("AccountRepository.upsert (INSERT … RETURNING, one fetchone)", upsert, calls)
+    await mean_us("Dispatcher.account_available → promote_waiting (Database.run)",
+                  lambda i: placement.promote_waiting(db, WRITE_GUILD, now=time.time(), owner="bench", rng=rng), calls)
+    await mean_us("the route's work: guild_of + prepare + save", post_route, calls)
+    await db.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--cpu", type=int, default=0, help="pin to this CPU (-1: do not pin)")
+    args = parser.parse_args()
+    if args.cpu >= 0:
+        os.sched_setaffinity(0, {args.cpu})
+    asyncio.run(main(args.calls))
