@@ -127,3 +127,23 @@ async def test_messages_of_other_authors_or_users_are_ignored(setup):
     for msg in (foreign, other_user, {**waiting("4003", "a red fox"), "guild_id": None}):
         await backend.observe(msg)
     assert (await dispatcher.get(job, G)).status is JobStatus.CREATED
+
+
+async def test_news_from_an_account_a_job_has_left_changes_nothing(setup, database, repository):
+    dispatcher, backend = setup
+    job_id = await create(dispatcher, "a red fox")
+    await backend.observe(waiting("5001", "a red fox"))
+    # The job moves to another account (its first account was refused).
+    other = "900000000000000012"
+    await repository.upsert(guild_id=G, channel_id=other, token="token-for-account-two", discord_user_id="7002",
+                            max_jobs=1)
+    from bot.dispatch import placement
+
+    job = await dispatcher.get(job_id, G)
+    moved, _ = await placement.requeue(database, job, now=1.0, owner=dispatcher.owner, rng=random.Random(1),
+                                       error="moved")
+    assert moved.account_channel_id == other
+    # A late edit of its old message on the first account must not end it.
+    await backend.observe(final("5001", "a red fox"))
+    still = await dispatcher.get(job_id, G)
+    assert still.status is JobStatus.CREATED and still.account_channel_id == other

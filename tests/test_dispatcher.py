@@ -370,7 +370,7 @@ async def test_a_release_decided_on_an_old_read_does_not_touch_a_moved_job(dispa
     await add_account(repository, G, A2, max_jobs=1, user="2")
     job = (await submit(dispatcher)).job
     seen = await dispatcher.get(job.job_id, G)
-    moved, _ = await placement.requeue(database, job.job_id, now=2.0, owner=dispatcher.owner, rng=random.Random(1),
+    moved, _ = await placement.requeue(database, seen, now=2.0, owner=dispatcher.owner, rng=random.Random(1),
                                        error="moved")
     assert moved.account_channel_id != seen.account_channel_id
     assert await dispatcher.finish(job.job_id, JobStatus.FAILED, error="stale", expected=seen) is None
@@ -408,3 +408,20 @@ async def test_no_new_job_is_taken_while_shutting_down(database, repository, bac
     with pytest.raises(ApiError) as info:
         await submit(dispatcher)
     assert (info.value.code, info.value.error) == (503, "The bot is shutting down; please try again in a moment")
+
+
+async def test_a_refusal_seen_twice_moves_and_sends_the_job_once(dispatcher, repository, backend, database):
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    await add_account(repository, G, A2, max_jobs=1, user="2")
+    await add_account(repository, G, A3, max_jobs=1, user="3")
+    job = (await submit(dispatcher)).job
+    overloaded = JobUpdate(overloaded=True, error_details="The queue is full")
+    # The same PixVerse refusal arrives as a create and as an edit, handled concurrently.
+    await asyncio.gather(dispatcher.job_update(job.job_id, overloaded), dispatcher.job_update(job.job_id, overloaded))
+    await dispatcher.wait_idle()
+    moved = await dispatcher.get(job.job_id, G)
+    assert moved.placement_attempts == 1
+    assert len(backend.submitted) == 2  # the first try and one retry, not two
+    assert backend.submitted[-1][1] == f"token-for-{moved.account_channel_id}"
+    held = {a: await slots(database, a) for a in (A1, A2, A3)}
+    assert sum(held.values()) == 1 and held[moved.account_channel_id] == 1

@@ -86,6 +86,7 @@ class Dispatcher:
         self.clock = clock
         self.listeners: list[JobListener] = list(listeners or [])
         self._tasks: set[asyncio.Task] = set()
+        self._notifications: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._closing = False
         backend.bind(self)
@@ -93,8 +94,12 @@ class Dispatcher:
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.jobs.heartbeat(self.owner, self.clock())
-        await self.recover()
+        try:
+            await self.jobs.heartbeat(self.owner, self.clock())
+            await self.recover()
+        except Exception:
+            # e.g. the database stayed locked by another process: the sweep recovers later.
+            log.exception("Recovery at startup failed; the next sweep tries again")
         if not self._closing:
             self._loops = [
                 asyncio.create_task(self._every(self.sweep_interval, self._heartbeat), name="dispatcher lease"),
@@ -105,8 +110,14 @@ class Dispatcher:
         """start() as a task that close() cancels, for callers that must not wait (on_ready)."""
         self._spawn(self.start(), "dispatcher start")
 
-    async def close(self) -> None:
+    async def close(self, *, notify_grace: float = 5.0) -> None:
         self._closing = True
+        # A job that just ended is final in the database and will never be reported again:
+        # give its members' messages a moment to go out before cancelling the rest.
+        if self._notifications:
+            await asyncio.wait(list(self._notifications), timeout=notify_grace)
+        for task in list(self._notifications):
+            task.cancel()
         # Until nothing is left: a task being cancelled may not spawn more (_spawn refuses).
         while self._tasks or self._loops:
             pending = [*self._tasks, *self._loops]
@@ -121,8 +132,8 @@ class Dispatcher:
 
     async def wait_idle(self) -> None:
         """Until every task this process started has finished (tests, benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or self._notifications:
+            await asyncio.gather(*self._tasks, *self._notifications, return_exceptions=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         if self._closing:
@@ -224,7 +235,7 @@ class Dispatcher:
                 await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted before the job ran")
                 return
             register_secrets(token)
-            if not await self.jobs.mark_submitted(job.job_id, self.clock(), owner=self.owner):
+            if not await self.jobs.mark_submitted(job, self.clock(), owner=self.owner):
                 return  # cancelled, moved or taken over meanwhile: it must not reach PixVerse
             if job.verb is Verb.BUTTON:
                 parent = await self.jobs.get(job.parent_job_id)
@@ -250,6 +261,8 @@ class Dispatcher:
 
     async def job_update(self, job_id: str, update: JobUpdate) -> None:
         """What the backend saw PixVerse say about a job."""
+        if self._closing:
+            return  # not acted on now: the restart replays it from the channel's history
         job = await self.jobs.get(job_id)
         if job is None:
             return
@@ -306,7 +319,9 @@ class Dispatcher:
         """Tells the listeners in the background: a command that ended a job (cancel, an
         account deleted) answers at once, however slow telling the members is."""
         for listener in self.listeners:
-            self._spawn(self._tell(listener, job), f"notify {job.job_id}")
+            task = asyncio.create_task(self._tell(listener, job), name=f"notify {job.job_id}")
+            self._notifications.add(task)
+            task.add_done_callback(self._notifications.discard)
 
     @staticmethod
     async def _tell(listener: JobListener, job: Job) -> None:
@@ -326,7 +341,7 @@ class Dispatcher:
         log.warning("Account of channel %s left rotation: %s", job.account_channel_id, reason)
         if job.verb is not Verb.BUTTON and job.placement_attempts == 0:
             moved, promoted = await placement.requeue(
-                self._db, job.job_id, now=self.clock(), owner=self.owner, rng=self.rng,
+                self._db, job, now=self.clock(), owner=self.owner, rng=self.rng,
                 error=f"Moved from channel {job.account_channel_id}: {reason}",
             )
             self._run_all(([moved] if moved else []) + promoted)
@@ -342,7 +357,9 @@ class Dispatcher:
         if await self.accounts.in_rotation_count(guild_id) == 0:
             # Nothing can ever take the waiting jobs: tell their members now, not at the timeout.
             for job in await self.jobs.waiting(guild_id):
-                await self.finish(job.job_id, JobStatus.FAILED, error="No PixVerse account of this server is in rotation")
+                await self.finish(
+                    job.job_id, JobStatus.FAILED, error="No PixVerse account of this server is in rotation", expected=job
+                )
 
     async def account_available(self, guild_id: str) -> None:
         """An account was added or put back: waiting jobs may take its slots."""
@@ -363,13 +380,14 @@ class Dispatcher:
                 error_details=update.error_details,
             )
             return
-        await self.jobs.close_at_pixverse(job.job_id)
-        self._spawn(self._retry_later(job, update), f"retry {job.job_id}")
+        # The refusal may arrive twice (create + edit, a replay): only the first retries.
+        if await self.jobs.close_at_pixverse(job.job_id):
+            self._spawn(self._retry_later(job, update), f"retry {job.job_id}")
 
     async def _retry_later(self, job: Job, update: JobUpdate) -> None:
         await asyncio.sleep(self.overload_retry_delay)
         moved, promoted = await placement.requeue(
-            self._db, job.job_id, now=self.clock(), owner=self.owner, rng=self.rng,
+            self._db, job, now=self.clock(), owner=self.owner, rng=self.rng,
             error=update.error_details or "PixVerse refused the job for load", allow_same=True,
         )
         self._run_all(([moved] if moved else []) + promoted)
@@ -392,16 +410,11 @@ class Dispatcher:
     async def sweep(self) -> None:
         now = self.clock()
         for job in await self.jobs.timed_out(now=now, timeout=self.job_timeout):
-            if job.queued:
-                await self.finish(
-                    job.job_id, JobStatus.FAILED, error="Timed out",
-                    error_details=f"No PixVerse account was free within {self.job_timeout:g} seconds", expected=job,
-                )
-            else:
-                await self.finish(
-                    job.job_id, JobStatus.FAILED, error="Timed out",
-                    error_details=f"PixVerse did not finish the job within {self.job_timeout:g} seconds", expected=job,
-                )
+            what = "No PixVerse account was free" if job.queued else "PixVerse did not finish the job"
+            await self.finish(
+                job.job_id, JobStatus.FAILED, error="Timed out",
+                error_details=f"{what} within {self.job_timeout:g} seconds", expected=job,
+            )
         await self.recover()
         # An ended job whose PixVerse answer never came stops competing for messages.
         await self.jobs.close_stale_at_pixverse(before=now - self.job_timeout)

@@ -43,16 +43,17 @@ class JobRepository:
         )
         return [job_from_row(row) for row in rows]
 
-    async def mark_submitted(self, job_id: str, now: float, *, owner: str) -> bool:
-        """Claims the right to send the job to PixVerse, once.
+    async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool:
+        """Claims the right to send the job, as placed, to PixVerse, once.
 
-        False when the job ended, moved to another account, was taken over by another
-        process, or was already sent: the caller must then not send it.
+        False when the job ended, moved to another account (or moved and back), was taken
+        over by another process, or was already sent: the caller must then not send it.
         """
         return await self._db.execute(
             "UPDATE jobs SET submitted_at = ?, pixverse_open = 1, updated_at = ?"
-            " WHERE job_id = ? AND slot_held = 1 AND owner = ? AND submitted_at IS NULL",
-            (now, now, job_id, owner),
+            " WHERE job_id = ? AND slot_held = 1 AND owner = ? AND submitted_at IS NULL"
+            " AND account_channel_id = ? AND placement_attempts = ?",
+            (now, now, job.job_id, owner, job.account_channel_id, job.placement_attempts),
         ) > 0
 
     async def record_progress(
@@ -85,8 +86,11 @@ class JobRepository:
             (message_id, job_id),
         )
 
-    async def close_at_pixverse(self, job_id: str) -> None:
-        await self._db.execute("UPDATE jobs SET pixverse_open = 0 WHERE job_id = ?", (job_id,))
+    async def close_at_pixverse(self, job_id: str) -> bool:
+        """True for the one call that closed it (a message seen twice acts once)."""
+        return await self._db.execute(
+            "UPDATE jobs SET pixverse_open = 0 WHERE job_id = ? AND pixverse_open = 1", (job_id,)
+        ) > 0
 
     async def close_stale_at_pixverse(self, *, before: float) -> int:
         return await self._db.execute(

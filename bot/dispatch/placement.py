@@ -54,10 +54,6 @@ class Released:
     job: Job | None  # the job as it ended; None when it had already ended (nothing changed)
     promoted: list[Job]  # waiting jobs that took the freed slot, to be run by the caller
 
-    @property
-    def released(self) -> bool:
-        return self.job is not None
-
 
 def busy(error: str, executing: list[str]) -> ApiError:
     shown = executing[:EXECUTING_IDS_SHOWN]
@@ -192,11 +188,16 @@ def release_sync(
 
 
 def requeue_sync(
-    raw: sqlite3.Connection, job_id: str, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool
+    raw: sqlite3.Connection, expected: Job, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool
 ) -> tuple[Job | None, list[Job]]:
-    row = raw.execute("SELECT * FROM jobs WHERE job_id = ? AND slot_held = 1", (job_id,)).fetchone()
+    # Only the job as the caller saw it: the same refusal seen twice moves it once.
+    row = raw.execute(
+        "SELECT * FROM jobs WHERE job_id = ? AND slot_held = 1 AND account_channel_id IS ? AND placement_attempts = ?",
+        (expected.job_id, expected.account_channel_id, expected.placement_attempts),
+    ).fetchone()
     if row is None:
         return None, []
+    job_id = expected.job_id
     free = [a for a in _free_accounts(raw, row["guild_id"]) if a["channel_id"] != row["account_channel_id"]]
     if not free and allow_same:
         own = raw.execute(
@@ -254,14 +255,14 @@ async def promote_waiting(db: Database, guild_id: str, *, now: float, owner: str
 
 
 async def requeue(
-    db: Database, job_id: str, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool = False
+    db: Database, expected: Job, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool = False
 ) -> tuple[Job | None, list[Job]]:
     """Moves an executing job to another account with a free slot, in one transaction (its
     account was rejected, or PixVerse refused it for load). With ``allow_same`` the job may
     stay on its own account, whose slot it already holds. Returns the moved job (None:
     nowhere to go) and the waiting jobs that took the slot it left."""
     return await db.run(
-        lambda raw: requeue_sync(raw, job_id, now=now, owner=owner, rng=rng, error=error, allow_same=allow_same)
+        lambda raw: requeue_sync(raw, expected, now=now, owner=owner, rng=rng, error=error, allow_same=allow_same)
     )
 
 

@@ -187,7 +187,11 @@ class DiscordBackend(PixverseBackend):
         if event is None:
             return
         job_id = await self.jobs.job_of_message(event.message_id)
-        if job_id is None:
+        if job_id is not None:
+            job = await self.jobs.get(job_id)
+            if job is None or job.account_channel_id != account.channel_id:
+                return  # the job moved to another account since: this account's news is not its
+        else:
             job_id = await self._attribute(event, account.channel_id)
             if job_id is None:
                 log.debug("PixVerse message %s in %s matches no job", event.message_id, channel_id)
