@@ -37,6 +37,7 @@ def bad_request(error: str, error_details: str | None = None) -> ApiError:
 
 
 UNAUTHORIZED = "Unauthorized"
+INTERNAL_ERROR = "Something went wrong on our side; the error was logged. Please try again later"
 CONFIGURATION_NOT_FOUND = "Configuration not found"
 
 

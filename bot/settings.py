@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # The HTTP API (useapi paths); port 0 turns it off.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # replyUrl may point at private/loopback addresses (only for a trusted local receiver).
+    reply_url_allow_private: bool = False
 
     # The dispatcher.
     pixverse_backend: Literal["discord", "simulated"] = "discord"

@@ -7,11 +7,10 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.errors import ApiError, from_exception
+from bot.errors import INTERNAL_ERROR, ApiError, from_exception
 
 log = logging.getLogger(__name__)
 
-INTERNAL_ERROR = "Something went wrong on our side; the error was logged. Please try again later"
 GUILD_ONLY = "This command works only in a server"
 
 

@@ -30,7 +30,9 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
         self.bot = bot
         self.tokens = ApiTokenRepository(bot.db)
         self.runner: web.AppRunner | None = None
-        self.replies = ReplyPoster(self._public_job)
+        # Kept directly: at shutdown bot.dispatcher is gone before the last replies are sent.
+        self.dispatcher = bot.dispatcher
+        self.replies = ReplyPoster(self._public_job, allow_private=bot.settings.reply_url_allow_private)
 
     async def cog_load(self) -> None:
         self.bot.dispatcher.listeners.append(self.replies)
@@ -44,6 +46,7 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
             tokens=self.tokens,
             channel_visible=self._channel_visible,
             health_problem=self._health_problem,
+            reply_allow_private=settings.reply_url_allow_private,
         )
         self.runner = web.AppRunner(create_app(context), access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -81,12 +84,13 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
             await self.bot.db.fetchone("SELECT 1")
         except Exception as exc:
             return f"database does not answer ({type(exc).__name__})"
-        if self.bot.is_closed() or not self.bot.is_ready():
+        # is_ready() stays true while discord.py reconnects: ask the socket itself.
+        if self.bot.is_closed() or not self.bot.is_ready() or not getattr(self.bot.ws, "open", False):
             return "not connected to the Discord gateway"
         return None
 
     async def _public_job(self, job: Job) -> dict:
-        return {**await self.bot.dispatcher.public_job(job, with_reply=True), "code": 200}
+        return {**await self.dispatcher.public_job(job, with_reply=True), "code": 200}
 
     @app_commands.command(name="pixverse-api-token", description="Create an HTTP API token for this server")
     @app_commands.guild_only()

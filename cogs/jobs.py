@@ -328,7 +328,8 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             await reply(interaction, "No PixVerse job is executing in this server")
             return
         lines = [
-            f"jobid: {job.job_id} · {'waiting' if job.queued else job.status.value} · {job.verb.value} · <@{job.requester_id}>"
+            f"jobid: {job.job_id} · {'waiting' if job.queued else job.status.value} · {job.verb.value} · "
+            + ("HTTP API" if job.requester_id == API_REQUESTER else f"<@{job.requester_id}>")
             for job in jobs
         ]
         await reply(interaction, fit_lines(f"Executing PixVerse jobs in this server: {len(jobs)}", lines))

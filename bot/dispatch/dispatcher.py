@@ -18,7 +18,7 @@ from bot.db import Database
 from bot.dispatch import placement
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.dispatch.jobs import JobRepository, result_fields
-from bot.dispatch.models import FINAL, Job, JobStatus, Verb
+from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.dispatch.placement import NewJob, Placement
 from bot.dispatch.validation import validate_button, validate_create, validate_job_id
 from bot.errors import ApiError
@@ -219,7 +219,8 @@ class Dispatcher:
         if job.requester_id != user_id and not is_manager:
             raise ApiError(403, f"Only the member who asked for job {job.job_id} or a server manager can cancel it")
         # PixVerse may still post for it: those messages stay attributed to it (pixverse_open).
-        ended = await self.finish(job.job_id, JobStatus.CANCELLED, error=f"Cancelled by <@{user_id}>")
+        by = "the HTTP API" if user_id == API_REQUESTER else f"<@{user_id}>"
+        ended = await self.finish(job.job_id, JobStatus.CANCELLED, error=f"Cancelled by {by}")
         if ended is None:
             job = await self.get(job.job_id, guild_id)
             raise ApiError(409, f"Job {job.job_id} is already {job.status.value}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 from collections.abc import Mapping
@@ -97,16 +98,34 @@ def validate_button(value: Any) -> str:
     return button
 
 
-def validate_reply(body: Mapping[str, Any]) -> dict[str, str]:
+def is_public_address(host: str) -> bool | None:
+    """True/False for an IP literal (or localhost), None for a name only DNS can answer."""
+    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return None
+
+
+def validate_reply(body: Mapping[str, Any], *, allow_private: bool = False) -> dict[str, str]:
     """The optional replyUrl/replyRef of the HTTP API: where to POST the finished job."""
     reply: dict[str, str] = {}
     url = _optional_text(body, "replyUrl")
     if url is not None:
         if len(url) > REPLY_LIMIT:
             raise bad_request(f"Param replyUrl is longer than {REPLY_LIMIT} characters")
-        parsed = urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed = urlsplit(url)
+            host = parsed.hostname
+            parsed.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            host = None
+        if parsed.scheme not in ("http", "https") or not host:
             raise bad_request(f"Param replyUrl ({echo(url)}) is not an http(s) URL")
+        if not allow_private and is_public_address(host) is False:
+            # The bot must not be made to POST into its own host or network.
+            raise bad_request(f"Param replyUrl ({echo(url)}) points to a private or local address")
         reply["replyUrl"] = url
     ref = _optional_text(body, "replyRef")
     if ref is not None:

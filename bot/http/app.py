@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from bot.accounts.validation import echo, validate_channel_param
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
-from bot.errors import ApiError, bad_request, from_exception, unauthorized
+from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
 from bot.http.openapi import openapi_document
 from bot.http.tokens import ApiTokenRepository
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/v1/pixverse"
 BODY_LIMIT = 64 * 1024
 CONFIGURATION_NOT_FOUND = "Configuration not found. To create configuration use pixverse/account/channel."
-INTERNAL_ERROR = "Something went wrong on our side; the error was logged"
+API_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 
 @dataclass
@@ -43,6 +44,8 @@ class ApiContext:
     channel_visible: Callable[[str, str], bool]
     # None when healthy, else the reason.
     health_problem: Callable[[], Awaitable[str | None]]
+    # replyUrl may point at private or loopback addresses (REPLY_URL_ALLOW_PRIVATE).
+    reply_allow_private: bool = False
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -96,7 +99,7 @@ async def guild_of(request: web.Request) -> str:
     """The server of the request's API token (``Authorization: Bearer <token>``); 401 otherwise."""
     scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 200:
+    if scheme.lower() != "bearer" or not API_TOKEN.fullmatch(token):
         raise unauthorized()
     guild_id = await request.app[CONTEXT].tokens.guild_of(token)
     if guild_id is None:
@@ -110,11 +113,22 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         raise bad_request("Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object")
     return body
+
+
+def query_param(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad_request(f"Required param {name} is given more than once")
+    return values[0] if values else None
+
+
+def reply_params(request: web.Request, body: dict[str, Any]) -> dict[str, str]:
+    return validate_reply(body, allow_private=request.app[CONTEXT].reply_allow_private)
 
 
 def dispatcher_of(request: web.Request) -> Dispatcher:
@@ -186,7 +200,7 @@ def _create(verb: Verb):
         dispatcher = dispatcher_of(request)
         placed = await dispatcher.submit(
             guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,
-            extra=validate_reply(body),
+            extra=reply_params(request, body),
         )
         extra = {} if placed.queue_position is None else {"queuePosition": placed.queue_position}
         return await public_job(request, placed.job, **extra)
@@ -199,7 +213,7 @@ async def post_button(request: web.Request) -> web.Response:
     body = await json_body(request)
     job = await dispatcher_of(request).press(
         guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
-        job_id=body.get("jobid"), button=body.get("button"), extra=validate_reply(body),
+        job_id=body.get("jobid"), button=body.get("button"), extra=reply_params(request, body),
     )
     return await public_job(request, job)
 
@@ -207,7 +221,7 @@ async def post_button(request: web.Request) -> web.Response:
 async def get_jobs(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
     dispatcher = dispatcher_of(request)
-    jobid = request.query.get("jobid")
+    jobid = query_param(request, "jobid")
     if jobid is not None or request.path.endswith("/"):
         return await public_job(request, await dispatcher.get(jobid, guild_id))
     return json_response([job.job_id for job in await dispatcher.executing(guild_id)])
@@ -217,7 +231,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
     # An API token acts for its server: like a Manage Server member, it may cancel any job.
     job = await dispatcher_of(request).cancel(
-        request.query.get("jobid"), guild_id=guild_id, user_id=API_REQUESTER, is_manager=True
+        query_param(request, "jobid"), guild_id=guild_id, user_id=API_REQUESTER, is_manager=True
     )
     return await public_job(request, job)
 
@@ -254,8 +268,12 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
 
 
 def create_app(context: ApiContext) -> web.Application:
-    app = web.Application(client_max_size=BODY_LIMIT, middlewares=[errors_as_json, access_log])
+    # access_log outermost, so the errors' JSON answers are logged too.
+    app = web.Application(client_max_size=BODY_LIMIT, middlewares=[access_log, errors_as_json])
     app[CONTEXT] = context
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+        if method == "GET":
+            app.router.add_get(path, handler)  # HEAD as well, as HTTP requires
+        else:
+            app.router.add_route(method, path, handler)
     return app

@@ -8,11 +8,36 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+import ipaddress
+import socket
+
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from bot.dispatch.models import API_REQUESTER, FINAL, Job
+from bot.dispatch.validation import is_public_address
 
 log = logging.getLogger(__name__)
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """Resolves replyUrl hosts to public addresses only, at connect time, so a name that
+    resolves (or re-resolves) to a private or loopback address cannot reach the host's
+    own network. IP literals never reach a resolver; ReplyPoster checks those itself."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        public = [r for r in results if ipaddress.ip_address(r["host"]).is_global]
+        if not public:
+            raise OSError(f"{host} resolves only to private or local addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class ReplyPoster:
@@ -25,11 +50,13 @@ class ReplyPoster:
         attempts: int = 3,
         timeout: float = 10.0,
         backoff: float = 1.0,
+        allow_private: bool = False,
     ) -> None:
         self._public_job = public_job
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._backoff = backoff
+        self._allow_private = allow_private
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -37,7 +64,11 @@ class ReplyPoster:
         url = job.params.get("replyUrl")
         if job.request_channel_id != API_REQUESTER or job.status not in FINAL or not url:
             return
-        if urlsplit(url).scheme not in ("http", "https"):  # validated at submission; checked again here
+        parts = urlsplit(url)  # validated at submission; checked again here
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return
+        if not self._allow_private and is_public_address(parts.hostname) is False:
+            log.warning("replyUrl of job %s points to a private or local address; not posted", job.job_id)
             return
         body = await self._public_job(job)
         task = asyncio.create_task(self._post(job.job_id, url, body), name=f"replyUrl {job.job_id}")
@@ -46,7 +77,8 @@ class ReplyPoster:
 
     async def _post(self, job_id: str, url: str, body: dict) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         data = json.dumps(body, ensure_ascii=False)
         for attempt in range(1, self._attempts + 1):
             try:

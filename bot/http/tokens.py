@@ -28,6 +28,8 @@ class ApiTokenRepository:
         self._db = db
         self._clock = clock
         self._cache: dict[str, tuple[str, float]] = {}  # token hash -> (guild id, expiry)
+        # Bumped around every revocation: a lookup that raced with one is not cached.
+        self._generation = 0
 
     async def create(self, guild_id: str, created_by: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -43,19 +45,28 @@ class ApiTokenRepository:
         cached = self._cache.get(token_hash)
         if cached is not None and cached[1] > self._clock():
             return cached[0]
+        generation = self._generation
         row = await self._db.fetchone(
             "SELECT guild_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
         )
         if row is None:
             self._cache.pop(token_hash, None)
             return None
-        if len(self._cache) > 10_000:  # bounded: unknown tokens are never cached
-            self._cache.clear()
-        self._cache[token_hash] = (row[0], self._clock() + CACHE_SECONDS)
+        if generation == self._generation:  # no revocation started or ended meanwhile
+            if len(self._cache) > 10_000:  # bounded: unknown tokens are never cached
+                self._cache.clear()
+            self._cache[token_hash] = (row[0], self._clock() + CACHE_SECONDS)
         return row[0]
 
-    async def revoke_all(self, guild_id: str) -> int:
+    def _forget(self, guild_id: str) -> None:
+        self._generation += 1
         self._cache = {h: entry for h, entry in self._cache.items() if entry[0] != guild_id}
-        return await self._db.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE guild_id = ? AND revoked_at IS NULL", (utcnow(), guild_id)
-        )
+
+    async def revoke_all(self, guild_id: str) -> int:
+        self._forget(guild_id)
+        try:
+            return await self._db.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE guild_id = ? AND revoked_at IS NULL", (utcnow(), guild_id)
+            )
+        finally:
+            self._forget(guild_id)  # a lookup that read the row before the UPDATE is not kept

@@ -57,6 +57,7 @@ def make_settings(tmp_path, fake: FakeDiscord, **overrides) -> Settings:
         discord_gateway_url=fake.gateway_url,
         pixverse_submit_interval_seconds=0,
         http_port=0,  # tests of the HTTP API pick a free port themselves
+        reply_url_allow_private=True,  # the tests' replyUrl receiver listens on 127.0.0.1
     )
     values.update(overrides)
     return Settings(**values)

@@ -183,7 +183,8 @@ async def test_channel_must_be_one_the_bot_can_see_in_the_tokens_server(api):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer pvb_unknown"}],
+    [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer pvb_unknown"},
+     {"Authorization": "Bearer pvb_\udcff\udcfe".encode("utf-8", "surrogateescape").decode("latin-1")}],
 )
 async def test_missing_or_unknown_tokens_are_401(api, headers):
     status, answer, _ = await api.call("GET", "/v1/pixverse/account", token=None, headers=headers)
@@ -245,6 +246,9 @@ async def test_servers_are_isolated_and_both_interfaces_see_the_same_data(api, f
         ("GET", "/v1/pixverse/nothing-here", None, 404, "Not found: /v1/pixverse/nothing-here"),
         ("PUT", "/v1/pixverse/account", None, 405, "Method PUT is not allowed on /v1/pixverse/account"),
         ("GET", "/v1/pixverse/account/general", None, 400, "Required param channel (general) is not valid Discord channel id"),
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'{"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", 400,
+         "Request body is not valid JSON"),
+        ("GET", "/v1/pixverse/jobs/?jobid=a&jobid=b", None, 400, "Required param jobid is given more than once"),
     ],
 )
 async def test_bad_requests_get_json_errors(api, method, path, data, status, error):
@@ -301,6 +305,13 @@ async def test_jobs_through_http_with_reply_url(api, fake):
         assert cancelled[:2] == (409, {"error": f"Job {job['jobid']} is already completed", "code": 409})
     finally:
         await runner.cleanup()
+
+
+async def test_head_is_answered_on_get_paths(api):
+    async with api.session.head(api.base + "/healthz") as response:
+        assert response.status == 200
+    async with api.session.head(api.base + "/v1/pixverse/account") as response:
+        assert response.status == 401
 
 
 async def test_healthz_and_openapi_need_no_token(api):
