@@ -175,6 +175,8 @@ class PixverseBot(commands.Bot):
         dispatcher, self.dispatcher = self.dispatcher, None
         if dispatcher is not None:
             await dispatcher.close()
+        if http_api is not None:
+            await http_api.replies.close()  # after the dispatcher's last notices
         await super().close()
         # discord.py may call close() again from its connect loop; take each resource
         # before the first await so only one caller releases it.

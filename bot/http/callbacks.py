@@ -96,7 +96,10 @@ class ReplyPoster:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         log.warning("replyUrl of job %s failed %d times (last: %s)", job_id, self._attempts, reason)
 
-    async def close(self) -> None:
+    async def close(self, *, grace: float = 5.0) -> None:
+        # Replies already under way get a moment: their jobs are final and never re-sent.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
