@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import fields
 from datetime import UTC, datetime
-
-import aiosqlite
 
 from bot.accounts.crypto import KEY_CHECK_META, TokenCipher
 from bot.accounts.models import AccountConfig
@@ -32,19 +32,11 @@ class ChannelOwnedElsewhere(Exception):
     """The channel's configuration belongs to another server."""
 
 
-def account_from_row(row: aiosqlite.Row) -> AccountConfig:
-    return AccountConfig(
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        discord_user_id=row["discord_user_id"],
-        token_last4=row["token_last4"],
-        max_jobs=row["max_jobs"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        in_rotation=bool(row["in_rotation"]),
-        error=row["error"],
-        error_details=row["error_details"],
-    )
+def account_from_row(row: sqlite3.Row) -> AccountConfig:
+    """An accounts row as an AccountConfig: the selected columns are named as the fields."""
+    values = {f.name: row[f.name] for f in fields(AccountConfig)}
+    values["in_rotation"] = bool(values["in_rotation"])
+    return AccountConfig(**values)
 
 
 class AccountRepository:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -115,31 +115,15 @@ def _iso(ts: float) -> str:
 
 
 def job_from_row(row: Any) -> Job:
-    return Job(
-        job_id=row["job_id"],
-        guild_id=row["guild_id"],
-        account_channel_id=row["account_channel_id"],
-        account_user_id=row["account_user_id"],
-        max_jobs=row["max_jobs"],
-        requester_id=row["requester_id"],
-        request_channel_id=row["request_channel_id"],
-        verb=Verb(row["verb"]),
-        params=json.loads(row["params"]),
-        parent_job_id=row["parent_job_id"],
-        status=JobStatus(row["status"]),
-        slot_held=bool(row["slot_held"]),
-        queued=bool(row["queued"]),
-        owner=row["owner"],
-        placement_attempts=row["placement_attempts"],
-        seq=row["seq"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        submitted_at=row["submitted_at"],
-        message_id=row["message_id"],
-        progress=row["progress"],
-        content=row["content"],
-        attachments=json.loads(row["attachments"]) if row["attachments"] else [],
-        buttons=json.loads(row["buttons"]) if row["buttons"] else [],
-        error=row["error"],
-        error_details=row["error_details"],
+    """A jobs row as a Job: the columns are named as the fields; a few need converting."""
+    values = {f.name: row[f.name] for f in fields(Job)}
+    values.update(
+        verb=Verb(values["verb"]),
+        status=JobStatus(values["status"]),
+        params=json.loads(values["params"]),
+        slot_held=bool(values["slot_held"]),
+        queued=bool(values["queued"]),
+        attachments=json.loads(values["attachments"]) if values["attachments"] else [],
+        buttons=json.loads(values["buttons"]) if values["buttons"] else [],
     )
+    return Job(**values)
