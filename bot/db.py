@@ -34,6 +34,10 @@ class Migration:
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    if not directory.is_dir() or not any(directory.glob("*.sql")):
+        # Run from a checkout (or the Docker image): an installed copy without the
+        # migrations folder must fail here, not start on an empty database.
+        raise RuntimeError(f"no migrations found in {directory}; run the bot from the project's checkout")
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)

@@ -153,3 +153,8 @@ async def test_a_write_from_another_coroutine_never_joins_an_open_transaction(da
     assert isinstance(results[0], RuntimeError) and results[1] is None
     assert await database.get_meta("in-tx") is None
     assert await database.get_meta("outside") == "1"
+
+
+def test_a_missing_migrations_folder_is_an_error_not_an_empty_database(tmp_path):
+    with pytest.raises(RuntimeError, match="no migrations found in"):
+        db.load_migrations(tmp_path / "nowhere")
