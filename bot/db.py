@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from bot.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -37,7 +39,7 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     if not directory.is_dir() or not any(directory.glob("*.sql")):
         # Run from a checkout (or the Docker image): an installed copy without the
         # migrations folder must fail here, not start on an empty database.
-        raise RuntimeError(f"no migrations found in {directory}; run the bot from the project's checkout")
+        raise StartupError(f"no migrations found in {directory}; run the bot from the project's checkout")
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)

@@ -156,5 +156,7 @@ async def test_a_write_from_another_coroutine_never_joins_an_open_transaction(da
 
 
 def test_a_missing_migrations_folder_is_an_error_not_an_empty_database(tmp_path):
-    with pytest.raises(RuntimeError, match="no migrations found in"):
+    from bot.errors import StartupError
+
+    with pytest.raises(StartupError, match="no migrations found in"):
         db.load_migrations(tmp_path / "nowhere")
