@@ -156,32 +156,33 @@ async def post_account(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def configurations(coro: Awaitable[Any]) -> Any:
+    """An account-service call, with the useapi account paths' own 404 text."""
+    try:
+        return await coro
+    except ApiError as exc:
+        if exc.code == 404:
+            raise ApiError(404, CONFIGURATION_NOT_FOUND) from None
+        raise
+
+
 async def get_accounts(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
-    configs = await request.app[CONTEXT].accounts.repository.list(guild_id)
-    if not configs:
-        raise ApiError(404, CONFIGURATION_NOT_FOUND)
+    configs = await configurations(request.app[CONTEXT].accounts.list(guild_id))
     return json_response({config.channel_id: config.to_public() for config in configs})
 
 
 async def get_account(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
     channel = validate_channel_param(request.match_info["channel"])
-    config = await request.app[CONTEXT].accounts.repository.get(guild_id, channel)
-    if config is None:
-        raise ApiError(404, CONFIGURATION_NOT_FOUND)
+    config = await configurations(request.app[CONTEXT].accounts.get(guild_id, channel))
     return json_response(config.to_public())
 
 
 async def delete_account(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
     channel = validate_channel_param(request.match_info["channel"])
-    try:
-        await request.app[CONTEXT].accounts.delete(guild_id, channel)
-    except ApiError as exc:
-        if exc.code == 404:
-            raise ApiError(404, CONFIGURATION_NOT_FOUND) from None
-        raise
+    await configurations(request.app[CONTEXT].accounts.delete(guild_id, channel))
     return web.Response(status=204)
 
 
