@@ -68,7 +68,7 @@ class PixverseBot(commands.Bot):
     async def setup_hook(self) -> None:
         settings = self.settings
         self.db = await db.Database.open(settings.database_path)
-        log.info("Database %s at schema version %s", settings.database_path, await db.schema_version(self.db.conn))
+        log.info("Database %s at schema version %s", settings.database_path, await self.db.schema_version())
 
         key = load_or_create_key(
             settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,79 +145,257 @@ async def close(conn: aiosqlite.Connection) -> None:
         await conn.close()
 
 
-class Database:
-    """The bot's connection, with transaction boundaries that coroutines cannot cross.
+# Writes that arrive while a batch is in the worker thread wait for the next one; this many
+# at most share a transaction, so one batch never holds SQLite's write lock for long.
+MAX_BATCH = 256
+# A lookup on the event loop's thread is stopped after this long and asked again on the
+# worker thread: the loop (and so the gateway heartbeat) is never held longer.
+LOOKUP_BUDGET_SECONDS = 0.002
 
-    aiosqlite gives one connection to many coroutines. Without a lock, a statement from
-    one coroutine issued while another holds ``BEGIN`` would join (and roll back with)
-    the other's transaction. Every statement therefore runs under ``lock``, and a
-    transaction (:meth:`run`) holds it from ``BEGIN IMMEDIATE`` to ``COMMIT``. Other processes sharing
-    the file are kept apart by SQLite's own write lock (``BEGIN IMMEDIATE`` + busy timeout).
+
+@dataclass(eq=False)
+class _Work:
+    """One caller's unit of work, waiting for its batch."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future
+    transaction: bool  # Database.run: several statements that commit together
+    readonly: bool  # a SELECT: needs no savepoint and no write lock
+
+
+class Database:
+    """The bot's SQLite access: one worker connection that writes, one loop connection that looks up.
+
+    **Writes (group commit).** aiosqlite runs every call on one worker thread, and the hop
+    to that thread and back costs more than the statement itself; under load the two
+    threads also take turns at the GIL for every hop. So calls are queued, and everything
+    queued while one batch is in the worker thread goes together in the next one: a single
+    hop, a single ``BEGIN IMMEDIATE`` … ``COMMIT``, each caller's work in its own
+    ``SAVEPOINT``. A caller's exception rolls back its own work only; if the transaction
+    as a whole fails (BEGIN or COMMIT, a full disk), every caller of the batch gets that
+    error and nothing of the batch is kept. Results are handed out only after COMMIT, so no
+    caller is told "saved" for something that was not. A batch of one runs exactly as a
+    lone call would: a statement in autocommit, a :meth:`run` in its own transaction.
+    Batches run in arrival order, one at a time, so a coroutine's calls keep their order
+    and a :meth:`run` is never interleaved with another caller's statements.
+    Other processes sharing the file are kept apart by SQLite's write lock (``BEGIN
+    IMMEDIATE`` + busy timeout).
+
+    **Lookups.** :meth:`lookup_one` and :meth:`lookup_all` answer small indexed reads (a
+    token, a configuration, a server's list) on the event loop's own thread, through a
+    second, query-only connection: in WAL mode a reader never waits for a writer, and such a
+    read takes microseconds, far less than a hop. It is bounded all the same: a read that
+    meets a lock, or runs longer than ``LOOKUP_BUDGET_SECONDS``, is interrupted and asked
+    again on the worker thread. A lookup sees everything committed before it started,
+    including the caller's own awaited writes.
     """
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, *, reader: sqlite3.Connection | None = None) -> None:
         if not callable(getattr(conn, "_execute", None)):
             raise RuntimeError("this aiosqlite version lacks Connection._execute; see pyproject for the supported range")
         self.conn = conn
-        self.lock = asyncio.Lock()
+        self._reader = reader
+        self._lookup_deadline = 0.0
+        if reader is not None:
+            reader.set_progress_handler(self._lookup_over_budget, 1000)
+        self._queue: list[_Work] = []
+        self._flusher: asyncio.Task | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path | str, *, migrations: list[Migration] | None = None) -> Database:
         conn = await connect(path)
         try:
             await migrate(conn, migrations)
+            reader = None if str(path) == ":memory:" else open_reader(path)
         except BaseException:
             await conn.close()
             raise
-        return cls(conn)
+        return cls(conn, reader=reader)
 
     async def close(self) -> None:
-        async with self.lock:
-            await close(self.conn)
+        """Finishes the queued work, then checkpoints and closes both connections."""
+        self._closed = True
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        await close(self.conn)
 
-    # Each call is one hop to aiosqlite's thread (statement, rows and cursor together),
-    # instead of aiosqlite's three (execute, fetch, close): the hops are most of the cost.
+    # --- worker thread: every write, and reads that may be long --------------------------
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        params = tuple(params)
-        async with self.lock:
-            # fetchall, then the first: the statement runs to its end (an UPDATE … RETURNING
-            # must not stay half-stepped and keep its implicit transaction open).
-            rows = await self.conn._execute(lambda: self.conn._conn.execute(sql, params).fetchall())
+        # fetchall, then the first: the statement runs to its end (an UPDATE … RETURNING
+        # must not stay half-stepped and keep its implicit transaction open).
+        rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         params = tuple(params)
-        async with self.lock:
-            return await self.conn._execute(lambda: self.conn._conn.execute(sql, params).fetchall())
+        return await self._submit(lambda raw: raw.execute(sql, params).fetchall(), readonly=_is_select(sql))
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """One statement in its own implicit transaction; returns the rows changed."""
+        """One statement (in its own transaction when alone); returns the rows changed."""
         params = tuple(params)
-        async with self.lock:
-            return await self.conn._execute(lambda: self.conn._conn.execute(sql, params).rowcount)
+        return await self._submit(lambda raw: raw.execute(sql, params).rowcount)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs ``work`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` in the connection's thread.
+        """Runs ``work`` in the worker thread, inside a transaction: all of it or none of it.
 
-        The whole transaction is one hop to aiosqlite's worker thread instead of one per
-        statement: placement and release are the hot path, and this is what keeps them
-        near the raw speed of a single UPDATE. ``work`` is plain sqlite3 code; any
-        exception rolls everything back. If the caller is cancelled meanwhile, the thread
-        still finishes the transaction, commit or rollback, before any other statement.
+        ``work`` is plain sqlite3 code and must not BEGIN, COMMIT or ROLLBACK itself; any
+        exception it raises rolls its statements back. If the caller is cancelled once the
+        batch has started, the work still finishes, committed or rolled back, before
+        anything else runs; cancelled before that, it does not run at all.
         """
-        async with self.lock:
-            # aiosqlite has no public "run this in your thread"; _execute is what all of
-            # its own methods use (checked at open()).
-            return await self.conn._execute(_in_transaction, self.conn._conn, work)
+        return await self._submit(work, transaction=True)
 
     async def get_meta(self, key: str) -> str | None:
-        async with self.lock:
-            return await get_meta(self.conn, key)
+        row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else row[0]
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self.lock:
-            await set_meta(self.conn, key, value)
+        await self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def schema_version(self) -> int:
+        row = await self.fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        return int(row[0])
+
+    def _submit(self, run: Callable[[sqlite3.Connection], Any], *, transaction: bool = False,
+                readonly: bool = False) -> asyncio.Future:
+        if self._closed:
+            raise RuntimeError("the database is closed")
+        loop = asyncio.get_running_loop()
+        work = _Work(run, loop.create_future(), transaction, readonly)
+        self._queue.append(work)
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="database batches")
+        return work.future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                # Callers cancelled while queued are dropped: their work never starts.
+                batch = [work for work in self._queue[:MAX_BATCH] if not work.future.done()]
+                del self._queue[:MAX_BATCH]
+                if not batch:
+                    continue
+                try:
+                    outcomes = await self.conn._execute(_run_batch, self.conn._conn, batch)
+                except asyncio.CancelledError:
+                    # The loop is going away: nobody may wait forever for an answer.
+                    for work in batch + self._queue:
+                        work.future.cancel()
+                    self._queue.clear()
+                    raise
+                except BaseException as exc:  # the batch's transaction failed: all of it
+                    for work in batch:
+                        if not work.future.done():
+                            work.future.set_exception(exc)
+                    continue
+                for work, (ok, value) in zip(batch, outcomes):
+                    if work.future.done():
+                        continue  # its caller was cancelled meanwhile; the work ran all the same
+                    if ok:
+                        work.future.set_result(value)
+                    else:
+                        work.future.set_exception(value)
+        finally:
+            self._flusher = None
+
+    # --- event loop thread: small indexed reads ------------------------------------------
+
+    async def lookup_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self.lookup_all(sql, params)
+        return rows[0] if rows else None
+
+    async def lookup_all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """A SELECT of a few rows by an index, answered without leaving the event loop when it can."""
+        if not _is_select(sql):
+            raise ValueError("lookups are SELECT statements; writes go through execute() or run()")
+        params = tuple(params)
+        if self._reader is not None and not self._closed:
+            self._lookup_deadline = time.perf_counter() + LOOKUP_BUDGET_SECONDS
+            try:
+                return self._reader.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                # "interrupted" (over budget) or "database is locked" (a WAL recovery
+                # elsewhere): the worker thread may take its time; anything else is real.
+                if not _is_busy_or_interrupted(exc):
+                    raise
+            finally:
+                self._lookup_deadline = 0.0
+        return await self.fetchall(sql, params)
+
+    def _lookup_over_budget(self) -> int:
+        # SQLite calls this every 1000 virtual-machine steps of the reader; non-zero stops it.
+        return 1 if self._lookup_deadline and time.perf_counter() > self._lookup_deadline else 0
+
+
+def open_reader(path: Path | str) -> sqlite3.Connection:
+    """The query-only connection that :meth:`Database.lookup_all` uses on the loop's thread."""
+    reader = sqlite3.connect(str(path), isolation_level=None)
+    reader.row_factory = sqlite3.Row
+    reader.execute("PRAGMA query_only=ON")
+    # Never wait on the loop's thread: a lock sends the lookup to the worker instead.
+    reader.execute("PRAGMA busy_timeout=0")
+    return reader
+
+
+def _is_select(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() == "SELECT"
+
+
+def _is_busy_or_interrupted(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT)
+    text = str(exc)
+    return "locked" in text or "interrupted" in text or "busy" in text
+
+
+def _run_batch(raw: sqlite3.Connection, batch: list[_Work]) -> list[tuple[bool, Any]]:
+    """Runs a batch in the worker thread; each work's outcome as (ok, result or exception)."""
+    if len(batch) == 1:
+        work = batch[0]
+        try:
+            return [(True, _in_transaction(raw, work.run) if work.transaction else work.run(raw))]
+        except Exception as exc:
+            return [(False, exc)]
+    if all(work.readonly for work in batch):
+        # Reads only: no transaction, so no write lock taken from other processes.
+        outcomes = []
+        for work in batch:
+            try:
+                outcomes.append((True, work.run(raw)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
+    return _in_transaction(raw, lambda raw: [_in_savepoint(raw, work) for work in batch])
+
+
+def _in_savepoint(raw: sqlite3.Connection, work: _Work) -> tuple[bool, Any]:
+    if work.readonly:
+        try:
+            return True, work.run(raw)
+        except Exception as exc:
+            return False, exc
+    raw.execute("SAVEPOINT work")
+    try:
+        result = work.run(raw)
+    except Exception as exc:
+        if not raw.in_transaction:
+            # SQLite rolled back the whole transaction itself (a full disk, an I/O error):
+            # the batch's earlier work is gone too, so the batch fails as a whole.
+            raise
+        raw.execute("ROLLBACK TO work")
+        raw.execute("RELEASE work")
+        return False, exc
+    raw.execute("RELEASE work")
+    return True, result
 
 
 def _in_transaction(raw: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -1,0 +1,166 @@
+"""bot.db.Database: group commit on the worker thread, lookups on the loop's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from bot import db
+
+
+@pytest.fixture
+async def database(tmp_path):
+    opened = await db.Database.open(tmp_path / "test.db")
+    await opened.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch) -> list[int]:
+    """The size of every batch the worker thread ran."""
+    sizes: list[int] = []
+    run_batch = db._run_batch
+
+    def recording(raw, batch):
+        sizes.append(len(batch))
+        return run_batch(raw, batch)
+
+    monkeypatch.setattr(db, "_run_batch", recording)
+    return sizes
+
+
+async def names(database: db.Database) -> list[str]:
+    return [row[0] for row in await database.fetchall("SELECT name FROM t ORDER BY id")]
+
+
+async def hold_worker(database: db.Database) -> tuple[asyncio.Task, threading.Event]:
+    """A transaction that keeps the worker thread busy until the event is set."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def wait(raw: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    holder = asyncio.create_task(database.run(wait))
+    await asyncio.to_thread(started.wait, 10)
+    return holder, release
+
+
+async def test_concurrent_writes_share_a_batch_and_a_failing_one_undoes_only_itself(database, batch_sizes):
+    holder, release = await hold_worker(database)
+    writes = [
+        database.execute("INSERT INTO t (name) VALUES (?)", ("same" if i in (3, 7) else f"n{i}",)) for i in range(10)
+    ]
+    tasks = [asyncio.create_task(write) for write in writes]
+    await asyncio.sleep(0)  # all ten are queued behind the held transaction
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await holder
+    assert batch_sizes[-1] == 10  # one transaction for all ten
+    assert isinstance(results[7], sqlite3.IntegrityError)  # the second "same" only
+    assert [r for i, r in enumerate(results) if i != 7] == [1] * 9
+    assert await names(database) == [f"n{i}" for i in range(3)] + ["same"] + [f"n{i}" for i in range(4, 10) if i != 7]
+
+
+async def test_a_failing_transaction_in_a_batch_keeps_none_of_its_statements(database, batch_sizes):
+    def two_then_fail(raw: sqlite3.Connection) -> None:
+        raw.execute("INSERT INTO t (name) VALUES ('half-1')")
+        raw.execute("INSERT INTO t (name) VALUES ('half-2')")
+        raise ValueError("changed my mind")
+
+    holder, release = await hold_worker(database)
+    before = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('before')"))
+    failing = asyncio.create_task(database.run(two_then_fail))
+    after = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('after')"))
+    await asyncio.sleep(0)
+    release.set()
+    await holder
+    assert await before == 1 and await after == 1
+    with pytest.raises(ValueError, match="changed my mind"):
+        await failing
+    assert batch_sizes[-1] == 3  # the three shared one transaction
+    assert await names(database) == ["before", "after"]
+
+
+async def test_when_the_batch_transaction_is_lost_every_caller_fails_and_nothing_is_kept(database, batch_sizes):
+    # SQLite rolls a whole transaction back by itself on some errors (a full disk, an I/O
+    # error); a work that ends the transaction stands in for that here.
+    def lose_the_transaction(raw: sqlite3.Connection) -> None:
+        raw.execute("ROLLBACK")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    holder, release = await hold_worker(database)
+    first = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('first')"))
+    lost = asyncio.create_task(database.run(lose_the_transaction))
+    last = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('last')"))
+    await asyncio.sleep(0)
+    release.set()
+    await holder
+    for task in (first, lost, last):
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await task
+    assert batch_sizes[-1] == 3
+    assert await names(database) == []  # "first" was told it failed, and it is not stored
+    assert await database.execute("INSERT INTO t (name) VALUES ('later')") == 1  # the connection still works
+
+
+async def test_a_caller_cancelled_while_queued_never_runs(database):
+    holder, release = await hold_worker(database)
+    queued = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('cancelled')"))
+    kept = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('kept')"))
+    await asyncio.sleep(0)
+    queued.cancel()
+    release.set()
+    await holder
+    assert await kept == 1
+    assert queued.cancelled()
+    assert await names(database) == ["kept"]
+
+
+async def test_close_finishes_the_queued_work(tmp_path):
+    database = await db.Database.open(tmp_path / "close.db")
+    await database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    pending = [asyncio.create_task(database.execute("INSERT INTO t (name) VALUES (?)", (f"n{i}",))) for i in range(20)]
+    await asyncio.sleep(0)
+    await database.close()
+    assert [await task for task in pending] == [1] * 20
+    with pytest.raises(RuntimeError, match="the database is closed"):
+        await database.execute("INSERT INTO t (name) VALUES ('late')")
+    reopened = await db.Database.open(tmp_path / "close.db")
+    try:
+        assert len(await names(reopened)) == 20
+    finally:
+        await reopened.close()
+
+
+async def test_a_lookup_sees_what_was_committed_and_never_waits_for_the_worker(database):
+    await database.execute("INSERT INTO t (name) VALUES ('committed')")
+    holder, release = await hold_worker(database)  # the worker is busy inside a transaction
+    try:
+        row = await asyncio.wait_for(database.lookup_one("SELECT name FROM t WHERE name = ?", ("committed",)), 1)
+        assert row["name"] == "committed"
+    finally:
+        release.set()
+        await holder
+
+
+async def test_a_lookup_over_its_budget_is_asked_again_on_the_worker(database, monkeypatch, batch_sizes):
+    monkeypatch.setattr(db, "LOOKUP_BUDGET_SECONDS", 0.0)
+    count = ("SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000)"
+             " SELECT x FROM c)")
+    row = await database.lookup_one(count)
+    assert row[0] == 300000
+    assert batch_sizes == [1]  # interrupted on the loop's thread, answered by the worker
+
+
+async def test_lookups_are_reads_only(database):
+    with pytest.raises(ValueError, match="lookups are SELECT statements"):
+        await database.lookup_all("DELETE FROM t")
+    # The loop's connection is query-only even if a SELECT-looking statement tried to write.
+    with pytest.raises(sqlite3.OperationalError):
+        database._reader.execute("INSERT INTO t (name) VALUES ('no')")
