@@ -354,11 +354,23 @@ async def test_validation_texts(dispatcher, repository):
     assert info.value.error == "Param seed (-1) must be an integer from 0 to 2147483647"
 
 
-async def test_a_job_cancelled_before_it_is_sent_never_reaches_pixverse(dispatcher, repository, backend, database):
+async def test_a_job_cancelled_before_it_is_sent_never_reaches_pixverse(
+    dispatcher, repository, backend, database, monkeypatch
+):
     await add_account(repository, G, A1, max_jobs=1, user="1")
+    # The first job's run stops before it is marked as sent, until the cancel has landed.
+    cancelled = asyncio.Event()
+    decrypt = repository.decrypt_token
+
+    async def decrypt_after_cancel(guild_id, channel_id):
+        await cancelled.wait()
+        return await decrypt(guild_id, channel_id)
+
+    monkeypatch.setattr(repository, "decrypt_token", decrypt_after_cancel)
     placed = await dispatcher.submit(guild_id=G, requester_id=MEMBER, request_channel_id=ASKED_IN, verb=Verb.CREATE,
                                      body=BODY)
     await dispatcher.cancel(placed.job.job_id, guild_id=G, user_id=MEMBER, is_manager=False)
+    cancelled.set()
     second = (await submit(dispatcher, body={"prompt": "next", "style": "Anime"})).job
     await dispatcher.wait_idle()
     # Only the second job was sent: PixVerse never runs two jobs on this maxJobs=1 account.

@@ -53,7 +53,7 @@ class _SlowDb:
         self.revoked = False
         self.release_select = asyncio.Event()
 
-    async def fetchone(self, sql, params=()):
+    async def lookup_one(self, sql, params=()):
         answer = None if self.revoked else ("111111111111111111",)
         await self.release_select.wait()
         return answer

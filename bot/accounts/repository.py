@@ -32,9 +32,12 @@ class ChannelOwnedElsewhere(Exception):
     """The channel's configuration belongs to another server."""
 
 
+_FIELDS = tuple(f.name for f in fields(AccountConfig))  # computed once: fields() is slow per row
+
+
 def account_from_row(row: sqlite3.Row) -> AccountConfig:
     """An accounts row as an AccountConfig: the selected columns are named as the fields."""
-    values = {f.name: row[f.name] for f in fields(AccountConfig)}
+    values = {name: row[name] for name in _FIELDS}
     values["in_rotation"] = bool(values["in_rotation"])
     return AccountConfig(**values)
 
@@ -45,14 +48,14 @@ class AccountRepository:
         self._cipher = cipher
 
     async def _one(self, where: str, params: tuple) -> AccountConfig | None:
-        row = await self._db.fetchone(f"SELECT {_COLUMNS} FROM accounts WHERE {where}", params)
+        row = await self._db.lookup_one(f"SELECT {_COLUMNS} FROM accounts WHERE {where}", params)
         return None if row is None else account_from_row(row)
 
     async def get(self, guild_id: str, channel_id: str) -> AccountConfig | None:
         return await self._one("guild_id = ? AND channel_id = ?", (guild_id, channel_id))
 
     async def list(self, guild_id: str) -> list[AccountConfig]:
-        rows = await self._db.fetchall(
+        rows = await self._db.lookup_all(
             f"SELECT {_COLUMNS} FROM accounts WHERE guild_id = ? ORDER BY created_at, channel_id", (guild_id,)
         )
         return [account_from_row(row) for row in rows]
@@ -140,14 +143,14 @@ class AccountRepository:
         )
 
     async def in_rotation_count(self, guild_id: str) -> int:
-        row = await self._db.fetchone(
+        row = await self._db.lookup_one(
             "SELECT COUNT(*) FROM accounts WHERE guild_id = ? AND in_rotation = 1", (guild_id,)
         )
         return int(row[0])
 
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None:
         """The clear token, for the code that acts with it; never for display."""
-        row = await self._db.fetchone(
+        row = await self._db.lookup_one(
             "SELECT token_encrypted FROM accounts WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
         )
         return None if row is None else self._cipher.decrypt(row[0])

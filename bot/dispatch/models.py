@@ -114,9 +114,12 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+_JOB_FIELDS = tuple(f.name for f in fields(Job))  # computed once: fields() is slow per row
+
+
 def job_from_row(row: Any) -> Job:
     """A jobs row as a Job: the columns are named as the fields; a few need converting."""
-    values = {f.name: row[f.name] for f in fields(Job)}
+    values = {name: row[name] for name in _JOB_FIELDS}
     values.update(
         verb=Verb(values["verb"]),
         status=JobStatus(values["status"]),

@@ -46,7 +46,7 @@ class ApiTokenRepository:
         if cached is not None and cached[1] > self._clock():
             return cached[0]
         generation = self._generation
-        row = await self._db.fetchone(
+        row = await self._db.lookup_one(
             "SELECT guild_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
         )
         if row is None:
