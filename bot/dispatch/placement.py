@@ -251,6 +251,11 @@ async def release(
 
 async def promote_waiting(db: Database, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
     """Gives free slots to waiting jobs (after an account is added or put back in rotation)."""
+    # Most saves find nobody waiting: a lookup answers that without a write transaction.
+    # No race: the save committed before this look, so a job queued after it has seen the
+    # new account, and one queued before it is seen here.
+    if await db.lookup_one("SELECT 1 FROM jobs WHERE guild_id = ? AND queued = 1 LIMIT 1", (guild_id,)) is None:
+        return []
     return await db.run(lambda raw: _promote(raw, guild_id, now=now, owner=owner, rng=rng))
 
 
