@@ -330,6 +330,16 @@ class Database:
                 self._lookup_deadline = 0.0
         return await self.fetchall(sql, params)
 
+    def data_version(self) -> int | None:
+        """A number that changes whenever anything is committed to the file, by any connection.
+
+        SQLite's ``PRAGMA data_version`` on the loop's query-only connection, which never
+        writes itself: every commit is someone else's. None without that connection.
+        """
+        if self._reader is None or self._closed:
+            return None
+        return self._reader.execute("PRAGMA data_version").fetchone()[0]
+
     def _lookup_over_budget(self) -> int:
         # SQLite calls this every 1000 virtual-machine steps of the reader; non-zero stops it.
         return 1 if self._lookup_deadline and time.perf_counter() > self._lookup_deadline else 0

@@ -147,3 +147,38 @@ async def test_concurrent_saves_of_one_token_store_it_once(service, repository):
     assert len(saved) == 1 and len(refused) == 2
     assert all(r.error.endswith("configuration has same discord value") or "same discord account" in r.error for r in refused)
     assert len(await repository.list(GUILD)) == 1
+
+
+async def test_a_servers_list_is_read_again_after_any_commit_and_not_before(service, repository, database, monkeypatch):
+    await save(service)
+    reads = 0
+    lookup_all = database.lookup_all
+
+    async def counting(sql, params=()):
+        nonlocal reads
+        reads += "FROM accounts WHERE guild_id = ? ORDER BY" in sql  # the list's own query
+        return await lookup_all(sql, params)
+
+    monkeypatch.setattr(database, "lookup_all", counting)
+    first = await service.list(GUILD)
+    assert [c.channel_id for c in await service.list(GUILD)] == [CHANNEL]
+    assert reads == 1  # nothing was committed between the two: the same answer, not read again
+    first.clear()  # a caller changing its copy does not change what the next caller gets
+    await save(service, token=TOKEN_2, channel=CHANNEL_2)
+    assert [c.channel_id for c in await service.list(GUILD)] == [CHANNEL, CHANNEL_2]
+    assert reads == 2
+    await database.set_meta("unrelated", "x")  # any commit at all, even of another table
+    await service.list(GUILD)
+    assert reads == 3
+
+
+async def test_a_servers_list_shows_what_another_process_committed(service, repository, database, cipher, tmp_path):
+    await save(service)
+    assert [c.max_jobs for c in await service.list(GUILD)] == [3]
+    # Another bot process sharing the file: its own connection, its own repository.
+    other = await type(database).open(tmp_path / "test.db")
+    try:
+        await other.execute("UPDATE accounts SET max_jobs = 7 WHERE channel_id = ?", (CHANNEL,))
+    finally:
+        await other.close()
+    assert [c.max_jobs for c in await service.list(GUILD)] == [7]

@@ -20,6 +20,9 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+LIST_CACHE_SERVERS = 1_000  # servers whose list is remembered at once; more start it afresh; 0: none
+
+
 class DuplicateAccount(Exception):
     """Raised when the token (or its Discord user) is configured in another channel."""
 
@@ -46,6 +49,7 @@ class AccountRepository:
     def __init__(self, db: Database, cipher: TokenCipher) -> None:
         self._db = db
         self._cipher = cipher
+        self._lists: dict[str, tuple[int, tuple[AccountConfig, ...]]] = {}  # guild -> (data version, list)
 
     async def _one(self, where: str, params: tuple) -> AccountConfig | None:
         row = await self._db.lookup_one(f"SELECT {_COLUMNS} FROM accounts WHERE {where}", params)
@@ -55,10 +59,27 @@ class AccountRepository:
         return await self._one("guild_id = ? AND channel_id = ?", (guild_id, channel_id))
 
     async def list(self, guild_id: str) -> list[AccountConfig]:
+        """The server's configurations, oldest first.
+
+        Remembered per server together with the database's version: while no connection
+        (of this process or another) has committed anything since, the same answer is
+        given again without reading. Any commit at all makes the next call read.
+        """
+        version = self._db.data_version()
+        cached = self._lists.get(guild_id)
+        if cached is not None and version is not None and cached[0] == version:
+            return list(cached[1])
         rows = await self._db.lookup_all(
             f"SELECT {_COLUMNS} FROM accounts WHERE guild_id = ? ORDER BY created_at, channel_id", (guild_id,)
         )
-        return [account_from_row(row) for row in rows]
+        configs = [account_from_row(row) for row in rows]
+        if version is not None and LIST_CACHE_SERVERS:
+            if len(self._lists) >= LIST_CACHE_SERVERS:
+                self._lists.clear()
+            # Read before the rows: a commit in between labels newer rows with an older
+            # version, so the next call reads again; never the other way round.
+            self._lists[guild_id] = (version, tuple(configs))
+        return configs
 
     async def find_by_token(self, token: str) -> AccountConfig | None:
         """The configuration using this token anywhere in the bot (a keyed-hash lookup)."""
