@@ -4,8 +4,10 @@
 
 A companion of ``bench/http_bench.py`` (same objects, same bench-only token checker): on one
 CPU, with the event loop otherwise idle, it awaits each step the routes take, one call at a
-time, and prints the mean cost per call. Beside them: one aiosqlite round trip to its worker
-thread, and the same token lookup in plain sqlite3 on the calling thread, for scale.
+time, and prints the mean cost per call. Beside them, for scale: a lookup on the loop's own
+thread, one aiosqlite round trip to its worker thread, a batch of one through ``Database``,
+and the token lookup in plain sqlite3 on the calling thread. Alone, a write is a batch of
+one; under load (``bench/http_bench.py``) the writes in flight share a transaction.
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ async def main(calls: int) -> None:
     print(f"mean per call, {calls} calls one at a time, event loop otherwise idle, pid {os.getpid()}"
           f" on CPU {sorted(os.sched_getaffinity(0))}")
     print("scale:")
+    await mean_us("Database.lookup_one('SELECT 1'): on the loop's own thread", lambda i: db.lookup_one("SELECT 1"), calls)
     await mean_us("aiosqlite: one round trip to its thread (conn.execute('SELECT 1'))", lambda i: db.conn.execute("SELECT 1"), calls)
-    await mean_us("Database.fetchone('SELECT 1'): execute + fetchone + close = 3 trips", lambda i: db.fetchone("SELECT 1"), calls)
+    await mean_us("Database.fetchone('SELECT 1'): a batch of one, one trip", lambda i: db.fetchone("SELECT 1"), calls)
     raw = sqlite3.connect(workdir / "breakdown.db", isolation_level=None)
     sql = "SELECT guild_id FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL"
     started = time.perf_counter()
@@ -100,16 +103,16 @@ async def main(calls: int) -> None:
           f" {(time.perf_counter() - started) / calls * 1e6:8.1f} µs")
     raw.close()
     print("every authenticated request:")
-    await mean_us("ApiTokenRepository.guild_of (SHA-256 + one fetchone)", lambda i: tokens.guild_of(token), calls)
+    await mean_us("ApiTokenRepository.guild_of (SHA-256 + 5 s cache)", lambda i: tokens.guild_of(token), calls)
     print("GET /v1/pixverse/account (5 accounts):")
-    await mean_us("AccountRepository.list (one fetchall)", lambda i: repository.list(READ_GUILD), calls)
+    await mean_us("AccountRepository.list (kept while data_version is unchanged)", lambda i: repository.list(READ_GUILD), calls)
     await mean_us("the route's work: guild_of + list + to_public + JSON", get_route, calls)
     print("POST /v1/pixverse/account/<new channel>:")
     await mean_us("AccountService.prepare (rules 1-7 + find_by_token)", lambda i: new_request(i, 1_000_000), calls)
     await mean_us("AccountRepository.find_by_user (in save)", lambda i: repository.find_by_user(str(i)), calls)
     await mean_us("TokenCipher.encrypt + fingerprint (CPU, in upsert)", cipher_work, calls)
-    await mean_us("AccountRepository.upsert (INSERT … RETURNING, one fetchone)", upsert, calls)
-    await mean_us("Dispatcher.account_available → promote_waiting (Database.run)",
+    await mean_us("AccountRepository.upsert (INSERT … RETURNING, a batch of one)", upsert, calls)
+    await mean_us("Dispatcher.account_available (a lookup: nobody waiting)",
                   lambda i: placement.promote_waiting(db, WRITE_GUILD, now=time.time(), owner="bench", rng=rng), calls)
     await mean_us("the route's work: guild_of + prepare + save", post_route, calls)
     await db.close()
