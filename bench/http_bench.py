@@ -23,8 +23,8 @@ Three processes, all on 127.0.0.1:
 With two or more CPUs the servers are pinned to CPU 0 and the load generator to CPU 1, so
 they do not take each other's core (``--no-pin`` turns that off).
 
-Scenarios, in ``--rounds`` interleaved rounds (default 3; each scenario reported by its median
-round, with every round's p99 beside it), each with its own warm-up, then a bounded number
+Scenarios, in ``--rounds`` interleaved rounds (default 3; each figure reported as the median of
+the rounds', with every round's p99 beside it), each with its own warm-up, then a bounded number
 of measured requests:
 
 * ``hello``: GET / on the hello-world server (the raw aiohttp rate of this machine, now);
@@ -629,7 +629,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"client: {described}; {placement};"
               f" {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
         # Rounds interleave the scenarios, so a slow spell of this shared machine hits all of
-        # them alike; each is reported by its median round.
+        # them alike; each figure is the median of the rounds'.
         rounds: dict[str, list[Measured]] = {name: [] for name in wanted}
         for round_index in range(args.rounds):
             for name in wanted:
@@ -650,17 +650,27 @@ def orchestrate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def median_round(measured: list[Measured]) -> Measured:
-    return sorted(measured, key=lambda m: m.rate)[(len(measured) - 1) // 2]
+def median_of_rounds(measured: list[Measured]) -> Measured:
+    """Each figure the median of the rounds' own (a round's slow spell moves none of them far)."""
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[(len(values) - 1) // 2]
+
+    rate = median([m.rate for m in measured])
+    return Measured(
+        requests=measured[0].requests, seconds=measured[0].requests / rate if rate else 0.0,
+        p50_ms=median([m.p50_ms for m in measured]), p99_ms=median([m.p99_ms for m in measured]),
+        max_ms=median([m.max_ms for m in measured]), client=measured[0].client,
+    )
 
 
 def report(rounds: dict[str, list[Measured]], scenarios: dict[str, Scenario], args: argparse.Namespace) -> None:
-    results = {name: median_round(measured) for name, measured in rounds.items()}
+    results = {name: median_of_rounds(measured) for name, measured in rounds.items()}
     base = results.get("hello")
     header = (f"{'scenario':<45} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'vs hello':>9}"
               f" {'p99 of each round':>22}  p99<{TARGET_P99_MS:g}ms")
     print()
-    print(f"median round of {args.rounds} (by req/s), each {args.requests:,} requests:")
+    print(f"{args.rounds} rounds of {args.requests:,} requests per scenario; each figure the median of the rounds':")
     print(header)
     print("-" * len(header))
     for name, m in results.items():
