@@ -51,16 +51,22 @@ async def hold_worker(database: db.Database) -> tuple[asyncio.Task, threading.Ev
     return holder, release
 
 
-async def test_concurrent_writes_share_a_batch_and_a_failing_one_undoes_only_itself(database, batch_sizes):
+async def queued_together(database: db.Database, *calls) -> list[asyncio.Task]:
+    """Queues the calls while the worker is held, so they share its next batch; returns them, run."""
     holder, release = await hold_worker(database)
-    writes = [
-        database.execute("INSERT INTO t (name) VALUES (?)", ("same" if i in (3, 7) else f"n{i}",)) for i in range(10)
-    ]
-    tasks = [asyncio.create_task(write) for write in writes]
-    await asyncio.sleep(0)  # all ten are queued behind the held transaction
+    tasks = [asyncio.create_task(call) for call in calls]
+    await asyncio.sleep(0)  # all of them are queued behind the held transaction
     release.set()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
     await holder
+    await asyncio.wait(tasks)
+    return tasks
+
+
+async def test_concurrent_writes_share_a_batch_and_a_failing_one_undoes_only_itself(database, batch_sizes):
+    tasks = await queued_together(database, *(
+        database.execute("INSERT INTO t (name) VALUES (?)", ("same" if i in (3, 7) else f"n{i}",)) for i in range(10)
+    ))
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     assert batch_sizes[-1] == 10  # one transaction for all ten
     assert isinstance(results[7], sqlite3.IntegrityError)  # the second "same" only
     assert [r for i, r in enumerate(results) if i != 7] == [1] * 9
@@ -73,13 +79,12 @@ async def test_a_failing_transaction_in_a_batch_keeps_none_of_its_statements(dat
         raw.execute("INSERT INTO t (name) VALUES ('half-2')")
         raise ValueError("changed my mind")
 
-    holder, release = await hold_worker(database)
-    before = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('before')"))
-    failing = asyncio.create_task(database.run(two_then_fail))
-    after = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('after')"))
-    await asyncio.sleep(0)
-    release.set()
-    await holder
+    before, failing, after = await queued_together(
+        database,
+        database.execute("INSERT INTO t (name) VALUES ('before')"),
+        database.run(two_then_fail),
+        database.execute("INSERT INTO t (name) VALUES ('after')"),
+    )
     assert await before == 1 and await after == 1
     with pytest.raises(ValueError, match="changed my mind"):
         await failing
@@ -94,13 +99,12 @@ async def test_when_the_batch_transaction_is_lost_every_caller_fails_and_nothing
         raw.execute("ROLLBACK")
         raise sqlite3.OperationalError("database or disk is full")
 
-    holder, release = await hold_worker(database)
-    first = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('first')"))
-    lost = asyncio.create_task(database.run(lose_the_transaction))
-    last = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('last')"))
-    await asyncio.sleep(0)
-    release.set()
-    await holder
+    first, lost, last = await queued_together(
+        database,
+        database.execute("INSERT INTO t (name) VALUES ('first')"),
+        database.run(lose_the_transaction),
+        database.execute("INSERT INTO t (name) VALUES ('last')"),
+    )
     for task in (first, lost, last):
         with pytest.raises(sqlite3.OperationalError, match="disk is full"):
             await task
