@@ -37,7 +37,13 @@ of measured requests:
   server with its own token (rule 8: a token may be configured in one channel only), so
   every request is a real insert: validation, the duplicate lookups, the token check
   (stubbed), Fernet encryption, the upsert (group-committed with the other requests in
-  flight), the dispatcher's look for waiting jobs.
+  flight), the dispatcher's look for waiting jobs;
+* ``post-floor``: the same requests (same headers, same body) to a bench-only route of the
+  same API server, ``POST /bench/post-floor/<channel>``, that does what every authenticated
+  JSON POST of the app does before any account work (the middleware, the API token via
+  ``guild_of``, the body via ``json_body``) and answers 204. It is the ceiling of ``post``
+  on this machine: the difference between the two is the account work itself, and the
+  report prints how many microseconds of it the target leaves room for.
 
 Reported per scenario: requests/s, p50 and p99 latency (ms), the ratio of requests/s to the
 hello-world rate, and PASS/FAIL for the issue's target, p99 under 20 ms at 200 concurrent
@@ -86,6 +92,10 @@ MAX_PHASE_SECONDS = 180  # a phase that has not finished by then is stopped and 
 MEASURED_FROM = 10_000_000
 # Each round's POSTs start this far from the previous round's, so every round inserts.
 ROUND_STRIDE = 100_000_000
+POST_PATH = "/v1/pixverse/account"
+POST_FLOOR_PATH = "/bench/post-floor"
+POSTS = ("post", "post-floor")  # scenarios that send account bodies
+SCENARIOS = ("hello", "get", "get-uncached", "post-floor", "post")
 
 
 # ------------------------------------------------------------------------------- servers
@@ -169,11 +179,24 @@ async def serve_api(args: argparse.Namespace) -> None:
         accounts=accounts, dispatcher=dispatcher, tokens=tokens,
         channel_visible=lambda guild_id, channel_id: True, health_problem=healthy,
     )
-    runner = web.AppRunner(create_app(context), access_log=None, handle_signals=False)
+    app = create_app(context)
+    app.router.add_post(POST_FLOOR_PATH + "/{channel}", post_floor)  # BENCH ONLY, see the post-floor scenario
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     freeze_startup_objects()  # as the bot does at the end of setup_hook
     await serve(runner, {"write_token": write_token, "read_token": read_token})
     await database.close()
     log_file.close()
+
+
+async def post_floor(request):
+    """BENCH ONLY: an authenticated JSON POST of the app with no account work: the route's ceiling."""
+    from aiohttp import web
+
+    from bot.http.app import guild_of, json_body
+
+    await guild_of(request)
+    await json_body(request)
+    return web.Response(status=204)
 
 
 async def serve_hello(args: argparse.Namespace) -> None:
@@ -232,10 +255,11 @@ class Scenario:
     def request(self, index: int) -> bytes:
         host = f"127.0.0.1:{self.port}"
         auth = f"Authorization: Bearer {self.token}\r\n" if self.token else ""
-        if self.name == "post":
+        if self.name in POSTS:
             channel = str(WRITE_CHANNEL_BASE + index)
             body = account_body(WRITE_GUILD, channel, account_token("write", index)).encode()
-            return (f"POST /v1/pixverse/account/{channel} HTTP/1.1\r\nHost: {host}\r\n{auth}"
+            prefix = POST_PATH if self.name == "post" else POST_FLOOR_PATH
+            return (f"POST {prefix}/{channel} HTTP/1.1\r\nHost: {host}\r\n{auth}"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         path = "/" if self.name == "hello" else "/v1/pixverse/account"
         return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
@@ -429,7 +453,7 @@ def run_load(args: argparse.Namespace) -> None:
 
 WRK_SCRIPT = r"""
 -- Written by bench/http_bench.py: a bounded closed loop of {count} requests.
-local kind, token, port = "{kind}", "{token}", "{port}"
+local kind, token, port, post_path = "{kind}", "{token}", "{port}", "{post_path}"
 local first, count, expected = {first}, {count}, {expected}
 local sent, received = 0, 0
 unexpected = 0  -- any status but the expected one; global, so that done() can read it from the thread
@@ -442,12 +466,12 @@ end
 function request()
   local index = first + sent
   sent = sent + 1
-  if kind == "post" then
+  if post_path ~= "" then
     -- Lua numbers are doubles: the channel id is built as text.
     local channel = "{channel_prefix}" .. string.format("%015d", index)
     local body = '{{"discord": "benchwrite.' .. string.format("%012d", index) .. '.{pad}", "server": "{guild}", '
       .. '"channel": "' .. channel .. '", "maxJobs": 3}}'
-    return wrk.format("POST", "/v1/pixverse/account/" .. channel,
+    return wrk.format("POST", post_path .. "/" .. channel,
       {{["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}}, body)
   end
   local headers = {{}}
@@ -484,6 +508,7 @@ def wrk_run(scenario: Scenario, first: int, count: int, concurrency: int, pin: i
         kind=scenario.name, token=scenario.token, port=scenario.port, first=first, count=count,
         expected=scenario.expected, channel_prefix=str(WRITE_CHANNEL_BASE // 10**15), pad="x" * 48,
         guild=WRITE_GUILD, path="/" if scenario.name == "hello" else "/v1/pixverse/account",
+        post_path={"post": POST_PATH, "post-floor": POST_FLOOR_PATH}.get(scenario.name, ""),
     ))
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{MAX_PHASE_SECONDS}s", "--timeout", "10s", "-s", str(script),
                f"http://127.0.0.1:{scenario.port}/"]
@@ -580,7 +605,7 @@ def rerun_command(args: argparse.Namespace) -> str:
     parts = ["python", "bench/http_bench.py", "--requests", str(args.requests), "--warmup", str(args.warmup),
              "--concurrency", str(args.concurrency), "--rounds", str(args.rounds), "--accounts", str(args.accounts),
              "--client", args.client]
-    if args.scenarios != "hello,get,get-uncached,post":
+    if args.scenarios != ",".join(SCENARIOS):
         parts += ["--scenarios", args.scenarios]
     if not args.pin:
         parts.append("--no-pin")
@@ -618,6 +643,8 @@ def orchestrate(args: argparse.Namespace) -> int:
                             200, token=api_info["read_token"]),
             "get-uncached": Scenario("get-uncached", f"GET /v1/pixverse/account ({args.accounts}), no list cache",
                                      uncached_info.get("port", 0), "GET", 200, token=uncached_info.get("read_token", "")),
+            "post-floor": Scenario("post-floor", "POST floor: auth + JSON body, no account", api_info["port"],
+                                   "POST", 204, token=api_info["write_token"]),
             "post": Scenario("post", "POST /v1/pixverse/account/<new channel>", api_info["port"], "POST", 204,
                              token=api_info["write_token"]),
         }
@@ -689,6 +716,15 @@ def report(rounds: dict[str, list[Measured]], scenarios: dict[str, Scenario], ar
     print()
     print(f"Closed loop: mean latency = connections / throughput, so p99 < {TARGET_P99_MS:g} ms at {args.concurrency}"
           f" connections needs more than {args.concurrency / TARGET_P99_MS * 1000:,.0f} requests/s.")
+    floor, post = results.get("post-floor"), results.get("post")
+    if floor and post and floor.rate and post.rate:
+        # The server's core is saturated in a closed loop, so 1 / rate is its time per request.
+        budget_us = TARGET_P99_MS * 1000 / args.concurrency
+        floor_us, post_us = 1e6 / floor.rate, 1e6 / post.rate
+        print(f"Server time per request (1 / rate): POST floor {floor_us:.0f} µs, POST {post_us:.0f} µs, so the"
+              f" account work takes {post_us - floor_us:.0f} µs. The target needs under {budget_us:.0f} µs in all"
+              f" (the mean latency, which p99 exceeds), which leaves the account work at most"
+              f" {max(budget_us - floor_us, 0):.0f} µs.")
 
 
 def main() -> int:
@@ -701,8 +737,7 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=5, help="accounts of the server that GET lists")
     parser.add_argument("--client", choices=["auto", "wrk", "python", "aiohttp"], default="auto",
                         help="load generator (auto: wrk when installed, else python)")
-    parser.add_argument("--scenarios", default="hello,get,get-uncached,post",
-                        help="comma-separated: hello, get, get-uncached, post")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
     parser.add_argument("--no-list-cache", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
     parser.add_argument("--profile", default=None, help="run the API server under cProfile, stats to this file")
@@ -721,7 +756,7 @@ def main() -> int:
         args.requests = 3000 if args.quick else 20000
     if args.warmup is None:
         args.warmup = 500 if args.quick else 2000
-    unknown = set(args.scenarios.split(",")) - {"hello", "get", "get-uncached", "post"}
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     return orchestrate(args)
