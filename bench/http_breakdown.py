@@ -8,6 +8,13 @@ time, and prints the mean cost per call. Beside them, for scale: a lookup on the
 thread, one aiosqlite round trip to its worker thread, a batch of one through ``Database``,
 and the token lookup in plain sqlite3 on the calling thread. Alone, a write is a batch of
 one; under load (``bench/http_bench.py``) the writes in flight share a transaction.
+
+Last, the floor of POST's account work with no Python around it: the encryption, the
+keyed hash, and the repository's own upsert statement in plain sqlite3 on the calling
+thread, in transactions of 32 with a savepoint each (as a batch under load runs them),
+into a table that already holds as many accounts as a full ``http_bench.py`` run leaves.
+Measured in CPU time as well as wall time: under load the loop's thread runs while the
+worker waits for the disk, so CPU time is what the requests share.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 from http_bench import BenchTokenChecker, account_body, account_token  # noqa: E402
 
 from bot.accounts.crypto import TokenCipher  # noqa: E402
-from bot.accounts.repository import AccountRepository, verify_cipher  # noqa: E402
+from bot.accounts.repository import UPSERT_SQL, AccountRepository, verify_cipher  # noqa: E402
 from bot.accounts.service import AccountService  # noqa: E402
 from bot.db import Database  # noqa: E402
 from bot.dispatch import placement  # noqa: E402
@@ -116,6 +123,53 @@ async def main(calls: int) -> None:
                   lambda i: placement.promote_waiting(db, WRITE_GUILD, now=time.time(), owner="bench", rng=rng), calls)
     await mean_us("the route's work: guild_of + prepare + save", post_route, calls)
     await db.close()
+
+    print("POST's account work with no Python around it (plain sqlite3 on this thread):")
+    encrypt_us = cpu_us(lambda i: cipher.encrypt(account_token("f", i)), calls)
+    fingerprint_us = cpu_us(lambda i: cipher.fingerprint(account_token("f", i)), calls)
+    print(f"  {'Fernet encrypt of a token':<66} {encrypt_us:8.1f} µs")
+    print(f"  {'HMAC-SHA256 fingerprint of a token':<66} {fingerprint_us:8.1f} µs")
+    insert_cpu, insert_wall = upsert_floor(workdir / "breakdown.db", cipher, existing=60_000, measured=20_000)
+    print(f"  {'the upsert statement, 32 a transaction, a savepoint each (CPU)':<66} {insert_cpu:8.1f} µs")
+    print(f"  {'  the same, wall time (the worker also waits for the disk)':<66} {insert_wall:8.1f} µs")
+    print(f"  {'sum: the least the account work costs before any glue':<66}"
+          f" {encrypt_us + 2 * fingerprint_us + insert_cpu:8.1f} µs")
+
+
+def cpu_us(step, calls: int) -> float:
+    started = time.process_time()
+    for i in range(calls):
+        step(i)
+    return (time.process_time() - started) / calls * 1e6
+
+
+def upsert_floor(path: Path, cipher: TokenCipher, *, existing: int, measured: int, batch: int = 32) -> tuple[float, float]:
+    """CPU and wall µs per upsert of a new account, after ``existing`` others were stored."""
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA synchronous=NORMAL")  # as bot.db.connect; the file is in WAL mode already
+    ciphertext = cipher.encrypt(account_token("floor", 0))  # the same size as every token's
+
+    def insert(first: int, count: int) -> None:
+        for start in range(first, first + count, batch):
+            raw.execute("BEGIN IMMEDIATE")
+            for i in range(start, min(start + batch, first + count)):
+                raw.execute("SAVEPOINT work")
+                raw.execute(UPSERT_SQL, (
+                    str(960_000_000_000_000_000 + i), WRITE_GUILD, ciphertext,
+                    cipher.fingerprint(account_token("floor", i)), "xxxx", str(810_000_000_000_000_000 + i * 7919),
+                    3, "2026-11-21T00:00:00.000000Z", "2026-11-21T00:00:00.000000Z",
+                )).fetchall()
+                raw.execute("RELEASE work")
+            raw.execute("COMMIT")
+
+    insert(0, existing)
+    cpu, wall = time.process_time(), time.perf_counter()
+    insert(existing, measured)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    raw.close()
+    # The fingerprints inside the loop are counted in the crypto lines above: take them out here.
+    fingerprint = cpu_us(lambda i: cipher.fingerprint(account_token("floor", i)), measured)
+    return cpu / measured * 1e6 - fingerprint, wall / measured * 1e6 - fingerprint
 
 
 if __name__ == "__main__":

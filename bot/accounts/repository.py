@@ -35,6 +35,22 @@ class ChannelOwnedElsewhere(Exception):
     """The channel's configuration belongs to another server."""
 
 
+# Parameters: channel_id, guild_id, token_encrypted, token_hash, token_last4, discord_user_id,
+# max_jobs, created_at, updated_at. The WHERE keeps a channel with its server: when another
+# server owns the channel, nothing is written and nothing returned.
+UPSERT_SQL = (
+    "INSERT INTO accounts (channel_id, guild_id, token_encrypted, token_hash, token_last4,"
+    " discord_user_id, max_jobs, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(channel_id) DO UPDATE SET"
+    " token_encrypted = excluded.token_encrypted, token_hash = excluded.token_hash,"
+    " token_last4 = excluded.token_last4, discord_user_id = excluded.discord_user_id,"
+    " max_jobs = excluded.max_jobs, updated_at = excluded.updated_at,"
+    " in_rotation = 1, error = NULL, error_details = NULL, consecutive_failures = 0"
+    " WHERE accounts.guild_id = excluded.guild_id"
+    f" RETURNING {_COLUMNS}"
+)
+
 _FIELDS = tuple(f.name for f in fields(AccountConfig))  # computed once: fields() is slow per row
 
 
@@ -100,16 +116,7 @@ class AccountRepository:
         now = utcnow()
         try:
             row = await self._db.fetchone(
-                "INSERT INTO accounts (channel_id, guild_id, token_encrypted, token_hash, token_last4,"
-                " discord_user_id, max_jobs, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(channel_id) DO UPDATE SET"
-                " token_encrypted = excluded.token_encrypted, token_hash = excluded.token_hash,"
-                " token_last4 = excluded.token_last4, discord_user_id = excluded.discord_user_id,"
-                " max_jobs = excluded.max_jobs, updated_at = excluded.updated_at,"
-                " in_rotation = 1, error = NULL, error_details = NULL, consecutive_failures = 0"
-                " WHERE accounts.guild_id = excluded.guild_id"
-                f" RETURNING {_COLUMNS}",
+                UPSERT_SQL,
                 (
                     channel_id,
                     guild_id,
