@@ -203,8 +203,15 @@ class Database:
     async def close(self) -> None:
         """Finishes the queued work, then checkpoints and closes both connections."""
         self._closed = True
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        while (flusher := self._flusher) is not None:
+            try:
+                await asyncio.shield(flusher)
+            except asyncio.CancelledError:
+                # The batch task was cancelled (the loop shutting down cancels every task):
+                # its callers are cancelled with it, and the connections must still be
+                # closed. Only a cancellation of close() itself goes on up.
+                if asyncio.current_task().cancelling() or not flusher.cancelled():
+                    raise
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -142,6 +142,37 @@ async def test_close_finishes_the_queued_work(tmp_path):
         await reopened.close()
 
 
+async def test_close_still_closes_when_the_batch_task_was_cancelled(tmp_path):
+    # At shutdown the loop cancels every task, the database's batch task included.
+    database = await db.Database.open(tmp_path / "cancelled.db")
+    await database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    holder, release = await hold_worker(database)
+    queued = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('queued')"))
+    await asyncio.sleep(0)
+    database._flusher.cancel()
+    release.set()
+    await database.close()  # does not raise the batch task's cancellation
+    await asyncio.wait([holder, queued])
+    assert holder.cancelled() and queued.cancelled()  # nobody waits forever for an answer
+    assert not (tmp_path / "cancelled.db-wal").exists()  # checkpointed and closed
+    reopened = await db.Database.open(tmp_path / "cancelled.db")
+    try:
+        assert await names(reopened) == []
+    finally:
+        await reopened.close()
+
+
+async def test_cancelling_close_itself_is_not_swallowed(database):
+    holder, release = await hold_worker(database)
+    closing = asyncio.create_task(database.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    await asyncio.wait([closing])
+    release.set()
+    await holder
+    assert closing.cancelled()
+
+
 async def test_a_lookup_sees_what_was_committed_and_never_waits_for_the_worker(database):
     await database.execute("INSERT INTO t (name) VALUES ('committed')")
     holder, release = await hold_worker(database)  # the worker is busy inside a transaction
