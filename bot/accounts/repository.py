@@ -10,11 +10,6 @@ from bot.accounts.crypto import KEY_CHECK_META, TokenCipher
 from bot.accounts.models import AccountConfig
 from bot.db import Database, IntegrityError
 
-_COLUMNS = (
-    "guild_id, channel_id, discord_user_id, token_last4, max_jobs, created_at, updated_at,"
-    " in_rotation, error, error_details"
-)
-
 
 def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -35,6 +30,12 @@ class ChannelOwnedElsewhere(Exception):
     """The channel's configuration belongs to another server."""
 
 
+# The columns are named as AccountConfig's fields and selected in their order, so a row
+# maps by position: sqlite3.Row's lookup by name is a scan per field.
+_FIELDS = tuple(f.name for f in fields(AccountConfig))
+_COLUMNS = ", ".join(_FIELDS)
+_IN_ROTATION = _FIELDS.index("in_rotation")
+
 # Parameters: channel_id, guild_id, token_encrypted, token_hash, token_last4, discord_user_id,
 # max_jobs, created_at, updated_at. The WHERE keeps a channel with its server: when another
 # server owns the channel, nothing is written and nothing returned.
@@ -51,14 +52,12 @@ UPSERT_SQL = (
     f" RETURNING {_COLUMNS}"
 )
 
-_FIELDS = tuple(f.name for f in fields(AccountConfig))  # computed once: fields() is slow per row
-
 
 def account_from_row(row: sqlite3.Row) -> AccountConfig:
-    """An accounts row as an AccountConfig: the selected columns are named as the fields."""
-    values = {name: row[name] for name in _FIELDS}
-    values["in_rotation"] = bool(values["in_rotation"])
-    return AccountConfig(**values)
+    """An accounts row, selected as ``_COLUMNS``, as an AccountConfig."""
+    values = list(row)
+    values[_IN_ROTATION] = bool(values[_IN_ROTATION])
+    return AccountConfig(*values)
 
 
 class AccountRepository:
