@@ -97,6 +97,26 @@ def test_max_jobs_not_an_integer(value, shown):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs ({shown}) is not an integer")
 
 
+@pytest.mark.parametrize(("value", "shown"), [
+    ("9" * 5000, "9" * 100),  # more digits than int() converts: cut to 100 like every echo
+    ("+0009" + "9" * 5000, "9" * 100),
+    ("1e400", "1e400"),
+    (float("inf"), "inf"),  # JSON's 1e400
+])
+def test_max_jobs_too_large_to_convert_is_still_more_than_the_limit(value, shown):
+    assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs {shown} can't be more that 10")
+
+
+@pytest.mark.parametrize(("value", "shown"), [("-" + "9" * 5000, "-" + "9" * 99), ("-1e400", "-1e400")])
+def test_max_jobs_too_small_to_convert_is_still_less_than_one(value, shown):
+    assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs {shown} can't be less than 1")
+
+
+@pytest.mark.parametrize("value", ["1_0", "\uff11", "\u0663", "0x3", "3.0.0", "nan", "inf", "Infinity"])
+def test_max_jobs_text_is_ascii_decimal_only(value):
+    assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs ({value}) is not an integer")
+
+
 def test_max_jobs_integral_float_is_accepted():
     request = validate_account(body(maxJobs=3.0), path_channel=CHANNEL, guild_id=GUILD, max_concurrent_jobs=10)
     assert request.max_jobs == 3

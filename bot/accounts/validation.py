@@ -8,6 +8,7 @@ order. Rules that need storage (rule 8) or the network (the token check) follow 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,19 +59,38 @@ def _wrong_type(name: str):
     raise bad_request(f"Required param {name} must be a string")
 
 
-def _max_jobs(value: Any) -> Any:
-    """maxJobs as a number when it is one (int, float, numeric string), else as given."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"[+-]?[0-9]+", text):
-            return int(text)
+# Numbers written as text: ASCII decimal notation only. float() alone would also take
+# "1_0", "１" or "٣", which nobody means as a maxJobs.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Stands for a number too large to convert (over Python's 4,300 digits, or 1e400): it is
+# beyond any limit, and the error shows the number as written.
+_BEYOND_ANY_LIMIT = 10**30
+
+
+def _max_jobs(value: Any) -> tuple[Any, str | None]:
+    """maxJobs as a number when it is one (int, float, numeric text), else as given; with the
+    text error messages show for it when that is not the number's own."""
+    if isinstance(value, bool) or not isinstance(value, (str, float)):
+        return value, None
+    if isinstance(value, float):
+        if math.isinf(value):  # JSON's 1e400
+            return (-1 if value < 0 else 1) * _BEYOND_ANY_LIMIT, str(value)
+        return value, None
+    text = value.strip()
+    negative = text.startswith("-")
+    if _INTEGER_TEXT.fullmatch(text):
         try:
-            return float(text)
-        except ValueError:
-            return value
-    return value
+            return int(text), None
+        except ValueError:  # more digits than int() converts
+            digits = text.lstrip("+-").lstrip("0")
+            return (-1 if negative else 1) * _BEYOND_ANY_LIMIT, ("-" if negative else "") + digits
+    if _DECIMAL_TEXT.fullmatch(text):
+        number = float(text)
+        if math.isinf(number):
+            return (-1 if negative else 1) * _BEYOND_ANY_LIMIT, text
+        return number, None
+    return value, None
 
 
 def validate_account(
@@ -104,17 +124,17 @@ def validate_account(
     raw_max_jobs = body.get("maxJobs")
     if raw_max_jobs is None or (isinstance(raw_max_jobs, str) and not raw_max_jobs.strip()):
         raise bad_request("Required param maxJobs is missing or empty")
-    max_jobs = _max_jobs(raw_max_jobs)
+    max_jobs, shown = _max_jobs(raw_max_jobs)
     is_number = isinstance(max_jobs, (int, float)) and not isinstance(max_jobs, bool)
+    if is_number and shown is None:
+        shown = _number_text(max_jobs)
     if is_number and max_jobs > max_concurrent_jobs:
-        raise bad_request(
-            f"Required param maxJobs {echo(_number_text(max_jobs))} can't be more that {max_concurrent_jobs}"
-        )
+        raise bad_request(f"Required param maxJobs {echo(shown)} can't be more that {max_concurrent_jobs}")
     # Beyond the seed, in its style: the rest of "between 1 and maxConcurrentJobs".
     if not is_number or (isinstance(max_jobs, float) and not max_jobs.is_integer()):
         raise bad_request(f"Required param maxJobs ({echo(raw_max_jobs)}) is not an integer")
     if max_jobs < 1:
-        raise bad_request(f"Required param maxJobs {echo(_number_text(max_jobs))} can't be less than 1")
+        raise bad_request(f"Required param maxJobs {echo(shown)} can't be less than 1")
     if not is_snowflake(server):
         raise bad_request(f"Required param server ({echo(server)}) is not valid Discord server id")
     if server != guild_id:
