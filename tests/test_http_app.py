@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.http.app import ROUTES, ApiContext, create_app
+from bot.http.app import ROUTES, ApiContext, create_app, json_response
 from bot.http.openapi import openapi_document
 
 
@@ -66,3 +68,16 @@ async def test_authorization_is_checked_before_anything_else():
         assert (response.status, await response.json()) == (401, {"error": "Unauthorized", "code": 401})
     finally:
         await client.close()
+
+
+def test_an_answer_holding_a_lone_surrogate_is_still_json():
+    response = json_response({"error": "Required param channel (\ud800) is not valid Discord channel id", "code": 400},
+                             status=400)
+    assert (response.status, response.content_type, response.charset) == (400, "application/json", "utf-8")
+    assert json.loads(response.body) == {"error": "Required param channel (\ud800) is not valid Discord channel id",
+                                         "code": 400}
+
+
+def test_answers_are_utf8_json_with_characters_as_they_are():
+    response = json_response({"error": "caf\u00e9 \U0001f98a"})
+    assert response.body == '{"error": "caf\u00e9 \U0001f98a"}'.encode()

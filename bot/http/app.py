@@ -52,7 +52,14 @@ CONTEXT = web.AppKey("context", ApiContext)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate echoed from the request (a URL path can carry one): escaped, the
+        # answer is still JSON, never aiohttp's text/plain 500.
+        data = json.dumps(body).encode("ascii")
+    return web.Response(body=data, status=status, content_type="application/json", charset="utf-8")
 
 
 def error_response(error: ApiError) -> web.Response:
@@ -108,13 +115,26 @@ async def guild_of(request: web.Request) -> str:
     return guild_id
 
 
+# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone one (not Unicode text).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()  # aiohttp refuses more than client_max_size: 413
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
+        # NaN and Infinity are Python's extensions, not JSON.
+        body = json.loads(raw, parse_constant=_not_json)
+        if _SURROGATE_ESCAPE.search(raw):
+            # Pairs decode to one character; a lone half would fail later, deep in hashing,
+            # SQLite or the answer's encoding: refuse the body now.
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):  # RecursionError: absurd nesting
         raise bad_request("Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object")

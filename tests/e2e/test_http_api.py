@@ -249,6 +249,16 @@ async def test_servers_are_isolated_and_both_interfaces_see_the_same_data(api, f
         ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'{"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", 400,
          "Request body is not valid JSON"),
         ("GET", "/v1/pixverse/jobs/?jobid=a&jobid=b", None, 400, "Required param jobid is given more than once"),
+        # A lone surrogate is not text: it would fail in hashing, SQLite or the answer's encoding.
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'{"discord": "tok\\ud800en", "server": "1"}', 400,
+         "Request body is not valid JSON"),
+        ("POST", "/v1/pixverse/create", b'{"prompt": "a \\uDFFF cat", "style": "Anime"}', 400,
+         "Request body is not valid JSON"),
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'{"maxJobs": NaN}', 400, "Request body is not valid JSON"),
+        # A surrogate pair is one character, echoed as such.
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}",
+         b'{"discord": "t", "server": "1", "channel": "\\ud83e\\udd8a", "maxJobs": 1}', 400,
+         "Required param channel (\U0001f98a) is not valid Discord channel id"),
     ],
 )
 async def test_bad_requests_get_json_errors(api, method, path, data, status, error):
