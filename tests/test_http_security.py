@@ -24,7 +24,8 @@ def test_reply_urls_to_private_or_local_addresses_are_refused(url):
     assert validate_reply({"replyUrl": url}, allow_private=True) == {"replyUrl": url}
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "http:///nohost", "http://x:99999/"])
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "http:///nohost", "http://x:99999/",
+                                 "http://[::1", "http://[x]/", "http://a]b/"])  # urlsplit raises on the last three
 def test_reply_urls_must_be_http(url):
     with pytest.raises(ApiError) as info:
         validate_reply({"replyUrl": url})

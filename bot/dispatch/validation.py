@@ -116,12 +116,12 @@ def validate_reply(body: Mapping[str, Any], *, allow_private: bool = False) -> d
         if len(url) > REPLY_LIMIT:
             raise bad_request(f"Param replyUrl is longer than {REPLY_LIMIT} characters")
         try:
-            parsed = urlsplit(url)
-            host = parsed.hostname
+            parsed = urlsplit(url)  # raises on an unbalanced [ or ]
+            scheme, host = parsed.scheme, parsed.hostname
             parsed.port  # noqa: B018 - raises on a bad port
         except ValueError:
-            host = None
-        if parsed.scheme not in ("http", "https") or not host:
+            scheme, host = None, None
+        if scheme not in ("http", "https") or not host:
             raise bad_request(f"Param replyUrl ({echo(url)}) is not an http(s) URL")
         if not allow_private and is_public_address(host) is False:
             # The bot must not be made to POST into its own host or network.
