@@ -289,11 +289,16 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
 ]
 
 
+# GET only because useapi.net's paths are: HEAD must stay safe (link checkers and proxies
+# send it), so these answer HEAD with 405 instead of cancelling a job.
+NOT_SAFE = {cancel_job}
+
+
 def create_app(context: ApiContext) -> web.Application:
     app = web.Application(client_max_size=BODY_LIMIT, middlewares=[answer_and_log])
     app[CONTEXT] = context
     for method, path, handler in ROUTES:
-        if method == "GET":
+        if method == "GET" and handler not in NOT_SAFE:
             app.router.add_get(path, handler)  # HEAD as well, as HTTP requires
         else:
             app.router.add_route(method, path, handler)

@@ -324,6 +324,21 @@ async def test_head_is_answered_on_get_paths(api):
         assert response.status == 401
 
 
+async def test_head_never_cancels_a_job(api, fake):
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=1)))[0] == 204
+    fake.pixverse_hold = True
+    status, job, _ = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"})
+    assert status == 200
+    for path in ("/v1/pixverse/jobs/cancel/", "/v1/pixverse/jobs/cancel"):
+        async with api.session.head(f"{api.base}{path}?jobid={job['jobid']}",
+                                    headers={"Authorization": f"Bearer {api.token}"}) as response:
+            assert (response.status, response.headers["Allow"]) == (405, "GET")
+    status, shown, _ = await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}")
+    assert status == 200 and shown["status"] != "cancelled"
+    fake.pixverse_hold = False
+    fake.pixverse_release()
+
+
 async def test_healthz_and_openapi_need_no_token(api):
     status, body, _ = await api.call("GET", "/healthz", token=None)
     assert (status, body) == (200, {"status": "ok", "code": 200})
