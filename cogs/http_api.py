@@ -73,7 +73,11 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
         await self.stop()
         await self.replies.close()
 
-    def _channel_visible(self, guild_id: str, channel_id: str) -> bool:
+    def _channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+        # The API listens from setup_hook on, before the gateway has delivered the servers;
+        # the cache is kept while discord.py reconnects.
+        if not self.bot.is_ready():
+            return None
         guild = self.bot.get_guild(int(guild_id))
         return guild is not None and guild.get_channel_or_thread(int(channel_id)) is not None
 

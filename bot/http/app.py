@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/v1/pixverse"
 BODY_LIMIT = 64 * 1024
 CONFIGURATION_NOT_FOUND = "Configuration not found. To create configuration use pixverse/account/channel."
+NOT_CONNECTED = "The bot is not connected to Discord yet; try again in a moment"
 API_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 
 
@@ -40,8 +41,9 @@ class ApiContext:
     accounts: AccountService
     dispatcher: Dispatcher | None
     tokens: ApiTokenRepository
-    # True when the channel (or thread) belongs to the server and the bot can see it.
-    channel_visible: Callable[[str, str], bool]
+    # True when the channel (or thread) belongs to the server and the bot can see it; None
+    # while the bot cannot tell yet (its gateway session has not loaded the servers).
+    channel_visible: Callable[[str, str], bool | None]
     # None when healthy, else the reason.
     health_problem: Callable[[], Awaitable[str | None]]
     # replyUrl may point at private or loopback addresses (REPLY_URL_ALLOW_PRIVATE).
@@ -168,7 +170,11 @@ async def post_account(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     path_channel = request.match_info["channel"]
     account_request = await ctx.accounts.prepare(body, path_channel=path_channel, guild_id=guild_id)
-    if not ctx.channel_visible(guild_id, account_request.channel):
+    visible = ctx.channel_visible(guild_id, account_request.channel)
+    if visible is None:
+        # Not "your channel is wrong": the bot does not know its servers' channels yet.
+        raise ApiError(503, NOT_CONNECTED)
+    if not visible:
         raise bad_request(
             f"Required param channel ({echo(account_request.channel)}) is not a channel of this Discord server"
             " that the bot can see"

@@ -141,7 +141,8 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _body(_ACCOUNT_BODY),
                     "responses": {"204": {"description": "Saved"}, "400": _error("Validation error, in the seed's order"),
                                   **_AUTH_ERRORS, "413": _error("Body over 64 KiB"),
-                                  "503": _error("Discord could not be reached to check the token")},
+                                  "503": _error("Discord could not be reached to check the token, or the bot"
+                                                " is not connected to Discord yet")},
                 },
                 "get": {
                     "summary": "One configuration",

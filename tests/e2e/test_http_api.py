@@ -16,6 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.app import PixverseBot
+from bot.http.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
     ADMIN_ID,
@@ -337,6 +339,34 @@ async def test_head_never_cancels_a_job(api, fake):
     assert status == 200 and shown["status"] != "cancelled"
     fake.pixverse_hold = False
     fake.pixverse_release()
+
+
+async def test_saving_before_the_gateway_is_ready_is_a_503_not_a_wrong_channel(tmp_path, fake, restore_discord_endpoints):
+    port = free_port()
+    settings = make_settings(tmp_path, fake, http_port=port)
+    bot = PixverseBot(settings, guild_ready_timeout=0.05)
+    await bot.login(settings.discord_token.get_secret_value())  # setup_hook ran: the API listens, no gateway yet
+    task = None
+    try:
+        token = await ApiTokenRepository(bot.db).create(str(GUILD_ID), str(ADMIN_ID))
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session:
+            async def post() -> tuple[int, object]:
+                async with session.post(f"http://127.0.0.1:{port}/v1/pixverse/account/{CHANNEL_ID}",
+                                        json=account_body(), headers=headers) as response:
+                    return response.status, (await response.json() if response.status != 204 else None)
+
+            assert await post() == (503, {"error": "The bot is not connected to Discord yet; try again in a moment",
+                                          "code": 503})
+            async with session.get(f"http://127.0.0.1:{port}/v1/pixverse/account", headers=headers) as response:
+                assert response.status == 404  # nothing was stored
+            task = asyncio.create_task(bot.connect(reconnect=False))
+            await asyncio.wait_for(bot.wait_until_ready(), timeout=10)
+            assert await post() == (204, None)
+    finally:
+        await bot.close()
+        if task is not None:
+            await asyncio.wait_for(task, timeout=10)
 
 
 async def test_healthz_and_openapi_need_no_token(api):
