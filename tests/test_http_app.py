@@ -33,11 +33,15 @@ class _Tokens:
         return None
 
 
+class _Accounts:
+    max_concurrent_jobs = 25  # PIXVERSE_MAX_CONCURRENT_JOBS set above the default 10
+
+
 async def _client(problem):
     async def health_problem():
         return problem
 
-    context = ApiContext(accounts=None, dispatcher=None, tokens=_Tokens(), channel_visible=lambda g, c: False,
+    context = ApiContext(accounts=_Accounts(), dispatcher=None, tokens=_Tokens(), channel_visible=lambda g, c: False,
                          health_problem=health_problem)
     client = TestClient(TestServer(create_app(context)))
     await client.start_server()
@@ -57,6 +61,17 @@ async def test_healthz(problem, status, body):
     try:
         response = await client.get("/healthz")
         assert (response.status, await response.json()) == (status, body)
+    finally:
+        await client.close()
+
+
+async def test_the_documented_max_jobs_limit_is_the_configured_one():
+    client = await _client(None)
+    try:
+        response = await client.get("/openapi.json")
+        schema = (await response.json())["paths"]["/v1/pixverse/account/{channel}"]["post"]["requestBody"]
+        max_jobs = schema["content"]["application/json"]["schema"]["properties"]["maxJobs"]
+        assert (max_jobs["minimum"], max_jobs["maximum"]) == (1, 25)
     finally:
         await client.close()
 

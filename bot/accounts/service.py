@@ -33,6 +33,11 @@ class AccountService:
         self._max_concurrent_jobs = max_concurrent_jobs
         self.listeners: list[AccountListener] = []
 
+    @property
+    def max_concurrent_jobs(self) -> int:
+        """The maxJobs limit (PIXVERSE_MAX_CONCURRENT_JOBS)."""
+        return self._max_concurrent_jobs
+
     async def prepare(self, body: Mapping[str, Any], *, path_channel: str, guild_id: str) -> AccountRequest:
         """Rules 1–8: everything that is fast. Callers defer their reply after this step."""
         token = body.get("discord")

@@ -23,16 +23,18 @@ _ACCOUNT = {
         "errorDetails": {"type": "string"},
     },
 }
-_ACCOUNT_BODY = {
-    "type": "object",
-    "properties": {
-        "discord": {"type": "string", "description": "Discord user token of the PixVerse account"},
-        "server": {"type": "string", "description": "Discord server id (the API token's server)"},
-        "channel": {"type": "string", "description": "Discord channel id, equal to the path's"},
-        "maxJobs": {"type": "integer", "minimum": 1, "maximum": 10},
-    },
-    "required": ["discord", "server", "channel", "maxJobs"],
-}
+def _account_body(max_jobs: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "discord": {"type": "string", "description": "Discord user token of the PixVerse account"},
+            "server": {"type": "string", "description": "Discord server id (the API token's server)"},
+            "channel": {"type": "string", "description": "Discord channel id, equal to the path's"},
+            "maxJobs": {"type": "integer", "minimum": 1, "maximum": max_jobs,
+                        "description": "at most PIXVERSE_MAX_CONCURRENT_JOBS of this bot"},
+        },
+        "required": ["discord", "server", "channel", "maxJobs"],
+    }
 _REPLY = {
     "replyUrl": {"type": "string", "maxLength": REPLY_LIMIT, "description": "http(s) URL the finished job is POSTed to"},
     "replyRef": {"type": "string", "maxLength": REPLY_LIMIT},
@@ -119,7 +121,8 @@ def _get_job(summary: str) -> dict[str, Any]:
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
+def openapi_document(max_jobs: int = 10) -> dict[str, Any]:
+    """The document; ``max_jobs`` is the bot's PIXVERSE_MAX_CONCURRENT_JOBS (the maxJobs limit)."""
     return {
         "openapi": "3.0.3",
         "info": {
@@ -138,7 +141,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_CHANNEL],
                 "post": {
                     "summary": "Create or update the channel's PixVerse account (the seed)",
-                    "requestBody": _body(_ACCOUNT_BODY),
+                    "requestBody": _body(_account_body(max_jobs)),
                     "responses": {"204": {"description": "Saved"}, "400": _error("Validation error, in the seed's order"),
                                   **_AUTH_ERRORS, "413": _error("Body over 64 KiB"),
                                   "503": _error("Discord could not be reached to check the token, or the bot"
