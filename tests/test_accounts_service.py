@@ -182,3 +182,23 @@ async def test_a_servers_list_shows_what_another_process_committed(service, repo
     finally:
         await other.close()
     assert [c.max_jobs for c in await service.list(GUILD)] == [7]
+
+
+class _BrokenListener:
+    async def account_available(self, guild_id: str) -> None:
+        raise RuntimeError("database is locked")
+
+    async def account_removed(self, guild_id: str, channel_id: str, *, reason: str) -> None:
+        raise RuntimeError("database is locked")
+
+
+async def test_a_listener_failing_after_the_change_does_not_turn_it_into_an_error(service, repository, caplog):
+    # The change is committed before the listeners hear of it: the caller is told it was made.
+    service.listeners.append(_BrokenListener())
+    config = await save(service, max_jobs=4)
+    assert await repository.get(GUILD, CHANNEL) == config
+    assert (await service.reset(GUILD, CHANNEL)).in_rotation
+    await service.delete(GUILD, CHANNEL)
+    assert await repository.get(GUILD, CHANNEL) is None
+    failures = [r for r in caplog.records if "the change itself is saved" in r.getMessage()]
+    assert len(failures) == 3 and all(r.levelname == "ERROR" for r in failures)

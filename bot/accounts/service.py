@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from bot.accounts.models import AccountConfig
@@ -10,6 +11,8 @@ from bot.accounts.repository import AccountRepository, ChannelOwnedElsewhere, Du
 from bot.accounts.validation import AccountRequest, echo, validate_account
 from bot.errors import ApiError, bad_request, not_found
 from bot.logging import register_secrets
+
+log = logging.getLogger(__name__)
 
 OTHER_SERVER = "This Discord account is already configured in another server"
 
@@ -75,8 +78,7 @@ class AccountService:
                 f"Required param channel ({echo(request.channel)}) is configured by another Discord server"
             ) from None
         # Saving puts the account (back) in rotation: waiting jobs may use it now.
-        for listener in self.listeners:
-            await listener.account_available(config.guild_id)
+        await self._tell(lambda listener: listener.account_available(config.guild_id))
         return config
 
     @staticmethod
@@ -100,13 +102,28 @@ class AccountService:
     async def delete(self, guild_id: str, channel_id: str) -> None:
         if not await self.repository.delete(guild_id, channel_id):
             raise not_found()
-        for listener in self.listeners:
-            await listener.account_removed(guild_id, channel_id, reason="The PixVerse account was deleted")
+        await self._tell(
+            lambda listener: listener.account_removed(guild_id, channel_id, reason="The PixVerse account was deleted")
+        )
 
     async def reset(self, guild_id: str, channel_id: str) -> AccountConfig:
         """Puts an account that left rotation back, clearing its error."""
         if not await self.repository.set_rotation(guild_id, channel_id, in_rotation=True):
             raise not_found()
-        for listener in self.listeners:
-            await listener.account_available(guild_id)
+        await self._tell(lambda listener: listener.account_available(guild_id))
         return await self.get(guild_id, channel_id)
+
+    async def _tell(self, notify: Callable[[AccountListener], Awaitable[None]]) -> None:
+        """Tells every listener of a change that is committed already.
+
+        A listener's failure is logged, not answered: the caller's change was made, and
+        telling them otherwise would have them retry something done. What the dispatcher
+        missed, its sweep catches up: waiting jobs get the free slots, and the jobs of a
+        deleted account end at their timeout instead of at once.
+        """
+        for listener in self.listeners:
+            try:
+                await notify(listener)
+            except Exception:
+                log.exception("Telling %s of an account change failed; the change itself is saved",
+                              type(listener).__name__)
