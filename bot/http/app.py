@@ -58,8 +58,8 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
-        # A lone surrogate echoed from the request (a URL path can carry one): escaped, the
-        # answer is still JSON, never aiohttp's text/plain 500.
+        # A lone surrogate in an answer: json_body refuses bodies holding one, but should
+        # any reach an answer, it goes out escaped, still JSON, never aiohttp's text/plain 500.
         data = json.dumps(body).encode("ascii")
     return web.Response(body=data, status=status, content_type="application/json", charset="utf-8")
 
