@@ -212,6 +212,7 @@ class Database:
                 # closed. Only a cancellation of close() itself goes on up.
                 if asyncio.current_task().cancelling() or not flusher.cancelled():
                     raise
+                self._flusher_done(flusher)  # its callback may not have run yet
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -267,7 +268,18 @@ class Database:
         self._queue.append(work)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush(), name="database batches")
+            self._flusher.add_done_callback(self._flusher_done)
         return work.future
+
+    def _flusher_done(self, flusher: asyncio.Task) -> None:
+        """For a batch task cancelled before its first step: _flush's own cleanup never ran."""
+        if self._flusher is not flusher:
+            return  # _flush ended and cleaned up itself (a newer task may be running)
+        self._flusher = None
+        # The loop is going away: nobody may wait forever for an answer.
+        for work in self._queue:
+            work.future.cancel()
+        self._queue.clear()
 
     async def _flush(self) -> None:
         try:

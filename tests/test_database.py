@@ -162,6 +162,23 @@ async def test_close_still_closes_when_the_batch_task_was_cancelled(tmp_path):
         await reopened.close()
 
 
+async def test_close_still_closes_when_the_batch_task_was_cancelled_before_it_started(tmp_path):
+    database = await db.Database.open(tmp_path / "unstarted.db")
+    await database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    queued = asyncio.create_task(database.execute("INSERT INTO t (name) VALUES ('queued')"))
+    await asyncio.sleep(0)  # queued; its batch task is created but has not run a step
+    database._flusher.cancel()
+    await asyncio.wait_for(database.close(), timeout=5)
+    await asyncio.wait([queued])
+    assert queued.cancelled()
+    assert not (tmp_path / "unstarted.db-wal").exists()
+    reopened = await db.Database.open(tmp_path / "unstarted.db")
+    try:
+        assert await names(reopened) == []
+    finally:
+        await reopened.close()
+
+
 async def test_cancelling_close_itself_is_not_swallowed(database):
     holder, release = await hold_worker(database)
     closing = asyncio.create_task(database.close())
