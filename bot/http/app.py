@@ -130,11 +130,13 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        # NaN and Infinity are Python's extensions, not JSON.
-        body = json.loads(raw, parse_constant=_not_json)
+        # Strict UTF-8 (RFC 8259; a leading BOM is allowed to be ignored, and is): json.loads
+        # would decode bytes with surrogatepass, letting encoded surrogates through. NaN and
+        # Infinity are Python's extensions, not JSON.
+        body = json.loads(raw.decode("utf-8-sig"), parse_constant=_not_json)
         if _SURROGATE_ESCAPE.search(raw):
-            # Pairs decode to one character; a lone half would fail later, deep in hashing,
-            # SQLite or the answer's encoding: refuse the body now.
+            # Escaped pairs decode to one character; a lone half would fail later, deep in
+            # hashing, SQLite or the answer's encoding: refuse the body now.
             json.dumps(body, ensure_ascii=False).encode("utf-8")
     except (ValueError, UnicodeError, RecursionError):  # RecursionError: absurd nesting
         raise bad_request("Request body is not valid JSON") from None

@@ -256,6 +256,12 @@ async def test_servers_are_isolated_and_both_interfaces_see_the_same_data(api, f
          "Request body is not valid JSON"),
         ("POST", "/v1/pixverse/create", b'{"prompt": "a \\uDFFF cat", "style": "Anime"}', 400,
          "Request body is not valid JSON"),
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'{"discord": "tok\xed\xa0\x80en", "server": "1"}', 400,
+         "Request body is not valid JSON"),  # a surrogate encoded in the bytes (CESU-8), not escaped
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", '{"discord": "t"}'.encode("utf-16"), 400,
+         "Request body is not valid JSON"),  # JSON bodies are UTF-8
+        ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'\xef\xbb\xbf{"discord": " "}', 400,
+         "Required param discord is missing or empty"),  # a UTF-8 byte order mark is ignored
         ("POST", f"/v1/pixverse/account/{CHANNEL_ID}", b'{"maxJobs": NaN}', 400, "Request body is not valid JSON"),
         # A surrogate pair is one character, echoed as such.
         ("POST", f"/v1/pixverse/account/{CHANNEL_ID}",
