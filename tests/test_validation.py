@@ -102,12 +102,14 @@ def test_max_jobs_not_an_integer(value, shown):
     ("+0009" + "9" * 5000, "9" * 100),
     ("1e400", "1e400"),
     (float("inf"), "inf"),  # JSON's 1e400
-])
+], ids=["5000 nines", "plus, zeros then 5000 nines", "1e400 as text", "1e400 in JSON"])
 def test_max_jobs_too_large_to_convert_is_still_more_than_the_limit(value, shown):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs {shown} can't be more that 10")
 
 
-@pytest.mark.parametrize(("value", "shown"), [("-" + "9" * 5000, "-" + "9" * 99), ("-1e400", "-1e400")])
+@pytest.mark.parametrize(("value", "shown"), [
+    ("-" + "9" * 5000, "-" + "9" * 99), ("-1e400", "-1e400"), ("0" * 5000, "0"), ("-" + "0" * 5000 + "5", "-5"),
+], ids=["minus 5000 nines", "-1e400", "5000 zeros", "minus, 5000 zeros then 5"])
 def test_max_jobs_too_small_to_convert_is_still_less_than_one(value, shown):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs {shown} can't be less than 1")
 
@@ -115,6 +117,13 @@ def test_max_jobs_too_small_to_convert_is_still_less_than_one(value, shown):
 @pytest.mark.parametrize("value", ["1_0", "\uff11", "\u0663", "0x3", "3.0.0", "nan", "inf", "Infinity"])
 def test_max_jobs_text_is_ascii_decimal_only(value):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs ({value}) is not an integer")
+
+
+@pytest.mark.parametrize("value", ["0" * 5000 + "5", "+" + "0" * 5000 + "5", " 005 "],
+                         ids=["5000 zeros then 5", "plus, 5000 zeros then 5", "spaced 005"])
+def test_max_jobs_with_leading_zeros_is_its_number(value):
+    request = validate_account(body(maxJobs=value), path_channel=CHANNEL, guild_id=GUILD, max_concurrent_jobs=10)
+    assert request.max_jobs == 5
 
 
 def test_max_jobs_integral_float_is_accepted():

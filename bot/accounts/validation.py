@@ -64,7 +64,7 @@ def _wrong_type(name: str):
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Stands for a number too large to convert (over Python's 4,300 digits, or 1e400): it is
-# beyond any limit, and the error shows the number as written.
+# beyond any limit, and the error shows the number as written (JSON's 1e400 arrives as inf).
 _BEYOND_ANY_LIMIT = 10**30
 
 
@@ -80,11 +80,13 @@ def _max_jobs(value: Any) -> tuple[Any, str | None]:
     text = value.strip()
     negative = text.startswith("-")
     if _INTEGER_TEXT.fullmatch(text):
+        # Leading zeros count towards int()'s digit limit: drop them first.
+        digits = text.lstrip("+-").lstrip("0") or "0"
+        sign = -1 if negative else 1
         try:
-            return int(text), None
+            return sign * int(digits), None
         except ValueError:  # more digits than int() converts
-            digits = text.lstrip("+-").lstrip("0")
-            return (-1 if negative else 1) * _BEYOND_ANY_LIMIT, ("-" if negative else "") + digits
+            return sign * _BEYOND_ANY_LIMIT, ("-" if negative else "") + digits
     if _DECIMAL_TEXT.fullmatch(text):
         number = float(text)
         if math.isinf(number):
