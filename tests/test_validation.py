@@ -110,7 +110,7 @@ def test_max_jobs_too_large_to_convert_is_still_more_than_the_limit(value, shown
 @pytest.mark.parametrize(("value", "shown"), [
     ("-" + "9" * 5000, "-" + "9" * 99), ("-1e400", "-1e400"), ("0" * 5000, "0"), ("-" + "0" * 5000 + "5", "-5"),
 ], ids=["minus 5000 nines", "-1e400", "5000 zeros", "minus, 5000 zeros then 5"])
-def test_max_jobs_too_small_to_convert_is_still_less_than_one(value, shown):
+def test_max_jobs_below_one_however_long_is_less_than_one(value, shown):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs {shown} can't be less than 1")
 
 
