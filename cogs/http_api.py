@@ -33,6 +33,9 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
         # Kept directly: at shutdown bot.dispatcher is gone before the last replies are sent.
         self.dispatcher = bot.dispatcher
         self.replies = ReplyPoster(self._public_job, allow_private=bot.settings.reply_url_allow_private)
+        # A fresh READY after the first (a session that could not be resumed) empties
+        # discord.py's cache while is_ready() stays true, until the servers are streamed in.
+        self._reloading_servers = False
 
     async def cog_load(self) -> None:
         self.bot.dispatcher.listeners.append(self.replies)
@@ -73,10 +76,19 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
         await self.stop()
         await self.replies.close()
 
+    @commands.Cog.listener()
+    async def on_connect(self) -> None:
+        # Dispatched on every fresh READY (never on a resume, which keeps the cache).
+        if self.bot.is_ready():
+            self._reloading_servers = True
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        self._reloading_servers = False
+
     def _channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
-        # The API listens from setup_hook on, before the gateway has delivered the servers;
-        # the cache is kept while discord.py reconnects.
-        if not self.bot.is_ready():
+        # The API listens from setup_hook on, before the gateway has delivered the servers.
+        if not self.bot.is_ready() or self._reloading_servers:
             return None
         guild = self.bot.get_guild(int(guild_id))
         return guild is not None and guild.get_channel_or_thread(int(channel_id)) is not None

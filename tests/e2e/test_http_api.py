@@ -375,6 +375,18 @@ async def test_saving_before_the_gateway_is_ready_is_a_503_not_a_wrong_channel(t
             await asyncio.wait_for(task, timeout=10)
 
 
+async def test_saving_while_a_new_session_reloads_the_servers_is_a_503(api):
+    # After a session that could not be resumed, discord.py's READY empties its cache and
+    # dispatches "connect"; "ready" follows once the servers are streamed in again.
+    api.bot.dispatch("connect")
+    await asyncio.sleep(0)  # the listeners run as tasks
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body()))[:2] == (
+        503, {"error": "The bot is not connected to Discord yet; try again in a moment", "code": 503})
+    api.bot.dispatch("ready")
+    await asyncio.sleep(0)
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body()))[0] == 204
+
+
 async def test_healthz_and_openapi_need_no_token(api):
     status, body, _ = await api.call("GET", "/healthz", token=None)
     assert (status, body) == (200, {"status": "ok", "code": 200})
