@@ -142,6 +142,16 @@ async def test_close_finishes_the_queued_work(tmp_path):
         await reopened.close()
 
 
+async def assert_closed_with_nothing_stored(path) -> None:
+    """Checkpointed and closed (no -wal file left), and no row of t was kept."""
+    assert not path.with_name(path.name + "-wal").exists()
+    reopened = await db.Database.open(path)
+    try:
+        assert await names(reopened) == []
+    finally:
+        await reopened.close()
+
+
 async def test_close_still_closes_when_the_batch_task_was_cancelled(tmp_path):
     # At shutdown the loop cancels every task, the database's batch task included.
     database = await db.Database.open(tmp_path / "cancelled.db")
@@ -154,12 +164,7 @@ async def test_close_still_closes_when_the_batch_task_was_cancelled(tmp_path):
     await database.close()  # does not raise the batch task's cancellation
     await asyncio.wait([holder, queued])
     assert holder.cancelled() and queued.cancelled()  # nobody waits forever for an answer
-    assert not (tmp_path / "cancelled.db-wal").exists()  # checkpointed and closed
-    reopened = await db.Database.open(tmp_path / "cancelled.db")
-    try:
-        assert await names(reopened) == []
-    finally:
-        await reopened.close()
+    await assert_closed_with_nothing_stored(tmp_path / "cancelled.db")
 
 
 async def test_close_still_closes_when_the_batch_task_was_cancelled_before_it_started(tmp_path):
@@ -171,12 +176,7 @@ async def test_close_still_closes_when_the_batch_task_was_cancelled_before_it_st
     await asyncio.wait_for(database.close(), timeout=5)
     await asyncio.wait([queued])
     assert queued.cancelled()
-    assert not (tmp_path / "unstarted.db-wal").exists()
-    reopened = await db.Database.open(tmp_path / "unstarted.db")
-    try:
-        assert await names(reopened) == []
-    finally:
-        await reopened.close()
+    await assert_closed_with_nothing_stored(tmp_path / "unstarted.db")
 
 
 async def test_cancelling_close_itself_is_not_swallowed(database):
