@@ -142,7 +142,7 @@ async def serve_api(args: argparse.Namespace) -> None:
     from bot.db import Database
     from bot.dispatch.backends.simulated import SimulatedBackend
     from bot.dispatch.dispatcher import Dispatcher
-    from bot.http.app import ApiContext, create_app
+    from bot.http.app import ApiContext, create_app, guild_of, json_body
     from bot.http.tokens import ApiTokenRepository
     from bot.logging import register_secrets, setup_logging
 
@@ -179,6 +179,12 @@ async def serve_api(args: argparse.Namespace) -> None:
         accounts=accounts, dispatcher=dispatcher, tokens=tokens,
         channel_visible=lambda guild_id, channel_id: True, health_problem=healthy,
     )
+    async def post_floor(request: web.Request) -> web.Response:
+        """BENCH ONLY: an authenticated JSON POST of the app with no account work: the route's ceiling."""
+        await guild_of(request)
+        await json_body(request)
+        return web.Response(status=204)
+
     app = create_app(context)
     app.router.add_post(POST_FLOOR_PATH + "/{channel}", post_floor)  # BENCH ONLY, see the post-floor scenario
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -186,17 +192,6 @@ async def serve_api(args: argparse.Namespace) -> None:
     await serve(runner, {"write_token": write_token, "read_token": read_token})
     await database.close()
     log_file.close()
-
-
-async def post_floor(request):
-    """BENCH ONLY: an authenticated JSON POST of the app with no account work: the route's ceiling."""
-    from aiohttp import web
-
-    from bot.http.app import guild_of, json_body
-
-    await guild_of(request)
-    await json_body(request)
-    return web.Response(status=204)
 
 
 async def serve_hello(args: argparse.Namespace) -> None:
