@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Any
 
 from bot.accounts.validation import echo
+from bot.addresses import client_host, host_verdict
 from bot.dispatch.models import Verb
 from bot.errors import bad_request
 
@@ -98,16 +98,6 @@ def validate_button(value: Any) -> str:
     return button
 
 
-def is_public_address(host: str) -> bool | None:
-    """True/False for an IP literal (or localhost), None for a name only DNS can answer."""
-    if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
-        return False
-    try:
-        return ipaddress.ip_address(host).is_global
-    except ValueError:
-        return None
-
-
 def validate_reply(body: Mapping[str, Any], *, allow_private: bool = False) -> dict[str, str]:
     """The optional replyUrl/replyRef of the HTTP API: where to POST the finished job."""
     reply: dict[str, str] = {}
@@ -117,13 +107,15 @@ def validate_reply(body: Mapping[str, Any], *, allow_private: bool = False) -> d
             raise bad_request(f"Param replyUrl is longer than {REPLY_LIMIT} characters")
         try:
             parsed = urlsplit(url)  # raises on an unbalanced [ or ]
-            scheme, host = parsed.scheme, parsed.hostname
+            scheme = parsed.scheme
             parsed.port  # noqa: B018 - raises on a bad port
         except ValueError:
-            scheme, host = None, None
+            scheme = None
+        # The host as the HTTP client will connect to it, not as the text spells it.
+        host = client_host(url) if scheme else None
         if scheme not in ("http", "https") or not host:
             raise bad_request(f"Param replyUrl ({echo(url)}) is not an http(s) URL")
-        if not allow_private and is_public_address(host) is False:
+        if not allow_private and host_verdict(host) is False:
             # The bot must not be made to POST into its own host or network.
             raise bad_request(f"Param replyUrl ({echo(url)}) points to a private or local address")
         reply["replyUrl"] = url

@@ -6,17 +6,16 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
-
 import ipaddress
 import socket
 
 import aiohttp
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from bot.dispatch.models import API_REQUESTER, FINAL, Job
-from bot.dispatch.validation import is_public_address
+from bot.addresses import client_host, host_verdict, is_forbidden_ip
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +23,16 @@ log = logging.getLogger(__name__)
 class PublicOnlyResolver(AbstractResolver):
     """Resolves replyUrl hosts to public addresses only, at connect time, so a name that
     resolves (or re-resolves) to a private or loopback address cannot reach the host's
-    own network. IP literals never reach a resolver; ReplyPoster checks those itself."""
+    own network. Numeric spellings that are not IP literals to aiohttp (``2130706433``,
+    ``0x7f.1``) come here too and are judged by what they resolve to. IP literals never
+    reach a resolver; ReplyPoster checks those itself, on the same normalised host."""
 
     def __init__(self) -> None:
         self._inner = DefaultResolver()
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        public = [r for r in results if ipaddress.ip_address(r["host"]).is_global]
+        public = [r for r in results if not is_forbidden_ip(ipaddress.ip_address(r["host"].split("%", 1)[0]))]
         if not public:
             raise OSError(f"{host} resolves only to private or local addresses")
         return public
@@ -64,18 +65,24 @@ class ReplyPoster:
         url = job.params.get("replyUrl")
         if job.request_channel_id != API_REQUESTER or job.status not in FINAL or not url:
             return
-        parts = urlsplit(url)  # validated at submission; checked again here
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Validated at submission; checked again here on the very URL object that is posted to,
+        # so the host judged is the host aiohttp connects to.
+        try:
+            target = yarl.URL(url)
+        except (ValueError, TypeError):
             return
-        if not self._allow_private and is_public_address(parts.hostname) is False:
+        host = client_host(target)
+        if target.scheme not in ("http", "https") or not host:
+            return
+        if not self._allow_private and host_verdict(host) is False:
             log.warning("replyUrl of job %s points to a private or local address; not posted", job.job_id)
             return
         body = await self._public_job(job)
-        task = asyncio.create_task(self._post(job.job_id, url, body), name=f"replyUrl {job.job_id}")
+        task = asyncio.create_task(self._post(job.job_id, target, body), name=f"replyUrl {job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, job_id: str, url: str, body: dict) -> None:
+    async def _post(self, job_id: str, url: yarl.URL, body: dict) -> None:
         if self._session is None:
             connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
