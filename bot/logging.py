@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 MASK = "[redacted]"
@@ -31,53 +32,77 @@ _SECRET_KEY = re.compile(
 )
 # Shapes of Discord tokens: base64 user id . timestamp . hmac, and legacy mfa tokens.
 _TOKEN_SHAPE = re.compile(r"\b(?:[\w-]{20,30}\.[\w-]{6,7}\.[\w-]{25,}|mfa\.[\w-]{20,})")
+# Interaction and webhook tokens travel in URL paths: /interactions/<id>/<token>/callback,
+# /webhooks/<application id>/<token>/messages/@original. Each is a credential to answer as the
+# bot for 15 minutes, so the path segment is masked wherever such a URL is logged.
+_URL_TOKEN = re.compile(r"(/(?:interactions|webhooks)/[0-9]{1,20}/)[A-Za-z0-9_.\-]+")
+# Everything the bot registers is token-shaped text (Discord tokens, Fernet keys, API tokens):
+# one fixed pattern finds the candidates in a record, and each is looked up in a set. The cost
+# of a record is linear in its length, whatever the number of secrets.
+_CANDIDATE = re.compile(r"[A-Za-z0-9_.\-]{8,}={0,2}")
 
 # Registered secrets shorter than this are left to the structural rules: masking "abc"
 # everywhere would garble logs and reveal more than it hides.
 _MIN_REGISTERED = 8
-# Account tokens seen at run time are remembered up to this many (oldest forgotten first),
-# so an admin pasting junk in a loop cannot grow the pattern without bound. Pinned
-# secrets (the bot token, the key) are never forgotten.
-_MAX_RECENT = 1024
+# Account and API tokens seen at run time are remembered up to this many (least recently
+# registered forgotten first); pinned secrets (the bot token, the key) are never forgotten.
+_MAX_RECENT = 10_000
 _MAX_SECRET_LENGTH = 512
+# A pinned secret that is not token-shaped (a bot token pasted with odd characters) is matched
+# by plain substring search; there are at most this many, so the cost stays bounded.
+_MAX_ODD_PINNED = 8
 
 
 class SecretRedactor:
-    """Masks registered secret values and anything shaped like a token."""
+    """Masks registered secret values, anything shaped like a token, and tokens in Discord URLs.
+
+    Only real secrets are registered: the bot token and the token key (pinned), stored account
+    tokens when decrypted, an account token once Discord has accepted it, API tokens when
+    shown. Arbitrary input never is, so a client cannot grow the set or the cost of a record.
+    """
 
     def __init__(self) -> None:
         self._pinned: set[str] = set()
-        self._recent: dict[str, None] = {}  # insertion-ordered
-        self._pattern: re.Pattern[str] | None = None
+        self._odd_pinned: list[str] = []
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._pinned) + len(self._odd_pinned) + len(self._recent)
 
     def register(self, *secrets: str | None, pinned: bool = False) -> None:
         wanted = [s for s in secrets if s and _MIN_REGISTERED <= len(s) <= _MAX_SECRET_LENGTH]
         with self._lock:
-            added = [s for s in wanted if s not in self._pinned and s not in self._recent]
-            if not added:
-                return
-            for secret in added:
+            for secret in wanted:
+                if not _CANDIDATE.fullmatch(secret) or len(secret.strip(".").rstrip("=")) < _MIN_REGISTERED:
+                    if pinned and secret not in self._odd_pinned and len(self._odd_pinned) < _MAX_ODD_PINNED:
+                        self._odd_pinned.append(secret)
+                    continue  # not token-shaped: the structural rules still apply
+                secret = secret.strip(".").rstrip("=")
                 if pinned:
                     self._pinned.add(secret)
-                else:
+                    self._recent.pop(secret, None)
+                elif secret not in self._pinned:
                     self._recent[secret] = None
+                    self._recent.move_to_end(secret)
             while len(self._recent) > _MAX_RECENT:
-                del self._recent[next(iter(self._recent))]
-            self._pattern = None  # rebuilt by the next redact()
+                self._recent.popitem(last=False)
 
-    def _compiled(self) -> re.Pattern[str] | None:
-        with self._lock:
-            if self._pattern is None and (self._pinned or self._recent):
-                # Longest first, so a secret that contains another is masked whole.
-                ordered = sorted(self._pinned | self._recent.keys(), key=len, reverse=True)
-                self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
-            return self._pattern
+    def _mask_candidate(self, match: re.Match[str]) -> str:
+        text = match.group(0)
+        # Secrets are kept without base64 padding, and a candidate is looked up without the
+        # sentence punctuation or padding around it: "key=<secret>." or a key printed unpadded.
+        core = text.strip(".").rstrip("=")
+        if core in self._pinned or core in self._recent:
+            return text.replace(core, MASK, 1)
+        return text
 
     def redact(self, text: str) -> str:
-        pattern = self._compiled()
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
+        if self._pinned or self._recent:
+            text = _CANDIDATE.sub(self._mask_candidate, text)
+        for secret in self._odd_pinned:
+            text = text.replace(secret, MASK)
+        text = _URL_TOKEN.sub(lambda m: m.group(1) + MASK, text)
         text = _INNER_OBJECT.sub(self._mask_discord_option, text)
         text = _SECRET_KEY.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
         return _TOKEN_SHAPE.sub(MASK, text)

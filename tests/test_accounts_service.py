@@ -202,3 +202,23 @@ async def test_a_listener_failing_after_the_change_does_not_turn_it_into_an_erro
     assert await repository.get(GUILD, CHANNEL) is None
     failures = [r for r in caplog.records if "the change itself is saved" in r.getMessage()]
     assert len(failures) == 3 and all(r.levelname == "ERROR" for r in failures)
+
+
+async def test_only_a_token_discord_accepted_is_registered_with_the_log_redactor(service, checker):
+    """Registering every submitted value let a client grow the redactor without bound."""
+    import secrets
+
+    from bot.logging import MASK, redactor
+
+    rejected = "rejected-" + secrets.token_hex(30)
+    invalid = "invalid-" + secrets.token_hex(200)
+    accepted = "accepted-" + secrets.token_hex(20)  # not token-shaped: only registration masks it
+    checker.users[accepted] = "700000000000000009"
+    before = len(redactor)
+    assert (await error_of(save(service, token=rejected)))[0] == 400
+    assert (await error_of(save(service, token=invalid, max_jobs=0)))[0] == 400
+    assert len(redactor) == before
+    assert redactor.redact(f"x {rejected} y") == f"x {rejected} y"
+    await save(service, token=accepted)
+    assert len(redactor) == before + 1
+    assert redactor.redact(f"x {accepted} y") == f"x {MASK} y"

@@ -43,9 +43,6 @@ class AccountService:
 
     async def prepare(self, body: Mapping[str, Any], *, path_channel: str, guild_id: str) -> AccountRequest:
         """Rules 1–8: everything that is fast. Callers defer their reply after this step."""
-        token = body.get("discord")
-        if isinstance(token, str):
-            register_secrets(token.strip())
         request = validate_account(
             body, path_channel=path_channel, guild_id=guild_id, max_concurrent_jobs=self._max_concurrent_jobs
         )
@@ -57,6 +54,9 @@ class AccountService:
     async def save(self, request: AccountRequest) -> AccountConfig:
         """The token check with Discord, then the write. Nothing is stored on any failure."""
         user_id = await self._checker.user_id(request.discord)
+        # Discord accepted it: a real credential from here on, masked in every log line.
+        # (Only now: registering every submitted value let a client grow the redactor.)
+        register_secrets(request.discord)
         other = await self.repository.find_by_user(user_id)
         if other is not None and other.channel_id != request.channel:
             # Another token of the same Discord user: PixVerse counts jobs per user.
