@@ -15,6 +15,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from bot.accounts.crypto import TOKEN_SHAPE
+
 MASK = "[redacted]"
 
 # A string literal in Python repr or JSON, escapes included, so a value with quotes or
@@ -30,8 +32,6 @@ _SECRET_KEY = re.compile(
     r"""((['"])(?:discord|token|authorization|discord_token|token_encryption_key)\2\s*:\s*)""" + _STRING,
     re.IGNORECASE,
 )
-# Shapes of Discord tokens: base64 user id . timestamp . hmac, and legacy mfa tokens.
-_TOKEN_SHAPE = re.compile(r"\b(?:[\w-]{20,30}\.[\w-]{6,7}\.[\w-]{25,}|mfa\.[\w-]{20,})")
 # Interaction and webhook tokens travel in URL paths: /interactions/<id>/<token>/callback,
 # /webhooks/<application id>/<token>/messages/@original. Each is a credential to answer as the
 # bot for 15 minutes, so the path segment is masked wherever such a URL is logged.
@@ -105,7 +105,7 @@ class SecretRedactor:
         text = _URL_TOKEN.sub(lambda m: m.group(1) + MASK, text)
         text = _INNER_OBJECT.sub(self._mask_discord_option, text)
         text = _SECRET_KEY.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
-        return _TOKEN_SHAPE.sub(MASK, text)
+        return TOKEN_SHAPE.sub(MASK, text)
 
     @staticmethod
     def _mask_discord_option(match: re.Match[str]) -> str:

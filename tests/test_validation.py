@@ -186,3 +186,25 @@ def test_fit_lines_keeps_a_discord_message_under_its_limit():
     assert kept[0] == "header" and kept[1] == lines[0]
     assert kept[-1] == f"… and {100 - (len(kept) - 2)} more"
     assert fit_lines("header", lines[:3]) == "\n".join(["header", *lines[:3]])
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("server", "Required param server (…1234) is not valid Discord server id"),
+        ("channel", "Required param channel (…1234) is not valid Discord channel id"),
+    ],
+)
+def test_a_token_pasted_into_another_field_is_not_echoed(field, expected):
+    payload = body(**{field: TOKEN})
+    code, text = error_of(payload, path_channel=TOKEN if field == "channel" else CHANNEL)
+    assert (code, text) == (400, expected)
+    assert TOKEN[:-4] not in text
+
+
+def test_a_token_pasted_as_a_job_id_is_not_echoed():
+    from bot.dispatch.validation import validate_job_id
+
+    with pytest.raises(ApiError) as info:
+        validate_job_id(f"job {TOKEN}")
+    assert info.value.error == "Required param jobid (job …1234) is not a valid job id"

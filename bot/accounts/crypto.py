@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -81,6 +82,15 @@ def load_or_create_key(configured: str | None, key_file: Path) -> str:
         key_file,
     )
     return key
+
+
+# Shapes of Discord tokens: base64 user id . timestamp . hmac, and legacy mfa tokens.
+TOKEN_SHAPE = re.compile(r"\b(?:[\w-]{20,30}\.[\w-]{6,7}\.[\w-]{25,}|mfa\.[\w-]{20,})")
+
+
+def mask_token_shapes(text: str) -> str:
+    """``text`` with every token-shaped part masked as account replies show a token."""
+    return TOKEN_SHAPE.sub(lambda m: mask_token(m.group(0)[-4:]), text)
 
 
 def mask_token(token_last4: str) -> str:

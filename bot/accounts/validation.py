@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.accounts.crypto import mask_token_shapes
 from bot.errors import bad_request
 
 SNOWFLAKE = re.compile(r"[0-9]{17,20}")
@@ -31,9 +32,10 @@ class AccountRequest:
 
 
 def echo(value: Any) -> str:
-    """A user-given value as error texts show it: as given, cut to 100 characters."""
+    """A user-given value as error texts show it: as given, cut to 100 characters, except that
+    anything shaped like a Discord token (pasted into the wrong field) shows only its last 4."""
     text = value if isinstance(value, str) else str(value)
-    return text[:ECHO_LIMIT]
+    return mask_token_shapes(text)[:ECHO_LIMIT]
 
 
 def is_snowflake(value: str) -> bool:
