@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -53,19 +54,63 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
+def prepare_file(path: Path | str) -> None:
+    """Creates the database file 0600 (its folder 0700 when the bot makes it) before SQLite does.
+
+    The file holds prompts, replyUrl and replyRef in clear; SQLite gives the -wal and -shm
+    files the database file's own mode, so all three stay private. Opening it for writing
+    here also names the operating system's reason (read-only file system, permission
+    denied) before SQLite would reduce it to "unable to open database file".
+    """
+    if str(path) == ":memory:":
+        return
+    path = Path(path)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
 async def connect(path: Path | str) -> aiosqlite.Connection:
-    """Opens the database with the settings every connection of the bot uses."""
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """Opens the database with the settings every connection of the bot uses.
+
+    On any failure the connection is closed before the error goes on: a half-opened
+    aiosqlite connection keeps its worker thread, and with it the process, alive.
+    """
+    prepare_file(path)
     # isolation_level=None: no implicit transactions; the code says BEGIN where it means it.
     conn = await aiosqlite.connect(str(path), isolation_level=None)
-    conn.row_factory = aiosqlite.Row
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    # Several bot processes may share one file: wait for a lock instead of failing.
-    await conn.execute("PRAGMA busy_timeout=5000")
-    await conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        conn.row_factory = aiosqlite.Row
+        # Several bot processes may share one file: wait for a lock instead of failing. First,
+        # so that switching to WAL waits for a lock too.
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        # FULL: every commit is synced to the disk before the caller is answered, so a write
+        # acknowledged 204/200 survives a power cut, not only a killed process (NORMAL in WAL
+        # mode may roll back the last commits on power loss). Its cost: bench/ and the README.
+        await conn.execute("PRAGMA synchronous=FULL")
+    except BaseException:
+        await conn.close()
+        raise
     return conn
+
+
+def open_error_line(path: Path | str, exc: BaseException) -> str:
+    """One line for a database that cannot be opened: the file and the reason, no traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror[0].lower() + exc.strerror[1:]  # "Read-only file system" mid-sentence
+    else:
+        reason = str(exc) or type(exc).__name__
+    hint = ""
+    if "locked" in reason or "busy" in reason:
+        hint = " (another process holds it; is another copy of the bot migrating or stuck?)"
+    elif "readonly" in reason or "read-only" in reason or "permission" in reason:
+        hint = " (the bot needs to write the file and its folder)"
+    elif "not a database" in reason or "malformed" in reason:
+        hint = " (restore it from a backup, or move it away to start afresh)"
+    return f"Cannot open the database {path}: {reason}{hint}"
 
 
 async def migrate(conn: aiosqlite.Connection, migrations: list[Migration] | None = None) -> list[int]:
@@ -191,12 +236,18 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path | str, *, migrations: list[Migration] | None = None) -> Database:
-        conn = await connect(path)
+        """Opens and migrates the database; a file that cannot be used is a StartupError naming it."""
+        try:
+            conn = await connect(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StartupError(open_error_line(path, exc)) from None
         try:
             await migrate(conn, migrations)
             reader = None if str(path) == ":memory:" else open_reader(path)
-        except BaseException:
+        except BaseException as exc:
             await conn.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StartupError(open_error_line(path, exc)) from None
             raise
         return cls(conn, reader=reader)
 
