@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from bot import db
 from bot.accounts.crypto import TokenCipher, load_or_create_key
-from bot.accounts.repository import AccountRepository, verify_cipher
+from bot.accounts.repository import AccountRepository, forget_key_check, holds_tokens, verify_cipher
 from bot.accounts.service import AccountService
 from bot.accounts.token_check import DiscordTokenChecker
 from bot.dispatch.backends.base import PixverseBackend
@@ -82,10 +82,12 @@ class PixverseBot(commands.Bot):
         self.db = await db.Database.open(settings.database_path)
         log.info("Database %s at schema version %s", settings.database_path, await self.db.schema_version())
 
-        key = load_or_create_key(
-            settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
-            settings.key_file,
-        )
+        configured = settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None
+        generating = configured is None and not settings.key_file.exists()
+        # A new key is made only for a database that holds no tokens: it could not decrypt them.
+        key = load_or_create_key(configured, settings.key_file, may_create=not await holds_tokens(self.db))
+        if generating:
+            await forget_key_check(self.db)
         register_secrets(key, pinned=True)
         cipher = TokenCipher(key)
         if not await verify_cipher(self.db, cipher):

@@ -8,6 +8,7 @@ import hmac
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -58,16 +59,33 @@ class TokenCipher:
             return False
 
 
-def load_or_create_key(configured: str | None, key_file: Path) -> str:
-    """The key in use: the configured one, else the key file, else a new key written there once."""
+def load_or_create_key(configured: str | None, key_file: Path, *, may_create: bool = True) -> str:
+    """The key in use: the configured one, else the key file, else a new key written there once.
+
+    A key file that other users can read stops the bot, as ssh refuses such a private key.
+    ``may_create`` is False when the database already holds tokens: a new key could never
+    decrypt them, so the bot stops instead of leaving a useless key file behind.
+    """
     if configured:
         return configured
     if key_file.exists():
+        mode = stat.S_IMODE(key_file.stat().st_mode)
+        if mode & 0o077:
+            raise StartupError(
+                f"Token key file {key_file} is readable by other users (mode {mode:04o}); "
+                f"run: chmod 600 {key_file}"
+            )
         key = key_file.read_text("ascii").strip()
         if not key:
             raise StartupError(f"Token key file {key_file} is empty; restore it or set TOKEN_ENCRYPTION_KEY")
         return key
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    if not may_create:
+        raise StartupError(
+            f"The database holds tokens but their key is not here: set TOKEN_ENCRYPTION_KEY to the key they "
+            f"were saved with, or restore {key_file}"
+        )
+    if not key_file.parent.exists():
+        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = Fernet.generate_key().decode("ascii")
     # O_EXCL: two processes starting at once must not each write a different key.
     try:

@@ -183,6 +183,16 @@ class AccountRepository:
         return None if row is None else self._cipher.decrypt(row[0])
 
 
+async def holds_tokens(db: Database) -> bool:
+    """True when any account token is stored (encrypted with some key)."""
+    return await db.fetchone("SELECT 1 FROM accounts LIMIT 1") is not None
+
+
+async def forget_key_check(db: Database) -> None:
+    """For a key just generated for a database with no tokens: the old key's check protects nothing."""
+    await db.execute("DELETE FROM meta WHERE key = ?", (KEY_CHECK_META,))
+
+
 async def verify_cipher(db: Database, cipher: TokenCipher) -> bool:
     """True when the key in use is the database's key; records it on a new database.
 
