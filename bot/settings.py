@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     # The HTTP API (useapi paths); port 0 turns it off.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # Limits a hostile client cannot wear down: a silent keep-alive connection is closed after
+    # this long; a request's head (and again its body) must arrive within the request timeout;
+    # past the connection cap a new connection gets a 503 at once.
+    http_keepalive_timeout_seconds: float = Field(default=15, gt=0, le=3600)
+    http_request_timeout_seconds: float = Field(default=10, gt=0, le=600)
+    http_max_connections: int = Field(default=512, ge=1, le=100_000)
     # replyUrl may point at private/loopback addresses (only for a trusted local receiver).
     reply_url_allow_private: bool = False
 

@@ -6,7 +6,6 @@ import logging
 from typing import TYPE_CHECKING
 
 import discord
-from aiohttp import web
 from discord import app_commands
 from discord.ext import commands
 
@@ -15,6 +14,7 @@ from bot.dispatch.models import Job
 from bot.errors import StartupError
 from bot.http.app import ApiContext, create_app
 from bot.http.callbacks import ReplyPoster
+from bot.http.server import HttpLimits, LimitedServer
 from bot.http.tokens import ApiTokenRepository
 from bot.logging import register_secrets
 from bot.tree import reply
@@ -29,7 +29,7 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
     def __init__(self, bot: PixverseBot) -> None:
         self.bot = bot
         self.tokens = ApiTokenRepository(bot.db)
-        self.runner: web.AppRunner | None = None
+        self.server: LimitedServer | None = None
         # Kept directly: at shutdown bot.dispatcher is gone before the last replies are sent.
         self.dispatcher = bot.dispatcher
         self.replies = ReplyPoster(self._public_job, allow_private=bot.settings.reply_url_allow_private)
@@ -50,25 +50,29 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
             channel_visible=self._channel_visible,
             health_problem=self._health_problem,
             reply_allow_private=settings.reply_url_allow_private,
+            request_timeout=settings.http_request_timeout_seconds,
         )
-        self.runner = web.AppRunner(create_app(context), access_log=None, handle_signals=False)
-        await self.runner.setup()
+        limits = HttpLimits(
+            keepalive_timeout=settings.http_keepalive_timeout_seconds,
+            request_timeout=settings.http_request_timeout_seconds,
+            max_connections=settings.http_max_connections,
+        )
+        server = LimitedServer(create_app(context), settings.http_host, settings.http_port, limits)
         try:
-            await web.TCPSite(self.runner, settings.http_host, settings.http_port).start()
+            await server.start()
         except OSError as exc:
-            await self.runner.cleanup()
-            self.runner = None
             raise StartupError(
                 f"HTTP API could not listen on {settings.http_host}:{settings.http_port} ({exc.strerror});"
                 " set HTTP_PORT to a free port, or 0 to turn the API off"
             ) from None
-        log.info("HTTP API listening on http://%s:%s", settings.http_host, settings.http_port)
+        self.server = server
+        log.info("HTTP API listening on http://%s:%s", settings.http_host, server.port)
 
     async def stop(self) -> None:
         """Stops serving (first thing at shutdown, so no request reaches a closing core)."""
-        runner, self.runner = self.runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
 
     async def cog_unload(self) -> None:
         if self.bot.dispatcher is not None and self.replies in self.bot.dispatcher.listeners:

@@ -6,6 +6,7 @@ as the endpoint's JSON error model ``{"error", "code"}`` through one middleware.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 from bot.accounts.service import AccountService
 from bot.accounts.validation import echo, validate_channel_param
@@ -23,6 +25,7 @@ from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
 from bot.http.openapi import openapi_document
+from bot.http.server import REQUEST_TIMEOUT, request_protocol
 from bot.http.tokens import ApiTokenRepository
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ class ApiContext:
     health_problem: Callable[[], Awaitable[str | None]]
     # replyUrl may point at private or loopback addresses (REPLY_URL_ALLOW_PRIVATE).
     reply_allow_private: bool = False
+    # Time allowed to send a request body (HTTP_REQUEST_TIMEOUT_SECONDS; the head has the same).
+    request_timeout: float = 10.0
 
 
 CONTEXT = web.AppKey("context", ApiContext)
@@ -65,13 +70,22 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 def error_response(error: ApiError) -> web.Response:
-    return json_response(error.to_dict(), status=error.code)
+    response = json_response(error.to_dict(), status=error.code)
+    if error.code == 408:
+        response.force_close()  # the rest of that body is not worth waiting for
+    return response
 
 
 def error_answer(request: web.Request, exc: Exception) -> web.Response:
     """The JSON error model for anything a route raised; a trace goes to the log, never out."""
     if isinstance(exc, ApiError):
         return error_response(exc)
+    if isinstance(exc, (web.RequestPayloadError, HttpProcessingError)):
+        # The body as sent cannot be read: the client's doing, never a 500.
+        if isinstance(exc, ContentEncodingError) or isinstance(exc.__cause__, ContentEncodingError):
+            encoding = echo(request.headers.get("Content-Encoding", ""))[:40]
+            return error_response(ApiError(400, f"Request body does not decode as its Content-Encoding ({encoding}) says"))
+        return error_response(ApiError(400, "Request body is malformed"))
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return error_response(ApiError(413, f"Request body is larger than {BODY_LIMIT} bytes"))
     if isinstance(exc, web.HTTPMethodNotAllowed):
@@ -95,10 +109,16 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
 async def answer_and_log(request: web.Request, handler) -> web.StreamResponse:
     # One middleware for both jobs: every layer costs a coroutine on every request.
     started = time.perf_counter()
+    connection = request_protocol(request)
+    if connection is not None:
+        connection.request_started()  # the head is in: its deadline no longer applies
     try:
         response = await handler(request)
     except Exception as exc:
         response = error_answer(request, exc)
+    finally:
+        if connection is not None:
+            connection.request_finished()
     # Method, path and status only: never headers (Authorization) or bodies (discord).
     log.debug("%s %s -> %s in %.1f ms", request.method, request.path, response.status,
               (time.perf_counter() - started) * 1000)
@@ -125,8 +145,23 @@ def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
 
 
+SUPPORTED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decoded, within the time allowed; a slow body is a 408, not a held connection."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ApiError(415, "Content-Encoding is not supported; send the body as identity, gzip or deflate")
+    try:
+        async with asyncio.timeout(request.app[CONTEXT].request_timeout):
+            return await request.read()  # aiohttp refuses more than client_max_size: 413
+    except TimeoutError:
+        raise ApiError(408, REQUEST_TIMEOUT) from None
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # aiohttp refuses more than client_max_size: 413
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:
