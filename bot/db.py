@@ -222,10 +222,12 @@ class Database:
     including the caller's own awaited writes.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, *, reader: sqlite3.Connection | None = None) -> None:
+    def __init__(self, conn: aiosqlite.Connection, *, reader: sqlite3.Connection | None = None,
+                 path: Path | str = "?") -> None:
         if not callable(getattr(conn, "_execute", None)):
             raise RuntimeError("this aiosqlite version lacks Connection._execute; see pyproject for the supported range")
         self.conn = conn
+        self.path = path
         self._reader = reader
         self._lookup_deadline = 0.0
         if reader is not None:
@@ -233,6 +235,9 @@ class Database:
         self._queue: list[_Work] = []
         self._flusher: asyncio.Task | None = None
         self._closed = False
+        # Set when a write failed because the file cannot take it (disk full, I/O error);
+        # cleared by the next write that commits. /healthz reports it.
+        self.write_problem: str | None = None
 
     @classmethod
     async def open(cls, path: Path | str, *, migrations: list[Migration] | None = None) -> Database:
@@ -249,7 +254,7 @@ class Database:
             if isinstance(exc, (sqlite3.Error, OSError)):
                 raise StartupError(open_error_line(path, exc)) from None
             raise
-        return cls(conn, reader=reader)
+        return cls(conn, reader=reader, path=path)
 
     async def close(self) -> None:
         """Finishes the queued work, then checkpoints and closes both connections."""
@@ -322,6 +327,28 @@ class Database:
             self._flusher.add_done_callback(self._flusher_done)
         return work.future
 
+    def _note_write(self, batch: list[_Work], outcomes: list[tuple[bool, Any]]) -> None:
+        """Keeps :attr:`write_problem` true to what the last writes met."""
+        for work, (ok, value) in zip(batch, outcomes):
+            if work.readonly:
+                continue
+            if ok:
+                if self.write_problem is not None:
+                    log.warning("The database %s takes writes again", self.path)
+                self.write_problem = None
+            elif is_write_failure(value):
+                if self.write_problem is None:
+                    log.error("The database %s cannot be written: %s", self.path, value)
+                self.write_problem = str(value)
+
+    async def probe_write(self) -> bool:
+        """A tiny committed write, to learn whether the file takes writes again (for /healthz)."""
+        try:
+            await self.set_meta("write_probe", repr(time.time()))
+        except sqlite3.Error:
+            return False
+        return True
+
     def _flusher_done(self, flusher: asyncio.Task) -> None:
         """For a batch task cancelled before its first step: _flush's own cleanup never ran."""
         if self._flusher is not flusher:
@@ -349,10 +376,12 @@ class Database:
                     self._queue.clear()
                     raise
                 except BaseException as exc:  # the batch's transaction failed: all of it
+                    self._note_write(batch, [(False, exc)] * len(batch))
                     for work in batch:
                         if not work.future.done():
                             work.future.set_exception(exc)
                     continue
+                self._note_write(batch, outcomes)
                 for work, (ok, value) in zip(batch, outcomes):
                     if work.future.done():
                         continue  # its caller was cancelled meanwhile; the work ran all the same
@@ -410,6 +439,21 @@ def open_reader(path: Path | str) -> sqlite3.Connection:
     # Never wait on the loop's thread: a lock sends the lookup to the worker instead.
     reader.execute("PRAGMA busy_timeout=0")
     return reader
+
+
+# SQLite's primary result codes for "the file cannot take this write": a full disk (or
+# max_page_count), an I/O error, a file that became read-only under the bot.
+_WRITE_FAILURES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _WRITE_FAILURES
+    text = str(exc)
+    return "disk is full" in text or "disk I/O error" in text or "readonly database" in text
 
 
 def _is_select(sql: str) -> bool:

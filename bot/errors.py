@@ -50,12 +50,18 @@ def not_found(error: str = CONFIGURATION_NOT_FOUND) -> ApiError:
 
 
 DATABASE_BUSY = "The database is busy; please try again in a moment"
+DATABASE_UNWRITABLE = "The database cannot be written; nothing was saved"
 
 
 def from_exception(exc: BaseException) -> ApiError | None:
     """An infrastructure failure that has an honest answer other than 500."""
     import sqlite3
 
+    from bot.db import is_write_failure
+
+    if is_write_failure(exc):
+        # A full disk or an I/O error: the transaction was rolled back as a whole.
+        return ApiError(503, DATABASE_UNWRITABLE)
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
         # Another process held the write lock past the busy timeout.
         return ApiError(503, DATABASE_BUSY)

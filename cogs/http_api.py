@@ -104,6 +104,9 @@ class HttpApiCog(commands.Cog, name="HTTP API"):
             await self.bot.db.fetchone("SELECT 1")
         except Exception as exc:
             return f"database does not answer ({type(exc).__name__})"
+        # After a failed write (full disk, I/O error), unhealthy until a write commits again.
+        if self.bot.db.write_problem is not None and not await self.bot.db.probe_write():
+            return "the database cannot be written (disk full or I/O error)"
         # is_ready() stays true while discord.py reconnects: ask the socket itself.
         if self.bot.is_closed() or not self.bot.is_ready() or not getattr(self.bot.ws, "open", False):
             return "not connected to the Discord gateway"
