@@ -94,8 +94,8 @@ MEASURED_FROM = 10_000_000
 ROUND_STRIDE = 100_000_000
 POST_PATH = "/v1/pixverse/account"
 POST_FLOOR_PATH = "/bench/post-floor"
-POSTS = ("post", "post-floor")  # scenarios that send account bodies
-SCENARIOS = ("hello", "get", "get-uncached", "post-floor", "post")
+POSTS = ("post", "post-floor", "post-normal")  # scenarios that send account bodies
+SCENARIOS = ("hello", "get", "get-uncached", "post-floor", "post", "post-normal")
 
 
 # ------------------------------------------------------------------------------- servers
@@ -143,6 +143,7 @@ async def serve_api(args: argparse.Namespace) -> None:
     from bot.dispatch.backends.simulated import SimulatedBackend
     from bot.dispatch.dispatcher import Dispatcher
     from bot.http.app import ApiContext, create_app, guild_of, json_body
+    from bot.http.server import HttpLimits, LimitedServer
     from bot.http.tokens import ApiTokenRepository
     from bot.logging import register_secrets, setup_logging
 
@@ -155,6 +156,9 @@ async def serve_api(args: argparse.Namespace) -> None:
     log_file = open(workdir / "api-server.log", "a", encoding="utf-8")  # the bot logs to a stream, as it does to stderr
     setup_logging("INFO", stream=log_file, secrets=[key])
     database = await Database.open(workdir / "bench.db")
+    if args.synchronous_normal:
+        # The post-normal scenario: what the bot's synchronous=FULL costs a POST.
+        await database.execute("PRAGMA synchronous=NORMAL")
     cipher = TokenCipher(key)
     assert await verify_cipher(database, cipher)
     repository = AccountRepository(database, cipher)
@@ -187,9 +191,10 @@ async def serve_api(args: argparse.Namespace) -> None:
 
     app = create_app(context)
     app.router.add_post(POST_FLOOR_PATH + "/{channel}", post_floor)  # BENCH ONLY, see the post-floor scenario
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # Served as the bot serves it: its own listener, with the default limits.
+    server = LimitedServer(app, "127.0.0.1", 0, HttpLimits())
     freeze_startup_objects()  # as the bot does at the end of setup_hook
-    await serve(runner, {"write_token": write_token, "read_token": read_token})
+    await serve(server, {"write_token": write_token, "read_token": read_token})
     await database.close()
     log_file.close()
 
@@ -202,21 +207,37 @@ async def serve_hello(args: argparse.Namespace) -> None:
 
     app = web.Application()
     app.router.add_get("/", hello)
-    await serve(web.AppRunner(app, access_log=None, handle_signals=False), {})
+    await serve(RawAiohttp(app), {})
 
 
-async def serve(runner, extra: dict) -> None:
-    from aiohttp import web
+class RawAiohttp:
+    """aiohttp's own AppRunner + TCPSite, for the hello-world baseline."""
 
+    def __init__(self, app) -> None:
+        from aiohttp import web
+
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.port = 0
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(server, extra: dict) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     stop_on_stdin_eof(loop, stop)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    print(json.dumps({"port": port, **extra}), flush=True)
+    await server.start()
+    print(json.dumps({"port": server.port, **extra}), flush=True)
     await stop.wait()
-    await runner.cleanup()
+    await server.stop()
 
 
 def run_server(args: argparse.Namespace) -> None:
@@ -253,7 +274,7 @@ class Scenario:
         if self.name in POSTS:
             channel = str(WRITE_CHANNEL_BASE + index)
             body = account_body(WRITE_GUILD, channel, account_token("write", index)).encode()
-            prefix = POST_PATH if self.name == "post" else POST_FLOOR_PATH
+            prefix = POST_FLOOR_PATH if self.name == "post-floor" else POST_PATH
             return (f"POST {prefix}/{channel} HTTP/1.1\r\nHost: {host}\r\n{auth}"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
         path = "/" if self.name == "hello" else "/v1/pixverse/account"
@@ -503,7 +524,7 @@ def wrk_run(scenario: Scenario, first: int, count: int, concurrency: int, pin: i
         kind=scenario.name, token=scenario.token, port=scenario.port, first=first, count=count,
         expected=scenario.expected, channel_prefix=str(WRITE_CHANNEL_BASE // 10**15), pad="x" * 48,
         guild=WRITE_GUILD, path="/" if scenario.name == "hello" else "/v1/pixverse/account",
-        post_path={"post": POST_PATH, "post-floor": POST_FLOOR_PATH}.get(scenario.name, ""),
+        post_path={"post": POST_PATH, "post-normal": POST_PATH, "post-floor": POST_FLOOR_PATH}.get(scenario.name, ""),
     ))
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{MAX_PHASE_SECONDS}s", "--timeout", "10s", "-s", str(script),
                f"http://127.0.0.1:{scenario.port}/"]
@@ -630,6 +651,12 @@ def orchestrate(args: argparse.Namespace) -> int:
             uncached, uncached_info = start_server("api-server", workdir / "uncached", args, server_cpu,
                                                    ("--no-list-cache",))
             servers.append(uncached)
+        normal_info = {}
+        if "post-normal" in wanted:
+            (workdir / "normal").mkdir()
+            normal, normal_info = start_server("api-server", workdir / "normal", args, server_cpu,
+                                               ("--synchronous-normal",))
+            servers.append(normal)
         hello, hello_info = start_server("hello-server", workdir, args, server_cpu)
         servers.append(hello)
         scenarios = {
@@ -642,6 +669,8 @@ def orchestrate(args: argparse.Namespace) -> int:
                                    "POST", 204, token=api_info["write_token"]),
             "post": Scenario("post", "POST /v1/pixverse/account/<new channel>", api_info["port"], "POST", 204,
                              token=api_info["write_token"]),
+            "post-normal": Scenario("post-normal", "the same POST, synchronous=NORMAL", normal_info.get("port", 0),
+                                    "POST", 204, token=normal_info.get("write_token", "")),
         }
         print(f"HTTP API load on 127.0.0.1: {args.requests:,} measured requests per scenario after {args.warmup:,}"
               f" warm-up, {args.concurrency} keep-alive connections, one request in flight on each")
@@ -734,6 +763,7 @@ def main() -> int:
                         help="load generator (auto: wrk when installed, else python)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
     parser.add_argument("--no-list-cache", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--synchronous-normal", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
     parser.add_argument("--profile", default=None, help="run the API server under cProfile, stats to this file")
     # internal: the server and load processes

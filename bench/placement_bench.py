@@ -202,6 +202,7 @@ class Sized:
 
     db: Database
     res: Result
+    res_normal: Result  # the same cycles with synchronous=NORMAL: what FULL costs
     servers: list[str]
     channels: list[str]
     background: int
@@ -217,7 +218,8 @@ async def prepare(directory: Path, n_accounts: int, *, n_cycles: int, seed: int)
     # other indexes (jobs_guild_status instead of the partial jobs_queue, for one).
     print(f"  {n_accounts:,} accounts on {len(servers):,} servers ({len(jobs):,} background jobs)"
           f" inserted in {time.perf_counter() - t:.1f} s", flush=True)
-    sized = Sized(db, Result(n_accounts, len(servers)), servers, channels, len(jobs), random.Random(seed))
+    sized = Sized(db, Result(n_accounts, len(servers)), Result(n_accounts, len(servers)), servers, channels,
+                  len(jobs), random.Random(seed))
     # Warm-up: code paths, statement cache, the pages a random server touches.
     await cycles(db, None, max(200, n_cycles // 10), servers, sized.rng)
     for variant in VARIANTS:
@@ -236,6 +238,11 @@ async def measure(sizes: list[Sized], *, n_cycles: int, rounds: int) -> None:
             await cycles(sized.db, sized.res, per_round, sized.servers, sized.rng)
             for variant in VARIANTS:
                 await raw_updates(sized.db, sized.res, variant, per_round, sized.channels, sized.rng)
+            # The bot writes with synchronous=FULL (an answered write survives a power cut);
+            # the same cycles with NORMAL, in the same round, say what that costs.
+            await sized.db.execute("PRAGMA synchronous=NORMAL")
+            await cycles(sized.db, sized.res_normal, per_round, sized.servers, sized.rng)
+            await sized.db.execute("PRAGMA synchronous=FULL")
     for sized in sizes:
         held = (await sized.db.fetchone("SELECT COUNT(*) FROM jobs WHERE slot_held = 1 AND owner = ?", (OWNER,)))[0]
         assert held == sized.background, "a placement cycle left a slot held"
@@ -334,6 +341,18 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def report_synchronous(pairs: list[tuple[Result, Result]], directory: str) -> None:
+    print()
+    print(f"What synchronous=FULL costs (the bot's setting) against NORMAL, same database, same rounds;"
+          f" databases in {directory} (an fsync on tmpfs costs nothing: use --dir on a real disk):")
+    print(f"{'accounts':>9} {'FULL cyc/s':>10} {'NORMAL cyc/s':>12} {'ratio':>6} {'FULL p50':>9} {'NORMAL p50':>10}"
+          f" {'FULL p99':>9} {'NORMAL p99':>10}")
+    for full, normal in pairs:
+        print(f"{full.accounts:>9,} {full.cycles_per_s:>10,.0f} {normal.cycles_per_s:>12,.0f}"
+              f" {full.cycles_per_s / normal.cycles_per_s:>6.2f} {full.place_ms(0.5):>9.3f}"
+              f" {normal.place_ms(0.5):>10.3f} {full.place_ms(0.99):>9.3f} {normal.place_ms(0.99):>10.3f}")
+
+
 def report(results: list[Result], command: str) -> bool:
     base = results[0]
     print()
@@ -401,6 +420,7 @@ async def main() -> int:
             for sized in prepared:
                 await sized.db.close()
         report([sized.res for sized in prepared], command.strip())
+        report_synchronous([(sized.res, sized.res_normal) for sized in prepared], tmp)
         if args.explain:
             await explain(Path(tmp), sizes[-1], n=min(n_cycles, 5000), seed=args.seed)
     return 0
