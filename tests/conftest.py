@@ -70,3 +70,14 @@ def checker() -> FakeChecker:
 @pytest.fixture
 def service(repository, checker) -> AccountService:
     return AccountService(repository, checker, max_concurrent_jobs=10)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The hostile-input suite's figures (tests/hostile), whenever any of its attacks ran."""
+    from tests.hostile.figures import table
+
+    lines = table()
+    if lines:
+        terminalreporter.section("hostile input: figures")
+        for line in lines:
+            terminalreporter.write_line(line)
