@@ -153,6 +153,8 @@ async def read_body(request: web.Request) -> bytes:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in SUPPORTED_ENCODINGS:
         raise ApiError(415, "Content-Encoding is not supported; send the body as identity, gzip or deflate")
+    if request.content.is_eof():
+        return await request.read()  # all there already (the usual small body): no timer to arm
     try:
         async with asyncio.timeout(request.app[CONTEXT].request_timeout):
             return await request.read()  # aiohttp refuses more than client_max_size: 413
