@@ -23,6 +23,15 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 # Deprecated IPv4-compatible addresses (::a.b.c.d).
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+# IANA's special-purpose registries, whole: Python's is_global misses some of them (3.11 calls
+# 192.0.0.192, Oracle Cloud's metadata address, fec0::/10 and 3fff::/20 global).
+_SPECIAL_PURPOSE = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "192.175.48.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "100::/64", "2001::/23", "2001:db8::/32", "2620:4f:8000::/48", "3fff::/20",
+    "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+))
 
 
 def client_host(url: str | yarl.URL) -> str | None:
@@ -50,6 +59,8 @@ def is_forbidden_ip(ip: IPAddress) -> bool:
             return True
         if ip.teredo is not None and is_forbidden_ip(ip.teredo[1]):
             return True
+    if any(ip in network for network in _SPECIAL_PURPOSE if network.version == ip.version):
+        return True
     return (
         not ip.is_global
         or ip.is_multicast

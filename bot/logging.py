@@ -22,11 +22,16 @@ MASK = "[redacted]"
 # A string literal in Python repr or JSON, escapes included, so a value with quotes or
 # braces inside cannot end the match early.
 _STRING = r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
-# An innermost dict/object, quote-aware: an application-command option such as
-# {'type': 3, 'name': 'discord', 'value': '...'}.
-_INNER_OBJECT = re.compile(r"\{(?:[^{}'\"]|" + _STRING + r")*\}")
-_NAMED_DISCORD = re.compile(r"""['"]name['"]\s*:\s*['"]discord['"]""")
-_VALUE = re.compile(r"""(['"]value['"]\s*:\s*)""" + _STRING)
+# An application-command option named discord, in either key order, with only plain fields
+# (type, focused …) between its name and its value: {'type': 3, 'name': 'discord', 'value': '…'}.
+# Each match starts at a literal key, so a record costs one pass, however many braces and
+# quotes it holds (an innermost-object pattern re-scanned from every "{": quadratic).
+_PLAIN = r"""(?:-?\d+|true|false|True|False|None|null|""" + _STRING + r")"
+_BETWEEN = r"""(?:\s*,\s*['"]\w+['"]\s*:\s*""" + _PLAIN + r")*?"
+_NAME_IS_DISCORD = r"""['"]name['"]\s*:\s*['"]discord['"]"""
+_VALUE_KEY = r"""['"]value['"]\s*:\s*"""
+_DISCORD_OPTION_NAME_FIRST = re.compile("(" + _NAME_IS_DISCORD + _BETWEEN + r"\s*,\s*" + _VALUE_KEY + ")" + _STRING)
+_DISCORD_OPTION_VALUE_FIRST = re.compile("(" + _VALUE_KEY + ")" + _STRING + "(" + _BETWEEN + r"\s*,\s*" + _NAME_IS_DISCORD + ")")
 # Secret-bearing keys in bodies and headers: {"discord": "..."} or 'Authorization': '...'.
 _SECRET_KEY = re.compile(
     r"""((['"])(?:discord|token|authorization|discord_token|token_encryption_key)\2\s*:\s*)""" + _STRING,
@@ -51,6 +56,11 @@ _MAX_SECRET_LENGTH = 512
 # A pinned secret that is not token-shaped (a bot token pasted with odd characters) is matched
 # by plain substring search; there are at most this many, so the cost stays bounded.
 _MAX_ODD_PINNED = 8
+# Where in a candidate a secret may start: at once, or past up to ten characters glued to it
+# (\n in a repr, %3D in a URL, \u0000, "Bearer-"): at most 22 dict lookups per candidate.
+_OFFSETS = tuple(range(11))
+_SHORT_KEY = _MIN_REGISTERED
+_LONG_KEY = 16
 
 
 class SecretRedactor:
@@ -59,16 +69,38 @@ class SecretRedactor:
     Only real secrets are registered: the bot token and the token key (pinned), stored account
     tokens when decrypted, an account token once Discord has accepted it, API tokens when
     shown. Arbitrary input never is, so a client cannot grow the set or the cost of a record.
+
+    Each candidate run of token characters is looked up by the prefix found at its first eleven
+    offsets, so a secret glued after an escape (``\\n`` in a repr, ``%3D`` in a URL) or a short
+    word, or followed by more characters, is masked too.
     """
 
     def __init__(self) -> None:
         self._pinned: set[str] = set()
         self._odd_pinned: list[str] = []
         self._recent: OrderedDict[str, None] = OrderedDict()
+        # prefix -> secrets that start with it: _LONG_KEY characters for long secrets, _SHORT_KEY
+        # for the rest, so that tokens sharing a prefix (ids made the same day) rarely collide.
+        self._by_prefix: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._pinned) + len(self._odd_pinned) + len(self._recent)
+
+    @staticmethod
+    def _key(secret: str) -> str:
+        return secret[:_LONG_KEY] if len(secret) >= _LONG_KEY else secret[:_SHORT_KEY]
+
+    def _index(self, secret: str) -> None:
+        self._by_prefix.setdefault(self._key(secret), set()).add(secret)
+
+    def _unindex(self, secret: str) -> None:
+        key = self._key(secret)
+        bucket = self._by_prefix.get(key)
+        if bucket is not None:
+            bucket.discard(secret)
+            if not bucket:
+                del self._by_prefix[key]
 
     def register(self, *secrets: str | None, pinned: bool = False) -> None:
         wanted = [s for s in secrets if s and _MIN_REGISTERED <= len(s) <= _MAX_SECRET_LENGTH]
@@ -82,19 +114,27 @@ class SecretRedactor:
                 if pinned:
                     self._pinned.add(secret)
                     self._recent.pop(secret, None)
+                    self._index(secret)
                 elif secret not in self._pinned:
                     self._recent[secret] = None
                     self._recent.move_to_end(secret)
+                    self._index(secret)
             while len(self._recent) > _MAX_RECENT:
-                self._recent.popitem(last=False)
+                forgotten, _ = self._recent.popitem(last=False)
+                self._unindex(forgotten)
 
     def _mask_candidate(self, match: re.Match[str]) -> str:
         text = match.group(0)
-        # Secrets are kept without base64 padding, and a candidate is looked up without the
-        # sentence punctuation or padding around it: "key=<secret>." or a key printed unpadded.
-        core = text.strip(".").rstrip("=")
-        if core in self._pinned or core in self._recent:
-            return text.replace(core, MASK, 1)
+        by_prefix = self._by_prefix
+        for offset in _OFFSETS:
+            if offset + _SHORT_KEY > len(text):
+                break
+            for key_length in (_LONG_KEY, _SHORT_KEY):
+                bucket = by_prefix.get(text[offset:offset + key_length])
+                if bucket:
+                    for secret in bucket:
+                        if text.startswith(secret, offset):
+                            return text[:offset] + MASK + text[offset + len(secret):]
         return text
 
     def redact(self, text: str) -> str:
@@ -103,16 +143,11 @@ class SecretRedactor:
         for secret in self._odd_pinned:
             text = text.replace(secret, MASK)
         text = _URL_TOKEN.sub(lambda m: m.group(1) + MASK, text)
-        text = _INNER_OBJECT.sub(self._mask_discord_option, text)
+        if "discord" in text:
+            text = _DISCORD_OPTION_NAME_FIRST.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
+            text = _DISCORD_OPTION_VALUE_FIRST.sub(lambda m: f"{m.group(1)}'{MASK}'{m.group(2)}", text)
         text = _SECRET_KEY.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
         return TOKEN_SHAPE.sub(MASK, text)
-
-    @staticmethod
-    def _mask_discord_option(match: re.Match[str]) -> str:
-        obj = match.group(0)
-        if not _NAMED_DISCORD.search(obj):
-            return obj
-        return _VALUE.sub(lambda m: f"{m.group(1)}'{MASK}'", obj)
 
 
 redactor = SecretRedactor()

@@ -208,9 +208,57 @@ async def test_connections_beyond_the_cap_are_refused_at_once_and_the_cap_frees_
         writer.close()
 
 
+async def test_a_burst_of_connections_cannot_pass_the_cap(server):
+    """asyncio accepts many sockets in one go: the cap holds for a burst, not only one by one."""
+    running = await server(max_connections=3, request_timeout=30, keepalive_timeout=30)
+    burst = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", running.port) for _ in range(40)))
+    await asyncio.sleep(0.1)
+    assert running.open_connections == 3
+    refused = 0
+    for reader, writer in burst:
+        try:
+            data = await asyncio.wait_for(reader.read(65536), 0.05)
+        except asyncio.TimeoutError:
+            continue
+        refused += b" 503 " in data.split(b"\r\n", 1)[0]
+    assert refused == 37
+    for _, writer in burst:
+        writer.close()
+    await asyncio.sleep(0.1)
+    assert running.open_connections == 0
+
+
+async def test_an_unknown_expect_is_a_json_417_and_the_connection_stays_usable(server):
+    running = await server(request_timeout=0.3, keepalive_timeout=5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\n\r\n")
+    assert_json_error(await read_answer(reader), 417, "Expectation Failed")
+    await asyncio.sleep(0.6)  # past the request timeout: nothing unasked for arrives
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert (status, json.loads(body)) == (200, {"status": "ok", "code": 200})
+
+
+async def test_a_client_gone_mid_body_is_one_debug_line(server, caplog):
+    running = await server()
+    with caplog.at_level(logging.DEBUG):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(post("/v1/pixverse/create", b'{"prompt": "x", "style": "Anime"}')[:-20])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.close()
+        await asyncio.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    assert running.open_connections == 0
+
+
 def test_the_aiohttp_surface_this_server_relies_on_is_still_there():
     """An aiohttp upgrade that moves these fails here, with the name of what moved."""
     assert "handle_error" in vars(web.RequestHandler)
+    assert "finish_response" in vars(web.RequestHandler)
+    assert list(inspect.signature(web.RequestHandler.finish_response).parameters) == [
+        "self", "request", "resp", "start_time"]
     params = inspect.signature(web.RequestHandler.handle_error).parameters
     assert list(params)[:5] == ["self", "request", "status", "exc", "message"]
     init = inspect.signature(web.RequestHandler.__init__).parameters

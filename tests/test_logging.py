@@ -140,8 +140,11 @@ def test_secrets_next_to_punctuation_and_keys_without_padding_are_masked():
     assert redactor.redact(f"key={key}.") == f"key={MASK}=."  # the padding says nothing
     assert redactor.redact(f"key {key[:-1]} cut") == f"key {MASK} cut"
     assert redactor.redact("Bearer apitoken_abcdefgh-123.") == f"Bearer {MASK}."
-    # A longer run that merely contains a secret is another value, left alone.
-    assert redactor.redact("xapitoken_abcdefgh-123x") == "xapitoken_abcdefgh-123x"
+    # Glued to other characters, before (an escape, a short word) or after, it is masked all the same.
+    assert redactor.redact("xapitoken_abcdefgh-123x") == f"x{MASK}x"
+    assert redactor.redact(repr("a\n" + key)) == f"'a\\n{MASK}='"
+    assert redactor.redact("?token%3Dapitoken_abcdefgh-123&x=1") == f"?token%3D{MASK}&x=1"
+    assert redactor.redact("Bearer-apitoken_abcdefgh-123_old") == f"Bearer-{MASK}_old"
 
 
 def test_a_bot_token_with_odd_characters_is_still_masked_when_pinned():

@@ -42,6 +42,11 @@ LOOPBACK_SPELLINGS = [
     "100.64.0.1",  # carrier-grade NAT
     "１６９.２５４.１６９.２５４",  # the cloud metadata address, fullwidth
     "169.254.169.254",
+    "192.0.0.192",  # Oracle Cloud's metadata address (is_global says global on 3.11)
+    "192.0.0.8",
+    "[fec0::1]",  # deprecated site-local
+    "[3fff::1]",  # documentation
+    "198.18.0.1",  # benchmarking
     "LOCALHOST.",
     "ｌｏｃａｌｈｏｓｔ",
 ]
@@ -111,6 +116,50 @@ async def test_no_spelling_of_loopback_reaches_a_listener_on_127_0_0_1():
     finally:
         await runner.cleanup()
     assert hits == [f"127.0.0.1:{port}"]
+
+
+async def test_the_poster_connects_through_the_checking_resolver(monkeypatch):
+    """A public-looking name that resolves to loopback (DNS rebinding, a hostile record) reaches
+    no listener: the poster's connector uses PublicOnlyResolver. Control: the same poster with
+    that resolver's check disabled does reach it, so the silence is the resolver's doing."""
+    from aiohttp.resolver import ThreadedResolver
+
+    import bot.http.callbacks as callbacks
+
+    class Rebinding(ThreadedResolver):
+        async def resolve(self, host, port=0, family=0):
+            return await super().resolve("127.0.0.1", port, family)
+
+    monkeypatch.setattr(callbacks, "DefaultResolver", Rebinding)
+    hits: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hits.append(request.host)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+
+    async def public_job(job: Job) -> dict:
+        return {"jobid": job.job_id}
+
+    try:
+        url = f"http://hooks.example.com:{port}/hook"
+        poster = ReplyPoster(public_job, attempts=1, timeout=2.0, backoff=0)
+        await poster.job_changed(_finished_api_job(url))
+        await poster.close()
+        assert hits == []
+        monkeypatch.setattr(callbacks, "is_forbidden_ip", lambda ip: False)
+        control = ReplyPoster(public_job, attempts=1, timeout=2.0, backoff=0)
+        await control.job_changed(_finished_api_job(url))
+        await control.close()
+        assert hits == [f"hooks.example.com:{port}"]
+    finally:
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize("name", ["localhost", "2130706433", "0x7f.1", "127.1"])

@@ -80,6 +80,10 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
     """The JSON error model for anything a route raised; a trace goes to the log, never out."""
     if isinstance(exc, ApiError):
         return error_response(exc)
+    if isinstance(exc, ConnectionError):
+        # The client went away mid-request (a body cut short): nobody is left to answer.
+        log.debug("HTTP %s %s: the client disconnected (%s)", request.method, request.path[:200], type(exc).__name__)
+        return error_response(ApiError(400, "Request body is malformed"))
     if isinstance(exc, (web.RequestPayloadError, HttpProcessingError)):
         # The body as sent cannot be read: the client's doing, never a 500.
         if isinstance(exc, ContentEncodingError) or isinstance(exc.__cause__, ContentEncodingError):
@@ -116,11 +120,8 @@ async def answer_and_log(request: web.Request, handler) -> web.StreamResponse:
         response = await handler(request)
     except Exception as exc:
         response = error_answer(request, exc)
-    finally:
-        if connection is not None:
-            connection.request_finished()
     # Method, path and status only: never headers (Authorization) or bodies (discord).
-    log.debug("%s %s -> %s in %.1f ms", request.method, request.path, response.status,
+    log.debug("%s %s -> %s in %.1f ms", request.method, request.path[:200], response.status,
               (time.perf_counter() - started) * 1000)
     return response
 
@@ -339,9 +340,25 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
 NOT_SAFE = {cancel_job}
 
 
+async def errors_as_json(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The last net: an error aiohttp answers by itself, outside the middleware (an unknown
+    ``Expect``, 417), leaves as the API's JSON too."""
+    if response.status < 400 or not isinstance(response, web.Response):
+        return
+    if response.content_type == "application/json":
+        return
+    body = json.dumps({"error": response.reason or "Error", "code": response.status}).encode()
+    response.body = body
+    if "Content-Length" in response.headers:  # aiohttp counted the old text before this hook
+        response.headers["Content-Length"] = str(len(body))
+    response.content_type = "application/json"
+    response.charset = "utf-8"
+
+
 def create_app(context: ApiContext) -> web.Application:
     app = web.Application(client_max_size=BODY_LIMIT, middlewares=[answer_and_log])
     app[CONTEXT] = context
+    app.on_response_prepare.append(errors_as_json)
     for method, path, handler in ROUTES:
         if method == "GET" and handler not in NOT_SAFE:
             app.router.add_get(path, handler)  # HEAD as well, as HTTP requires

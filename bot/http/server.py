@@ -16,7 +16,7 @@ and each connection is a :class:`aiohttp.web.RequestHandler` subclass with:
   logged as one DEBUG line.
 
 Everything used is aiohttp's public surface (``web.AppRunner.server``, ``web.RequestHandler``
-and its ``handle_error``, ``BaseRequest.protocol``); ``tests/test_http_server.py`` checks it
+and its ``handle_error`` and ``finish_response``, ``BaseRequest.protocol``); ``tests/test_http_server.py`` checks it
 against the installed aiohttp, so an upgrade that changes it fails there first.
 """
 
@@ -92,7 +92,10 @@ class _Connection(web.RequestHandler):
         self._limited = server
         self._head_deadline: asyncio.TimerHandle | None = None
         self._handling = False
-        self._counted = False
+        # Counted from its creation: asyncio accepts a burst of sockets and calls the factory
+        # for each before any connection_made runs, so counting there let a burst past the cap.
+        self._counted = True
+        server.open_connections += 1
 
     # --- the head deadline ------------------------------------------------------------
 
@@ -121,14 +124,18 @@ class _Connection(web.RequestHandler):
         self._handling = True
         self._disarm()
 
-    def request_finished(self) -> None:
-        self._handling = False
+    async def finish_response(self, request: Any, resp: Any, start_time: Any) -> Any:
+        """The answer is written: the connection is between requests again, whatever path the
+        request took (a route, a parser refusal, aiohttp's own answer to an Expect header)."""
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._handling = False
+            self._disarm()
 
     # --- asyncio protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._counted = True
-        self._limited.open_connections += 1
         super().connection_made(transport)
         self._arm()  # a connection that never sends anything is closed too
 
@@ -163,6 +170,9 @@ class _Connection(web.RequestHandler):
         else:
             code, error = parser_refusal(status, exc)
             log.debug("HTTP request refused by the parser: %d %s (%s)", code, error, type(exc).__name__)
+        if request.writer.output_size > 0:
+            # Part of an answer is out already: the connection is broken, as aiohttp's own says.
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
         body = json.dumps({"error": error, "code": code}).encode()
         response = web.Response(body=body, status=code, content_type="application/json", charset="utf-8")
         response.force_close()
@@ -214,7 +224,7 @@ class LimitedServer:
         )
 
         def factory() -> asyncio.Protocol:
-            if self.open_connections >= self._max_connections:
+            if self.open_connections >= self._max_connections:  # counted as each is created
                 return _Refuse()
             return _Connection(manager, server=self, **options)
 
