@@ -50,7 +50,7 @@ hello-world rate, and PASS/FAIL for the issue's target, p99 under 20 ms at 200 c
 connections. In a closed loop the mean latency is connections / throughput (Little's law),
 so that target needs more than 10,000 requests/s from the server at 200 connections.
 
-The API servers call ``bot.app.freeze_startup_objects()`` after setup, as the bot does.
+The API servers call ``bot.client.freeze_startup_objects()`` after setup, as the bot does.
 
 ``--profile FILE`` runs the API server under cProfile and writes its stats there (the
 measured rates then include the profiler's overhead); ``--scenarios post`` measures one.
@@ -142,12 +142,12 @@ async def serve_api(args: argparse.Namespace) -> None:
     from bot.db import Database
     from bot.dispatch.backends.simulated import SimulatedBackend
     from bot.dispatch.dispatcher import Dispatcher
-    from bot.http.app import ApiContext, create_app, guild_of, json_body
-    from bot.http.server import HttpLimits, LimitedServer
-    from bot.http.tokens import ApiTokenRepository
-    from bot.logging import register_secrets, setup_logging
+    from bot.web.routes import ApiContext, create_app, guild_of, json_body
+    from bot.web.server import HttpLimits, LimitedServer
+    from bot.web.tokens import ApiTokenRepository
+    from bot.logs import register_secrets, setup_logging
 
-    from bot.app import freeze_startup_objects
+    from bot.client import freeze_startup_objects
 
     if args.no_list_cache:
         repository_module.LIST_CACHE_SERVERS = 0  # the get-uncached scenario: every GET reads
@@ -163,7 +163,7 @@ async def serve_api(args: argparse.Namespace) -> None:
     assert await verify_cipher(database, cipher)
     repository = AccountRepository(database, cipher)
     accounts = AccountService(repository, BenchTokenChecker(), max_concurrent_jobs=10)
-    # As bot/app.py wires it: saving an account tells the dispatcher (it promotes waiting
+    # As bot/client.py wires it: saving an account tells the dispatcher (it promotes waiting
     # jobs). Not started: no sweeps run, and no job is placed in this bench.
     dispatcher = Dispatcher(database, repository, SimulatedBackend(duration=1.0))
     accounts.listeners.append(dispatcher)

@@ -43,7 +43,7 @@ from bot.db import Database  # noqa: E402
 from bot.dispatch import placement  # noqa: E402
 from bot.dispatch.backends.simulated import SimulatedBackend  # noqa: E402
 from bot.dispatch.dispatcher import Dispatcher  # noqa: E402
-from bot.http.tokens import ApiTokenRepository, hash_token  # noqa: E402
+from bot.web.tokens import ApiTokenRepository, hash_token  # noqa: E402
 
 READ_GUILD = "910000000000000002"
 WRITE_GUILD = "910000000000000001"

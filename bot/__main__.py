@@ -11,7 +11,7 @@ import discord
 from pydantic import ValidationError
 
 from bot.errors import StartupError
-from bot.logging import setup_logging
+from bot.logs import setup_logging
 from bot.settings import Settings
 
 log = logging.getLogger("bot")
@@ -33,7 +33,7 @@ def settings_error_line(exc: ValidationError) -> str:
 
 
 async def run(settings: Settings) -> int:
-    from bot.app import PixverseBot
+    from bot.client import PixverseBot
 
     bot = PixverseBot(settings)
     stop = asyncio.Event()

@@ -11,11 +11,11 @@ from discord.utils import escape_markdown
 
 from bot.accounts.models import AccountConfig
 from bot.accounts.validation import validate_channel_param
-from bot.commands import choice_label, core_validated_command, fit_lines, require_manager
+from bot.slash import choice_label, core_validated_command, fit_lines, require_manager
 from bot.tree import reply
 
 if TYPE_CHECKING:
-    from bot.app import PixverseBot
+    from bot.client import PixverseBot
 
 def describe_config(config: AccountConfig) -> str:
     text = (

@@ -9,18 +9,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.commands import require_manager
+from bot.slash import require_manager
 from bot.dispatch.models import Job
 from bot.errors import StartupError
-from bot.http.app import ApiContext, create_app
-from bot.http.callbacks import ReplyPoster
-from bot.http.server import HttpLimits, LimitedServer
-from bot.http.tokens import ApiTokenRepository
-from bot.logging import register_secrets
+from bot.web.routes import ApiContext, create_app
+from bot.web.callbacks import ReplyPoster
+from bot.web.server import HttpLimits, LimitedServer
+from bot.web.tokens import ApiTokenRepository
+from bot.logs import register_secrets
 from bot.tree import reply
 
 if TYPE_CHECKING:
-    from bot.app import PixverseBot
+    from bot.client import PixverseBot
 
 log = logging.getLogger(__name__)
 

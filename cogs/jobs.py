@@ -19,13 +19,13 @@ from discord import app_commands
 from discord.ext import commands
 from discord.utils import escape_markdown
 
-from bot.commands import MESSAGE_LIMIT, core_validated_command, fit_lines, require_guild
+from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, require_guild
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, SEED_MAX, STYLES
 from bot.tree import answer_failure, reply
 
 if TYPE_CHECKING:
-    from bot.app import PixverseBot
+    from bot.client import PixverseBot
 
 log = logging.getLogger(__name__)
 

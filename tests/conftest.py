@@ -8,7 +8,7 @@ from bot.accounts.crypto import TokenCipher
 from bot.accounts.repository import AccountRepository
 from bot.accounts.service import AccountService
 from bot.errors import ApiError
-from bot.logging import install_redaction
+from bot.logs import install_redaction
 
 # Redaction on for the whole run: a failing test's captured log must not show a token either.
 install_redaction()

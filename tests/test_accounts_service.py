@@ -208,7 +208,7 @@ async def test_only_a_token_discord_accepted_is_registered_with_the_log_redactor
     """Registering every submitted value let a client grow the redactor without bound."""
     import secrets
 
-    from bot.logging import MASK, redactor
+    from bot.logs import MASK, redactor
 
     rejected = "rejected-" + secrets.token_hex(30)
     invalid = "invalid-" + secrets.token_hex(200)

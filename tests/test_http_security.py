@@ -8,8 +8,8 @@ import pytest
 
 from bot.dispatch.validation import validate_reply
 from bot.errors import ApiError
-from bot.http.callbacks import PublicOnlyResolver
-from bot.http.tokens import ApiTokenRepository
+from bot.web.callbacks import PublicOnlyResolver
+from bot.web.tokens import ApiTokenRepository
 
 
 @pytest.mark.parametrize(

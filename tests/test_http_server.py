@@ -11,8 +11,8 @@ import logging
 import pytest
 from aiohttp import web
 
-from bot.http.app import ApiContext, create_app
-from bot.http.server import HttpLimits, LimitedServer
+from bot.web.routes import ApiContext, create_app
+from bot.web.server import HttpLimits, LimitedServer
 
 GOOD_TOKEN = "good-api-token"
 GUILD = "111111111111111111"

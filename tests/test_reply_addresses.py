@@ -12,7 +12,7 @@ from bot.addresses import client_host, host_verdict
 from bot.dispatch.models import API_REQUESTER, Job, JobStatus, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import ApiError
-from bot.http.callbacks import PublicOnlyResolver, ReplyPoster
+from bot.web.callbacks import PublicOnlyResolver, ReplyPoster
 
 # Each of these reached a listener on 127.0.0.1 (or would reach the host's own network).
 LOOPBACK_SPELLINGS = [
@@ -124,7 +124,7 @@ async def test_the_poster_connects_through_the_checking_resolver(monkeypatch):
     that resolver's check disabled does reach it, so the silence is the resolver's doing."""
     from aiohttp.resolver import ThreadedResolver
 
-    import bot.http.callbacks as callbacks
+    import bot.web.callbacks as callbacks
 
     class Rebinding(ThreadedResolver):
         async def resolve(self, host, port=0, family=0):

@@ -49,9 +49,28 @@ def test_every_cog_module_is_a_loaded_extension():
     import pkgutil
 
     import cogs
-    from bot.app import EXTENSIONS
+    from bot.client import EXTENSIONS
 
     modules = {f"cogs.{m.name}" for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_")}
     assert modules == set(EXTENSIONS)
     for name in EXTENSIONS:
         assert callable(importlib.import_module(name).setup)
+
+
+def test_no_module_of_the_bot_shadows_the_standard_library():
+    # `python bot/__main__.py` puts bot/ first on sys.path: a bot/logging.py or bot/http/ there
+    # would be imported in place of the standard library's (it was: "partially initialized module").
+    names = set(sys.stdlib_module_names)
+    for package in ("bot", "cogs"):
+        for entry in (ROOT / package).iterdir():
+            assert entry.name.removesuffix(".py") not in names, f"{package}/{entry.name} shadows the standard library"
+
+
+def test_the_bot_also_starts_as_a_script(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bot" / "__main__.py")], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("DISCORD_")}, "PYTHONPATH": str(ROOT),
+             "DISCORD_TOKEN": ""},
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "Configuration error: DISCORD_TOKEN: Value error, must not be empty"

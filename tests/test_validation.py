@@ -177,7 +177,7 @@ def test_channel_param_of_get_and_delete():
 
 
 def test_fit_lines_keeps_a_discord_message_under_its_limit():
-    from bot.commands import fit_lines
+    from bot.slash import fit_lines
 
     lines = [f"line {n:04d} " + "x" * 90 for n in range(100)]
     text = fit_lines("header", lines)

@@ -10,7 +10,7 @@ from bot.accounts.models import AccountConfig
 from bot.accounts.repository import AccountRepository, ChannelOwnedElsewhere, DuplicateAccount
 from bot.accounts.validation import AccountRequest, echo, validate_account
 from bot.errors import ApiError, bad_request, not_found
-from bot.logging import register_secrets
+from bot.logs import register_secrets
 
 log = logging.getLogger(__name__)
 

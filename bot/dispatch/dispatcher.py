@@ -22,7 +22,7 @@ from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.dispatch.placement import NewJob, Placement
 from bot.dispatch.validation import validate_button, validate_create, validate_job_id
 from bot.errors import ApiError
-from bot.logging import register_secrets
+from bot.logs import register_secrets
 
 log = logging.getLogger(__name__)
 

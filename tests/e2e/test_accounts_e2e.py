@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bot.logging import MASK
+from bot.logs import MASK
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
     ACCOUNT_USER_ID,

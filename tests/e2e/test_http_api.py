@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.app import PixverseBot
-from bot.http.tokens import ApiTokenRepository
+from bot.client import PixverseBot
+from bot.web.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
     ADMIN_ID,

@@ -29,7 +29,7 @@ How it is wired, and why:
   answer. :class:`BotThread` runs the fake Discord and the bot on their own event loop in a
   daemon thread, started and stopped by a module-scoped fixture with the same
   ``start_bot``/``stop_bot`` as the other e2e tests.
-* The schema is built at import from ``bot.http.openapi.openapi_document()`` and
+* The schema is built at import from ``bot.web.openapi.openapi_document()`` and
   ``test_the_bot_serves_the_fuzzed_document`` checks that the running bot's
   ``GET /openapi.json`` is exactly that document (so what is fuzzed is what the bot
   serves), and GET /openapi.json is itself one of the fuzzed operations. It is not loaded
@@ -78,8 +78,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
     import discord
 
-from bot.http.app import ROUTES
-from bot.http.openapi import openapi_document
+from bot.web.routes import ROUTES
+from bot.web.openapi import openapi_document
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
     ACCOUNT_2_USER_ID,

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.logging import redactor
+from bot.logs import redactor
 from tests.e2e.conftest import CHANNEL_ID, GUILD_ID, make_settings, start_bot, stop_bot
 from tests.e2e.test_http_api import api_token, free_port
 from tests.hostile.figures import Row, record, rss_mb

@@ -7,8 +7,8 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.http.app import ROUTES, ApiContext, create_app, json_response
-from bot.http.openapi import openapi_document
+from bot.web.routes import ROUTES, ApiContext, create_app, json_response
+from bot.web.openapi import openapi_document
 
 
 def test_every_route_is_described_and_every_description_is_a_route():

@@ -23,7 +23,7 @@ from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.jobs import JobRepository
 from bot.pixverse.client import DiscordUserClient
 from bot.errors import StartupError
-from bot.logging import register_secrets
+from bot.logs import register_secrets
 from bot.settings import Settings
 from bot.tree import BotTree
 

@@ -24,9 +24,9 @@ from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
-from bot.http.openapi import openapi_document
-from bot.http.server import REQUEST_TIMEOUT, request_protocol
-from bot.http.tokens import ApiTokenRepository
+from bot.web.openapi import openapi_document
+from bot.web.server import REQUEST_TIMEOUT, request_protocol
+from bot.web.tokens import ApiTokenRepository
 
 log = logging.getLogger(__name__)
 

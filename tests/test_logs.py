@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from bot.logging import MASK, SecretRedactor, register_secrets, setup_logging
+from bot.logs import MASK, SecretRedactor, register_secrets, setup_logging
 from tests.conftest import TOKEN
 
 
@@ -90,7 +90,7 @@ def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
 
 
 def test_recent_secrets_are_bounded_but_pinned_ones_stay():
-    from bot.logging import _MAX_RECENT
+    from bot.logs import _MAX_RECENT
 
     redactor = SecretRedactor()
     redactor.register("pinned-bot-token-value", pinned=True)
@@ -104,7 +104,7 @@ def test_recent_secrets_are_bounded_but_pinned_ones_stay():
 
 
 def test_records_made_without_the_factory_are_redacted_by_the_handler():
-    from bot.logging import RedactingFilter
+    from bot.logs import RedactingFilter
 
     register_secrets("queue-listener-secret-1")
     record = logging.makeLogRecord({"msg": "token %s", "args": ("queue-listener-secret-1",), "levelno": 20})
