@@ -1,6 +1,7 @@
 """SQLite access: one aiosqlite connection, WAL, and numbered migrations.
 
-Migrations are the files ``migrations/NNNN_name.sql``. Each one that the database has not
+Migrations are the files ``migrations/sqlite/NNNN_name.sql``, shipped in the package as
+``bot.migrations``. Each one that the database has not
 seen is applied inside one transaction together with the row that records it, so a crash
 mid-migration leaves the previous version intact, never half of the new one.
 """
@@ -8,6 +9,7 @@ mid-migration leaves the previous version intact, never half of the new one.
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 import logging
 import os
 import re
@@ -26,7 +28,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+def migrations_dir(engine: str = "sqlite") -> Path:
+    """Where an engine's migrations are: in the installed package, or in a checkout on sys.path."""
+    try:
+        return Path(str(importlib.resources.files("bot.migrations") / engine))
+    except ModuleNotFoundError:  # the checkout itself on sys.path, nothing installed
+        return Path(__file__).resolve().parent.parent / "migrations" / engine
+
+
+MIGRATIONS_DIR = migrations_dir("sqlite")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -39,9 +49,8 @@ class Migration:
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     if not directory.is_dir() or not any(directory.glob("*.sql")):
-        # Run from a checkout (or the Docker image): an installed copy without the
-        # migrations folder must fail here, not start on an empty database.
-        raise StartupError(f"no migrations found in {directory}; run the bot from the project's checkout")
+        # An installed copy without its migrations must fail here, not start on an empty database.
+        raise StartupError(f"no migrations found in {directory}; the installation is incomplete: reinstall the bot")
     migrations = []
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_NAME.match(path.name)
