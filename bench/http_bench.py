@@ -4,15 +4,14 @@
 
 Three processes, all on 127.0.0.1:
 
-* the API server: the bot's own ``create_app`` with a real ``ApiContext`` (a real
-  ``Database`` opened by ``Database.open`` with the bot's PRAGMAs and migrations, the real
-  ``AccountRepository``/``TokenCipher``/``AccountService``, a ``Dispatcher`` listening to
-  account saves as the bot wires it, an ``ApiTokenRepository`` with created tokens,
-  ``channel_visible`` always true), served by an ``AppRunner`` set up as ``cogs/http_api.py``
-  does, with the bot's logging (redaction included) at INFO. The only stand-in is the token
-  checker (``BenchTokenChecker``): it answers a user id without asking Discord.
-* the baseline server: a raw aiohttp hello-world (``GET /`` → ``Hello, World!``), same
-  ``AppRunner`` settings, its own process.
+* the API server: the bot's own ``Core`` (bot/core.py), built by ``Core.open`` exactly as the
+  bot builds it (database with its PRAGMAs and migrations, token key, account service, API
+  tokens, dispatcher listening to account saves, never started; the bot's HTTP listener with
+  its limits), with the bot's logging (redaction included) at INFO. The stand-ins: the token
+  checker (``BenchTokenChecker``) answers a user id without asking Discord, the view of Discord
+  (``BenchDiscord``) sees every channel, and the backend is the simulated one.
+* the baseline server: a raw aiohttp hello-world (``GET /`` → ``Hello, World!``) on aiohttp's
+  own ``AppRunner``, its own process.
 * the load generator, a second process: ``wrk`` (Debian's package) when it is installed,
   else a Python client. Both keep ``--concurrency`` keep-alive connections open and one
   request in flight on each (a closed loop), and stop after a bounded number of requests.
@@ -50,7 +49,7 @@ hello-world rate, and PASS/FAIL for the issue's target, p99 under 20 ms at 200 c
 connections. In a closed loop the mean latency is connections / throughput (Little's law),
 so that target needs more than 10,000 requests/s from the server at 200 connections.
 
-The API servers call ``bot.client.freeze_startup_objects()`` after setup, as the bot does.
+The API servers call ``bot.discord_bot.freeze_startup_objects()`` after setup, as the bot does.
 
 ``--profile FILE`` runs the API server under cProfile and writes its stats there (the
 measured rates then include the profiler's overhead); ``--scenarios post`` measures one.
@@ -132,22 +131,17 @@ def stop_on_stdin_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> N
 
 
 async def serve_api(args: argparse.Namespace) -> None:
+    """The API server as the bot builds it: the same Core (bot/core.py), the bot's listener and
+    limits; Discord's token check stubbed and a simulated backend, never started."""
     from aiohttp import web
     from cryptography.fernet import Fernet
 
     from bot.accounts import repository as repository_module
-    from bot.accounts.crypto import TokenCipher
-    from bot.accounts.repository import AccountRepository, verify_cipher
-    from bot.accounts.service import AccountService
-    from bot.db import Database
-    from bot.dispatch.backends.simulated import SimulatedBackend
-    from bot.dispatch.dispatcher import Dispatcher
-    from bot.web.routes import ApiContext, create_app, guild_of, json_body
-    from bot.web.server import HttpLimits, LimitedServer
-    from bot.web.tokens import ApiTokenRepository
+    from bot.core import Core
+    from bot.discord_bot import freeze_startup_objects
     from bot.logs import register_secrets, setup_logging
-
-    from bot.client import freeze_startup_objects
+    from bot.settings import Settings
+    from bot.web.routes import guild_of, json_body
 
     if args.no_list_cache:
         repository_module.LIST_CACHE_SERVERS = 0  # the get-uncached scenario: every GET reads
@@ -155,48 +149,64 @@ async def serve_api(args: argparse.Namespace) -> None:
     key = Fernet.generate_key().decode()
     log_file = open(workdir / "api-server.log", "a", encoding="utf-8")  # the bot logs to a stream, as it does to stderr
     setup_logging("INFO", stream=log_file, secrets=[key])
-    database = await Database.open(workdir / "bench.db")
-    if args.synchronous_normal:
-        # The post-normal scenario: what the bot's synchronous=FULL costs a POST.
-        await database.execute("PRAGMA synchronous=NORMAL")
-    cipher = TokenCipher(key)
-    assert await verify_cipher(database, cipher)
-    repository = AccountRepository(database, cipher)
-    accounts = AccountService(repository, BenchTokenChecker(), max_concurrent_jobs=10)
-    # As bot/client.py wires it: saving an account tells the dispatcher (it promotes waiting
-    # jobs). Not started: no sweeps run, and no job is placed in this bench.
-    dispatcher = Dispatcher(database, repository, SimulatedBackend(duration=1.0))
-    accounts.listeners.append(dispatcher)
-    tokens = ApiTokenRepository(database)
-    write_token = await tokens.create(WRITE_GUILD, "bench")
-    read_token = await tokens.create(READ_GUILD, "bench")
-    register_secrets(write_token, read_token)  # as /pixverse-api-token does
-    for index in range(args.accounts):
-        channel = str(READ_CHANNEL_BASE + index)
-        body = json.loads(account_body(READ_GUILD, channel, account_token("read", index)))
-        await accounts.save(await accounts.prepare(body, path_channel=channel, guild_id=READ_GUILD))
 
-    async def healthy() -> None:
-        return None
-
-    context = ApiContext(
-        accounts=accounts, dispatcher=dispatcher, tokens=tokens,
-        channel_visible=lambda guild_id, channel_id: True, health_problem=healthy,
-    )
     async def post_floor(request: web.Request) -> web.Response:
         """BENCH ONLY: an authenticated JSON POST of the app with no account work: the route's ceiling."""
         await guild_of(request)
         await json_body(request)
         return web.Response(status=204)
 
-    app = create_app(context)
-    app.router.add_post(POST_FLOOR_PATH + "/{channel}", post_floor)  # BENCH ONLY, see the post-floor scenario
-    # Served as the bot serves it: its own listener, with the default limits.
-    server = LimitedServer(app, "127.0.0.1", 0, HttpLimits())
+    with socket.socket() as probe:  # a free port: the Core reads HTTP_PORT=0 as "API off"
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        _env_file=None, discord_token="bench-bot-token", database_path=workdir / "bench.db",
+        token_encryption_key=key, pixverse_backend="simulated", pixverse_simulated_duration_seconds=1.0,
+        http_host="127.0.0.1", http_port=port,
+    )
+    core = await Core.open(settings, BenchDiscord(), token_checker=BenchTokenChecker(),
+                           extra_routes=[("POST", POST_FLOOR_PATH + "/{channel}", post_floor)])
+    if args.synchronous_normal:
+        # The post-normal scenario: what the bot's synchronous=FULL costs a POST.
+        await core.db.execute("PRAGMA synchronous=NORMAL")
+    write_token = await core.api_tokens.create(WRITE_GUILD, "bench")
+    read_token = await core.api_tokens.create(READ_GUILD, "bench")
+    register_secrets(write_token, read_token)  # as /pixverse-api-token does
+    for index in range(args.accounts):
+        channel = str(READ_CHANNEL_BASE + index)
+        body = json.loads(account_body(READ_GUILD, channel, account_token("read", index)))
+        await core.accounts.save(await core.accounts.prepare(body, path_channel=channel, guild_id=READ_GUILD))
     freeze_startup_objects()  # as the bot does at the end of setup_hook
-    await serve(server, {"write_token": write_token, "read_token": read_token})
-    await database.close()
+    await serve(StartedCore(core), {"write_token": write_token, "read_token": read_token})
     log_file.close()
+
+
+class BenchDiscord:
+    """BENCH ONLY: the Core's view of Discord, with every channel visible and the gateway up."""
+
+    def channel_visible(self, guild_id: str, channel_id: str) -> bool:
+        return True
+
+    def gateway_problem(self) -> None:
+        return None
+
+    async def read_history(self, channel_id: str, after: int):
+        return
+        yield
+
+
+class StartedCore:
+    """A Core whose HTTP server is already listening, as serve() wants a server."""
+
+    def __init__(self, core) -> None:
+        self.core = core
+        self.port = core.http.port
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        await self.core.close()
 
 
 async def serve_hello(args: argparse.Namespace) -> None:

@@ -146,7 +146,7 @@ def cpu_us(step, calls: int) -> float:
 def upsert_floor(path: Path, cipher: TokenCipher, *, existing: int, measured: int, batch: int = 32) -> tuple[float, float]:
     """CPU and wall µs per upsert of a new account, after ``existing`` others were stored."""
     raw = sqlite3.connect(path, isolation_level=None)
-    raw.execute("PRAGMA synchronous=NORMAL")  # as bot.db.connect; the file is in WAL mode already
+    raw.execute("PRAGMA synchronous=NORMAL")  # the floor without the fsync that the bot's FULL adds per batch
     ciphertext = cipher.encrypt(account_token("floor", 0))  # the same size as every token's
 
     def insert(first: int, count: int) -> None:

@@ -33,7 +33,7 @@ def settings_error_line(exc: ValidationError) -> str:
 
 
 async def run(settings: Settings) -> int:
-    from bot.client import PixverseBot
+    from bot.discord_bot import PixverseBot
 
     bot = PixverseBot(settings)
     stop = asyncio.Event()

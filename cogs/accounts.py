@@ -15,7 +15,7 @@ from bot.slash import choice_label, core_validated_command, fit_lines, require_m
 from bot.tree import reply
 
 if TYPE_CHECKING:
-    from bot.client import PixverseBot
+    from bot.discord_bot import PixverseBot
 
 def describe_config(config: AccountConfig) -> str:
     text = (
@@ -56,7 +56,7 @@ class AccountsCog(commands.Cog):
 
     @property
     def service(self):
-        return self.bot.accounts
+        return self.bot.core.accounts
 
     @core_validated_command(
         name="pixverse-account",

@@ -25,7 +25,7 @@ from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, SEED_MAX, STYLES
 from bot.tree import answer_failure, reply
 
 if TYPE_CHECKING:
-    from bot.client import PixverseBot
+    from bot.discord_bot import PixverseBot
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,15 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
 
     @property
     def dispatcher(self):
-        return self.bot.dispatcher
+        return self.bot.core.dispatcher
 
     async def cog_load(self) -> None:
-        self.bot.dispatcher.listeners.append(self)
+        self.bot.core.dispatcher.listeners.append(self)
         self.bot.add_dynamic_items(PressButton)
 
     async def cog_unload(self) -> None:
-        if self.bot.dispatcher is not None and self in self.bot.dispatcher.listeners:
-            self.bot.dispatcher.listeners.remove(self)
+        if self in self.bot.core.dispatcher.listeners:
+            self.bot.core.dispatcher.listeners.remove(self)
         self.bot.remove_dynamic_items(PressButton)
 
     # --- asking -----------------------------------------------------------------------

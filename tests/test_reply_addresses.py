@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -83,9 +83,9 @@ def _finished_api_job(url: str) -> Job:
     )
 
 
-async def test_no_spelling_of_loopback_reaches_a_listener_on_127_0_0_1():
-    """The poster itself, given stored jobs that slipped past submission (an older bot, a
-    hand-edited row): not one request reaches the listener, names and literals alike."""
+@contextlib.asynccontextmanager
+async def hook_listener() -> AsyncIterator[tuple[int, list[str]]]:
+    """A replyUrl receiver on 127.0.0.1: its port, and the Host of every POST it got."""
     hits: list[str] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -94,27 +94,32 @@ async def test_no_spelling_of_loopback_reaches_a_listener_on_127_0_0_1():
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-
-    async def public_job(job: Job) -> dict:
-        return {"jobid": job.job_id}
-
-    poster = ReplyPoster(public_job, attempts=1, timeout=2.0, backoff=0)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        for host in LOOPBACK_SPELLINGS:
-            await poster.job_changed(_finished_api_job(f"http://{host}:{port}/hook"))
-        # A control: with private addresses allowed, the same poster does reach the listener,
-        # so the silence above is the check's doing, not a broken poster.
-        allowing = ReplyPoster(public_job, attempts=1, timeout=2.0, backoff=0, allow_private=True)
-        await allowing.job_changed(_finished_api_job(f"http://１２７.０.０.１:{port}/hook"))
-        await allowing.close()
-        await poster.close()
+        yield runner.addresses[0][1], hits
     finally:
         await runner.cleanup()
+
+
+async def _public_job(job: Job) -> dict:
+    return {"jobid": job.job_id}
+
+
+async def test_no_spelling_of_loopback_reaches_a_listener_on_127_0_0_1():
+    """The poster itself, given stored jobs that slipped past submission (an older bot, a
+    hand-edited row): not one request reaches the listener, names and literals alike."""
+    async with hook_listener() as (port, hits):
+        poster = ReplyPoster(_public_job, attempts=1, timeout=2.0, backoff=0)
+        for host in LOOPBACK_SPELLINGS:
+            await poster.job_changed(_finished_api_job(f"http://{host}:{port}/hook"))
+        await poster.close()
+        # A control: with private addresses allowed, the same poster does reach the listener,
+        # so the silence above is the check's doing, not a broken poster.
+        allowing = ReplyPoster(_public_job, attempts=1, timeout=2.0, backoff=0, allow_private=True)
+        await allowing.job_changed(_finished_api_job(f"http://１２７.０.０.１:{port}/hook"))
+        await allowing.close()
     assert hits == [f"127.0.0.1:{port}"]
 
 
@@ -131,35 +136,17 @@ async def test_the_poster_connects_through_the_checking_resolver(monkeypatch):
             return await super().resolve("127.0.0.1", port, family)
 
     monkeypatch.setattr(callbacks, "DefaultResolver", Rebinding)
-    hits: list[str] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        hits.append(request.host)
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-
-    async def public_job(job: Job) -> dict:
-        return {"jobid": job.job_id}
-
-    try:
+    async with hook_listener() as (port, hits):
         url = f"http://hooks.example.com:{port}/hook"
-        poster = ReplyPoster(public_job, attempts=1, timeout=2.0, backoff=0)
+        poster = ReplyPoster(_public_job, attempts=1, timeout=2.0, backoff=0)
         await poster.job_changed(_finished_api_job(url))
         await poster.close()
         assert hits == []
         monkeypatch.setattr(callbacks, "is_forbidden_ip", lambda ip: False)
-        control = ReplyPoster(public_job, attempts=1, timeout=2.0, backoff=0)
+        control = ReplyPoster(_public_job, attempts=1, timeout=2.0, backoff=0)
         await control.job_changed(_finished_api_job(url))
         await control.close()
         assert hits == [f"hooks.example.com:{port}"]
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("name", ["localhost", "2130706433", "0x7f.1", "127.1"])

@@ -49,7 +49,7 @@ def test_every_cog_module_is_a_loaded_extension():
     import pkgutil
 
     import cogs
-    from bot.client import EXTENSIONS
+    from bot.discord_bot import EXTENSIONS
 
     modules = {f"cogs.{m.name}" for m in pkgutil.iter_modules(cogs.__path__) if not m.name.startswith("_")}
     assert modules == set(EXTENSIONS)

@@ -18,7 +18,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
     import discord
 
-from bot.client import PixverseBot
+from bot.discord_bot import PixverseBot
 from bot.settings import Settings
 
 BOT_TOKEN = "e2e-bot-token-value"

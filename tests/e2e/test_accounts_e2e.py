@@ -81,7 +81,7 @@ async def test_save_defers_checks_the_token_and_replies_masked(bot, fake):
     assert TOKEN not in str(result.messages)
     checks = [r for r in fake.requests if r.path == "/users/@me" and r.headers.get("Authorization") == TOKEN]
     assert len(checks) == 1
-    stored = await bot.accounts.repository.get(str(GUILD_ID), str(CHANNEL_ID))
+    stored = await bot.core.accounts.repository.get(str(GUILD_ID), str(CHANNEL_ID))
     assert (stored.max_jobs, stored.discord_user_id) == (4, str(ACCOUNT_USER_ID))
 
 
@@ -107,7 +107,7 @@ async def test_seed_errors_through_discord(bot, fake, options, expected):
     result = await run(fake, "pixverse-account", options)
     assert result.callback_type == 4 and result.ephemeral
     assert result.content == expected
-    assert await bot.accounts.repository.list(str(GUILD_ID)) == []
+    assert await bot.core.accounts.repository.list(str(GUILD_ID)) == []
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ async def test_hostile_values_get_400_and_nothing_is_written(bot, fake):
         assert len(result.content) < 2000
     result = await run(fake, "pixverse-account", account_options(discord="bad token\nX-Injected: 1"))
     assert result.content.startswith("400 · Required param discord is not a valid Discord token")
-    assert await bot.accounts.repository.list(str(GUILD_ID)) == []
+    assert await bot.core.accounts.repository.list(str(GUILD_ID)) == []
 
 
 async def test_rule_8_same_token_in_another_channel(bot, fake):
@@ -172,7 +172,7 @@ async def test_token_rejected_by_discord_stores_nothing(bot, fake):
     assert result.content == (
         "400 · Required param discord is not a valid Discord token\nDiscord answered 401 to GET /users/@me"
     )
-    assert await bot.accounts.repository.list(str(GUILD_ID)) == []
+    assert await bot.core.accounts.repository.list(str(GUILD_ID)) == []
 
 
 async def test_discord_down_during_token_check_is_503(bot, fake):
@@ -182,7 +182,7 @@ async def test_discord_down_during_token_check_is_503(bot, fake):
         "503 · Discord could not be reached to check the discord token; nothing was saved, try again later\n"
         "Discord answered 502"
     )
-    assert await bot.accounts.repository.list(str(GUILD_ID)) == []
+    assert await bot.core.accounts.repository.list(str(GUILD_ID)) == []
 
 
 @pytest.mark.parametrize(
@@ -231,7 +231,7 @@ async def test_list_one_and_delete(bot, fake):
     assert deleted.content.startswith(f"Deleted the PixVerse account configuration of <#{CHANNEL_ID}>")
     again = await run(fake, "pixverse-account-delete", {"channel": str(CHANNEL_ID)})
     assert again.content == "404 · Configuration not found"
-    assert [c.channel_id for c in await bot.accounts.repository.list(str(GUILD_ID))] == [str(CHANNEL_2_ID)]
+    assert [c.channel_id for c in await bot.core.accounts.repository.list(str(GUILD_ID))] == [str(CHANNEL_2_ID)]
 
 
 async def test_another_server_cannot_see_or_delete_this_servers_configuration(bot, fake):
@@ -244,7 +244,7 @@ async def test_another_server_cannot_see_or_delete_this_servers_configuration(bo
     assert (await run(fake, "pixverse-account-delete", {"channel": str(CHANNEL_ID)}, **elsewhere)).content == (
         "404 · Configuration not found"
     )
-    assert await bot.accounts.repository.get(str(GUILD_ID), str(CHANNEL_ID)) is not None
+    assert await bot.core.accounts.repository.get(str(GUILD_ID), str(CHANNEL_ID)) is not None
 
 
 async def test_autocomplete_offers_this_server_and_channel(bot, fake):

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.client import PixverseBot
+from bot.discord_bot import PixverseBot
 from bot.web.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
@@ -172,7 +172,7 @@ async def test_every_error_text_through_http(api, body, error):
     status, answer, response = await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=body)
     assert status == 400 and answer["error"] == error and answer["code"] == 400
     assert response.headers["Content-Type"].startswith("application/json")
-    assert await api.bot.accounts.repository.list(str(GUILD_ID)) == []
+    assert await api.bot.core.accounts.repository.list(str(GUILD_ID)) == []
 
 
 async def test_channel_must_be_one_the_bot_can_see_in_the_tokens_server(api):
@@ -354,7 +354,7 @@ async def test_saving_before_the_gateway_is_ready_is_a_503_not_a_wrong_channel(t
     await bot.login(settings.discord_token.get_secret_value())  # setup_hook ran: the API listens, no gateway yet
     task = None
     try:
-        token = await ApiTokenRepository(bot.db).create(str(GUILD_ID), str(ADMIN_ID))
+        token = await ApiTokenRepository(bot.core.db).create(str(GUILD_ID), str(ADMIN_ID))
         headers = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as session:
             async def post() -> tuple[int, object]:

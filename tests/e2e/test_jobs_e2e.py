@@ -86,7 +86,7 @@ async def test_create_runs_on_pixverse_and_the_member_gets_the_videos(bot, pixve
     options = {o["name"]: o["value"] for o in submitted["data"]["options"]}
     assert options == {"prompt": "a red fox in the snow", "style": "Realistic"}
     assert fake.decoy_interactions == []
-    job = await bot.dispatcher.get(job_id, str(GUILD_ID))
+    job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
     assert job.status.value == "completed" and len(job.attachments) == 4
 
 
@@ -111,7 +111,7 @@ async def test_buttons_run_on_the_account_that_made_the_job(bot, pixverse):
     result = await create(fake)
     messages = await fake.wait_for_messages(result, 2)
     job_id = job_id_of(messages[0]["content"])
-    parent = await bot.dispatcher.get(job_id, str(GUILD_ID))
+    parent = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
     owner_user = ACCOUNT_USER_ID if parent.account_channel_id == str(CHANNEL_ID) else ACCOUNT_2_USER_ID
 
     pressed = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U2"})
@@ -121,7 +121,7 @@ async def test_buttons_run_on_the_account_that_made_the_job(bot, pixverse):
     press = fake.pixverse_interactions[-1]
     assert press["type"] == 3 and press["_user_id"] == owner_user
     assert press["channel_id"] == parent.account_channel_id
-    follow_job = await bot.dispatcher.get(follow_id, str(GUILD_ID))
+    follow_job = await bot.core.dispatcher.get(follow_id, str(GUILD_ID))
     assert follow_job.account_channel_id == parent.account_channel_id and len(follow_job.attachments) == 1
 
     # Clicking the Discord button under the result does the same.
@@ -208,7 +208,7 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
     job_id = job_id_of(running.messages[0]["content"])
 
     async def in_progress():
-        return (await bot.dispatcher.get(job_id, str(GUILD_ID))).status.value == "progress"
+        return (await bot.core.dispatcher.get(job_id, str(GUILD_ID))).status.value == "progress"
 
     await until(in_progress)
     listing = await member(fake, "pixverse-jobs", user_id=OTHER_MEMBER_ID)
@@ -227,10 +227,10 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
     await fake.wait_for_pixverse_idle()
 
     async def result_seen():
-        return not (await bot.dispatcher.jobs.open_at_pixverse(str(CHANNEL_ID)))
+        return not (await bot.core.dispatcher.jobs.open_at_pixverse(str(CHANNEL_ID)))
 
     await until(result_seen)  # the final message was read and attributed to the cancelled job
-    assert (await bot.dispatcher.get(job_id, str(GUILD_ID))).status.value == "cancelled"
+    assert (await bot.core.dispatcher.get(job_id, str(GUILD_ID))).status.value == "cancelled"
     assert len(running.messages) == 2
 
 
@@ -258,8 +258,8 @@ async def test_a_restart_mid_job_resumes_from_history_and_posts_in_the_channel(
             CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"], timeout=10
         )
         assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}")
-        job = await bot.dispatcher.get(job_id, str(GUILD_ID))
+        job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
         assert job.status.value == "completed" and len(job.attachments) == 4
-        assert await bot.dispatcher.executing(str(GUILD_ID)) == []
+        assert await bot.core.dispatcher.executing(str(GUILD_ID)) == []
     finally:
         await stop_bot(bot, task)

@@ -77,7 +77,7 @@ def _read_only_command(folder: Path) -> list[str] | None:
     probe = subprocess.run([unshare, "-m", "sh", "-c", f"mount --bind -o ro {folder} {folder}"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"running as root and this sandbox refuses a private bind mount: {probe.stderr.decode().strip()}")
-    return [unshare, "-m", "sh", "-c", f'mount --bind -o ro "$0" "$0" && exec "$1" -m bot', str(folder), sys.executable]
+    return [unshare, "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$1" -m bot', str(folder), sys.executable]
 
 
 async def test_a_read_only_database_exits_1_naming_the_reason(fake, tmp_path):

@@ -16,14 +16,13 @@ import time
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bot.logs import redactor
 from tests.e2e.conftest import CHANNEL_ID, GUILD_ID, make_settings, start_bot, stop_bot
 from tests.e2e.test_http_api import api_token, free_port
 from tests.hostile.figures import Row, record, rss_mb
 from tests.test_http_server import PARSER_REFUSALS, read_answer
-from tests.test_reply_addresses import LOOPBACK_SPELLINGS
+from tests.test_reply_addresses import LOOPBACK_SPELLINGS, hook_listener
 
 
 @pytest.fixture
@@ -39,35 +38,21 @@ async def bot_api(tmp_path, fake, restore_discord_endpoints):
 
 async def test_no_spelling_of_a_local_address_makes_the_bot_post_to_itself(bot_api):
     base, _, token = bot_api
-    hits: list[str] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        hits.append(request.path)
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    listener = runner.addresses[0][1]
     row = Row("SSRF: replyUrl spellings of local addresses")
     refused = 0
-    try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
-            for host in LOOPBACK_SPELLINGS:
-                for path in ("/v1/pixverse/create", "/v1/pixverse/create_single"):
-                    url = f"http://{host}:{listener}/hook"
-                    body = {"prompt": "a fox", "style": "Anime", "replyUrl": url}
-                    async with session.post(base + path, json=body) as response:
-                        row.requests += 1
-                        answer = await response.json(content_type=None)
-                        row.server_errors += response.status >= 500
-                        if answer == {"error": f"Param replyUrl ({url}) points to a private or local address",
-                                      "code": 400}:
-                            refused += 1
-    finally:
-        await runner.cleanup()
+    async with hook_listener() as (listener, hits), \
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+        for host in LOOPBACK_SPELLINGS:
+            for path in ("/v1/pixverse/create", "/v1/pixverse/create_single"):
+                url = f"http://{host}:{listener}/hook"
+                body = {"prompt": "a fox", "style": "Anime", "replyUrl": url}
+                async with session.post(base + path, json=body) as response:
+                    row.requests += 1
+                    answer = await response.json(content_type=None)
+                    row.server_errors += response.status >= 500
+                    if answer == {"error": f"Param replyUrl ({url}) points to a private or local address",
+                                  "code": 400}:
+                        refused += 1
     row.notes.append(f"{refused} of {row.requests} refused at submission; {len(hits)} reached the listener")
     record(row)
     assert refused == row.requests

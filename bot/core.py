@@ -1,0 +1,215 @@
+"""The Core: every service of the bot, built once, in order, and released in reverse. No Discord UI here.
+
+``Core.open(settings, discord)`` opens the database, loads the token key, and builds the token
+checker, the account service, the API tokens, the replyUrl poster, the dispatcher with its
+backend, and the HTTP server, each entered into one :class:`contextlib.AsyncExitStack`;
+``close()`` releases them in reverse: the HTTP server (no new requests), the dispatcher (its
+lease, its tasks), the replyUrl poster (after the dispatcher's last notices), the token
+checker, the database. A failure half-way releases what was opened and goes on up.
+
+What the Core needs of the Discord side is :class:`DiscordView`: whether a server's channel is
+visible, whether the gateway is connected, and a channel's history. The discord.py bot is one
+implementation; tests and benchmarks give their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
+
+from bot.accounts.crypto import TokenCipher, load_or_create_key
+from bot.accounts.repository import AccountRepository, forget_key_check, holds_tokens, verify_cipher
+from bot.accounts.service import AccountService, TokenChecker
+from bot.accounts.token_check import DiscordTokenChecker
+from bot.db import Database
+from bot.dispatch.backends.base import PixverseBackend
+from bot.dispatch.backends.discord import DiscordBackend
+from bot.dispatch.backends.simulated import SimulatedBackend
+from bot.dispatch.dispatcher import Dispatcher
+from bot.dispatch.jobs import JobRepository
+from bot.dispatch.models import Job
+from bot.errors import StartupError
+from bot.logs import register_secrets
+from bot.pixverse.client import DiscordUserClient
+from bot.settings import Settings
+from bot.web.callbacks import ReplyPoster
+from bot.web.routes import ApiContext, create_app
+from bot.web.server import HttpLimits, LimitedServer
+from bot.web.tokens import ApiTokenRepository
+
+log = logging.getLogger(__name__)
+
+
+class DiscordView(Protocol):
+    """What the Core asks of the Discord side (the bot's gateway session and REST)."""
+
+    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+        """True when the channel (or thread) is the server's and the bot sees it; None while
+        the bot cannot tell yet (its gateway session has not delivered the servers)."""
+
+    def gateway_problem(self) -> str | None:
+        """None while connected to the gateway, else the reason."""
+
+    def read_history(self, channel_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+        """A channel's messages after a snowflake, oldest first (recovery after a restart)."""
+
+
+class Core:
+    """The bot's services; every attribute is set and typed once ``open`` returns."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        stack: AsyncExitStack,
+        db: Database,
+        accounts: AccountService,
+        api_tokens: ApiTokenRepository,
+        dispatcher: Dispatcher,
+        replies: ReplyPoster,
+        http: LimitedServer | None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.accounts = accounts
+        self.api_tokens = api_tokens
+        self.dispatcher = dispatcher
+        self.replies = replies
+        self.http = http  # None with HTTP_PORT=0
+        self._stack = stack
+        self._discord: DiscordView | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, discord: DiscordView, *,
+                   token_checker: TokenChecker | None = None,
+                   extra_routes: Sequence[tuple[str, str, Callable[..., Awaitable[Any]]]] = ()) -> Core:
+        """Builds every service. For benchmarks only: ``token_checker`` replaces Discord's
+        /users/@me, and ``extra_routes`` (method, path, handler) are served beside the API's."""
+        stack = AsyncExitStack()
+        try:
+            db = await Database.open(settings.database_path)
+            stack.push_async_callback(db.close)
+            log.info("Database %s at schema version %s", settings.database_path, await db.schema_version())
+            cipher = await _open_cipher(settings, db)
+
+            if token_checker is None:
+                checker = DiscordTokenChecker(settings.api_base_url)
+                stack.push_async_callback(checker.close)
+                token_checker = checker
+            repository = AccountRepository(db, cipher)
+            accounts = AccountService(repository, token_checker, max_concurrent_jobs=settings.pixverse_max_concurrent_jobs)
+            api_tokens = ApiTokenRepository(db)
+
+            backend = _backend(settings, db, repository, discord)
+            dispatcher = Dispatcher(
+                db, repository, backend,
+                queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
+            )
+
+            async def reply_body(job: Job) -> dict:
+                return {**await dispatcher.public_job(job, with_reply=True), "code": 200}
+
+            replies = ReplyPoster(reply_body, allow_private=settings.reply_url_allow_private)
+            # Closed after the dispatcher (pushed first): its last notices still go out.
+            stack.push_async_callback(replies.close)
+            stack.push_async_callback(dispatcher.close)
+            accounts.listeners.append(dispatcher)
+            dispatcher.listeners.append(replies)
+
+            core = cls(settings=settings, stack=stack, db=db, accounts=accounts, api_tokens=api_tokens,
+                       dispatcher=dispatcher, replies=replies, http=None)
+            core._discord = discord
+            core.http = await core._serve_http(stack, extra_routes)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return core
+
+    async def close(self) -> None:
+        """Releases everything ``open`` built, in reverse order; a second call does nothing."""
+        await self._stack.aclose()
+
+    async def health_problem(self) -> str | None:
+        """None when the database answers and takes writes and the gateway is connected."""
+        try:
+            await self.db.fetchone("SELECT 1")
+        except Exception as exc:
+            return f"database does not answer ({type(exc).__name__})"
+        # After a failed write (full disk, I/O error), unhealthy until a write commits again.
+        if self.db.write_problem is not None and not await self.db.probe_write():
+            return "the database cannot be written (disk full or I/O error)"
+        return self._discord.gateway_problem() if self._discord is not None else None
+
+    async def _serve_http(self, stack: AsyncExitStack, extra_routes) -> LimitedServer | None:
+        settings = self.settings
+        if settings.http_port == 0:
+            log.info("HTTP API off (HTTP_PORT=0)")
+            return None
+        assert self._discord is not None
+        context = ApiContext(
+            accounts=self.accounts,
+            dispatcher=self.dispatcher,
+            tokens=self.api_tokens,
+            channel_visible=self._discord.channel_visible,
+            health_problem=self.health_problem,
+            reply_allow_private=settings.reply_url_allow_private,
+            request_timeout=settings.http_request_timeout_seconds,
+        )
+        limits = HttpLimits(
+            keepalive_timeout=settings.http_keepalive_timeout_seconds,
+            request_timeout=settings.http_request_timeout_seconds,
+            max_connections=settings.http_max_connections,
+        )
+        app = create_app(context)
+        for method, path, handler in extra_routes:
+            app.router.add_route(method, path, handler)
+        server = LimitedServer(app, settings.http_host, settings.http_port, limits)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartupError(
+                f"HTTP API could not listen on {settings.http_host}:{settings.http_port} ({exc.strerror});"
+                " set HTTP_PORT to a free port, or 0 to turn the API off"
+            ) from None
+        stack.push_async_callback(server.stop)
+        log.info("HTTP API listening on http://%s:%s", settings.http_host, server.port)
+        return server
+
+
+async def _open_cipher(settings: Settings, db: Database) -> TokenCipher:
+    configured = settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None
+    generating = configured is None and not settings.key_file.exists()
+    # A new key is made only for a database that holds no tokens: it could not decrypt them.
+    key = load_or_create_key(configured, settings.key_file, may_create=not await holds_tokens(db))
+    if generating:
+        await forget_key_check(db)
+    register_secrets(key, pinned=True)
+    cipher = TokenCipher(key)
+    if not await verify_cipher(db, cipher):
+        raise StartupError(
+            f"The token key in use cannot decrypt the tokens stored in {settings.database_path}: "
+            f"set TOKEN_ENCRYPTION_KEY to the key they were saved with (or restore {settings.key_file})"
+        )
+    return cipher
+
+
+def _backend(settings: Settings, db: Database, repository: AccountRepository, discord: DiscordView) -> PixverseBackend:
+    if settings.pixverse_backend == "simulated":
+        log.warning("PIXVERSE_BACKEND=simulated: jobs are simulated in-process and generate no video")
+        return SimulatedBackend(
+            duration=settings.pixverse_simulated_duration_seconds,
+            failure_rate=settings.pixverse_simulated_failure_rate,
+        )
+    return DiscordBackend(
+        DiscordUserClient(
+            settings.api_base_url,
+            application_id=settings.pixverse_application_id,
+            submit_interval=settings.pixverse_submit_interval_seconds,
+        ),
+        repository,
+        JobRepository(db),
+        discord.read_history,
+        application_id=settings.pixverse_application_id,
+    )

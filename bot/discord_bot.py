@@ -1,0 +1,162 @@
+"""The discord.py bot: setup_hook opens the Core, loads the cogs and syncs the commands;
+close() unloads the cogs (discord.py's Bot.close does), leaves the gateway, then closes the Core.
+
+It is also the Core's :class:`~bot.core.DiscordView`: which channels it sees, whether its
+gateway session is up, and a channel's history.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.core import Core
+from bot.errors import StartupError
+from bot.settings import Settings
+from bot.tree import BotTree
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.accounts", "cogs.jobs", "cogs.api_tokens")
+HISTORY_PAGE = 100
+COMMANDS_FINGERPRINT_META = "commands_fingerprint"
+
+
+def point_discord_py_at(settings: Settings) -> None:
+    """Every REST call and the gateway go where the settings say (proxies, tests)."""
+    discord.http.Route.BASE = settings.api_base_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def freeze_startup_objects() -> None:
+    """Takes what is alive after startup (modules, classes, cogs, settings) out of the collector's sight.
+
+    Those objects live as long as the process. Left tracked, every full garbage collection
+    walks all of them again: a pause of milliseconds at random moments, which was most of
+    the HTTP API's p99 under load (bench/http_bench.py). gc.freeze() is CPython's tool for it.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+class PixverseBot(commands.Bot):
+    def __init__(self, settings: Settings, **client_options) -> None:
+        point_discord_py_at(settings)
+        # The bot never joins voice: its missing voice libraries are not worth a warning.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
+        intents = discord.Intents.none()
+        intents.guilds = True
+        # The bot follows PixVerse's answers in the account channels.
+        intents.guild_messages = True
+        intents.message_content = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            tree_cls=BotTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            **client_options,
+        )
+        self.settings = settings
+        self._core: Core | None = None
+        self._dispatcher_started = False
+        # A fresh READY after the first (a session that could not be resumed) empties
+        # discord.py's cache while is_ready() stays true, until the servers are streamed in.
+        self._reloading_servers = False
+
+    @property
+    def core(self) -> Core:
+        """The services; open from setup_hook until close()."""
+        if self._core is None:
+            raise RuntimeError("the Core is not open (before setup_hook or after close)")
+        return self._core
+
+    async def setup_hook(self) -> None:
+        self._core = await Core.open(self.settings, self)
+        for extension in EXTENSIONS:
+            try:
+                await self.load_extension(extension)
+            except commands.ExtensionFailed as exc:
+                if isinstance(exc.original, StartupError):
+                    raise exc.original from None
+                raise
+        await self.sync_commands_if_changed()
+        freeze_startup_objects()
+
+    # --- the Core's view of Discord ----------------------------------------------------
+
+    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+        # The HTTP API listens from setup_hook on, before the gateway has delivered the servers.
+        if not self.is_ready() or self._reloading_servers:
+            return None
+        guild = self.get_guild(int(guild_id))
+        return guild is not None and guild.get_channel_or_thread(int(channel_id)) is not None
+
+    def gateway_problem(self) -> str | None:
+        # is_ready() stays true while discord.py reconnects: ask the socket itself.
+        if self.is_closed() or not self.is_ready() or not getattr(self.ws, "open", False):
+            return "not connected to the Discord gateway"
+        return None
+
+    async def read_history(self, channel_id: str, after: int):
+        """A channel's messages after a snowflake, oldest first, with the bot's token."""
+        while True:
+            page = await self.http.logs_from(channel_id, HISTORY_PAGE, after=after)
+            if not page:
+                return
+            page.sort(key=lambda m: int(m["id"]))
+            for message in page:
+                yield message
+            if len(page) < HISTORY_PAGE:
+                return
+            after = int(page[-1]["id"])
+
+    def commands_fingerprint(self) -> str:
+        payload = sorted((command.to_dict(self.tree) for command in self.tree.get_commands()), key=lambda c: c["name"])
+        blob = json.dumps({"application_id": self.application_id, "commands": payload}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    async def sync_commands_if_changed(self) -> bool:
+        """Registers the commands only when they differ from the last registration.
+
+        Discord rate-limits command registration hard; a restart must not touch it.
+        """
+        fingerprint = self.commands_fingerprint()
+        if await self.core.db.get_meta(COMMANDS_FINGERPRINT_META) == fingerprint:
+            log.info("Slash commands unchanged since the last registration; not syncing")
+            return False
+        synced = await self.tree.sync()
+        await self.core.db.set_meta(COMMANDS_FINGERPRINT_META, fingerprint)
+        log.info("Registered %d slash commands with Discord", len(synced))
+        return True
+
+    async def on_connect(self) -> None:
+        # Dispatched on every fresh READY (never on a resume, which keeps the cache).
+        if self.is_ready():
+            self._reloading_servers = True
+
+    async def on_ready(self) -> None:
+        self._reloading_servers = False
+        log.info("Connected as %s (%s) in %d servers", self.user, self.user.id if self.user else "?", len(self.guilds))
+        # Recovery reads channel history, so it starts once the gateway is connected:
+        # anything PixVerse posts from now on arrives as events, nothing falls in between.
+        if self._core is not None and not self._dispatcher_started:
+            self._dispatcher_started = True
+            self._core.dispatcher.start_soon()
+
+    async def close(self) -> None:
+        # discord.py's Bot.close unloads the cogs (no command or listener reaches the Core any
+        # more) and leaves the gateway; then the Core: HTTP API, dispatcher, replyUrl poster,
+        # token checker, database. discord.py may call close() again from its connect loop:
+        # the Core is taken before the first await, so only one caller releases it.
+        await super().close()
+        core, self._core = self._core, None
+        if core is not None:
+            await core.close()

@@ -1,0 +1,97 @@
+"""The Core on its own, without discord.py: built once, in order; released in reverse; nothing left open."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from cryptography.fernet import Fernet
+
+from bot.core import Core
+from bot.errors import StartupError
+from bot.settings import Settings
+
+
+class QuietDiscord:
+    """A DiscordView for tests: every channel visible, the gateway connected, no history."""
+
+    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+        return True
+
+    def gateway_problem(self) -> str | None:
+        return None
+
+    async def read_history(self, channel_id: str, after: int):
+        return
+        yield
+
+
+def settings(tmp_path, **overrides) -> Settings:
+    values = dict(_env_file=None, discord_token="core-test-bot-token", database_path=tmp_path / "data" / "bot.db",
+                  token_encryption_key=Fernet.generate_key().decode(), pixverse_backend="simulated", http_port=0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def test_open_builds_every_service_and_close_releases_them_in_reverse(tmp_path, monkeypatch):
+    from bot.db import Database
+    from bot.dispatch.dispatcher import Dispatcher
+    from bot.web.callbacks import ReplyPoster
+    from bot.web.server import LimitedServer
+
+    closed: list[str] = []
+    for name, cls, method in (("http", LimitedServer, "stop"), ("dispatcher", Dispatcher, "close"),
+                              ("replies", ReplyPoster, "close"), ("database", Database, "close")):
+        original = getattr(cls, method)
+
+        async def record(self, *args, _name=name, _original=original, **kwargs):
+            closed.append(_name)
+            return await _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, record)
+    core = await Core.open(settings(tmp_path, http_port=_free_port(), http_host="127.0.0.1"), QuietDiscord())
+    assert core.http is not None and core.http.port > 0
+    assert await core.health_problem() is None
+    assert core.replies in core.dispatcher.listeners and core.dispatcher in core.accounts.listeners
+    await core.close()
+    await core.close()  # a second close does nothing
+    # No new request reaches a closing dispatcher; its last notices still reach the poster.
+    assert closed == ["http", "dispatcher", "replies", "database"]
+    assert not (tmp_path / "data" / "bot.db-wal").exists()
+    with socket.socket() as probe:  # the HTTP port is free again
+        probe.bind(("127.0.0.1", core.http.port))
+
+
+async def test_a_failure_half_way_releases_what_was_opened(tmp_path):
+    key = Fernet.generate_key().decode()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StartupError, match=f"HTTP API could not listen on 127.0.0.1:{port}"):
+            await Core.open(settings(tmp_path, http_port=port, http_host="127.0.0.1", token_encryption_key=key),
+                            QuietDiscord())
+    # The database opened before the failure was closed: checkpointed, no -wal left, and it
+    # opens again at once (no lock held by a forgotten connection).
+    assert not (tmp_path / "data" / "bot.db-wal").exists()
+    core = await Core.open(settings(tmp_path, token_encryption_key=key), QuietDiscord())
+    assert core.http is None
+    await core.close()
+
+
+async def test_health_reports_the_gateway_through_the_view(tmp_path):
+    class Disconnected(QuietDiscord):
+        def gateway_problem(self) -> str | None:
+            return "not connected to the Discord gateway"
+
+    core = await Core.open(settings(tmp_path), Disconnected())
+    try:
+        assert await core.health_problem() == "not connected to the Discord gateway"
+    finally:
+        await core.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
