@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from bot.db import Database
 from bot.dispatch.models import Job, JobStatus, job_from_row
+
+# Rows deleted per purge transaction: short enough that no write waits long behind one.
+PURGE_BATCH = 500
 
 
 class JobRepository:
@@ -100,9 +104,10 @@ class JobRepository:
     async def timed_out(self, *, now: float, timeout: float) -> list[Job]:
         """Jobs past their timeout: counted from submission to PixVerse, or, for a job not
         sent yet, from when it got its slot (updated_at), or from when it began to wait."""
+        # Two halves, each on its partial index (only live rows): one OR over both read the table.
         rows = await self._db.fetchall(
-            "SELECT * FROM jobs WHERE (slot_held = 1 AND COALESCE(submitted_at, updated_at) < ?)"
-            " OR (queued = 1 AND created_at < ?) ORDER BY seq",
+            "SELECT * FROM jobs WHERE slot_held = 1 AND COALESCE(submitted_at, updated_at) < ?"
+            " UNION ALL SELECT * FROM jobs WHERE queued = 1 AND created_at < ? ORDER BY seq",
             (now - timeout, now - timeout),
         )
         return [job_from_row(row) for row in rows]
@@ -132,11 +137,22 @@ class JobRepository:
         rows = await self._db.fetchall("SELECT DISTINCT guild_id FROM jobs WHERE queued = 1")
         return [row[0] for row in rows]
 
-    async def purge(self, *, before: float) -> int:
-        """Deletes ended jobs older than the retention period."""
-        return await self._db.execute(
-            "DELETE FROM jobs WHERE created_at < ? AND slot_held = 0 AND queued = 0 AND pixverse_open = 0", (before,)
-        )
+    async def purge(self, *, before: float, batch: int = PURGE_BATCH) -> int:
+        """Deletes ended jobs older than the retention period, ``batch`` rows a transaction.
+
+        A day's backlog in one DELETE held SQLite's write lock for seconds, and every placement
+        and API write waited; in batches, other work gets the lock between them."""
+        deleted = 0
+        while True:
+            count = await self._db.execute(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE created_at < ? AND slot_held = 0"
+                " AND queued = 0 AND pixverse_open = 0 ORDER BY created_at LIMIT ?)",
+                (before, batch),
+            )
+            deleted += count
+            if count < batch:
+                return deleted
+            await asyncio.sleep(0)  # let queued work in between
 
     # --- process leases -------------------------------------------------------------
 

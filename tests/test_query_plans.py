@@ -1,0 +1,150 @@
+"""Periodic work costs O(work due), not O(table): no statement the bot runs scans ``jobs``.
+
+Jobs are kept 31 days; a busy bot has a million rows. Every statement that the dispatcher,
+placement, the account service and the API tokens run during a broad workload (submit, place,
+queue, press, cancel, finish, time out, recover a dead process's jobs, promote waiting jobs,
+queue positions, purge) is recorded with SQLite's trace callback, and each is asked
+``EXPLAIN QUERY PLAN`` on a database holding 20,000 finished jobs (no ANALYZE, as the bot runs).
+A full scan of ``jobs``, or a scan of one of its indexes that covers every row, fails the test
+and names the statement. A scan of a partial index (only live rows) is fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+
+from bot.accounts.repository import AccountRepository
+from bot.dispatch.dispatcher import RETENTION_SECONDS
+from bot.dispatch.models import Verb
+from bot.errors import ApiError
+from bot.web.tokens import ApiTokenRepository
+from tests.dispatch_support import Clock, ManualBackend, add_account, make_dispatcher
+
+GUILD = "111111111111111111"
+CHANNELS = ("333333333333333333", "444444444444444444")
+FINISHED = 20_000
+BODY = {"prompt": "a red fox", "style": "Realistic"}
+
+
+def _finished_rows(now: float) -> list[tuple]:
+    return [
+        (f"job:old-{n}", GUILD, CHANNELS[n % 2], "700000000000000001", 2, "900000000000000001",
+         "900000000000000002", "create", '{"prompt": "old"}', "completed", 0, 0, None,
+         now - 3600 - n, now - 3600 - n, now - 3600 - n, 0)
+        for n in range(FINISHED)
+    ]
+
+
+def _insert_finished(raw, rows) -> None:
+    raw.executemany(
+        "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+        " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
+        " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _scans_of_jobs(conn: sqlite3.Connection, statement: str, partial: set[str]) -> list[str]:
+    bad = []
+    for row in conn.execute("EXPLAIN QUERY PLAN " + statement):
+        detail = row[3]
+        match = re.match(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", detail)
+        if not match or match.group(1) not in ("jobs", "j"):
+            continue
+        if match.group(2) in partial:
+            continue  # a partial index holds only live rows
+        bad.append(detail)
+    return bad
+
+
+async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
+    clock = Clock()
+    await database.run(lambda raw: _insert_finished(raw, _finished_rows(clock.now)))
+    seen: set[str] = set()
+    await database.conn.set_trace_callback(seen.add)
+    if database._reader is not None:
+        database._reader.set_trace_callback(seen.add)
+
+    repository = AccountRepository(database, cipher)
+    for n, channel in enumerate(CHANNELS):
+        await add_account(repository, GUILD, channel, max_jobs=1, user=f"70000000000000000{n + 2}")
+    backend = ManualBackend()
+    dispatcher = make_dispatcher(database, repository, backend, clock=clock, queue_size=5)
+    backend.events = dispatcher
+    await dispatcher.start()
+    first = (await dispatcher.submit(guild_id=GUILD, requester_id="1", request_channel_id="2", verb=Verb.CREATE,
+                                     body=BODY)).job
+    second = (await dispatcher.submit(guild_id=GUILD, requester_id="1", request_channel_id="2", verb=Verb.CREATE,
+                                      body=BODY)).job
+    waiting = await dispatcher.submit(guild_id=GUILD, requester_id="1", request_channel_id="2", verb=Verb.CREATE,
+                                      body=BODY)
+    assert waiting.queue_position == 1
+    await dispatcher.wait_idle()
+    await dispatcher.queue_position(waiting.job)
+    await dispatcher.executing(GUILD)
+    await dispatcher.cancel(waiting.job.job_id, guild_id=GUILD, user_id="1", is_manager=True)  # while queued
+    await backend.complete(first.job_id)
+    await dispatcher.wait_idle()
+    await dispatcher.press(guild_id=GUILD, requester_id="1", request_channel_id="2", job_id=first.job_id, button="U1")
+    await dispatcher.cancel(second.job_id, guild_id=GUILD, user_id="1", is_manager=True)  # while running
+    await dispatcher.wait_idle()
+    await dispatcher.get(first.job_id, GUILD)
+    # Time passes: jobs time out, a dead process's lease expires, old jobs are purged.
+    clock.now += dispatcher.job_timeout + 60
+    await dispatcher.sweep()
+    clock.now += RETENTION_SECONDS
+    await dispatcher.sweep()
+    await dispatcher.recover()
+    await repository.list(GUILD)
+    await repository.get(GUILD, CHANNELS[0])
+    with contextlib.suppress(ApiError):  # busy or not, its statements ran
+        await repository.delete(GUILD, CHANNELS[1])
+    tokens = ApiTokenRepository(database)
+    token = await tokens.create(GUILD, "1")
+    await tokens.guild_of(token)
+    await tokens.revoke_all(GUILD)
+    await dispatcher.close()
+    await database.conn.set_trace_callback(None)
+
+    touching_jobs = sorted(s for s in seen if re.search(r"\bjobs\b", s) and not s.lstrip().upper().startswith(
+        ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "CREATE", "INSERT INTO JOBS (")))
+    assert len(touching_jobs) >= 20, touching_jobs  # the workload reached the store broadly
+    conn = sqlite3.connect(database.path)
+    try:
+        partial = {name for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+                   if sql and " WHERE " in sql.upper()}
+        # Restore the 20,000 finished rows the purge removed, so the plans are those of a big table.
+        conn.execute("DELETE FROM jobs WHERE job_id LIKE 'job:old-%'")
+        _insert_finished(conn, _finished_rows(clock.now))
+        conn.commit()
+        failures = {statement: bad for statement in touching_jobs if (bad := _scans_of_jobs(conn, statement, partial))}
+    finally:
+        conn.close()
+    assert failures == {}, "\n".join(f"{bad}: {statement[:300]}" for statement, bad in failures.items())
+
+
+async def test_purge_deletes_old_ended_jobs_in_bounded_transactions_and_keeps_live_ones(database):
+    from bot.dispatch.jobs import JobRepository
+
+    now = 1_800_000_000.0
+    rows = _finished_rows(now)[:1234]
+    # Old but still live: holding a slot, waiting, or still open at PixVerse. Never purged.
+    live = [(f"job:live-{n}", *row[1:10], *flags, None, now - 10**7, now - 10**7, now - 10**7, open_)
+            for n, (row, flags, open_) in enumerate(zip(rows, [(1, 0), (0, 1), (0, 0)], [0, 0, 1]))]
+    await database.run(lambda raw: _insert_finished(raw, rows + live))
+    deletes: list[int] = []
+    execute = database.execute
+
+    async def counting(sql, params=()):
+        changed = await execute(sql, params)
+        deletes.append(changed)
+        return changed
+
+    database.execute = counting
+    deleted = await JobRepository(database).purge(before=now, batch=500)
+    assert deleted == 1234
+    assert deletes == [500, 500, 234]  # each its own statement, in its own transaction
+    remaining = [row[0] for row in await database.fetchall("SELECT job_id FROM jobs ORDER BY job_id")]
+    assert remaining == ["job:live-0", "job:live-1", "job:live-2"]
