@@ -32,6 +32,9 @@ of measured requests:
   per-server list, kept while SQLite's ``data_version`` is unchanged;
 * ``get-uncached``: the same on a second API server whose list cache is off, so every request
   reads the rows: what GET costs when something was committed since the previous one;
+* ``job``: GET /v1/pixverse/jobs/?jobid= for one job, with 10,000 live jobs in the database
+  (inserted in bulk) while the API server writes ``--live-writes`` progress UPDATEs a second
+  (500 by default; on during this scenario only), as PixVerse's edits of running jobs do.
 * ``post``: POST /v1/pixverse/account/<channel>, every request a new channel of another
   server with its own token (rule 8: a token may be configured in one channel only), so
   every request is a real insert: validation, the duplicate lookups, the token check
@@ -94,7 +97,10 @@ ROUND_STRIDE = 100_000_000
 POST_PATH = "/v1/pixverse/account"
 POST_FLOOR_PATH = "/bench/post-floor"
 POSTS = ("post", "post-floor", "post-normal")  # scenarios that send account bodies
-SCENARIOS = ("hello", "get", "get-uncached", "post-floor", "post", "post-normal")
+SCENARIOS = ("hello", "get", "get-uncached", "job", "post-floor", "post", "post-normal")
+LIVE_JOBS = 10_000  # the job scenario: live jobs in the database (issue 10's figure)
+TARGET_JOB = "job:bench-target"
+LIVE_WRITES_PATH = "/bench/live-writes"
 
 
 # ------------------------------------------------------------------------------- servers
@@ -164,8 +170,17 @@ async def serve_api(args: argparse.Namespace) -> None:
         token_encryption_key=key, pixverse_backend="simulated", pixverse_simulated_duration_seconds=1.0,
         http_host="127.0.0.1", http_port=port,
     )
+    writes = asyncio.Event()
+
+    async def live_writes(request: web.Request) -> web.Response:
+        """BENCH ONLY: the orchestrator turns the progress writes on for the job scenario only,
+        so that they take no CPU from the other scenarios' servers pinned to the same core."""
+        writes.set() if request.query.get("on") == "1" else writes.clear()
+        return web.Response(status=204)
+
     core = await Core.open(settings, BenchDiscord(), token_checker=BenchTokenChecker(),
-                           extra_routes=[("POST", POST_FLOOR_PATH + "/{channel}", post_floor)])
+                           extra_routes=[("POST", POST_FLOOR_PATH + "/{channel}", post_floor),
+                                         ("POST", LIVE_WRITES_PATH, live_writes)])
     if args.synchronous_normal:
         # The post-normal scenario: what the bot's synchronous=FULL costs a POST.
         await core.db.execute("PRAGMA synchronous=NORMAL")
@@ -176,9 +191,47 @@ async def serve_api(args: argparse.Namespace) -> None:
         channel = str(READ_CHANNEL_BASE + index)
         body = json.loads(account_body(READ_GUILD, channel, account_token("read", index)))
         await core.accounts.save(await core.accounts.prepare(body, path_channel=channel, guild_id=READ_GUILD))
+    await add_live_jobs(core.db)
+    writer = asyncio.create_task(progress_writes(core.db, args.live_writes, writes)) if args.live_writes else None
     freeze_startup_objects()  # as the bot does at the end of setup_hook
     await serve(StartedCore(core), {"write_token": write_token, "read_token": read_token})
+    if writer is not None:
+        writer.cancel()
     log_file.close()
+
+
+async def add_live_jobs(db) -> None:
+    """BENCH ONLY: LIVE_JOBS jobs holding a slot, inserted in bulk (the job scenario reads one of
+    them, TARGET_JOB, on the read server's first account; the rest belong to 2,000 other servers)."""
+    now = time.time()
+    rows = [(TARGET_JOB, READ_GUILD, str(READ_CHANNEL_BASE), "700000000000000001")] + [
+        (f"job:bench-live-{n}", str(950_000_000_000_000_000 + n % 2000), str(960_000_000_000_000_000 + n % 5000),
+         "700000000000000002") for n in range(LIVE_JOBS - 1)]
+    await db.run(lambda raw: raw.executemany(
+        "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+        " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at, submitted_at,"
+        " pixverse_open, progress) VALUES (?, ?, ?, ?, 10, 'api', 'api', 'create', '{\"prompt\": \"a fox\"}',"
+        " 'progress', 1, 0, 'bench:0:live', ?, ?, ?, 1, 37)",
+        [(*row, now, now, now) for row in rows]))
+
+
+async def progress_writes(db, per_second: float, on: asyncio.Event) -> None:
+    """BENCH ONLY: PixVerse's progress edits of the live jobs, as the bot records them: one
+    UPDATE per edit, at a fixed rate, on the same database as the reads, while ``on`` is set."""
+    n = 0
+    interval = 1 / per_second
+    next_at = time.perf_counter()
+    while True:
+        if not on.is_set():
+            await on.wait()
+            next_at = time.perf_counter()
+        n += 1
+        await db.execute("UPDATE jobs SET progress = ?, updated_at = ? WHERE job_id = ?",
+                         (n % 100, time.time(), f"job:bench-live-{n % (LIVE_JOBS - 1)}"))
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 class BenchDiscord:
@@ -287,8 +340,12 @@ class Scenario:
             prefix = POST_FLOOR_PATH if self.name == "post-floor" else POST_PATH
             return (f"POST {prefix}/{channel} HTTP/1.1\r\nHost: {host}\r\n{auth}"
                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
-        path = "/" if self.name == "hello" else "/v1/pixverse/account"
+        path = get_path(self.name)
         return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
+
+
+def get_path(scenario: str) -> str:
+    return {"hello": "/", "job": f"/v1/pixverse/jobs/?jobid={TARGET_JOB}"}.get(scenario, "/v1/pixverse/account")
 
 
 @dataclass
@@ -533,7 +590,7 @@ def wrk_run(scenario: Scenario, first: int, count: int, concurrency: int, pin: i
     script.write_text(WRK_SCRIPT.format(
         kind=scenario.name, token=scenario.token, port=scenario.port, first=first, count=count,
         expected=scenario.expected, channel_prefix=str(WRITE_CHANNEL_BASE // 10**15), pad="x" * 48,
-        guild=WRITE_GUILD, path="/" if scenario.name == "hello" else "/v1/pixverse/account",
+        guild=WRITE_GUILD, path=get_path(scenario.name),
         post_path={"post": POST_PATH, "post-normal": POST_PATH, "post-floor": POST_FLOOR_PATH}.get(scenario.name, ""),
     ))
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{MAX_PHASE_SECONDS}s", "--timeout", "10s", "-s", str(script),
@@ -580,7 +637,7 @@ def pinner(cpu: int | None):
 def start_server(role: str, workdir: Path, args: argparse.Namespace, pin: int | None,
                  extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, dict]:
     command = [sys.executable, str(Path(__file__).resolve()), "--role", role, "--dir", str(workdir),
-               "--accounts", str(args.accounts), *extra]
+               "--accounts", str(args.accounts), "--live-writes", str(args.live_writes), *extra]
     if args.profile and role == "api-server":
         command += ["--profile", str(Path(args.profile).resolve())]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
@@ -602,8 +659,27 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def set_live_writes(port: int, on: bool) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"POST {LIVE_WRITES_PATH}?on={int(on)} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        while sock.recv(65536):
+            pass
+
+
 def measure(scenario: Scenario, args: argparse.Namespace, client: str, pin: int | None, workdir: Path,
             round_index: int) -> Measured:
+    if scenario.name == "job" and args.live_writes:
+        set_live_writes(scenario.port, True)
+        try:
+            return measure_now(scenario, args, client, pin, workdir, round_index)
+        finally:
+            set_live_writes(scenario.port, False)
+    return measure_now(scenario, args, client, pin, workdir, round_index)
+
+
+def measure_now(scenario: Scenario, args: argparse.Namespace, client: str, pin: int | None, workdir: Path,
+                round_index: int) -> Measured:
     offset = round_index * ROUND_STRIDE
     if client == "wrk":
         return wrk_client(scenario, args.warmup, args.requests, args.concurrency, pin, workdir, offset)
@@ -630,6 +706,7 @@ def stored_accounts(port: int, token: str) -> int:
 def rerun_command(args: argparse.Namespace) -> str:
     parts = ["python", "bench/http_bench.py", "--requests", str(args.requests), "--warmup", str(args.warmup),
              "--concurrency", str(args.concurrency), "--rounds", str(args.rounds), "--accounts", str(args.accounts),
+             "--live-writes", f"{args.live_writes:g}",
              "--client", args.client]
     if args.scenarios != ",".join(SCENARIOS):
         parts += ["--scenarios", args.scenarios]
@@ -672,6 +749,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         scenarios = {
             "hello": Scenario("hello", "hello world (raw aiohttp)", hello_info["port"], "GET", 200),
             "get": Scenario("get", f"GET /v1/pixverse/account ({args.accounts} accounts)", api_info["port"], "GET",
+                            200, token=api_info["read_token"]),
+            "job": Scenario("job", f"GET /v1/pixverse/jobs/?jobid= ({LIVE_JOBS:,} live jobs)", api_info["port"], "GET",
                             200, token=api_info["read_token"]),
             "get-uncached": Scenario("get-uncached", f"GET /v1/pixverse/account ({args.accounts}), no list cache",
                                      uncached_info.get("port", 0), "GET", 200, token=uncached_info.get("read_token", "")),
@@ -774,6 +853,8 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
     parser.add_argument("--no-list-cache", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--synchronous-normal", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--live-writes", type=float, default=500,
+                        help="progress UPDATEs per second of the live jobs, in the API server, during every scenario")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
     parser.add_argument("--profile", default=None, help="run the API server under cProfile, stats to this file")
     # internal: the server and load processes

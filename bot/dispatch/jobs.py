@@ -18,10 +18,12 @@ class JobRepository:
         self._db = db
 
     async def get(self, job_id: str, guild_id: str | None = None) -> Job | None:
+        # A lookup by the unique job id: answered on the loop's thread, not queued behind the
+        # writes of every running job (PixVerse's progress edits) on the worker thread.
         if guild_id is None:
-            row = await self._db.fetchone("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+            row = await self._db.lookup_one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         else:
-            row = await self._db.fetchone("SELECT * FROM jobs WHERE job_id = ? AND guild_id = ?", (job_id, guild_id))
+            row = await self._db.lookup_one("SELECT * FROM jobs WHERE job_id = ? AND guild_id = ?", (job_id, guild_id))
         return None if row is None else job_from_row(row)
 
     async def executing(self, guild_id: str) -> list[Job]:
