@@ -35,6 +35,10 @@ of measured requests:
 * ``job``: GET /v1/pixverse/jobs/?jobid= for one job, with 10,000 live jobs in the database
   (inserted in bulk) while the API server writes ``--live-writes`` progress UPDATEs a second
   (500 by default; on during this scenario only), as PixVerse's edits of running jobs do.
+* open loop (``--open-loop-seconds``, 10 by default): after the rounds, ``post`` at 1,000
+  requests/s and ``job`` at 2,000 requests/s, a fixed arrival rate whatever the server's pace,
+  each latency from the request's scheduled time (the latency targets; a closed loop measures
+  throughput).
 * ``post``: POST /v1/pixverse/account/<channel>, every request a new channel of another
   server with its own token (rule 8: a token may be configured in one channel only), so
   every request is a real insert: validation, the duplicate lookups, the token check
@@ -75,6 +79,7 @@ import sys
 import tempfile
 import threading
 import time
+import collections
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -525,9 +530,118 @@ async def aiohttp_client(scenario: Scenario, warmup: int, count: int, concurrenc
     return result
 
 
+class _OneAtATime(asyncio.Protocol):
+    """An open-loop connection: sends the request it is given, reports the answer's end."""
+
+    def __init__(self, done) -> None:
+        self.done = done  # callback(connection, status)
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.need = -1
+        self.status = 0
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def send(self, request: bytes) -> None:
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            if self.need < 0:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buffer[:end]).lower()
+                self.status = int(head[9:12])
+                at = head.find(b"\r\ncontent-length:")
+                line_end = head.find(b"\r\n", at + 2) if at >= 0 else -1
+                length = int(head[at + 17:line_end if line_end >= 0 else len(head)]) if at >= 0 else 0
+                self.need = end + 4 + length
+            if len(self.buffer) < self.need:
+                return
+            del self.buffer[:self.need]
+            self.need = -1
+            self.done(self, self.status)
+
+    def connection_lost(self, exc) -> None:
+        self.lost = exc or ConnectionResetError("closed by the server")
+
+
+async def open_loop_client(scenario: Scenario, rate: float, seconds: float, warmup_seconds: float, offset: int,
+                           pool: int = 256) -> Measured:
+    """Requests at a fixed arrival rate, whatever the server's pace (open loop). Each latency runs from
+    the request's scheduled time, so time spent waiting for a free connection counts too (no
+    coordinated omission): a server that falls behind shows it in p99 at once."""
+    loop = asyncio.get_running_loop()
+    idle: list[_OneAtATime] = []
+    backlog: collections.deque[tuple[int, bytes, bool]] = collections.deque()
+    latencies: list[float] = []
+    unexpected: Counter[str] = Counter()
+    in_flight: dict[_OneAtATime, tuple[int, bool]] = {}
+    total = int(rate * (warmup_seconds + seconds))
+    warm = int(rate * warmup_seconds)
+    finished = loop.create_future()
+    answered = 0
+
+    def done(connection: _OneAtATime, status: int) -> None:
+        nonlocal answered
+        scheduled_ns, measured = in_flight.pop(connection)
+        answered += 1
+        if measured:
+            latencies.append((time.perf_counter_ns() - scheduled_ns) / 1e6)
+            if status != scenario.expected:
+                unexpected[str(status)] += 1
+        if backlog:
+            next_ns, request, next_measured = backlog.popleft()
+            in_flight[connection] = (next_ns, next_measured)
+            connection.send(request)
+        else:
+            idle.append(connection)
+        if answered == total and not finished.done():
+            finished.set_result(None)
+
+    for _ in range(pool):  # opened one at a time: a burst of connects can overflow the listen backlog
+        _, protocol = await loop.create_connection(lambda: _OneAtATime(done), "127.0.0.1", scenario.port)
+        idle.append(protocol)
+    requests = [scenario.request(offset + MEASURED_FROM + i) for i in range(total)]
+    start_ns = time.perf_counter_ns() + 50_000_000
+    interval_ns = 1e9 / rate
+    for i, request in enumerate(requests):
+        scheduled_ns = int(start_ns + i * interval_ns)
+        delay = (scheduled_ns - time.perf_counter_ns()) / 1e9
+        if delay > 0.0005:
+            await asyncio.sleep(delay)
+        measured = i >= warm
+        if idle:
+            connection = idle.pop()
+            in_flight[connection] = (scheduled_ns, measured)
+            connection.send(request)
+        else:
+            backlog.append((scheduled_ns, request, measured))
+    await asyncio.wait_for(finished, MAX_PHASE_SECONDS)
+    elapsed = (time.perf_counter_ns() - start_ns) / 1e9
+    for connection in idle:
+        connection.transport.close()
+    result = Measured(client=f"python open loop ({pool} connections)")
+    result.requests = total - warm
+    result.seconds = elapsed * (total - warm) / total
+    result.latencies_ms = latencies
+    result.unexpected = dict(unexpected)
+    return result
+
+
 def run_load(args: argparse.Namespace) -> None:
     spec = json.loads(args.spec)
     scenario = Scenario(**spec["scenario"])
+    if spec.get("rate"):
+        result = asyncio.run(open_loop_client(scenario, spec["rate"], spec["seconds"], spec["warmup_seconds"],
+                                              spec["offset"]))
+        result.summarise()
+        print(json.dumps(result.__dict__))
+        return
     client = aiohttp_client if spec["client"] == "aiohttp" else python_client
     result = asyncio.run(client(scenario, spec["warmup"], spec["count"], spec["concurrency"], spec["offset"]))
     result.summarise()
@@ -659,6 +773,43 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait()
 
 
+OPEN_LOOP_POST_RATE = 1_000  # requests/s: issue 10's fixed arrival rates
+OPEN_LOOP_JOB_RATE = 2_000
+
+
+def measure_open_loop(scenario: Scenario, rate: float, args: argparse.Namespace, pin: int | None,
+                      offset: int) -> tuple[float, Measured]:
+    spec = {"scenario": scenario.__dict__, "rate": rate, "seconds": args.open_loop_seconds,
+            "warmup_seconds": min(2.0, args.open_loop_seconds / 2), "offset": offset}
+    if scenario.name == "job" and args.live_writes:
+        set_live_writes(scenario.port, True)
+    try:
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--role", "load", "--spec", json.dumps(spec)],
+                              capture_output=True, text=True, cwd=ROOT, preexec_fn=pinner(pin),
+                              timeout=2 * MAX_PHASE_SECONDS + 60)
+    finally:
+        if scenario.name == "job" and args.live_writes:
+            set_live_writes(scenario.port, False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the open-loop load failed:\n{done.stderr[-3000:]}")
+    return rate, Measured(**json.loads(done.stdout.splitlines()[-1]))
+
+
+def report_open_loop(results: dict[str, tuple[float, Measured]], scenarios: dict[str, Scenario],
+                     args: argparse.Namespace) -> None:
+    print()
+    print(f"Open loop: requests at a fixed arrival rate for {args.open_loop_seconds:g} s (after a warm-up), latency from"
+          " each request's scheduled time (waiting for a connection counts):")
+    header = f"{'scenario':<49} {'target/s':>8} {'done/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  p99<{TARGET_P99_MS:g}ms"
+    print(header)
+    print("-" * len(header))
+    for name, (rate, m) in results.items():
+        verdict = "PASS" if m.p99_ms < TARGET_P99_MS and not m.unexpected else "FAIL"
+        extra = f"  unexpected: {m.unexpected}" if m.unexpected else ""
+        print(f"{scenarios[name].label:<49} {rate:>8,.0f} {m.rate:>8,.0f} {m.p50_ms:>8.1f} {m.p99_ms:>8.1f}"
+              f" {m.max_ms:>8.1f}  {verdict}{extra}")
+
+
 def set_live_writes(port: int, on: bool) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(f"POST {LIVE_WRITES_PATH}?on={int(on)} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
@@ -706,7 +857,7 @@ def stored_accounts(port: int, token: str) -> int:
 def rerun_command(args: argparse.Namespace) -> str:
     parts = ["python", "bench/http_bench.py", "--requests", str(args.requests), "--warmup", str(args.warmup),
              "--concurrency", str(args.concurrency), "--rounds", str(args.rounds), "--accounts", str(args.accounts),
-             "--live-writes", f"{args.live_writes:g}",
+             "--live-writes", f"{args.live_writes:g}", "--open-loop-seconds", f"{args.open_loop_seconds:g}",
              "--client", args.client]
     if args.scenarios != ",".join(SCENARIOS):
         parts += ["--scenarios", args.scenarios]
@@ -778,11 +929,18 @@ def orchestrate(args: argparse.Namespace) -> int:
             stored = stored_accounts(api_info["port"], api_info["write_token"])
             expected = (args.warmup + args.requests) * args.rounds
             print(f"POST check: {stored:,} accounts stored in the write server (expected at least {expected:,})")
+        open_loop = {}
+        if args.open_loop_seconds > 0:
+            for k, (name, rate) in enumerate((("post", OPEN_LOOP_POST_RATE), ("job", OPEN_LOOP_JOB_RATE))):
+                if name in wanted:
+                    open_loop[name] = measure_open_loop(scenarios[name], rate, args, load_cpu, (args.rounds + k) * ROUND_STRIDE)
     finally:
         for process in servers:
             stop_server(process)
         shutil.rmtree(workdir, ignore_errors=True)
     report(rounds, scenarios, args)
+    if open_loop:
+        report_open_loop(open_loop, scenarios, args)
     print(f"total {time.perf_counter() - started:.0f} s; rerun: {rerun_command(args)}")
     if args.profile:
         print(f"cProfile stats of the API server: {args.profile} (python -m pstats {args.profile})")
@@ -853,6 +1011,8 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
     parser.add_argument("--no-list-cache", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--synchronous-normal", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--open-loop-seconds", type=float, default=10,
+                        help="seconds of each open-loop run (POST at 1,000/s, GET a job at 2,000/s); 0: none")
     parser.add_argument("--live-writes", type=float, default=500,
                         help="progress UPDATEs per second of the live jobs, in the API server, during every scenario")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
