@@ -13,6 +13,7 @@ from dataclasses import replace
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from bot.accounts.crypto import mask_token
 from bot.accounts.repository import AccountRepository
 from bot.db import Database
 from bot.dispatch import placement
@@ -199,6 +200,15 @@ class Dispatcher:
         if job is None:
             raise job_not_found(job_id)
         return job
+
+    async def public_job_by_id(self, job_id: Any, guild_id: str, *, with_reply: bool = False) -> dict[str, Any]:
+        """What :meth:`get` then :meth:`public_job` give, in one lookup (the polled path)."""
+        job_id = validate_job_id(job_id)
+        found = await self.jobs.get_with_token_last4(job_id, guild_id)
+        if found is None:
+            raise job_not_found(job_id)
+        job, last4 = found
+        return job.to_public(masked_token=None if last4 is None else mask_token(last4), with_reply=with_reply)
 
     async def public_job(self, job: Job, *, with_reply: bool = False) -> dict[str, Any]:
         """The useapi job fields, with the account's token masked (never more)."""

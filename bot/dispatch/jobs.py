@@ -26,6 +26,16 @@ class JobRepository:
             row = await self._db.lookup_one("SELECT * FROM jobs WHERE job_id = ? AND guild_id = ?", (job_id, guild_id))
         return None if row is None else job_from_row(row)
 
+    async def get_with_token_last4(self, job_id: str, guild_id: str) -> tuple[Job, str | None] | None:
+        """The job and the last 4 characters of its account's token (None without an account), in
+        one lookup: what a job's public answer needs (GET /jobs/?jobid=, polled by clients)."""
+        row = await self._db.lookup_one(
+            "SELECT j.*, a.token_last4 AS account_token_last4 FROM jobs j LEFT JOIN accounts a"
+            " ON a.channel_id = j.account_channel_id AND a.guild_id = j.guild_id WHERE j.job_id = ? AND j.guild_id = ?",
+            (job_id, guild_id),
+        )
+        return None if row is None else (job_from_row(row), row["account_token_last4"])
+
     async def executing(self, guild_id: str) -> list[Job]:
         """The server's jobs that hold a slot or wait for one, oldest first."""
         # Two partial-index lookups, not a scan of the server's month of history.

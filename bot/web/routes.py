@@ -291,7 +291,8 @@ async def get_jobs(request: web.Request) -> web.Response:
     dispatcher = dispatcher_of(request)
     jobid = query_param(request, "jobid")
     if jobid is not None or request.path.endswith("/"):
-        return await public_job(request, await dispatcher.get(jobid, guild_id))
+        public = await dispatcher.public_job_by_id(jobid, guild_id, with_reply=True)
+        return json_response({**public, "code": 200})
     return json_response([job.job_id for job in await dispatcher.executing(guild_id)])
 
 
