@@ -147,7 +147,7 @@ async def serve_api(args: argparse.Namespace) -> None:
     from aiohttp import web
     from cryptography.fernet import Fernet
 
-    from bot.accounts import repository as repository_module
+    from bot.store.sqlite import accounts as repository_module
     from bot.core import Core
     from bot.discord_bot import freeze_startup_objects
     from bot.logs import register_secrets, setup_logging

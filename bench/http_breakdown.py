@@ -37,13 +37,14 @@ from cryptography.fernet import Fernet  # noqa: E402
 from http_bench import BenchTokenChecker, account_body, account_token  # noqa: E402
 
 from bot.accounts.crypto import TokenCipher  # noqa: E402
-from bot.accounts.repository import UPSERT_SQL, AccountRepository, verify_cipher  # noqa: E402
+from bot.store.sqlite.accounts import UPSERT_SQL, AccountRepository, verify_cipher  # noqa: E402
 from bot.accounts.service import AccountService  # noqa: E402
-from bot.db import Database  # noqa: E402
-from bot.dispatch import placement  # noqa: E402
+from bot.store.sqlite.database import Database  # noqa: E402
+from bot.store.sqlite import placement  # noqa: E402
 from bot.dispatch.backends.simulated import SimulatedBackend  # noqa: E402
 from bot.dispatch.dispatcher import Dispatcher  # noqa: E402
-from bot.web.tokens import ApiTokenRepository, hash_token  # noqa: E402
+from bot.store.sqlite.tokens import ApiTokenRepository, hash_token  # noqa: E402
+from bot.store.sqlite.jobs import JobRepository
 
 READ_GUILD = "910000000000000002"
 WRITE_GUILD = "910000000000000001"
@@ -64,7 +65,7 @@ async def main(calls: int) -> None:
     assert await verify_cipher(db, cipher)
     repository = AccountRepository(db, cipher)
     accounts = AccountService(repository, BenchTokenChecker(), max_concurrent_jobs=10)
-    accounts.listeners.append(Dispatcher(db, repository, SimulatedBackend(duration=1.0)))
+    accounts.listeners.append(Dispatcher(JobRepository(db), repository, SimulatedBackend(duration=1.0)))
     tokens = ApiTokenRepository(db)
     token = await tokens.create(READ_GUILD, "bench")
     for k in range(5):

@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot.db import Database  # noqa: E402
-from bot.dispatch import placement  # noqa: E402
+from bot.store.sqlite.database import Database  # noqa: E402
+from bot.store.sqlite import placement  # noqa: E402
 from bot.dispatch.models import JobStatus, Verb  # noqa: E402
-from bot.dispatch.placement import NewJob  # noqa: E402
+from bot.store import NewJob  # noqa: E402
 
 ACCOUNTS_PER_SERVER = (1, 9)  # uniform: 5 per server on average
 MAX_JOBS = (1, 5)  # uniform per account
@@ -267,7 +267,7 @@ class _TimedConnection:
 
 async def explain(directory: Path, n_accounts: int, *, n: int, seed: int) -> None:
     """Where a cycle's time goes, measured on a fresh database of ``n_accounts`` accounts."""
-    from bot.db import _in_transaction  # the exact BEGIN IMMEDIATE … COMMIT of Database.run
+    from bot.store.sqlite.database import _in_transaction  # the exact BEGIN IMMEDIATE … COMMIT of Database.run
 
     rng = random.Random(seed)
     accounts, jobs, servers, channels = populate(random.Random(seed + n_accounts), n_accounts)

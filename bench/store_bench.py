@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot.db import Database, load_migrations  # noqa: E402
-from bot.dispatch import placement  # noqa: E402
-from bot.dispatch.jobs import PURGE_BATCH, JobRepository  # noqa: E402
+from bot.store.sqlite.database import Database, load_migrations  # noqa: E402
+from bot.store.sqlite import placement  # noqa: E402
+from bot.store.sqlite.jobs import PURGE_BATCH, JobRepository  # noqa: E402
 from bot.dispatch.models import job_from_row  # noqa: E402
 
 NOW = 1_800_000_000.0

@@ -20,15 +20,15 @@ from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
 from bot.accounts.crypto import TokenCipher, load_or_create_key
-from bot.accounts.repository import AccountRepository, forget_key_check, holds_tokens, verify_cipher
+from bot.store.sqlite.accounts import AccountRepository, forget_key_check, holds_tokens, verify_cipher
 from bot.accounts.service import AccountService, TokenChecker
 from bot.accounts.token_check import DiscordTokenChecker
-from bot.db import Database
+from bot.store.sqlite.database import Database
 from bot.dispatch.backends.base import PixverseBackend
 from bot.dispatch.backends.discord import DiscordBackend
 from bot.dispatch.backends.simulated import SimulatedBackend
 from bot.dispatch.dispatcher import Dispatcher
-from bot.dispatch.jobs import JobRepository
+from bot.store.sqlite.jobs import JobRepository
 from bot.dispatch.models import Job
 from bot.errors import StartupError
 from bot.logs import register_secrets
@@ -37,7 +37,7 @@ from bot.settings import Settings
 from bot.web.callbacks import ReplyPoster
 from bot.web.routes import ApiContext, create_app
 from bot.web.server import HttpLimits, LimitedServer
-from bot.web.tokens import ApiTokenRepository
+from bot.store.sqlite.tokens import ApiTokenRepository
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Core:
 
             backend = _backend(settings, db, repository, discord)
             dispatcher = Dispatcher(
-                db, repository, backend,
+                JobRepository(db), repository, backend,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
             )
 
@@ -134,7 +134,7 @@ class Core:
     async def health_problem(self) -> str | None:
         """None when the database answers and takes writes and the gateway is connected."""
         try:
-            await self.db.fetchone("SELECT 1")
+            await self.db.ping()
         except Exception as exc:
             return f"database does not answer ({type(exc).__name__})"
         # After a failed write (full disk, I/O error), unhealthy until a write commits again.

@@ -53,17 +53,23 @@ DATABASE_BUSY = "The database is busy; please try again in a moment"
 DATABASE_UNWRITABLE = "The database cannot be written; nothing was saved"
 
 
+class StoreError(Exception):
+    """A storage failure with an honest answer, raised by a store adapter in domain terms."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's lock past the wait allowed."""
+
+
+class StoreUnwritable(StoreError):
+    """The store cannot take writes (a full disk, an I/O error); the transaction was rolled back whole."""
+
+
 def from_exception(exc: BaseException) -> ApiError | None:
     """An infrastructure failure that has an honest answer other than 500."""
-    import sqlite3
-
-    from bot.db import is_write_failure
-
-    if is_write_failure(exc):
-        # A full disk or an I/O error: the transaction was rolled back as a whole.
+    if isinstance(exc, StoreUnwritable):
         return ApiError(503, DATABASE_UNWRITABLE)
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        # Another process held the write lock past the busy timeout.
+    if isinstance(exc, StoreBusy):
         return ApiError(503, DATABASE_BUSY)
     return None
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 
-from bot import db
+from bot.store.sqlite import database as db
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.repository import AccountRepository
+from bot.store.sqlite.accounts import AccountRepository
 from bot.accounts.service import AccountService
 from bot.errors import ApiError
 from bot.logs import install_redaction

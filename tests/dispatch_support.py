@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from bot.accounts.repository import AccountRepository
-from bot.db import Database
+from bot.store.sqlite.accounts import AccountRepository
+from bot.store.sqlite.database import Database
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import Job, JobStatus
+from bot.store.sqlite.jobs import JobRepository
 
 
 class ManualBackend(PixverseBackend):
@@ -82,6 +83,6 @@ async def slots(db: Database, channel: str) -> int:
 
 def make_dispatcher(db, repository, backend, *, clock=None, listener=None, queue_size=0, timeout=900.0, seed=7):
     return Dispatcher(
-        db, repository, backend, queue_size=queue_size, job_timeout=timeout, rng=random.Random(seed),
+        JobRepository(db), repository, backend, queue_size=queue_size, job_timeout=timeout, rng=random.Random(seed),
         clock=clock or Clock(), listeners=[listener] if listener else [], overload_retry_delay=0,
     )

@@ -34,7 +34,7 @@ def settings(tmp_path, **overrides) -> Settings:
 
 
 async def test_open_builds_every_service_and_close_releases_them_in_reverse(tmp_path, monkeypatch):
-    from bot.db import Database
+    from bot.store.sqlite.database import Database
     from bot.dispatch.dispatcher import Dispatcher
     from bot.web.callbacks import ReplyPoster
     from bot.web.server import LimitedServer
@@ -95,3 +95,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_no_sql_and_no_driver_outside_the_store_adapters():
+    """The domain, the Core, the web layer and the cogs speak the store port only."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sql = re.compile(r"""["'](SELECT |INSERT INTO |UPDATE \w+ SET |DELETE FROM |PRAGMA |BEGIN)""")
+    driver = re.compile(r"^\s*(import|from)\s+(sqlite3|aiosqlite|asyncpg)\b", re.M)
+    offenders = []
+    for path in [*(root / "bot").rglob("*.py"), *(root / "cogs").rglob("*.py")]:
+        if "store" in path.relative_to(root).parts[:2] and path.parent.name != "store":
+            continue  # bot/store/<engine>/ is where SQL and drivers belong
+        text = path.read_text()
+        if sql.search(text) or driver.search(text):
+            offenders.append(str(path.relative_to(root)))
+    assert offenders == []

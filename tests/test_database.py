@@ -1,4 +1,4 @@
-"""bot.db.Database: group commit on the worker thread, lookups on the loop's thread."""
+"""bot.store.sqlite.database.Database: group commit on the worker thread, lookups on the loop's thread."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import threading
 
 import pytest
 
-from bot import db
+from bot.errors import StoreUnwritable
+
+from bot.store.sqlite import database as db
 
 
 @pytest.fixture
@@ -106,7 +108,7 @@ async def test_when_the_batch_transaction_is_lost_every_caller_fails_and_nothing
         database.execute("INSERT INTO t (name) VALUES ('last')"),
     )
     for task in (first, lost, last):
-        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        with pytest.raises(StoreUnwritable, match="disk is full"):  # the store port's error, SQLite's as its cause
             await task
     assert batch_sizes[-1] == 3
     assert await names(database) == []  # "first" was told it failed, and it is not stored

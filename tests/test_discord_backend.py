@@ -9,6 +9,7 @@ import pytest
 from bot.dispatch.backends.discord import DiscordBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import JobStatus, Verb
+from bot.store.sqlite.jobs import JobRepository
 from tests.dispatch_support import Clock, Listener, add_account
 
 G, A1 = "900000000000000001", "900000000000000011"
@@ -63,7 +64,7 @@ async def setup(database, repository):
         yield  # pragma: no cover
 
     backend = DiscordBackend(_Client(), repository, None, no_history, application_id=PIXVERSE)
-    dispatcher = Dispatcher(database, repository, backend, rng=random.Random(3), clock=Clock(), listeners=[Listener()])
+    dispatcher = Dispatcher(JobRepository(database), repository, backend, rng=random.Random(3), clock=Clock(), listeners=[Listener()])
     backend.jobs = dispatcher.jobs
 
     async def submit_only(job, token):  # the user-token side is not under test here
@@ -137,7 +138,7 @@ async def test_news_from_an_account_a_job_has_left_changes_nothing(setup, databa
     other = "900000000000000012"
     await repository.upsert(guild_id=G, channel_id=other, token="token-for-account-two", discord_user_id="7002",
                             max_jobs=1)
-    from bot.dispatch import placement
+    from bot.store.sqlite import placement
 
     job = await dispatcher.get(job_id, G)
     moved, _ = await placement.requeue(database, job, now=1.0, owner=dispatcher.owner, rng=random.Random(1),

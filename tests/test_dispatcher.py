@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from bot.dispatch import placement
+from bot.store.sqlite import placement
 from bot.dispatch.backends.base import JobUpdate, SubmitError
 from bot.dispatch.models import JobStatus, Verb
-from bot.dispatch.placement import NewJob
+from bot.store import NewJob
 from bot.errors import ApiError
 from tests.dispatch_support import Clock, Listener, ManualBackend, add_account, make_dispatcher, slots
 

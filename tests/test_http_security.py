@@ -9,7 +9,7 @@ import pytest
 from bot.dispatch.validation import validate_reply
 from bot.errors import ApiError
 from bot.web.callbacks import PublicOnlyResolver
-from bot.web.tokens import ApiTokenRepository
+from bot.store.sqlite.tokens import ApiTokenRepository
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ import sqlite3
 from cryptography.fernet import Fernet
 
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.repository import AccountRepository
-from bot.db import Database
+from bot.store.sqlite.accounts import AccountRepository
+from bot.store.sqlite.database import Database
 from tests.dispatch_support import add_account
 from tests.processes.common import start_worker
 

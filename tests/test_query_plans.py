@@ -15,11 +15,11 @@ import contextlib
 import re
 import sqlite3
 
-from bot.accounts.repository import AccountRepository
+from bot.store.sqlite.accounts import AccountRepository
 from bot.dispatch.dispatcher import RETENTION_SECONDS
 from bot.dispatch.models import Verb
 from bot.errors import ApiError
-from bot.web.tokens import ApiTokenRepository
+from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.dispatch_support import Clock, ManualBackend, add_account, make_dispatcher
 
 GUILD = "111111111111111111"
@@ -126,7 +126,7 @@ async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
 
 
 async def test_purge_deletes_old_ended_jobs_in_bounded_transactions_and_keeps_live_ones(database):
-    from bot.dispatch.jobs import JobRepository
+    from bot.store.sqlite.jobs import JobRepository
 
     now = 1_800_000_000.0
     rows = _finished_rows(now)[:1234]

@@ -21,11 +21,12 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.repository import AccountRepository
-from bot.db import Database
+from bot.store.sqlite.accounts import AccountRepository
+from bot.store.sqlite.database import Database
 from bot.dispatch.backends.simulated import SimulatedBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import FINAL, Job, JobStatus, Verb
+from bot.store.sqlite.jobs import JobRepository
 from tests.dispatch_support import add_account, slots
 from tests.processes.common import ASKED_IN, BODY, MEMBER, start_worker
 
@@ -95,7 +96,7 @@ async def run_until_killed(path: Path, key: str, **options) -> dict:
 
 
 def restarted(database, accounts, backend, listener, **options) -> Dispatcher:
-    return Dispatcher(database, accounts, backend, rng=random.Random(11), listeners=[listener], **options)
+    return Dispatcher(JobRepository(database), accounts, backend, rng=random.Random(11), listeners=[listener], **options)
 
 
 async def test_killed_process_jobs_are_taken_over_at_once_and_complete(shared):

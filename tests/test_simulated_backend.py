@@ -8,6 +8,7 @@ import random
 from bot.dispatch.backends.simulated import SIMULATED_NOTE, SimulatedBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import JobStatus, Verb
+from bot.store.sqlite.jobs import JobRepository
 from tests.dispatch_support import Listener, add_account
 
 G, A1 = "900000000000000001", "900000000000000011"
@@ -15,7 +16,7 @@ G, A1 = "900000000000000001", "900000000000000011"
 
 async def run_one(database, repository, backend) -> tuple[Listener, str]:
     listener = Listener()
-    dispatcher = Dispatcher(database, repository, backend, rng=random.Random(1), listeners=[listener])
+    dispatcher = Dispatcher(JobRepository(database), repository, backend, rng=random.Random(1), listeners=[listener])
     try:
         await add_account(repository, G, A1, max_jobs=1, user="1")
         placed = await dispatcher.submit(

@@ -8,9 +8,9 @@ import stat
 import pytest
 from cryptography.fernet import Fernet
 
-from bot import db
+from bot.store.sqlite import database as db
 from bot.accounts.crypto import TokenCipher, load_or_create_key
-from bot.accounts.repository import AccountRepository, verify_cipher
+from bot.store.sqlite.accounts import AccountRepository, verify_cipher
 from bot.errors import StartupError
 from tests.conftest import CHANNEL, GUILD, TOKEN
 

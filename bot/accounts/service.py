@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from bot.accounts.models import AccountConfig
-from bot.accounts.repository import AccountRepository, ChannelOwnedElsewhere, DuplicateAccount
+from bot.store import AccountStore, ChannelOwnedElsewhere, DuplicateAccount
 from bot.accounts.validation import AccountRequest, echo, validate_account
 from bot.errors import ApiError, bad_request, not_found
 from bot.logs import register_secrets
@@ -30,7 +30,7 @@ class AccountListener(Protocol):
 
 
 class AccountService:
-    def __init__(self, repository: AccountRepository, checker: TokenChecker, *, max_concurrent_jobs: int) -> None:
+    def __init__(self, repository: AccountStore, checker: TokenChecker, *, max_concurrent_jobs: int) -> None:
         self.repository = repository
         self._checker = checker
         self._max_concurrent_jobs = max_concurrent_jobs

@@ -14,13 +14,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from bot.accounts.crypto import mask_token
-from bot.accounts.repository import AccountRepository
-from bot.db import Database
-from bot.dispatch import placement
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
-from bot.dispatch.jobs import JobRepository, result_fields
+from bot.store import AccountStore, JobStore, NewJob, Placement
+from bot.store.sqlite.jobs import result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
-from bot.dispatch.placement import NewJob, Placement
 from bot.dispatch.validation import validate_button, validate_create, validate_job_id
 from bot.errors import ApiError
 from bot.logs import register_secrets
@@ -58,8 +55,8 @@ def process_owner() -> str:
 class Dispatcher:
     def __init__(
         self,
-        db: Database,
-        accounts: AccountRepository,
+        jobs: JobStore,
+        accounts: AccountStore,
         backend: PixverseBackend,
         *,
         queue_size: int = 0,
@@ -70,9 +67,8 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         listeners: list[JobListener] | None = None,
     ) -> None:
-        self._db = db
         self.accounts = accounts
-        self.jobs = JobRepository(db)
+        self.jobs = jobs
         self.backend = backend
         self.queue_size = queue_size
         self.job_timeout = job_timeout
@@ -157,9 +153,7 @@ class Dispatcher:
         """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef)."""
         self._refuse_when_closing()
         params = {**validate_create(body, verb), **(extra or {})}
-        result = await placement.place(
-            self._db,
-            NewJob(guild_id, requester_id, request_channel_id, verb, params),
+        result = await self.jobs.place(NewJob(guild_id, requester_id, request_channel_id, verb, params),
             now=self.clock(),
             owner=self.owner,
             queue_size=self.queue_size,
@@ -184,9 +178,7 @@ class Dispatcher:
             raise ApiError(400, f"Required param button ({button}) is not one of {', '.join(labels) or 'this job’s buttons'}")
         # The parent's message id lets PixVerse's replies (message_reference) find this job.
         params = {"button": button, "parent_message_id": parent.message_id, **(extra or {})}
-        job = await placement.place_on(
-            self._db,
-            NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
+        job = await self.jobs.place_on(NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
             account_channel_id=parent.account_channel_id,
             now=self.clock(),
             owner=self.owner,
@@ -222,7 +214,7 @@ class Dispatcher:
         return await self.jobs.executing(guild_id)
 
     async def queue_position(self, job: Job) -> int | None:
-        return await placement.queue_position(self._db, job)
+        return await self.jobs.queue_position(job)
 
     async def cancel(self, job_id: Any, *, guild_id: str, user_id: str, is_manager: bool) -> Job:
         job = await self.get(job_id, guild_id)
@@ -312,8 +304,7 @@ class Dispatcher:
             values["error"] = error
         if error_details is not None:
             values["error_details"] = error_details
-        released = await placement.release(
-            self._db, job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values,
+        released = await self.jobs.release(job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values,
             expected=expected,
         )
         if released.job is None:
@@ -351,8 +342,7 @@ class Dispatcher:
         )
         log.warning("Account of channel %s left rotation: %s", job.account_channel_id, reason)
         if job.verb is not Verb.BUTTON and job.placement_attempts == 0:
-            moved, promoted = await placement.requeue(
-                self._db, job, now=self.clock(), owner=self.owner, rng=self.rng,
+            moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self.owner, rng=self.rng,
                 error=f"Moved from channel {job.account_channel_id}: {reason}",
             )
             self._run_all(([moved] if moved else []) + promoted)
@@ -374,7 +364,7 @@ class Dispatcher:
 
     async def account_available(self, guild_id: str) -> None:
         """An account was added or put back: waiting jobs may take its slots."""
-        self._run_all(await placement.promote_waiting(self._db, guild_id, now=self.clock(), owner=self.owner, rng=self.rng))
+        self._run_all(await self.jobs.promote_waiting(guild_id, now=self.clock(), owner=self.owner, rng=self.rng))
 
     async def _account_failed(self, job: Job) -> None:
         failures = await self.accounts.record_failure(job.account_channel_id)
@@ -397,8 +387,7 @@ class Dispatcher:
 
     async def _retry_later(self, job: Job, update: JobUpdate) -> None:
         await asyncio.sleep(self.overload_retry_delay)
-        moved, promoted = await placement.requeue(
-            self._db, job, now=self.clock(), owner=self.owner, rng=self.rng,
+        moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self.owner, rng=self.rng,
             error=update.error_details or "PixVerse refused the job for load", allow_same=True,
         )
         self._run_all(([moved] if moved else []) + promoted)

@@ -26,7 +26,7 @@ from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
 from bot.web.openapi import openapi_document
 from bot.web.server import REQUEST_TIMEOUT, request_protocol
-from bot.web.tokens import ApiTokenRepository
+from bot.store.sqlite.tokens import ApiTokenRepository
 
 log = logging.getLogger(__name__)
 

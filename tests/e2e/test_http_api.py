@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from bot.discord_bot import PixverseBot
-from bot.web.tokens import ApiTokenRepository
+from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
     ADMIN_ID,

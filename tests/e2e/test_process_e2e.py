@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from bot import db
+from bot.store.sqlite import database as db
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.repository import AccountRepository
+from bot.store.sqlite.accounts import AccountRepository
 from tests.conftest import TOKEN
 from tests.e2e.conftest import BOT_TOKEN, CHANNEL_ID, GUILD_ID
 

@@ -23,12 +23,13 @@ from collections import Counter
 from pathlib import Path
 
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.repository import AccountRepository
-from bot.db import Database
+from bot.store.sqlite.accounts import AccountRepository
+from bot.store.sqlite.database import Database
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import FINAL, Job, JobStatus, Verb
 from bot.errors import ApiError
+from bot.store.sqlite.jobs import JobRepository
 from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, worker_logging
 
 
@@ -102,7 +103,7 @@ async def run(args: argparse.Namespace) -> dict:
     backend = HoldBackend((args.hold_min, args.hold_max), random.Random(args.seed + 1))
     finals = FinalStates()
     dispatcher = Dispatcher(
-        db, accounts, backend, queue_size=0, job_timeout=600.0, rng=random.Random(args.seed + 2), listeners=[finals]
+        JobRepository(db), accounts, backend, queue_size=0, job_timeout=600.0, rng=random.Random(args.seed + 2), listeners=[finals]
     )
     await dispatcher.start()
     print("ready", flush=True)

@@ -19,11 +19,12 @@ import os
 import random
 
 from bot.accounts.crypto import TokenCipher
-from bot.accounts.repository import AccountRepository
-from bot.db import Database
+from bot.store.sqlite.accounts import AccountRepository
+from bot.store.sqlite.database import Database
 from bot.dispatch.backends.simulated import SimulatedBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import Verb
+from bot.store.sqlite.jobs import JobRepository
 from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, worker_logging
 
 
@@ -31,7 +32,7 @@ async def run(args: argparse.Namespace) -> None:
     db = await Database.open(args.db)
     accounts = AccountRepository(db, TokenCipher(os.environ[KEY_ENV]))
     dispatcher = Dispatcher(
-        db, accounts, SimulatedBackend(duration=args.duration), queue_size=args.queue_size,
+        JobRepository(db), accounts, SimulatedBackend(duration=args.duration), queue_size=args.queue_size,
         job_timeout=args.timeout, rng=random.Random(5),
     )
     await dispatcher.start()

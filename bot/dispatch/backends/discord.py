@@ -13,9 +13,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from bot.accounts.repository import AccountRepository
+from bot.store.sqlite.accounts import AccountRepository
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
-from bot.dispatch.jobs import JobRepository
+from bot.store.sqlite.jobs import JobRepository
 from bot.dispatch.models import Job, JobStatus, Verb
 from bot.pixverse.client import (
     DISCORD_EPOCH_MS,

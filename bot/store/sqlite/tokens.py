@@ -6,8 +6,8 @@ import hashlib
 import secrets
 import time
 
-from bot.accounts.repository import utcnow
-from bot.db import Database
+from bot.store.sqlite.accounts import utcnow
+from bot.store.sqlite.database import Database
 
 TOKEN_PREFIX = "pvb_"
 

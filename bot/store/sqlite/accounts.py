@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from bot.accounts.crypto import KEY_CHECK_META, TokenCipher
 from bot.accounts.models import AccountConfig
-from bot.db import Database, IntegrityError
+from bot.store import ChannelOwnedElsewhere, DuplicateAccount
+from bot.store.sqlite.database import Database, IntegrityError
 
 
 def utcnow() -> str:
@@ -16,18 +17,6 @@ def utcnow() -> str:
 
 
 LIST_CACHE_SERVERS = 1_000  # servers whose list is remembered at once; more start it afresh; 0: none
-
-
-class DuplicateAccount(Exception):
-    """Raised when the token (or its Discord user) is configured in another channel."""
-
-    def __init__(self, other: AccountConfig) -> None:
-        super().__init__(other.channel_id)
-        self.other = other
-
-
-class ChannelOwnedElsewhere(Exception):
-    """The channel's configuration belongs to another server."""
 
 
 # The columns are named as AccountConfig's fields and selected in their order, so a row

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
-from bot.db import Database
+from bot.store.sqlite import placement
+from bot.store.sqlite.database import Database
+from bot.store import NewJob, Placement, Released
 from bot.dispatch.models import Job, JobStatus, job_from_row
 
 # Rows deleted per purge transaction: short enough that no write waits long behind one.
@@ -16,6 +19,32 @@ PURGE_BATCH = 500
 class JobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    # --- placement: capacity guarded in one transaction each (see placement.py) -----------
+
+    async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
+        return await placement.place(self._db, new, now=now, owner=owner, queue_size=queue_size, rng=rng)
+
+    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
+        return await placement.place_on(self._db, new, account_channel_id=account_channel_id, now=now, owner=owner)
+
+    async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+                      fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
+        return await placement.release(self._db, job_id, status, now=now, owner=owner, rng=rng, fields=fields,
+                                       expected=expected)
+
+    async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
+        return await placement.promote_waiting(self._db, guild_id, now=now, owner=owner, rng=rng)
+
+    async def requeue(self, expected: Job, *, now: float, owner: str, rng: random.Random, error: str,
+                      allow_same: bool = False) -> tuple[Job | None, list[Job]]:
+        return await placement.requeue(self._db, expected, now=now, owner=owner, rng=rng, error=error,
+                                       allow_same=allow_same)
+
+    async def queue_position(self, job: Job) -> int | None:
+        return await placement.queue_position(self._db, job)
+
+    # --- reading and the updates that do not touch slots ---------------------------------
 
     async def get(self, job_id: str, guild_id: str | None = None) -> Job | None:
         # A lookup by the unique job id: answered on the loop's thread, not queued behind the

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.errors import StartupError
+from bot.errors import StartupError, StoreBusy, StoreUnwritable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def migrations_dir(engine: str = "sqlite") -> Path:
     try:
         return Path(str(importlib.resources.files("bot.migrations") / engine))
     except ModuleNotFoundError:  # the checkout itself on sys.path, nothing installed
-        return Path(__file__).resolve().parent.parent / "migrations" / engine
+        return Path(__file__).resolve().parents[3] / "migrations" / engine
 
 
 MIGRATIONS_DIR = migrations_dir("sqlite")
@@ -350,11 +350,15 @@ class Database:
                     log.error("The database %s cannot be written: %s", self.path, value)
                 self.write_problem = str(value)
 
+    async def ping(self) -> None:
+        """A trivial read through the worker thread: raises when the database does not answer."""
+        await self.fetchone("SELECT 1")
+
     async def probe_write(self) -> bool:
         """A tiny committed write, to learn whether the file takes writes again (for /healthz)."""
         try:
             await self.set_meta("write_probe", repr(time.time()))
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreUnwritable, StoreBusy):
             return False
         return True
 
@@ -388,7 +392,7 @@ class Database:
                     self._note_write(batch, [(False, exc)] * len(batch))
                     for work in batch:
                         if not work.future.done():
-                            work.future.set_exception(exc)
+                            work.future.set_exception(domain_error(exc))
                     continue
                 self._note_write(batch, outcomes)
                 for work, (ok, value) in zip(batch, outcomes):
@@ -397,7 +401,7 @@ class Database:
                     if ok:
                         work.future.set_result(value)
                     else:
-                        work.future.set_exception(value)
+                        work.future.set_exception(domain_error(value))
         finally:
             self._flusher = None
 
@@ -463,6 +467,19 @@ def is_write_failure(exc: BaseException) -> bool:
         return code & 0xFF in _WRITE_FAILURES
     text = str(exc)
     return "disk is full" in text or "disk I/O error" in text or "readonly database" in text
+
+
+def domain_error(exc: BaseException) -> BaseException:
+    """SQLite's infrastructure failures as the store port's errors (the services know no SQLite);
+    every other exception (a constraint, a bug) goes on as it is."""
+    if is_write_failure(exc):
+        translated: BaseException = StoreUnwritable(str(exc))
+    elif isinstance(exc, sqlite3.OperationalError) and _is_busy_or_interrupted(exc) and "interrupt" not in str(exc):
+        translated = StoreBusy(str(exc))
+    else:
+        return exc
+    translated.__cause__ = exc
+    return translated
 
 
 def _is_select(sql: str) -> bool:

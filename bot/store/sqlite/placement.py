@@ -11,54 +11,18 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
-from bot.db import Database
-from bot.dispatch.models import Job, JobStatus, Verb, job_from_row, new_job_id
+from bot.store.sqlite.database import Database
+from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
 from bot.errors import ApiError
-
-NO_ACCOUNTS = "No PixVerse account is configured in this server; a server manager can add one with /pixverse-account"
-NONE_IN_ROTATION = (
-    "Every PixVerse account of this server is out of rotation; a server manager can see why with"
-    " /pixverse-accounts and put one back with /pixverse-account-reset"
-)
-BUSY = "All PixVerse accounts are busy"
-EXECUTING_IDS_SHOWN = 25
+from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob, Placement, Released, busy
 
 _ACCOUNTS_WITH_LOAD = (
     "SELECT a.channel_id, a.discord_user_id, a.max_jobs, a.in_rotation, a.error,"
     " (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) AS executing"
     " FROM accounts a"
 )
-
-
-@dataclass(frozen=True)
-class NewJob:
-    guild_id: str
-    requester_id: str
-    request_channel_id: str
-    verb: Verb
-    params: dict[str, Any]
-    parent_job_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Placement:
-    job: Job
-    queue_position: int | None  # None: placed on an account and ready to run
-
-
-@dataclass(frozen=True)
-class Released:
-    job: Job | None  # the job as it ended; None when it had already ended (nothing changed)
-    promoted: list[Job]  # waiting jobs that took the freed slot, to be run by the caller
-
-
-def busy(error: str, executing: list[str]) -> ApiError:
-    shown = executing[:EXECUTING_IDS_SHOWN]
-    details = f"{len(executing)} executing: " + ", ".join(shown) + (" …" if len(executing) > len(shown) else "")
-    return ApiError(429, error, details, executingJobs=executing)
 
 
 # --- plain sqlite3, run inside one transaction ---------------------------------------

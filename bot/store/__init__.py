@@ -1,0 +1,148 @@
+"""The store port: what the services ask of storage, in domain terms. No SQL, no driver here.
+
+One adapter per engine implements it (``bot/store/sqlite/`` today). The contract each adapter
+must keep, whatever its engine:
+
+- **Capacity is guarded explicitly.** ``place``, ``place_on``, ``release``, ``requeue`` and
+  ``promote_waiting`` each run in one transaction that no other placement for the same
+  server can interleave with: SQLite takes its database-wide write lock (``BEGIN
+  IMMEDIATE``); a server database must lock the server's account rows, or take a
+  transaction-scoped lock per server. Never an isolation level hoped for.
+- **Release is exactly once.** Of any number of racing paths that end a job (completion,
+  cancel, timeout, account removal), one changes it; the others get ``Released(job=None)``.
+- **The queue is first in, first out per server**, and the choice among accounts with a free
+  slot is uniform.
+- **Periodic queries cost O(work due)**: timed out, orphaned, waiting, purge (in bounded
+  batches) read only live rows.
+
+Errors of the store that a user should hear are :class:`ApiError`s raised by the adapter
+(404/503/429 from placement) or the domain exceptions below.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.accounts.models import AccountConfig
+from bot.dispatch.models import Job, JobStatus, Verb
+from bot.errors import ApiError
+
+NO_ACCOUNTS = "No PixVerse account is configured in this server; a server manager can add one with /pixverse-account"
+NONE_IN_ROTATION = (
+    "Every PixVerse account of this server is out of rotation; a server manager can see why with"
+    " /pixverse-accounts and put one back with /pixverse-account-reset"
+)
+BUSY = "All PixVerse accounts are busy"
+EXECUTING_IDS_SHOWN = 25
+
+
+@dataclass(frozen=True)
+class NewJob:
+    guild_id: str
+    requester_id: str
+    request_channel_id: str
+    verb: Verb
+    params: dict[str, Any]
+    parent_job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    job: Job
+    queue_position: int | None  # None: placed on an account and ready to run
+
+
+@dataclass(frozen=True)
+class Released:
+    job: Job | None  # the job as it ended; None when it had already ended (nothing changed)
+    promoted: list[Job]  # waiting jobs that took the freed slot, to be run by the caller
+
+
+def busy(error: str, executing: list[str]) -> ApiError:
+    """The 429 of a server whose accounts are all busy, with its executing jobs."""
+    shown = executing[:EXECUTING_IDS_SHOWN]
+    details = f"{len(executing)} executing: " + ", ".join(shown) + (" …" if len(executing) > len(shown) else "")
+    return ApiError(429, error, details, executingJobs=executing)
+
+
+class DuplicateAccount(Exception):
+    """Raised when the token (or its Discord user) is configured in another channel."""
+
+    def __init__(self, other: AccountConfig) -> None:
+        super().__init__(other.channel_id)
+        self.other = other
+
+
+class ChannelOwnedElsewhere(Exception):
+    """The channel's configuration belongs to another server."""
+
+
+class AccountStore(Protocol):
+    """PixVerse account configurations; tokens are encrypted inside the adapter."""
+
+    async def get(self, guild_id: str, channel_id: str) -> AccountConfig | None: ...
+    async def list(self, guild_id: str) -> list[AccountConfig]: ...
+    async def find_by_token(self, token: str) -> AccountConfig | None: ...
+    async def find_by_user(self, discord_user_id: str) -> AccountConfig | None: ...
+    async def upsert(self, *, guild_id: str, channel_id: str, token: str, discord_user_id: str,
+                     max_jobs: int) -> AccountConfig: ...
+    async def delete(self, guild_id: str, channel_id: str) -> bool: ...
+    async def set_rotation(self, guild_id: str, channel_id: str, *, in_rotation: bool, error: str | None = None,
+                           error_details: str | None = None) -> bool: ...
+    async def record_failure(self, channel_id: str) -> int: ...
+    async def record_success(self, channel_id: str) -> None: ...
+    async def in_rotation_count(self, guild_id: str) -> int: ...
+    async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None: ...
+
+
+class TokenStore(Protocol):
+    """HTTP API tokens: created per server, kept only as a hash."""
+
+    async def create(self, guild_id: str, created_by: str) -> str: ...
+    async def guild_of(self, token: str) -> str | None: ...
+    async def revoke_all(self, guild_id: str) -> int: ...
+
+
+class JobStore(Protocol):
+    """PixVerse jobs: placement on accounts' capacity, their state, message attribution, leases."""
+
+    # placement (capacity guarded, see the module's contract)
+    async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int,
+                    rng: random.Random) -> Placement: ...
+    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job: ...
+    async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+                      fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released: ...
+    async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]: ...
+    async def requeue(self, expected: Job, *, now: float, owner: str, rng: random.Random, error: str,
+                      allow_same: bool = False) -> tuple[Job | None, list[Job]]: ...
+    async def queue_position(self, job: Job) -> int | None: ...
+
+    # reading
+    async def get(self, job_id: str, guild_id: str | None = None) -> Job | None: ...
+    async def get_with_token_last4(self, job_id: str, guild_id: str) -> tuple[Job, str | None] | None: ...
+    async def executing(self, guild_id: str) -> list[Job]: ...
+    async def holding_slots(self, account_channel_id: str) -> list[Job]: ...
+    async def open_at_pixverse(self, account_channel_id: str) -> list[Job]: ...
+    async def waiting(self, guild_id: str) -> list[Job]: ...
+
+    # a job's life at PixVerse
+    async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool: ...
+    async def record_progress(self, job_id: str, status: JobStatus, *, now: float, message_id: str | None,
+                              progress: int | None, content: str | None) -> Job | None: ...
+    async def job_of_message(self, message_id: str) -> str | None: ...
+    async def remember_message(self, message_id: str, job_id: str) -> None: ...
+    async def close_at_pixverse(self, job_id: str) -> bool: ...
+
+    # periodic work and leases (O(work due))
+    async def close_stale_at_pixverse(self, *, before: float) -> int: ...
+    async def timed_out(self, *, now: float, timeout: float) -> list[Job]: ...
+    async def orphaned(self, live_owners: list[str]) -> list[Job]: ...
+    async def claim(self, job: Job, owner: str) -> bool: ...
+    async def guilds_with_waiting_jobs(self) -> list[str]: ...
+    async def purge(self, *, before: float) -> int: ...
+    async def heartbeat(self, owner: str, now: float) -> None: ...
+    async def live_owners(self, *, now: float, ttl: float) -> list[str]: ...
+    async def forget_owner(self, owner: str) -> None: ...
+    async def forget_dead_owners(self, *, now: float, ttl: float) -> None: ...

@@ -1,0 +1,1 @@
+"""The embedded default: SQLite through aiosqlite, one file beside the bot."""
