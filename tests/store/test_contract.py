@@ -1,0 +1,217 @@
+"""What every store adapter guarantees, written once against the port (bot/store/__init__.py).
+
+Run against each adapter of tests/store/conftest.py's ADAPTERS: capacity never over-committed,
+even by placements racing from two connections; release exactly once; first in, first out per
+server with the positions to match; requeue; leases and orphans; message attribution; purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from bot.dispatch.models import JobStatus, Verb
+from bot.errors import ApiError
+from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob
+
+GUILD = "111111111111111111"
+OTHER = "222222222222222222"
+A, B = "333333333333333333", "444444444444444444"
+NOW = 1_800_000_000.0
+OWNER = "host:ns:1:aaaa"
+
+
+def new_job(guild: str = GUILD, verb: Verb = Verb.CREATE) -> NewJob:
+    return NewJob(guild, "900000000000000001", "900000000000000002", verb, {"prompt": "a fox", "style": "Anime"})
+
+
+async def account(stores, channel: str, *, max_jobs: int, guild: str = GUILD, user: str | None = None) -> None:
+    await stores.accounts.upsert(guild_id=guild, channel_id=channel, token=f"token-of-{channel}-xxxxxxxx",
+                                 discord_user_id=user or f"7{channel[1:]}", max_jobs=max_jobs)
+
+
+async def place(stores, *, queue_size: int = 0, rng=None, guild: str = GUILD):
+    return await stores.jobs.place(new_job(guild), now=NOW, owner=OWNER, queue_size=queue_size,
+                                   rng=rng or random.Random(1))
+
+
+async def error_of(coro) -> tuple[int, str]:
+    with pytest.raises(ApiError) as info:
+        await coro
+    return info.value.code, info.value.error
+
+
+async def test_placement_fills_capacity_then_answers_429_or_queues(stores):
+    assert await error_of(place(stores)) == (404, NO_ACCOUNTS)
+    await account(stores, A, max_jobs=2)
+    placed = [await place(stores) for _ in range(2)]
+    assert [p.queue_position for p in placed] == [None, None]
+    assert {p.job.account_channel_id for p in placed} == {A}
+    assert all(p.job.status is JobStatus.CREATED and p.job.slot_held for p in placed)
+    code, text = await error_of(place(stores))
+    assert (code, text) == (429, BUSY)
+    waiting = await place(stores, queue_size=1)
+    assert waiting.queue_position == 1 and waiting.job.queued and waiting.job.account_channel_id is None
+    assert (await error_of(place(stores, queue_size=1)))[0] == 429  # the queue is full too
+    assert sorted(j.job_id for j in await stores.jobs.executing(GUILD)) == sorted(
+        [p.job.job_id for p in placed] + [waiting.job.job_id])
+
+
+async def test_accounts_out_of_rotation_take_nothing(stores):
+    await account(stores, A, max_jobs=3)
+    await stores.accounts.set_rotation(GUILD, A, in_rotation=False, error="Token rejected")
+    assert await error_of(place(stores)) == (503, NONE_IN_ROTATION)
+
+
+async def test_concurrent_placements_from_two_connections_never_over_commit(connect):
+    async with connect() as first, connect() as second:
+        await account(first, A, max_jobs=3)
+        await account(first, B, max_jobs=2, user="700000000000000099")
+        results = await asyncio.gather(
+            *(place(stores, rng=random.Random(n)) for n, stores in enumerate([first, second] * 20)),
+            return_exceptions=True,
+        )
+    placed = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, ApiError)]
+    assert len(placed) == 5 and len(refused) == 35
+    assert all(r.code == 429 for r in refused)
+    by_account = {A: 0, B: 0}
+    for p in placed:
+        by_account[p.job.account_channel_id] += 1
+    assert by_account == {A: 3, B: 2}
+
+
+async def test_release_is_exactly_once_among_racing_paths(stores):
+    await account(stores, A, max_jobs=1)
+    job = (await place(stores)).job
+    outcomes = await asyncio.gather(*(
+        stores.jobs.release(job.job_id, status, now=NOW + 1, owner=OWNER, rng=random.Random(2))
+        for status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.COMPLETED)
+    ))
+    ended = [o.job for o in outcomes if o.job is not None]
+    assert len(ended) == 1 and not ended[0].slot_held
+    assert (await stores.jobs.get(job.job_id)).status is ended[0].status
+    assert (await place(stores)).job.account_channel_id == A  # the one slot is free again, once
+
+
+async def test_a_freed_slot_goes_to_the_oldest_waiting_job_and_positions_follow(stores):
+    await account(stores, A, max_jobs=1)
+    running = (await place(stores)).job
+    waiting = [await place(stores, queue_size=5) for _ in range(3)]
+    assert [w.queue_position for w in waiting] == [1, 2, 3]
+    assert [await stores.jobs.queue_position(w.job) for w in waiting] == [1, 2, 3]
+    released = await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1, owner=OWNER,
+                                         rng=random.Random(3))
+    assert [p.job_id for p in released.promoted] == [waiting[0].job.job_id]
+    assert released.promoted[0].account_channel_id == A and released.promoted[0].slot_held
+    second, third = [await stores.jobs.get(w.job.job_id) for w in waiting[1:]]
+    assert [await stores.jobs.queue_position(j) for j in (second, third)] == [1, 2]
+    assert [j.job_id for j in await stores.jobs.waiting(GUILD)] == [second.job_id, third.job_id]
+    assert await stores.jobs.guilds_with_waiting_jobs() == [GUILD]
+
+
+async def test_promote_waiting_after_an_account_is_added(stores):
+    await account(stores, A, max_jobs=1)
+    await place(stores)
+    waiting = await place(stores, queue_size=2)
+    await account(stores, B, max_jobs=1, user="700000000000000098")
+    promoted = await stores.jobs.promote_waiting(GUILD, now=NOW + 2, owner=OWNER, rng=random.Random(4))
+    assert [(j.job_id, j.account_channel_id) for j in promoted] == [(waiting.job.job_id, B)]
+    assert await stores.jobs.promote_waiting(GUILD, now=NOW + 3, owner=OWNER, rng=random.Random(4)) == []
+
+
+async def test_requeue_moves_a_job_to_another_free_account_once(stores):
+    await account(stores, A, max_jobs=1)
+    await account(stores, B, max_jobs=1, user="700000000000000097")
+    job = (await place(stores, rng=random.Random(5))).job
+    other = B if job.account_channel_id == A else A
+    moved, promoted = await stores.jobs.requeue(job, now=NOW + 1, owner=OWNER, rng=random.Random(6), error="refused")
+    assert moved is not None and moved.account_channel_id == other and moved.placement_attempts == 1
+    assert promoted == []
+    # The same refusal seen twice (the job as it was before the move) moves nothing.
+    assert await stores.jobs.requeue(job, now=NOW + 2, owner=OWNER, rng=random.Random(6), error="refused") == (None, [])
+    # A release decided from the old read does not end the moved job either.
+    stale = await stores.jobs.release(job.job_id, JobStatus.FAILED, now=NOW + 3, owner=OWNER, rng=random.Random(7),
+                                      expected=job)
+    assert stale.job is None and (await stores.jobs.get(job.job_id)).slot_held
+
+
+async def test_place_on_a_given_account_and_refuse_when_it_is_full(stores):
+    await account(stores, A, max_jobs=1)
+    await account(stores, B, max_jobs=1, user="700000000000000096")
+    follow = await stores.jobs.place_on(new_job(verb=Verb.BUTTON), account_channel_id=B, now=NOW, owner=OWNER)
+    assert follow.account_channel_id == B and follow.slot_held
+    code, _ = await error_of(stores.jobs.place_on(new_job(verb=Verb.BUTTON), account_channel_id=B, now=NOW,
+                                                  owner=OWNER))
+    assert code == 429
+
+
+async def test_leases_orphans_and_claim(stores):
+    await account(stores, A, max_jobs=2)
+    job = (await place(stores)).job
+    await stores.jobs.heartbeat(OWNER, NOW)
+    assert await stores.jobs.live_owners(now=NOW + 10, ttl=30) == [OWNER]
+    assert await stores.jobs.orphaned([OWNER]) == []
+    assert await stores.jobs.live_owners(now=NOW + 100, ttl=30) == []
+    orphans = await stores.jobs.orphaned([])
+    assert [j.job_id for j in orphans] == [job.job_id]
+    # Two live processes race to take it over: one wins.
+    wins = await asyncio.gather(stores.jobs.claim(orphans[0], "host:ns:2:bbbb"),
+                                stores.jobs.claim(orphans[0], "host:ns:3:cccc"))
+    assert sorted(wins) == [False, True]
+    await stores.jobs.forget_dead_owners(now=NOW + 1000, ttl=30)
+    assert await stores.jobs.live_owners(now=NOW, ttl=10**6) == []
+
+
+async def test_a_job_is_submitted_once_and_its_messages_stay_attributed(stores):
+    await account(stores, A, max_jobs=1)
+    job = (await place(stores)).job
+    assert await stores.jobs.mark_submitted(job, NOW + 1, owner=OWNER)
+    assert [j.job_id for j in await stores.jobs.open_at_pixverse(A)] == [job.job_id]
+    started = await stores.jobs.record_progress(job.job_id, JobStatus.STARTED, now=NOW + 2, message_id="m1",
+                                                progress=None, content=None)
+    assert started is not None and started.status is JobStatus.STARTED
+    again = await stores.jobs.record_progress(job.job_id, JobStatus.PROGRESS, now=NOW + 3, message_id="m1",
+                                              progress=37, content=None)
+    assert again is None  # "started" is told once
+    assert (await stores.jobs.get(job.job_id)).progress == 37
+    await stores.jobs.remember_message("m1", job.job_id)
+    await stores.jobs.remember_message("m1", "job:another")  # the first attribution stands
+    assert await stores.jobs.job_of_message("m1") == job.job_id
+    assert await stores.jobs.close_at_pixverse(job.job_id) is True
+    assert await stores.jobs.close_at_pixverse(job.job_id) is False
+
+
+async def test_timeouts_and_purge_read_only_what_is_due(stores):
+    await account(stores, A, max_jobs=1)
+    running = (await place(stores)).job
+    waiting = (await place(stores, queue_size=1)).job
+    assert await stores.jobs.timed_out(now=NOW + 10, timeout=900) == []
+    due = await stores.jobs.timed_out(now=NOW + 1000, timeout=900)
+    assert [j.job_id for j in due] == [running.job_id, waiting.job_id]  # in submission order
+    released = await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1, owner=OWNER,
+                                         rng=random.Random(8))
+    assert [p.job_id for p in released.promoted] == [waiting.job_id]
+    await stores.jobs.release(waiting.job_id, JobStatus.CANCELLED, now=NOW + 2, owner=OWNER, rng=random.Random(8))
+    assert not (await stores.jobs.get(waiting.job_id)).slot_held
+    assert await stores.jobs.purge(before=NOW - 1) == 0  # nothing is that old
+    assert await stores.jobs.purge(before=NOW + 10**6) == 2  # both ended: gone
+    assert await stores.jobs.get(running.job_id) is None and await stores.jobs.get(waiting.job_id) is None
+
+
+async def test_servers_are_isolated(stores):
+    await account(stores, A, max_jobs=1)
+    await account(stores, B, max_jobs=1, guild=OTHER, user="700000000000000095")
+    mine = (await place(stores)).job
+    assert (await place(stores, guild=OTHER)).job.account_channel_id == B
+    assert await stores.jobs.get(mine.job_id, OTHER) is None
+    assert [j.job_id for j in await stores.jobs.executing(GUILD)] == [mine.job_id]
+
+
+async def test_api_tokens(stores):
+    token = await stores.tokens.create(GUILD, "900000000000000001")
+    assert await stores.tokens.guild_of(token) == GUILD
+    assert await stores.tokens.revoke_all(GUILD) == 1
+    assert await stores.tokens.guild_of(token) is None
