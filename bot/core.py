@@ -5,7 +5,10 @@ checker, the account service, the API tokens, the replyUrl poster, the dispatche
 backend, and the HTTP server, each entered into one :class:`contextlib.AsyncExitStack`;
 ``close()`` releases them in reverse: the HTTP server (no new requests), the dispatcher (its
 lease, its tasks), the replyUrl poster (after the dispatcher's last notices), the token
-checker, the database. A failure half-way releases what was opened and goes on up.
+checker, the database. The first three are the *services*, which :meth:`Core.stop_services`
+stops alone: the bot does that while Discord is still connected, so that the dispatcher's last
+notices still reach members, then leaves the gateway, then closes the rest. A failure half-way
+through ``open`` releases what was opened and goes on up.
 
 What the Core needs of the Discord side is :class:`DiscordView`: whether a server's channel is
 visible, whether the gateway is connected, and a channel's history. The discord.py bot is one
@@ -14,6 +17,7 @@ implementation; tests and benchmarks give their own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -63,7 +67,8 @@ class Core:
         self,
         *,
         settings: Settings,
-        stack: AsyncExitStack,
+        services: AsyncExitStack,
+        resources: AsyncExitStack,
         db: Database,
         accounts: AccountService,
         api_tokens: ApiTokenRepository,
@@ -78,7 +83,9 @@ class Core:
         self.dispatcher = dispatcher
         self.replies = replies
         self.http = http  # None with HTTP_PORT=0
-        self._stack = stack
+        self._services = services  # HTTP server, dispatcher, replyUrl poster
+        self._resources = resources  # token checker, database
+        self._closing = asyncio.Lock()
         self._discord: DiscordView | None = None
 
     @classmethod
@@ -87,16 +94,16 @@ class Core:
                    extra_routes: Sequence[tuple[str, str, Callable[..., Awaitable[Any]]]] = ()) -> Core:
         """Builds every service. For benchmarks only: ``token_checker`` replaces Discord's
         /users/@me, and ``extra_routes`` (method, path, handler) are served beside the API's."""
-        stack = AsyncExitStack()
+        resources, services = AsyncExitStack(), AsyncExitStack()
         try:
             db = await Database.open(settings.database_path)
-            stack.push_async_callback(db.close)
+            resources.push_async_callback(db.close)
             log.info("Database %s at schema version %s", settings.database_path, await db.schema_version())
             cipher = await _open_cipher(settings, db)
 
             if token_checker is None:
                 checker = DiscordTokenChecker(settings.api_base_url)
-                stack.push_async_callback(checker.close)
+                resources.push_async_callback(checker.close)
                 token_checker = checker
             repository = AccountRepository(db, cipher)
             accounts = AccountService(repository, token_checker, max_concurrent_jobs=settings.pixverse_max_concurrent_jobs)
@@ -113,23 +120,31 @@ class Core:
 
             replies = ReplyPoster(reply_body, allow_private=settings.reply_url_allow_private)
             # Closed after the dispatcher (pushed first): its last notices still go out.
-            stack.push_async_callback(replies.close)
-            stack.push_async_callback(dispatcher.close)
+            services.push_async_callback(replies.close)
+            services.push_async_callback(dispatcher.close)
             accounts.listeners.append(dispatcher)
             dispatcher.listeners.append(replies)
 
-            core = cls(settings=settings, stack=stack, db=db, accounts=accounts, api_tokens=api_tokens,
-                       dispatcher=dispatcher, replies=replies, http=None)
+            core = cls(settings=settings, services=services, resources=resources, db=db, accounts=accounts,
+                       api_tokens=api_tokens, dispatcher=dispatcher, replies=replies, http=None)
             core._discord = discord
-            core.http = await core._serve_http(stack, extra_routes)
+            core.http = await core._serve_http(services, extra_routes)
         except BaseException:
-            await stack.aclose()
+            await services.aclose()
+            await resources.aclose()
             raise
         return core
 
+    async def stop_services(self) -> None:
+        """Stops the HTTP server, the dispatcher and the replyUrl poster; the store stays open."""
+        async with self._closing:
+            await self._services.aclose()
+
     async def close(self) -> None:
         """Releases everything ``open`` built, in reverse order; a second call does nothing."""
-        await self._stack.aclose()
+        async with self._closing:
+            await self._services.aclose()
+            await self._resources.aclose()
 
     async def health_problem(self) -> str | None:
         """None when the database answers and takes writes and the gateway is connected."""

@@ -66,6 +66,7 @@ class PixverseBot(commands.Bot):
         )
         self.settings = settings
         self._core: Core | None = None
+        self._shutting_down = False
         self._dispatcher_started = False
         # A fresh READY after the first (a session that could not be resumed) empties
         # discord.py's cache while is_ready() stays true, until the servers are streamed in.
@@ -79,8 +80,16 @@ class PixverseBot(commands.Bot):
         return self._core
 
     async def setup_hook(self) -> None:
-        self._core = await Core.open(self.settings, self)
+        core = await Core.open(self.settings, self)
+        if self._shutting_down:
+            # close() ran while the Core was opening (SIGTERM during a long migration): it found
+            # no Core to close, so this is the last place that can.
+            await core.close()
+            return
+        self._core = core
         for extension in EXTENSIONS:
+            if self._shutting_down:
+                return  # close() is under way and closes the Core; loading more would race it
             try:
                 await self.load_extension(extension)
             except commands.ExtensionFailed as exc:
@@ -152,10 +161,16 @@ class PixverseBot(commands.Bot):
             self._core.dispatcher.start_soon()
 
     async def close(self) -> None:
-        # discord.py's Bot.close unloads the cogs (no command or listener reaches the Core any
-        # more) and leaves the gateway; then the Core: HTTP API, dispatcher, replyUrl poster,
-        # token checker, database. discord.py may call close() again from its connect loop:
-        # the Core is taken before the first await, so only one caller releases it.
+        # First the Core's services while Discord is still there: the HTTP API (no new requests),
+        # the dispatcher (its last notices still reach members through the jobs cog), the
+        # replyUrl poster. Then discord.py's Bot.close unloads the cogs and leaves the gateway.
+        # Last the store: token checker and database. discord.py may call close() again from
+        # its connect loop, and a SIGTERM may land during setup_hook: the flag tells setup_hook,
+        # and the Core is taken from the bot before closing, so only one caller releases it.
+        self._shutting_down = True
+        core = self._core
+        if core is not None:
+            await core.stop_services()
         await super().close()
         core, self._core = self._core, None
         if core is not None:
