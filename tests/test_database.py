@@ -218,3 +218,16 @@ async def test_lookups_are_reads_only(database):
     # The loop's connection is query-only even if a SELECT-looking statement tried to write.
     with pytest.raises(sqlite3.OperationalError):
         database._reader.execute("INSERT INTO t (name) VALUES ('no')")
+
+
+async def test_a_lookup_meeting_an_io_error_raises_the_ports_error(database, monkeypatch):
+    """Lookups run on the loop's own connection: its failures leave in the port's terms too (an
+    API-token check meeting a disk I/O error is a 503, not a 500)."""
+
+    class FailingReader:
+        def execute(self, sql, params=()):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(database, "_reader", FailingReader())
+    with pytest.raises(StoreUnwritable, match="disk I/O error"):
+        await database.lookup_one("SELECT 1")

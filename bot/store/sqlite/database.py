@@ -422,9 +422,13 @@ class Database:
                 return self._reader.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 # "interrupted" (over budget) or "database is locked" (a WAL recovery
-                # elsewhere): the worker thread may take its time; anything else is real.
+                # elsewhere): the worker thread may take its time; anything else is real,
+                # and leaves in the port's terms (a disk I/O error is StoreUnwritable: a 503).
                 if not _is_busy_or_interrupted(exc):
-                    raise
+                    translated = domain_error(exc)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
             finally:
                 self._lookup_deadline = 0.0
         return await self.fetchall(sql, params)
