@@ -50,7 +50,8 @@ def _scans_of_jobs(conn: sqlite3.Connection, statement: str, partial: set[str]) 
     bad = []
     for row in conn.execute("EXPLAIN QUERY PLAN " + statement):
         detail = row[3]
-        match = re.match(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", detail)
+        # "SCAN jobs" since SQLite 3.36, "SCAN TABLE jobs" before it.
+        match = re.match(r"SCAN (?:TABLE )?(\w+)(?: USING (?:COVERING )?INDEX (\w+))?", detail)
         if not match or match.group(1) not in ("jobs", "j"):
             continue
         if match.group(2) in partial:

@@ -184,6 +184,25 @@ async def test_a_job_is_submitted_once_and_its_messages_stay_attributed(stores):
     assert await stores.jobs.close_at_pixverse(job.job_id) is False
 
 
+async def test_timeouts_come_back_in_submission_order_across_accounts_and_the_queue(stores):
+    await account(stores, A, max_jobs=1)
+    first = (await place(stores)).job
+    waiting = (await place(stores, queue_size=1)).job  # older than the job placed next
+    await account(stores, B, max_jobs=1, user="700000000000000094")
+    later = await stores.jobs.place_on(new_job(verb=Verb.BUTTON), account_channel_id=B, now=NOW, owner=OWNER)
+    due = await stores.jobs.timed_out(now=NOW + 1000, timeout=900)
+    assert [j.job_id for j in due] == [first.job_id, waiting.job_id, later.job_id]
+
+
+async def test_a_job_is_marked_submitted_only_once(stores):
+    await account(stores, A, max_jobs=1)
+    job = (await place(stores)).job
+    first, second = await asyncio.gather(stores.jobs.mark_submitted(job, NOW + 1, owner=OWNER),
+                                         stores.jobs.mark_submitted(job, NOW + 2, owner=OWNER))
+    assert sorted([first, second]) == [False, True]
+    assert (await stores.jobs.get(job.job_id)).submitted_at == NOW + (1 if first else 2)
+
+
 async def test_timeouts_and_purge_read_only_what_is_due(stores):
     await account(stores, A, max_jobs=1)
     running = (await place(stores)).job
