@@ -531,15 +531,15 @@ async def aiohttp_client(scenario: Scenario, warmup: int, count: int, concurrenc
 
 
 class _OneAtATime(asyncio.Protocol):
-    """An open-loop connection: sends the request it is given, reports the answer's end."""
+    """An open-loop connection: sends the request it is given, reports the answer's end or its loss."""
 
-    def __init__(self, done) -> None:
+    def __init__(self, done, lost) -> None:
         self.done = done  # callback(connection, status)
+        self.lost = lost  # callback(connection)
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.need = -1
         self.status = 0
-        self.lost: BaseException | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -567,67 +567,109 @@ class _OneAtATime(asyncio.Protocol):
             self.done(self, self.status)
 
     def connection_lost(self, exc) -> None:
-        self.lost = exc or ConnectionResetError("closed by the server")
+        self.lost(self)
 
 
 async def open_loop_client(scenario: Scenario, rate: float, seconds: float, warmup_seconds: float, offset: int,
                            pool: int = 256) -> Measured:
     """Requests at a fixed arrival rate, whatever the server's pace (open loop). Each latency runs from
-    the request's scheduled time, so time spent waiting for a free connection counts too (no
-    coordinated omission): a server that falls behind shows it in p99 at once."""
+    the request's scheduled time, so time spent waiting for a connection counts too (no
+    coordinated omission): a server that falls behind shows it in p99 at once. Connections are
+    opened as the load needs them, up to ``pool``, and replaced when the server closes one."""
     loop = asyncio.get_running_loop()
     idle: list[_OneAtATime] = []
     backlog: collections.deque[tuple[int, bytes, bool]] = collections.deque()
     latencies: list[float] = []
     unexpected: Counter[str] = Counter()
-    in_flight: dict[_OneAtATime, tuple[int, bool]] = {}
+    in_flight: dict[_OneAtATime, tuple[int, bytes, bool]] = {}
+    opened = 0
     total = int(rate * (warmup_seconds + seconds))
     warm = int(rate * warmup_seconds)
     finished = loop.create_future()
     answered = 0
 
-    def done(connection: _OneAtATime, status: int) -> None:
+    def settle() -> None:
         nonlocal answered
-        scheduled_ns, measured = in_flight.pop(connection)
         answered += 1
+        if answered == total and not finished.done():
+            finished.set_result(None)
+
+    def next_for(connection: _OneAtATime) -> None:
+        if backlog:
+            item = backlog.popleft()
+            in_flight[connection] = item
+            connection.send(item[1])
+        else:
+            idle.append(connection)
+
+    def done(connection: _OneAtATime, status: int) -> None:
+        scheduled_ns, _, measured = in_flight.pop(connection)
         if measured:
             latencies.append((time.perf_counter_ns() - scheduled_ns) / 1e6)
             if status != scenario.expected:
                 unexpected[str(status)] += 1
-        if backlog:
-            next_ns, request, next_measured = backlog.popleft()
-            in_flight[connection] = (next_ns, next_measured)
-            connection.send(request)
-        else:
-            idle.append(connection)
-        if answered == total and not finished.done():
-            finished.set_result(None)
+        settle()
+        next_for(connection)
 
-    for _ in range(pool):  # opened one at a time: a burst of connects can overflow the listen backlog
-        _, protocol = await loop.create_connection(lambda: _OneAtATime(done), "127.0.0.1", scenario.port)
-        idle.append(protocol)
+    def lost(connection: _OneAtATime) -> None:
+        nonlocal opened
+        opened -= 1
+        if connection in idle:
+            idle.remove(connection)  # closed while idle (the server's idle or head timeout): replaced on demand
+        item = in_flight.pop(connection, None)
+        if item is not None:  # lost with a request on it: sent again on another connection
+            backlog.appendleft(item)
+            grow()
+
+    async def connect() -> None:
+        try:
+            _, protocol = await loop.create_connection(lambda: _OneAtATime(done, lost), "127.0.0.1", scenario.port)
+        except OSError:
+            nonlocal opened
+            opened -= 1
+            return
+        next_for(protocol)
+
+    def grow() -> None:
+        nonlocal opened
+        if opened < pool:
+            opened += 1
+            loop.create_task(connect())
+
     requests = [scenario.request(offset + MEASURED_FROM + i) for i in range(total)]
-    start_ns = time.perf_counter_ns() + 50_000_000
+    for _ in range(min(pool, 16)):  # a few ready; the rest as the load needs them
+        grow()
+    await asyncio.sleep(0.05)
+    start_ns = time.perf_counter_ns()
     interval_ns = 1e9 / rate
     for i, request in enumerate(requests):
         scheduled_ns = int(start_ns + i * interval_ns)
         delay = (scheduled_ns - time.perf_counter_ns()) / 1e9
         if delay > 0.0005:
             await asyncio.sleep(delay)
-        measured = i >= warm
+        item = (scheduled_ns, request, i >= warm)
         if idle:
             connection = idle.pop()
-            in_flight[connection] = (scheduled_ns, measured)
+            in_flight[connection] = item
             connection.send(request)
         else:
-            backlog.append((scheduled_ns, request, measured))
-    await asyncio.wait_for(finished, MAX_PHASE_SECONDS)
-    elapsed = (time.perf_counter_ns() - start_ns) / 1e9
-    for connection in idle:
+            backlog.append(item)
+            grow()
+    try:
+        # Bounded: a server that cannot keep up is reported, not waited for forever.
+        await asyncio.wait_for(finished, seconds + 10)
+    except asyncio.TimeoutError:
+        now_ns = time.perf_counter_ns()
+        late = [(scheduled, measured) for scheduled, _, measured in [*in_flight.values(), *backlog]]
+        # Each unanswered request counts at least as long as it has waited so far.
+        latencies.extend((now_ns - scheduled) / 1e6 for scheduled, measured in late if measured)
+        unexpected["unanswered"] += sum(1 for _, measured in late if measured)
+    last_ns = time.perf_counter_ns()
+    for connection in [*idle, *in_flight]:
         connection.transport.close()
-    result = Measured(client=f"python open loop ({pool} connections)")
+    result = Measured(client=f"python open loop (up to {pool} connections)")
     result.requests = total - warm
-    result.seconds = elapsed * (total - warm) / total
+    result.seconds = (last_ns - start_ns) / 1e9 * (total - warm) / total
     result.latencies_ms = latencies
     result.unexpected = dict(unexpected)
     return result
