@@ -113,3 +113,15 @@ def test_no_sql_and_no_driver_outside_the_store_adapters():
         if sql.search(text) or driver.search(text):
             offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+def test_the_domain_loads_no_store_adapter():
+    """The dispatcher, its backends and the account service import the port, never an adapter:
+    importing them in a fresh interpreter loads neither bot.store.sqlite nor a driver."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bot.dispatch.dispatcher, bot.dispatch.backends.discord, bot.accounts.service; "
+            "print(sorted(m for m in sys.modules if m.startswith('bot.store.sqlite') or m in ('aiosqlite', 'asyncpg')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

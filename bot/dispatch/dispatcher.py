@@ -15,8 +15,7 @@ from typing import Any, Protocol
 
 from bot.accounts.crypto import mask_token
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
-from bot.store import AccountStore, JobStore, NewJob, Placement
-from bot.store.sqlite.jobs import result_fields
+from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.dispatch.validation import validate_button, validate_create, validate_job_id
 from bot.errors import ApiError

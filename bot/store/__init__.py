@@ -21,6 +21,7 @@ Errors of the store that a user should hear are :class:`ApiError`s raised by the
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,6 +66,26 @@ def busy(error: str, executing: list[str]) -> ApiError:
     shown = executing[:EXECUTING_IDS_SHOWN]
     details = f"{len(executing)} executing: " + ", ".join(shown) + (" …" if len(executing) > len(shown) else "")
     return ApiError(429, error, details, executingJobs=executing)
+
+
+def result_fields(update: Any) -> dict[str, Any]:
+    """The fields a final PixVerse message sets on its job, as ``release(fields=…)`` takes them
+    (the schema's column names; lists as JSON text, as every engine stores them)."""
+    fields: dict[str, Any] = {"pixverse_open": 0}
+    if update.message_id is not None:
+        fields["message_id"] = update.message_id
+    if update.content is not None:
+        fields["content"] = update.content
+    if update.attachments:
+        fields["attachments"] = json.dumps(list(update.attachments), ensure_ascii=False)
+    if update.buttons:
+        fields["buttons"] = json.dumps(list(update.buttons), ensure_ascii=False)
+    if update.error is not None:
+        fields["error"] = update.error
+    if update.error_details is not None:
+        fields["error_details"] = update.error_details
+    return fields
+
 
 
 class DuplicateAccount(Exception):

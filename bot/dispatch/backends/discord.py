@@ -13,10 +13,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from bot.store.sqlite.accounts import AccountRepository
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
-from bot.store.sqlite.jobs import JobRepository
 from bot.dispatch.models import Job, JobStatus, Verb
+from bot.store import AccountStore, JobStore
 from bot.pixverse.client import (
     DISCORD_EPOCH_MS,
     AccountRejected,
@@ -91,8 +90,8 @@ class DiscordBackend(PixverseBackend):
     def __init__(
         self,
         client: DiscordUserClient,
-        accounts: AccountRepository,
-        jobs: JobRepository,
+        accounts: AccountStore,
+        jobs: JobStore,
         read_history: HistoryReader,
         *,
         application_id: str | None = None,

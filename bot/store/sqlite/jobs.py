@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from typing import Any
 
@@ -213,21 +212,3 @@ class JobRepository:
 
     async def forget_dead_owners(self, *, now: float, ttl: float) -> None:
         await self._db.execute("DELETE FROM processes WHERE heartbeat_at < ?", (now - ttl * 10,))
-
-
-def result_fields(update: Any) -> dict[str, Any]:
-    """Columns a final PixVerse message sets on its job."""
-    fields: dict[str, Any] = {"pixverse_open": 0}
-    if update.message_id is not None:
-        fields["message_id"] = update.message_id
-    if update.content is not None:
-        fields["content"] = update.content
-    if update.attachments:
-        fields["attachments"] = json.dumps(list(update.attachments), ensure_ascii=False)
-    if update.buttons:
-        fields["buttons"] = json.dumps(list(update.buttons), ensure_ascii=False)
-    if update.error is not None:
-        fields["error"] = update.error
-    if update.error_details is not None:
-        fields["error_details"] = update.error_details
-    return fields
