@@ -414,29 +414,18 @@ class _Phase:
             self.finished.set_exception(RuntimeError(reason))
 
 
-class _Connection(asyncio.Protocol):
-    """A keep-alive HTTP/1.1 connection that parses just enough of a response: status and length."""
+class _Answers(asyncio.Protocol):
+    """A keep-alive HTTP/1.1 connection that parses just enough of each answer: status and length.
+    Subclasses say what an answer means (``answered``) and what a chunked one does (``unsupported``)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.phase: _Phase | None = None
         self.buffer = bytearray()
         self.need = -1
         self.status = 0
-        self.sent_ns = 0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-
-    def start(self, phase: _Phase) -> None:
-        self.phase = phase
-        self._send()
-
-    def _send(self) -> None:
-        request = self.phase.take()
-        if request is not None:
-            self.sent_ns = time.perf_counter_ns()
-            self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -448,20 +437,49 @@ class _Connection(asyncio.Protocol):
                 head = bytes(self.buffer[:end]).lower()
                 self.status = int(head[9:12])
                 if b"\r\ntransfer-encoding:" in head:
-                    self.phase.fail("chunked responses are not supported by this client")
+                    self.unsupported("chunked responses are not supported by this client")
                     return
                 at = head.find(b"\r\ncontent-length:")
-                length = 0
-                if at >= 0:
-                    line_end = head.find(b"\r\n", at + 2)
-                    length = int(head[at + 17:line_end if line_end >= 0 else len(head)])
+                line_end = head.find(b"\r\n", at + 2) if at >= 0 else -1
+                length = int(head[at + 17:line_end if line_end >= 0 else len(head)]) if at >= 0 else 0
                 self.need = end + 4 + length
             if len(self.buffer) < self.need:
                 return
             del self.buffer[:self.need]
             self.need = -1
-            self.phase.record(self.status, time.perf_counter_ns() - self.sent_ns)
-            self._send()
+            self.answered(self.status)
+
+    def answered(self, status: int) -> None:
+        raise NotImplementedError
+
+    def unsupported(self, reason: str) -> None:
+        raise RuntimeError(reason)
+
+
+class _Connection(_Answers):
+    """The closed-loop client's connection: the next request as soon as an answer is in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase: _Phase | None = None
+        self.sent_ns = 0
+
+    def start(self, phase: _Phase) -> None:
+        self.phase = phase
+        self._send()
+
+    def _send(self) -> None:
+        request = self.phase.take()
+        if request is not None:
+            self.sent_ns = time.perf_counter_ns()
+            self.transport.write(request)
+
+    def answered(self, status: int) -> None:
+        self.phase.record(status, time.perf_counter_ns() - self.sent_ns)
+        self._send()
+
+    def unsupported(self, reason: str) -> None:
+        self.phase.fail(reason)
 
     def connection_lost(self, exc) -> None:
         if self.phase is not None and self.phase.completed < len(self.phase.requests):
@@ -530,41 +548,19 @@ async def aiohttp_client(scenario: Scenario, warmup: int, count: int, concurrenc
     return result
 
 
-class _OneAtATime(asyncio.Protocol):
+class _OneAtATime(_Answers):
     """An open-loop connection: sends the request it is given, reports the answer's end or its loss."""
 
     def __init__(self, done, lost) -> None:
+        super().__init__()
         self.done = done  # callback(connection, status)
         self.lost = lost  # callback(connection)
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.need = -1
-        self.status = 0
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
 
     def send(self, request: bytes) -> None:
         self.transport.write(request)
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while True:
-            if self.need < 0:
-                end = self.buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                head = bytes(self.buffer[:end]).lower()
-                self.status = int(head[9:12])
-                at = head.find(b"\r\ncontent-length:")
-                line_end = head.find(b"\r\n", at + 2) if at >= 0 else -1
-                length = int(head[at + 17:line_end if line_end >= 0 else len(head)]) if at >= 0 else 0
-                self.need = end + 4 + length
-            if len(self.buffer) < self.need:
-                return
-            del self.buffer[:self.need]
-            self.need = -1
-            self.done(self, self.status)
+    def answered(self, status: int) -> None:
+        self.done(self, status)
 
     def connection_lost(self, exc) -> None:
         self.lost(self)
