@@ -1,7 +1,7 @@
 """The process tests/test_recovery_process.py kills with SIGKILL in the middle of its jobs.
 
-Opens the shared database, starts a real :class:`Dispatcher` with the
-:class:`SimulatedBackend`, submits ``--jobs`` jobs, waits until every placed one has been
+Builds the bot's own Core on the shared database (the simulated backend, no HTTP API, a
+Discord view that sees nothing), starts its dispatcher as the bot does on READY, submits ``--jobs`` jobs, waits until every placed one has been
 handed to the backend (``wait_idle`` and ``submitted_at`` set in the database), prints
 one JSON line (``ready``, its owner id, the placed and queued job ids) and then sleeps
 until it is killed. It never ends a job itself: ``--timeout`` is long enough that its own
@@ -16,25 +16,36 @@ import argparse
 import asyncio
 import json
 import os
-import random
 
-from bot.accounts.crypto import TokenCipher
-from bot.store.sqlite.accounts import AccountRepository
-from bot.store.sqlite.database import Database
-from bot.dispatch.backends.simulated import SimulatedBackend
-from bot.dispatch.dispatcher import Dispatcher
+from bot.core import Core
 from bot.dispatch.models import Verb
-from bot.store.sqlite.jobs import JobRepository
+from bot.settings import Settings
 from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, worker_logging
 
 
+class NoDiscord:
+    """The Core's view of Discord in a worker: no gateway, no channel, no history."""
+
+    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+        return None
+
+    def gateway_problem(self) -> str | None:
+        return "no gateway in a worker"
+
+    async def read_history(self, channel_id: str, after: int):
+        return
+        yield
+
+
 async def run(args: argparse.Namespace) -> None:
-    db = await Database.open(args.db)
-    accounts = AccountRepository(db, TokenCipher(os.environ[KEY_ENV]))
-    dispatcher = Dispatcher(
-        JobRepository(db), accounts, SimulatedBackend(duration=args.duration), queue_size=args.queue_size,
-        job_timeout=args.timeout, rng=random.Random(5),
+    settings = Settings(
+        _env_file=None, discord_token="worker-bot-token", database_path=args.db,
+        token_encryption_key=os.environ[KEY_ENV], pixverse_backend="simulated",
+        pixverse_simulated_duration_seconds=args.duration, pixverse_queue_size=args.queue_size,
+        pixverse_job_timeout_seconds=args.timeout, http_port=0,
     )
+    core = await Core.open(settings, NoDiscord())
+    db, dispatcher = core.db, core.dispatcher
     await dispatcher.start()
     placed, queued = [], []
     for i in range(args.jobs):
