@@ -25,7 +25,7 @@ from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
 from bot.web.openapi import openapi_document
-from bot.web.server import REQUEST_TIMEOUT, request_protocol
+from bot.web.server import REQUEST_TIMEOUT, UNSUPPORTED_ENCODING, request_protocol
 from bot.store.sqlite.tokens import ApiTokenRepository
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ async def read_body(request: web.Request) -> bytes:
     """The request body, decoded, within the time allowed; a slow body is a 408, not a held connection."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in SUPPORTED_ENCODINGS:
-        raise ApiError(415, "Content-Encoding is not supported; send the body as identity, gzip or deflate")
+        raise ApiError(415, UNSUPPORTED_ENCODING)
     if request.content.is_eof():
         return await request.read()  # all there already (the usual small body): no timer to arm
     try:

@@ -39,6 +39,8 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.web import RequestPayloadError
 
+from bot.errors import INTERNAL_ERROR
+
 log = logging.getLogger(__name__)
 
 # File descriptors kept for everything else of the process (database, Discord, logs).
@@ -64,6 +66,8 @@ def canned_response(status: int, reason: str, error: str) -> bytes:
 
 TOO_MANY_CONNECTIONS = "The server has too many open connections; try again in a moment"
 REQUEST_TIMEOUT = "The request was not received in time"
+# Said whether the parser refuses the encoding (br without Brotli) or a route does (any other).
+UNSUPPORTED_ENCODING = "Content-Encoding is not supported; send the body as identity, gzip or deflate"
 
 
 def parser_refusal(status: int, exc: BaseException | None) -> tuple[int, str]:
@@ -71,7 +75,7 @@ def parser_refusal(status: int, exc: BaseException | None) -> tuple[int, str]:
 
     Fixed texts: the parser's own messages quote the offending bytes, which may be anything."""
     if isinstance(exc, ContentEncodingError):
-        return 415, "Content-Encoding is not supported; send the body as identity, gzip or deflate"
+        return 415, UNSUPPORTED_ENCODING
     if isinstance(exc, LineTooLong):
         # The C parser words a long request line and a long header alike.
         return 431, "The request line or a header field is too large"
@@ -166,7 +170,7 @@ class _Connection(web.RequestHandler):
         if status >= 500:
             # Not a client's fault: a real defect, logged with its traceback.
             log.error("HTTP request failed outside the API's routes", exc_info=exc)
-            code, error = 500, "Something went wrong on our side; the error was logged. Please try again later"
+            code, error = 500, INTERNAL_ERROR
         else:
             code, error = parser_refusal(status, exc)
             log.debug("HTTP request refused by the parser: %d %s (%s)", code, error, type(exc).__name__)
