@@ -2,8 +2,8 @@
 
 ``Core.open(settings, discord)`` opens the database, loads the token key, and builds the token
 checker, the account service, the API tokens, the replyUrl poster, the dispatcher with its
-backend, and the HTTP server, each entered into one :class:`contextlib.AsyncExitStack`;
-``close()`` releases them in reverse: the HTTP server (no new requests), the dispatcher (its
+backend, and the HTTP server, each entered into an :class:`contextlib.AsyncExitStack` as it is
+built; ``close()`` releases them in reverse: the HTTP server (no new requests), the dispatcher (its
 lease, its tasks), the replyUrl poster (after the dispatcher's last notices), the token
 checker, the database. The first three are the *services*, which :meth:`Core.stop_services`
 stops alone: the bot does that while Discord is still connected, so that the dispatcher's last
@@ -67,6 +67,7 @@ class Core:
         self,
         *,
         settings: Settings,
+        discord: DiscordView,
         services: AsyncExitStack,
         resources: AsyncExitStack,
         db: Database,
@@ -86,7 +87,7 @@ class Core:
         self._services = services  # HTTP server, dispatcher, replyUrl poster
         self._resources = resources  # token checker, database
         self._closing = asyncio.Lock()
-        self._discord: DiscordView | None = None
+        self._discord = discord
 
     @classmethod
     async def open(cls, settings: Settings, discord: DiscordView, *,
@@ -109,9 +110,10 @@ class Core:
             accounts = AccountService(repository, token_checker, max_concurrent_jobs=settings.pixverse_max_concurrent_jobs)
             api_tokens = ApiTokenRepository(db)
 
-            backend = _backend(settings, db, repository, discord)
+            jobs = JobRepository(db)
+            backend = _backend(settings, jobs, repository, discord)
             dispatcher = Dispatcher(
-                JobRepository(db), repository, backend,
+                jobs, repository, backend,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
             )
 
@@ -125,9 +127,8 @@ class Core:
             accounts.listeners.append(dispatcher)
             dispatcher.listeners.append(replies)
 
-            core = cls(settings=settings, services=services, resources=resources, db=db, accounts=accounts,
-                       api_tokens=api_tokens, dispatcher=dispatcher, replies=replies, http=None)
-            core._discord = discord
+            core = cls(settings=settings, discord=discord, services=services, resources=resources, db=db,
+                       accounts=accounts, api_tokens=api_tokens, dispatcher=dispatcher, replies=replies, http=None)
             core.http = await core._serve_http(services, extra_routes)
         except BaseException:
             await services.aclose()
@@ -155,14 +156,13 @@ class Core:
         # After a failed write (full disk, I/O error), unhealthy until a write commits again.
         if self.db.write_problem is not None and not await self.db.probe_write():
             return "the database cannot be written (disk full or I/O error)"
-        return self._discord.gateway_problem() if self._discord is not None else None
+        return self._discord.gateway_problem()
 
     async def _serve_http(self, stack: AsyncExitStack, extra_routes) -> LimitedServer | None:
         settings = self.settings
         if settings.http_port == 0:
             log.info("HTTP API off (HTTP_PORT=0)")
             return None
-        assert self._discord is not None
         context = ApiContext(
             accounts=self.accounts,
             dispatcher=self.dispatcher,
@@ -210,7 +210,8 @@ async def _open_cipher(settings: Settings, db: Database) -> TokenCipher:
     return cipher
 
 
-def _backend(settings: Settings, db: Database, repository: AccountRepository, discord: DiscordView) -> PixverseBackend:
+def _backend(settings: Settings, jobs: JobRepository, repository: AccountRepository,
+             discord: DiscordView) -> PixverseBackend:
     if settings.pixverse_backend == "simulated":
         log.warning("PIXVERSE_BACKEND=simulated: jobs are simulated in-process and generate no video")
         return SimulatedBackend(
@@ -224,7 +225,7 @@ def _backend(settings: Settings, db: Database, repository: AccountRepository, di
             submit_interval=settings.pixverse_submit_interval_seconds,
         ),
         repository,
-        JobRepository(db),
+        jobs,
         discord.read_history,
         application_id=settings.pixverse_application_id,
     )

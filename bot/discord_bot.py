@@ -1,5 +1,6 @@
 """The discord.py bot: setup_hook opens the Core, loads the cogs and syncs the commands;
-close() unloads the cogs (discord.py's Bot.close does), leaves the gateway, then closes the Core.
+close() stops the Core's services while Discord is still there, then unloads the cogs and leaves
+the gateway (discord.py's Bot.close), then closes the rest of the Core.
 
 It is also the Core's :class:`~bot.core.DiscordView`: which channels it sees, whether its
 gateway session is up, and a channel's history.
