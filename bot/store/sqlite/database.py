@@ -458,19 +458,30 @@ def open_reader(path: Path | str) -> sqlite3.Connection:
     return reader
 
 
-# SQLite's primary result codes for "the file cannot take this write": a full disk (or
-# max_page_count), an I/O error, a file that became read-only under the bot.
-_WRITE_FAILURES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
-
-
-def is_write_failure(exc: BaseException) -> bool:
+def _failed_with(exc: BaseException, codes: frozenset[int], words: tuple[str, ...]) -> bool:
+    """Whether ``exc`` is an SQLite error of one of these primary result codes (by its message
+    when the error carries no code: one raised by hand, or by an older sqlite3 module)."""
     if not isinstance(exc, sqlite3.Error):
         return False
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF in _WRITE_FAILURES
-    text = str(exc)
-    return "disk is full" in text or "disk I/O error" in text or "readonly database" in text
+        return code & 0xFF in codes
+    return any(word in str(exc) for word in words)
+
+
+# "The file cannot take this write": a full disk (or max_page_count), an I/O error, a file
+# that became read-only under the bot.
+_WRITE_FAILURES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+_WRITE_FAILURE_WORDS = ("disk is full", "disk I/O error", "readonly database")
+# Another connection holds the lock (past the busy timeout on the worker, at once on the reader).
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_BUSY_WORDS = ("locked", "busy")
+# A lookup stopped by its time budget.
+_INTERRUPTED = frozenset({sqlite3.SQLITE_INTERRUPT})
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    return _failed_with(exc, _WRITE_FAILURES, _WRITE_FAILURE_WORDS)
 
 
 def domain_error(exc: BaseException) -> BaseException:
@@ -478,7 +489,7 @@ def domain_error(exc: BaseException) -> BaseException:
     every other exception (a constraint, a bug) goes on as it is."""
     if is_write_failure(exc):
         translated: BaseException = StoreUnwritable(str(exc))
-    elif isinstance(exc, sqlite3.OperationalError) and _is_busy_or_interrupted(exc) and "interrupt" not in str(exc):
+    elif isinstance(exc, sqlite3.OperationalError) and _failed_with(exc, _BUSY, _BUSY_WORDS):
         translated = StoreBusy(str(exc))
     else:
         return exc
@@ -491,11 +502,7 @@ def _is_select(sql: str) -> bool:
 
 
 def _is_busy_or_interrupted(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT)
-    text = str(exc)
-    return "locked" in text or "interrupted" in text or "busy" in text
+    return _failed_with(exc, _BUSY, _BUSY_WORDS) or _failed_with(exc, _INTERRUPTED, ("interrupted",))
 
 
 def _run_batch(raw: sqlite3.Connection, batch: list[_Work]) -> list[tuple[bool, Any]]:
