@@ -921,18 +921,18 @@ def orchestrate(args: argparse.Namespace) -> int:
     try:
         api, api_info = start_server("api-server", workdir, args, server_cpu)
         servers.append(api)
-        uncached_info = {}
-        if "get-uncached" in wanted:
-            (workdir / "uncached").mkdir()
-            uncached, uncached_info = start_server("api-server", workdir / "uncached", args, server_cpu,
-                                                   ("--no-list-cache",))
-            servers.append(uncached)
-        normal_info = {}
-        if "post-normal" in wanted:
-            (workdir / "normal").mkdir()
-            normal, normal_info = start_server("api-server", workdir / "normal", args, server_cpu,
-                                               ("--synchronous-normal",))
-            servers.append(normal)
+
+        def variant(scenario: str, folder: str, flag: str) -> dict:
+            """A second API server, in its own folder, for the scenario that measures one setting."""
+            if scenario not in wanted:
+                return {}
+            (workdir / folder).mkdir()
+            process, info = start_server("api-server", workdir / folder, args, server_cpu, (flag,))
+            servers.append(process)
+            return info
+
+        uncached_info = variant("get-uncached", "uncached", "--no-list-cache")
+        normal_info = variant("post-normal", "normal", "--synchronous-normal")
         hello, hello_info = start_server("hello-server", workdir, args, server_cpu)
         servers.append(hello)
         scenarios = {
