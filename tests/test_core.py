@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 from bot.core import Core
 from bot.errors import StartupError
 from bot.settings import Settings
+from tests.e2e.test_http_api import free_port
 
 
 class QuietDiscord:
@@ -49,7 +50,7 @@ async def test_open_builds_every_service_and_close_releases_them_in_reverse(tmp_
             return await _original(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, method, record)
-    core = await Core.open(settings(tmp_path, http_port=_free_port(), http_host="127.0.0.1"), QuietDiscord())
+    core = await Core.open(settings(tmp_path, http_port=free_port(), http_host="127.0.0.1"), QuietDiscord())
     assert core.http is not None and core.http.port > 0
     assert await core.health_problem() is None
     assert core.replies in core.dispatcher.listeners and core.dispatcher in core.accounts.listeners
@@ -90,11 +91,6 @@ async def test_health_reports_the_gateway_through_the_view(tmp_path):
     finally:
         await core.close()
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_no_sql_and_no_driver_outside_the_store_adapters():
