@@ -212,7 +212,7 @@ async def add_live_jobs(db) -> None:
     rows = [(TARGET_JOB, READ_GUILD, str(READ_CHANNEL_BASE), "700000000000000001")] + [
         (f"job:bench-live-{n}", str(950_000_000_000_000_000 + n % 2000), str(960_000_000_000_000_000 + n % 5000),
          "700000000000000002") for n in range(LIVE_JOBS - 1)]
-    await db.run(lambda raw: raw.executemany(
+    await db.run(lambda tx: tx.executemany(
         "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
         " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at, submitted_at,"
         " pixverse_open, progress) VALUES (?, ?, ?, ?, 10, 'api', 'api', 'create', '{\"prompt\": \"a fox\"}',"

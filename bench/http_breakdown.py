@@ -40,7 +40,6 @@ from bot.accounts.crypto import TokenCipher  # noqa: E402
 from bot.store.sqlite.accounts import UPSERT_SQL, AccountRepository, verify_cipher  # noqa: E402
 from bot.accounts.service import AccountService  # noqa: E402
 from bot.store.sqlite.database import Database  # noqa: E402
-from bot.store.sqlite import placement  # noqa: E402
 from bot.dispatch.backends.simulated import SimulatedBackend  # noqa: E402
 from bot.dispatch.dispatcher import Dispatcher  # noqa: E402
 from bot.store.sqlite.tokens import ApiTokenRepository, hash_token  # noqa: E402
@@ -121,7 +120,7 @@ async def main(calls: int) -> None:
     await mean_us("TokenCipher.encrypt + fingerprint (CPU, in upsert)", cipher_work, calls)
     await mean_us("AccountRepository.upsert (INSERT … RETURNING, a batch of one)", upsert, calls)
     await mean_us("Dispatcher.account_available (a lookup: nobody waiting)",
-                  lambda i: placement.promote_waiting(db, WRITE_GUILD, now=time.time(), owner="bench", rng=rng), calls)
+                  lambda i: JobRepository(db).promote_waiting(WRITE_GUILD, now=time.time(), owner="bench", rng=rng), calls)
     await mean_us("the route's work: guild_of + prepare + save", post_route, calls)
     await db.close()
 

@@ -7,9 +7,9 @@ database with the bot's own ``Database.open`` (same PRAGMAs, same migrations), s
 the accounts over servers as a big bot would have them, and then, in the same run and on
 the same database, interleaves rounds (every size, every variant in each round) of:
 
-* placement + release cycles: the real ``placement.place`` (a random server; a random
-  account of it with a free slot) followed by the real ``placement.release`` (completed),
-  one after the other, timed with ``time.perf_counter_ns``;
+* placement + release cycles: the store's real ``JobRepository.place`` (a random server; a
+  random account of it with a free slot) followed by its real ``release`` (completed), one
+  after the other, timed with ``time.perf_counter_ns``;
 * the baseline, single-row UPDATE transactions through aiosqlite on that same connection.
 
 What "a single-row UPDATE transaction" means here (the ratio uses the first):
@@ -20,9 +20,10 @@ What "a single-row UPDATE transaction" means here (the ratio uses the first):
   UPDATE transaction and the fastest way aiosqlite offers to do one, so it is the
   strictest baseline.
 * ``begin/commit``: ``BEGIN IMMEDIATE``, the UPDATE, ``COMMIT`` as three aiosqlite calls
-  (three hops): what a transaction costs through aiosqlite's public API.
-* ``one hop``: the same BEGIN IMMEDIATE/UPDATE/COMMIT through ``Database.run`` (the
-  mechanism placement uses): the floor for any ``Database.run`` transaction.
+  (three hops): what a multi-statement transaction costs through aiosqlite's public API
+  (``Database.run``: placement's slower paths).
+* ``Database.execute``: the UPDATE through the bot's own queue (group commit), which the
+  one-statement placement and release also take.
 
 Targets (issue 10's wording of them): placement transactions/s at least half the raw rate (a
 cycle is two transactions, place and release; the per-cycle ratio is printed beside it); p99
@@ -30,15 +31,14 @@ placement latency under 5 ms; from 10 to 100,000 accounts, placement latency gro
 2× (checked on p50 and on p99).
 
 ``--explain`` adds where a cycle's time goes: the cost of one hop to aiosqlite's thread,
-the in-thread time of ``place_sync`` / ``release_sync`` / a raw UPDATE, each SQL
-statement's share, and the WAL pages each one writes.
+and, on a plain sqlite3 connection to the same file, the time SQLite takes for the
+placement statement, the release statement and a raw UPDATE, and the WAL pages each writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import gc
 import random
 import statistics
@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
 
 from bot.store.sqlite.database import Database  # noqa: E402
 from bot.store.sqlite import placement  # noqa: E402
+from bot.store.sqlite.jobs import JobRepository  # noqa: E402
 from bot.dispatch.models import JobStatus, Verb  # noqa: E402
 from bot.store import NewJob  # noqa: E402
 
@@ -135,13 +136,13 @@ def populate(db_rng: random.Random, n_accounts: int) -> tuple[list[tuple], list[
     return accounts, jobs, servers, channels
 
 
-def insert_rows(raw, accounts: list[tuple], jobs: list[tuple]) -> None:
-    raw.executemany(
+async def insert_rows(tx, accounts: list[tuple], jobs: list[tuple]) -> None:
+    await tx.executemany(
         "INSERT INTO accounts (channel_id, guild_id, token_encrypted, token_hash, token_last4, discord_user_id,"
         " max_jobs, created_at, updated_at, in_rotation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         accounts,
     )
-    raw.executemany(
+    await tx.executemany(
         "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
         " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
         " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -150,15 +151,16 @@ def insert_rows(raw, accounts: list[tuple], jobs: list[tuple]) -> None:
 
 
 async def cycles(db: Database, res: Result | None, n: int, servers: list[str], rng: random.Random) -> None:
+    jobs = JobRepository(db)
     clock = time.perf_counter_ns
     start = clock()
     for _ in range(n):
         new = NewJob(rng.choice(servers), "400000000000000001", "500000000000000001", Verb.CREATE, PARAMS)
         t0 = clock()
-        placed = await placement.place(db, new, now=time.time(), owner=OWNER, queue_size=0, rng=rng)
+        placed = await jobs.place(new, now=time.time(), owner=OWNER, queue_size=0, rng=rng)
         t1 = clock()
-        await placement.release(
-            db, placed.job.job_id, JobStatus.COMPLETED, now=time.time(), owner=OWNER, rng=rng,
+        await jobs.release(
+            placed.job.job_id, JobStatus.COMPLETED, now=time.time(), owner=OWNER, rng=rng,
             fields={"pixverse_open": 0},
         )
         t2 = clock()
@@ -170,10 +172,6 @@ async def cycles(db: Database, res: Result | None, n: int, servers: list[str], r
         res.cycle_ns += clock() - start
 
 
-def _one_hop_update(params: tuple):
-    return lambda raw: raw.execute(RAW_SQL, params)
-
-
 async def raw_updates(db: Database, res: Result | None, variant: str, n: int, channels: list[str],
                       rng: random.Random) -> None:
     conn = db.conn
@@ -182,19 +180,19 @@ async def raw_updates(db: Database, res: Result | None, variant: str, n: int, ch
     for i in range(n):
         params = (raw_value(i), rng.choice(channels))
         if variant == "autocommit":
-            await conn.execute(RAW_SQL, params)
+            await conn.execute_fetchall(RAW_SQL, params)
         elif variant == "begin/commit":
-            await conn.execute("BEGIN IMMEDIATE")
-            await conn.execute(RAW_SQL, params)
-            await conn.execute("COMMIT")
-        else:  # one hop
-            await db.run(_one_hop_update(params))
+            await conn.execute_fetchall("BEGIN IMMEDIATE")
+            await conn.execute_fetchall(RAW_SQL, params)
+            await conn.execute_fetchall("COMMIT")
+        else:  # Database.execute
+            await db.execute(RAW_SQL, params)
     if res is not None:
         res.raw_ops[variant] = res.raw_ops.get(variant, 0) + n
         res.raw_ns[variant] = res.raw_ns.get(variant, 0) + clock() - start
 
 
-VARIANTS = ("autocommit", "begin/commit", "one hop")
+VARIANTS = ("autocommit", "begin/commit", "Database.execute")
 
 
 @dataclass
@@ -214,7 +212,7 @@ async def prepare(directory: Path, n_accounts: int, *, n_cycles: int, seed: int)
     accounts, jobs, servers, channels = populate(random.Random(seed + n_accounts), n_accounts)
     db = await Database.open(directory / f"bench-{n_accounts}.db")
     t = time.perf_counter()
-    await db.run(lambda raw: insert_rows(raw, accounts, jobs))
+    await db.run(lambda tx: insert_rows(tx, accounts, jobs))
     # No ANALYZE: the bot never runs it, and with sqlite_stat1 present the planner picks
     # other indexes (jobs_guild_status instead of the partial jobs_queue, for one).
     print(f"  {n_accounts:,} accounts on {len(servers):,} servers ({len(jobs):,} background jobs)"
@@ -249,93 +247,77 @@ async def measure(sizes: list[Sized], *, n_cycles: int, rounds: int) -> None:
         assert held == sized.background, "a placement cycle left a slot held"
 
 
-class _TimedConnection:
-    """Wraps the raw sqlite3 connection to time each statement (``--explain`` only)."""
-
-    def __init__(self, raw) -> None:
-        self.raw = raw
-        self.ns: collections.Counter[str] = collections.Counter()
-        self.calls: collections.Counter[str] = collections.Counter()
-
-    def execute(self, sql: str, params=()):
-        start = time.perf_counter_ns()
-        cursor = self.raw.execute(sql, params)
-        key = " ".join(sql.split())
-        self.ns[key] += time.perf_counter_ns() - start
-        self.calls[key] += 1
-        return cursor
-
-
 async def explain(directory: Path, n_accounts: int, *, n: int, seed: int) -> None:
     """Where a cycle's time goes, measured on a fresh database of ``n_accounts`` accounts."""
-    from bot.store.sqlite.database import _in_transaction  # the exact BEGIN IMMEDIATE … COMMIT of Database.run
+    import sqlite3
 
     rng = random.Random(seed)
     accounts, jobs, servers, channels = populate(random.Random(seed + n_accounts), n_accounts)
-    db = await Database.open(directory / f"explain-{n_accounts}.db")
+    path = directory / f"explain-{n_accounts}.db"
+    db = await Database.open(path)
     try:
-        await db.run(lambda raw: insert_rows(raw, accounts, jobs))
-        raw = db.conn._conn  # used only inside aiosqlite's thread, through _execute as Database.run does
-
-        def in_thread(conn, what: str, count: int) -> tuple[int, int]:
-            place_ns = total = 0
-            for i in range(count):
-                if what == "raw":
-                    t0 = time.perf_counter_ns()
-                    conn.execute(RAW_SQL, (raw_value(i), rng.choice(channels)))
-                    total += time.perf_counter_ns() - t0
-                    continue
-                new = NewJob(rng.choice(servers), "400000000000000001", "500000000000000001", Verb.CREATE, PARAMS)
-                t0 = time.perf_counter_ns()
-                placed = _in_transaction(conn, lambda r: placement.place_sync(
-                    r, new, now=time.time(), owner=OWNER, queue_size=0, rng=rng))
-                t1 = time.perf_counter_ns()
-                _in_transaction(conn, lambda r: placement.release_sync(
-                    r, placed.job.job_id, JobStatus.COMPLETED, now=time.time(), owner=OWNER, rng=rng,
-                    fields={"pixverse_open": 0}))
-                place_ns += t1 - t0
-                total += time.perf_counter_ns() - t0
-            return place_ns // count, total // count
-
-        await db.conn._execute(in_thread, raw, "cycle", n // 5)  # warm-up
-        _, raw_ns = await db.conn._execute(in_thread, raw, "raw", n)
-        place_ns, cycle_ns = await db.conn._execute(in_thread, raw, "cycle", n)
+        await db.run(lambda tx: insert_rows(tx, accounts, jobs))
         start = time.perf_counter_ns()
         for _ in range(n):
-            await db.conn._execute(lambda: None)
+            await db.conn.execute_fetchall("SELECT 1")
         hop_ns = (time.perf_counter_ns() - start) // n
         start = time.perf_counter_ns()
         for _ in range(n):
-            await db.run(lambda r: None)
+            await db.run(_nothing)
         empty_run_ns = (time.perf_counter_ns() - start) // n
-        timed = _TimedConnection(raw)
-        await db.conn._execute(in_thread, timed, "cycle", n)
-
-        # WAL pages written: with automatic checkpoints off, the -wal file only grows.
-        wal = Path(str(directory / f"explain-{n_accounts}.db") + "-wal")
-        frames = {}
-        await db.execute("PRAGMA wal_autocheckpoint=0")
-        for what in ("raw", "cycle"):
-            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            await db.conn._execute(in_thread, raw, what, 500)
-            frames[what] = (wal.stat().st_size - 32) / (4096 + 24) / 500
-        await db.execute("PRAGMA wal_autocheckpoint=1000")
     finally:
         await db.close()
 
+    # What SQLite itself takes, with no thread in between: a plain connection with the bot's PRAGMAs.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    wal = Path(str(path) + "-wal")
+
+    def run(what: str, count: int) -> tuple[int, int, float]:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        place_ns = release_ns = 0
+        for i in range(count):
+            if what == "raw":
+                t0 = time.perf_counter_ns()
+                conn.execute(RAW_SQL, (raw_value(i), rng.choice(channels)))
+                place_ns += time.perf_counter_ns() - t0
+                continue
+            new = NewJob(rng.choice(servers), "400000000000000001", "500000000000000001", Verb.CREATE, PARAMS)
+            t0 = time.perf_counter_ns()
+            row = conn.execute(placement.PLACE_FREE, placement.new_job_params(
+                new, now=time.time(), owner=OWNER, pick=rng.random())).fetchone()
+            t1 = time.perf_counter_ns()
+            sql, params = placement.release_statement(row["job_id"], JobStatus.COMPLETED, now=time.time(),
+                                                      fields={"pixverse_open": 0})
+            conn.execute(sql, params).fetchall()
+            place_ns += t1 - t0
+            release_ns += time.perf_counter_ns() - t1
+        frames = (wal.stat().st_size - 32) / (4096 + 24) / count
+        return place_ns // count, release_ns // count, frames
+
+    try:
+        run("cycle", max(100, n // 5))  # warm-up
+        raw_ns, _, raw_frames = run("raw", n)
+        place_ns, release_ns, cycle_frames = run("cycle", n)
+    finally:
+        conn.close()
+
     us = lambda ns: f"{ns / 1e3:.1f} µs"  # noqa: E731
     print()
-    print(f"Where the time goes ({n_accounts:,} accounts, {n:,} iterations each, in aiosqlite's thread unless said):")
-    print(f"  one hop to aiosqlite's thread and back, doing nothing: {us(hop_ns)};"
-          f" an empty Database.run transaction: {us(empty_run_ns)}")
-    print(f"  raw autocommit UPDATE in-thread: {us(raw_ns)}  ({frames['raw']:.1f} WAL pages)")
-    print(f"  place_sync + release_sync in-thread: {us(cycle_ns)} (place {us(place_ns)},"
-          f" release {us(cycle_ns - place_ns)})  ({frames['cycle']:.1f} WAL pages per cycle)")
-    print(f"  so a cycle ≈ 2 hops + {us(cycle_ns)}, a raw UPDATE transaction ≈ 1 hop + {us(raw_ns)}")
-    print("  per statement, in a cycle (mean per call, calls per cycle):")
-    per_cycle = n
-    for sql, ns in timed.ns.most_common():
-        print(f"    {ns / timed.calls[sql] / 1e3:7.1f} µs ×{timed.calls[sql] / per_cycle:.0f}  {sql[:100]}")
+    print(f"Where the time goes ({n_accounts:,} accounts, {n:,} iterations each):")
+    print(f"  one call to aiosqlite's thread and back (SELECT 1): {us(hop_ns)};"
+          f" an empty Database.run transaction (BEGIN IMMEDIATE, COMMIT): {us(empty_run_ns)}")
+    print("  in SQLite itself, on a plain connection (synchronous=FULL: each includes its commit's sync):")
+    print(f"    raw autocommit UPDATE: {us(raw_ns)}  ({raw_frames:.1f} WAL pages)")
+    print(f"    placement statement: {us(place_ns)}; release statement: {us(release_ns)}"
+          f"  ({cycle_frames:.1f} WAL pages per cycle)")
+    print(f"  so a cycle ≈ 2 calls + {us(place_ns + release_ns)}, a raw UPDATE transaction ≈ 1 call + {us(raw_ns)}")
+
+
+async def _nothing(tx) -> None:
+    return None
 
 
 def verdict(ok: bool) -> str:

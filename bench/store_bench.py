@@ -29,7 +29,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bot.store.sqlite.database import Database, load_migrations  # noqa: E402
-from bot.store.sqlite import placement  # noqa: E402
 from bot.store.sqlite.jobs import PURGE_BATCH, JobRepository  # noqa: E402
 from bot.dispatch.models import job_from_row  # noqa: E402
 
@@ -74,7 +73,7 @@ async def build(size: int, cache: Path) -> Path:
         leftover.unlink()
     started = time.perf_counter()
     db = await Database.open(tmp)
-    await db.run(lambda raw: raw.executemany(INSERT, rows(size)))
+    await db.run(lambda tx: tx.executemany(INSERT, rows(size)))
     await db.close()
     tmp.rename(path)
     print(f"  built {path} ({size:,} finished jobs) in {time.perf_counter() - started:.1f} s", flush=True)
@@ -98,7 +97,7 @@ async def measure(path: Path, rounds: int, results: dict[str, list[float]]) -> N
             "sweep: timed out, the former OR query": lambda: db.fetchall(OLD_TIMED_OUT, (NOW - 900, NOW - 900)),
             "recovery: orphaned": lambda: jobs.orphaned([OWNER]),
             "promotion: servers with waiting jobs": jobs.guilds_with_waiting_jobs,
-            "queue position": lambda: placement.queue_position(db, waiting),
+            "queue position": lambda: jobs.queue_position(waiting),
             "sweep: stale at PixVerse (nothing due)": lambda: jobs.close_stale_at_pixverse(before=NOW - 31 * DAY),
             "purge (nothing due)": lambda: jobs.purge(before=NOW - 32 * DAY),
         }

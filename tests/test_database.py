@@ -40,16 +40,16 @@ async def names(database: db.Database) -> list[str]:
 
 
 async def hold_worker(database: db.Database) -> tuple[asyncio.Task, threading.Event]:
-    """A transaction that keeps the worker thread busy until the event is set."""
+    """A transaction that keeps the database busy until the event is set."""
     release = threading.Event()
-    started = threading.Event()
+    started = asyncio.Event()
 
-    def wait(raw: sqlite3.Connection) -> None:
+    async def wait(tx) -> None:
         started.set()
-        release.wait(10)
+        await asyncio.to_thread(release.wait, 10)
 
     holder = asyncio.create_task(database.run(wait))
-    await asyncio.to_thread(started.wait, 10)
+    await asyncio.wait_for(started.wait(), 10)
     return holder, release
 
 
@@ -76,9 +76,9 @@ async def test_concurrent_writes_share_a_batch_and_a_failing_one_undoes_only_its
 
 
 async def test_a_failing_transaction_in_a_batch_keeps_none_of_its_statements(database, batch_sizes):
-    def two_then_fail(raw: sqlite3.Connection) -> None:
-        raw.execute("INSERT INTO t (name) VALUES ('half-1')")
-        raw.execute("INSERT INTO t (name) VALUES ('half-2')")
+    async def two_then_fail(tx) -> None:
+        await tx.execute("INSERT INTO t (name) VALUES ('half-1')")
+        await tx.execute("INSERT INTO t (name) VALUES ('half-2')")
         raise ValueError("changed my mind")
 
     before, failing, after = await queued_together(
@@ -97,8 +97,8 @@ async def test_a_failing_transaction_in_a_batch_keeps_none_of_its_statements(dat
 async def test_when_the_batch_transaction_is_lost_every_caller_fails_and_nothing_is_kept(database, batch_sizes):
     # SQLite rolls a whole transaction back by itself on some errors (a full disk, an I/O
     # error); a work that ends the transaction stands in for that here.
-    def lose_the_transaction(raw: sqlite3.Connection) -> None:
-        raw.execute("ROLLBACK")
+    async def lose_the_transaction(tx) -> None:
+        await tx.execute("ROLLBACK")
         raise sqlite3.OperationalError("database or disk is full")
 
     first, lost, last = await queued_together(
@@ -231,3 +231,83 @@ async def test_a_lookup_meeting_an_io_error_raises_the_ports_error(database, mon
     monkeypatch.setattr(database, "_reader", FailingReader())
     with pytest.raises(StoreUnwritable, match="disk I/O error"):
         await database.lookup_one("SELECT 1")
+
+
+class PublicOnly:
+    """An aiosqlite connection that refuses every private attribute (a name with a leading "_")."""
+
+    def __init__(self, conn) -> None:
+        object.__setattr__(self, "_wrapped", conn)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AssertionError(f"the store used aiosqlite's private Connection.{name}")
+        return getattr(object.__getattribute__(self, "_wrapped"), name)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.startswith("_"):
+            raise AssertionError(f"the store set aiosqlite's private Connection.{name}")
+        setattr(object.__getattribute__(self, "_wrapped"), name, value)
+
+
+async def test_the_store_uses_only_aiosqlites_public_api(tmp_path):
+    """Issue 10: no pin on aiosqlite's internals. Every store path (group commit, a batch that
+    fails, transactions, placement, release, lookups falling back) runs through a connection
+    that fails on any private attribute."""
+    import random
+
+    from cryptography.fernet import Fernet
+
+    from bot.accounts.crypto import TokenCipher
+    from bot.dispatch.models import JobStatus, Verb
+    from bot.store import NewJob
+    from bot.store.sqlite.accounts import AccountRepository
+    from bot.store.sqlite.jobs import JobRepository
+    from tests.dispatch_support import add_account
+
+    path = tmp_path / "public.db"
+    await (await db.Database.open(path)).close()  # migrated through the normal path
+    conn = await db.connect(path)
+    database = db.Database(PublicOnly(conn), reader=db.open_reader(path), path=path)
+    try:
+        accounts = AccountRepository(database, TokenCipher(Fernet.generate_key()))
+        await add_account(accounts, "1", "11", max_jobs=1, user="21")
+        jobs = JobRepository(database)
+        rng = random.Random(1)
+        new = NewJob("1", "3", "4", Verb.CREATE, {"prompt": "a fox"})
+        placed = await jobs.place(new, now=1.0, owner="t", queue_size=1, rng=rng)
+        queued = await jobs.place(new, now=1.0, owner="t", queue_size=1, rng=rng)
+        assert (placed.queue_position, queued.queue_position) == (None, 1)
+        released = await jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=2.0, owner="t", rng=rng)
+        assert [job.job_id for job in released.promoted] == [queued.job.job_id]
+        await asyncio.gather(*(database.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"k{i}",))
+                               for i in range(5)), database.execute("INSERT INTO meta (key, value) VALUES ('k1', 'x')"),
+                             return_exceptions=True)
+        assert len(await database.fetchall("SELECT key FROM meta WHERE key LIKE 'k%'")) == 5
+    finally:
+        await database.close()
+
+
+async def test_with_another_bot_process_on_the_file_every_write_is_its_own_transaction(database, batch_sizes):
+    """Group commit holds SQLite's write lock across calls to aiosqlite's thread; another process
+    sharing the file could starve. While two processes hold fresh leases, nothing is batched."""
+    import time
+
+    for owner in ("this-process", "another-process"):
+        await database.execute("INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)", (owner, time.time()))
+    database._shared_checked_at = float("-inf")  # look again now, not in a second
+    tasks = await queued_together(database, *(
+        database.execute("INSERT INTO t (name) VALUES (?)", (f"n{i}",)) for i in range(10)
+    ))
+    assert [task.result() for task in tasks] == [1] * 10
+    assert batch_sizes[-10:] == [1] * 10
+    assert len(await names(database)) == 10
+
+    # The other process stopped renewing its lease long ago: batches again.
+    await database.execute("UPDATE processes SET heartbeat_at = ? WHERE owner = 'another-process'",
+                           (time.time() - db.OTHERS_RECENT_SECONDS - 1,))
+    database._shared_checked_at = float("-inf")
+    await queued_together(database, *(
+        database.execute("INSERT INTO t (name) VALUES (?)", (f"m{i}",)) for i in range(10)
+    ))
+    assert batch_sizes[-1] == 10

@@ -138,10 +138,10 @@ async def test_news_from_an_account_a_job_has_left_changes_nothing(setup, databa
     other = "900000000000000012"
     await repository.upsert(guild_id=G, channel_id=other, token="token-for-account-two", discord_user_id="7002",
                             max_jobs=1)
-    from bot.store.sqlite import placement
+    from bot.store.sqlite.jobs import JobRepository
 
     job = await dispatcher.get(job_id, G)
-    moved, _ = await placement.requeue(database, job, now=1.0, owner=dispatcher.owner, rng=random.Random(1),
+    moved, _ = await JobRepository(database).requeue(job, now=1.0, owner=dispatcher.owner, rng=random.Random(1),
                                        error="moved")
     assert moved.account_channel_id == other
     # A late edit of its old message on the first account must not end it.

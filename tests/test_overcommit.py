@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 
 from cryptography.fernet import Fernet
 
@@ -72,9 +71,9 @@ PROBES = [
 ]
 
 
-def install_probes(raw: sqlite3.Connection) -> None:
+async def install_probes(tx) -> None:
     for statement in PROBES:
-        raw.execute(statement)
+        await tx.execute(statement)
 
 
 async def test_probes_see_an_overcommit(tmp_path):
@@ -86,9 +85,9 @@ async def test_probes_see_an_overcommit(tmp_path):
         )
         await database.run(install_probes)
 
-        def overfill(raw: sqlite3.Connection) -> None:
+        async def overfill(tx) -> None:
             for n in range(3):
-                raw.execute(
+                await tx.execute(
                     "INSERT INTO jobs (job_id, guild_id, account_channel_id, requester_id, request_channel_id, verb,"
                     " params, status, slot_held, owner, created_at, updated_at)"
                     " VALUES (?, ?, ?, 'm', 'c', 'create', '{}', 'created', 1, ?, 0, 0)",

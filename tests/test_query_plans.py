@@ -37,13 +37,15 @@ def _finished_rows(now: float) -> list[tuple]:
     ]
 
 
-def _insert_finished(raw, rows) -> None:
-    raw.executemany(
-        "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-        " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
-        " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+_INSERT_FINISHED = (
+    "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+    " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
+    " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _insert_finished(tx, rows) -> None:
+    await tx.executemany(_INSERT_FINISHED, rows)
 
 
 def _scans_of_jobs(conn: sqlite3.Connection, statement: str, partial: set[str]) -> list[str]:
@@ -118,7 +120,7 @@ async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
                    if sql and " WHERE " in sql.upper()}
         # Restore the 20,000 finished rows the purge removed, so the plans are those of a big table.
         conn.execute("DELETE FROM jobs WHERE job_id LIKE 'job:old-%'")
-        _insert_finished(conn, _finished_rows(clock.now))
+        conn.executemany(_INSERT_FINISHED, _finished_rows(clock.now))
         conn.commit()
         failures = {statement: bad for statement in touching_jobs if (bad := _scans_of_jobs(conn, statement, partial))}
     finally:

@@ -132,12 +132,10 @@ async def test_a_write_from_another_coroutine_never_joins_an_open_transaction(da
 
     entered = asyncio.Event()
 
-    def work(raw) -> None:
-        raw.execute("INSERT INTO meta (key, value) VALUES ('in-tx', '1')")
-        loop.call_soon_threadsafe(entered.set)
-        import time
-
-        time.sleep(0.05)  # the other coroutine is now waiting to write
+    async def work(tx) -> None:
+        await tx.execute("INSERT INTO meta (key, value) VALUES ('in-tx', '1')")
+        entered.set()
+        await asyncio.sleep(0.05)  # the other coroutine is now waiting to write
         raise RuntimeError("abort")
 
     async def rolled_back() -> None:
@@ -146,8 +144,6 @@ async def test_a_write_from_another_coroutine_never_joins_an_open_transaction(da
     async def outside() -> None:
         await entered.wait()
         await database.set_meta("outside", "1")
-
-    loop = asyncio.get_running_loop()
 
     results = await asyncio.gather(rolled_back(), outside(), return_exceptions=True)
     assert isinstance(results[0], RuntimeError) and results[1] is None

@@ -105,6 +105,16 @@ async def run(args: argparse.Namespace) -> dict:
     dispatcher = Dispatcher(
         JobRepository(db), accounts, backend, queue_size=0, job_timeout=600.0, rng=random.Random(args.seed + 2), listeners=[finals]
     )
+    try:
+        return await _work(args, rng, dispatcher, backend, finals)
+    finally:
+        # Also on a failure or the deadline: aiosqlite's thread would keep the process alive.
+        await dispatcher.close()
+        await db.close()
+
+
+async def _work(args: argparse.Namespace, rng: random.Random, dispatcher: Dispatcher, backend: HoldBackend,
+                finals: FinalStates) -> dict:
     await dispatcher.start()
     print("ready", flush=True)
     barrier = Path(args.barrier)
@@ -150,8 +160,6 @@ async def run(args: argparse.Namespace) -> dict:
         "started_at": started,
         "ended_at": ended,
     }
-    await dispatcher.close()
-    await db.close()
     return summary
 
 

@@ -15,7 +15,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,55 +186,115 @@ async def close(conn: aiosqlite.Connection) -> None:
         await conn.close()
 
 
-# Writes that arrive while a batch is in the worker thread wait for the next one; this many
-# at most share a transaction, so one batch never holds SQLite's write lock for long.
-MAX_BATCH = 256
+# Writes that arrive while a batch runs wait for the next one; this many at most share a
+# transaction. Each statement is one call to aiosqlite's thread, and a batch holds SQLite's
+# write lock from BEGIN to COMMIT: a small cap keeps that short, while one sync of the disk
+# still serves the whole batch.
+MAX_BATCH = 32
+# ... but only while this process writes alone. SQLite's busy handler polls for the lock, it
+# does not queue for it, so a process that holds the lock across calls, batch after batch,
+# can starve another one sharing the file for longer than the busy timeout (measured: two
+# bot processes on a loaded machine, "database is locked"). While another bot process has
+# renewed its lease lately, every write is its own statement or transaction, and the lock is
+# held only while SQLite runs it. Looked up at most this often (a read on the loop's thread):
+SHARED_CHECK_SECONDS = 1.0
+# A lease renewed within this long counts (leases are renewed every 30 s at most).
+OTHERS_RECENT_SECONDS = 120.0
 # A lookup on the event loop's thread is stopped after this long and asked again on the
 # worker thread: the loop (and so the gateway heartbeat) is never held longer.
 LOOKUP_BUDGET_SECONDS = 0.002
+
+
+class Tx:
+    """The statements of one unit of work, each one call to aiosqlite's thread (its public API).
+
+    A work given to :meth:`Database.run` receives one and must not BEGIN, COMMIT or ROLLBACK
+    itself: the database does that around it.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._connection = conn
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        # execute_fetchall runs the statement to its end and closes its cursor in the thread:
+        # one call, and no UPDATE … RETURNING left half-stepped with its transaction open.
+        return list(await self._connection.execute_fetchall(sql, _bound(params)))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """One statement; returns the rows it changed (read through RETURNING, in the same call)."""
+        return len(await self.fetchall(_counting(sql), params))
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        """The same statement for many rows in one call (bulk loads: benchmarks, fixtures)."""
+        cursor = await self._connection.executemany(sql, rows)
+        await cursor.close()
+
+
+_DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+
+
+Params = Iterable[Any] | Mapping[str, Any]
+
+
+def _bound(params: Params) -> tuple[Any, ...] | dict[str, Any]:
+    """Parameters as sqlite3 binds them: by position, or by name (``:name``) from a mapping."""
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
+
+
+def _counting(sql: str) -> str:
+    """A changing statement that reports each row it changed: its rowcount in the same call."""
+    if _DML.match(sql) and not _RETURNING.search(sql):
+        return sql.rstrip().rstrip(";") + " RETURNING 1"
+    return sql
 
 
 @dataclass(eq=False)
 class _Work:
     """One caller's unit of work, waiting for its batch."""
 
-    run: Callable[[sqlite3.Connection], Any]
+    run: Callable[[Tx], Awaitable[Any]]
     future: asyncio.Future
     transaction: bool  # Database.run: several statements that commit together
     readonly: bool  # a SELECT: needs no savepoint and no write lock
 
 
 class Database:
-    """The bot's SQLite access: one worker connection that writes, one loop connection that looks up.
+    """The bot's SQLite access: one aiosqlite connection that writes, one loop connection that looks up.
 
-    **Writes (group commit).** aiosqlite runs every call on one worker thread, and the hop
-    to that thread and back costs more than the statement itself; under load the two
-    threads also take turns at the GIL for every hop. So calls are queued, and everything
-    queued while one batch is in the worker thread goes together in the next one: a single
-    hop, a single ``BEGIN IMMEDIATE`` … ``COMMIT``, each caller's work in its own
-    ``SAVEPOINT``. A caller's exception rolls back its own work only; if the transaction
-    as a whole fails (BEGIN or COMMIT, a full disk), every caller of the batch gets that
-    error and nothing of the batch is kept. Results are handed out only after COMMIT, so no
-    caller is told "saved" for something that was not. A batch of one runs exactly as a
-    lone call would: a statement in autocommit, a :meth:`run` in its own transaction.
-    Batches run in arrival order, one at a time, so a coroutine's calls keep their order
-    and a :meth:`run` is never interleaved with another caller's statements.
-    Other processes sharing the file are kept apart by SQLite's write lock (``BEGIN
-    IMMEDIATE`` + busy timeout).
+    Only aiosqlite's public API is used: every statement is one call to its thread
+    (``execute_fetchall``), and a transaction is its statements between ``BEGIN IMMEDIATE``
+    and ``COMMIT``, sent by the one task that owns the connection.
+
+    **Writes (group commit).** Calls are queued, and everything queued while one batch runs
+    goes together in the next one: one ``BEGIN IMMEDIATE`` … ``COMMIT`` (one sync of the
+    disk), each :meth:`run` in its own ``SAVEPOINT``. A caller's exception rolls back its
+    own work only; if the transaction as a whole fails (BEGIN or COMMIT, a full disk),
+    every caller of the batch gets that error and nothing of the batch is kept. Results are
+    handed out only after COMMIT, so no caller is told "saved" for something that was not.
+    A batch of one runs exactly as a lone call would: a statement in autocommit, a
+    :meth:`run` in its own transaction. Batches run in arrival order, one at a time, so a
+    coroutine's calls keep their order and a :meth:`run` is never interleaved with another
+    caller's statements. Other processes sharing the file are kept apart by SQLite's write
+    lock (``BEGIN IMMEDIATE`` + busy timeout).
 
     **Lookups.** :meth:`lookup_one` and :meth:`lookup_all` answer small indexed reads (a
     token, a configuration, a server's list) on the event loop's own thread, through a
-    second, query-only connection: in WAL mode a reader never waits for a writer, and such a
-    read takes microseconds, far less than a hop. It is bounded all the same: a read that
-    meets a lock, or runs longer than ``LOOKUP_BUDGET_SECONDS``, is interrupted and asked
-    again on the worker thread. A lookup sees everything committed before it started,
-    including the caller's own awaited writes.
+    second, query-only ``sqlite3`` connection: in WAL mode a reader never waits for a
+    writer, and such a read takes microseconds, far less than a call to aiosqlite's thread.
+    It is bounded all the same: a read that meets a lock, or runs longer than
+    ``LOOKUP_BUDGET_SECONDS``, is interrupted and asked again through aiosqlite. A lookup
+    sees everything committed before it started, including the caller's own awaited writes.
     """
 
     def __init__(self, conn: aiosqlite.Connection, *, reader: sqlite3.Connection | None = None,
                  path: Path | str = "?") -> None:
-        if not callable(getattr(conn, "_execute", None)):
-            raise RuntimeError("this aiosqlite version lacks Connection._execute; see pyproject for the supported range")
         self.conn = conn
         self.path = path
         self._reader = reader
@@ -247,6 +307,8 @@ class Database:
         # Set when a write failed because the file cannot take it (disk full, I/O error);
         # cleared by the next write that commits. /healthz reports it.
         self.write_problem: str | None = None
+        self._shared = False
+        self._shared_checked_at = float("-inf")
 
     @classmethod
     async def open(cls, path: Path | str, *, migrations: list[Migration] | None = None) -> Database:
@@ -283,28 +345,29 @@ class Database:
             self._reader = None
         await close(self.conn)
 
-    # --- worker thread: every write, and reads that may be long --------------------------
+    # --- through aiosqlite's thread: every write, and reads that may be long ---------------
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         # fetchall, then the first: the statement runs to its end (an UPDATE … RETURNING
         # must not stay half-stepped and keep its implicit transaction open).
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        params = tuple(params)
-        return await self._submit(lambda raw: raw.execute(sql, params).fetchall(), readonly=_is_select(sql))
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        params = _bound(params)
+        return await self._submit(lambda tx: tx.fetchall(sql, params), readonly=_is_select(sql))
 
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+    async def execute(self, sql: str, params: Params = ()) -> int:
         """One statement (in its own transaction when alone); returns the rows changed."""
-        params = tuple(params)
-        return await self._submit(lambda raw: raw.execute(sql, params).rowcount)
+        params = _bound(params)
+        return await self._submit(lambda tx: tx.execute(sql, params))
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Runs ``work`` in the worker thread, inside a transaction: all of it or none of it.
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """Runs ``work`` inside a transaction: all of it or none of it.
 
-        ``work`` is plain sqlite3 code and must not BEGIN, COMMIT or ROLLBACK itself; any
-        exception it raises rolls its statements back. If the caller is cancelled once the
+        ``work`` is a coroutine function given a :class:`Tx`; it must not BEGIN, COMMIT or
+        ROLLBACK itself, and any exception it raises rolls its statements back. No other
+        caller's statement runs between its statements. If the caller is cancelled once the
         batch has started, the work still finishes, committed or rolled back, before
         anything else runs; cancelled before that, it does not run at all.
         """
@@ -324,7 +387,7 @@ class Database:
         row = await self.fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
         return int(row[0])
 
-    def _submit(self, run: Callable[[sqlite3.Connection], Any], *, transaction: bool = False,
+    def _submit(self, run: Callable[[Tx], Awaitable[Any]], *, transaction: bool = False,
                 readonly: bool = False) -> asyncio.Future:
         if self._closed:
             raise RuntimeError("the database is closed")
@@ -376,12 +439,13 @@ class Database:
         try:
             while self._queue:
                 # Callers cancelled while queued are dropped: their work never starts.
-                batch = [work for work in self._queue[:MAX_BATCH] if not work.future.done()]
-                del self._queue[:MAX_BATCH]
+                limit = self._batch_limit()
+                batch = [work for work in self._queue[:limit] if not work.future.done()]
+                del self._queue[:limit]
                 if not batch:
                     continue
                 try:
-                    outcomes = await self.conn._execute(_run_batch, self.conn._conn, batch)
+                    outcomes = await _run_batch(self.conn, batch)
                 except asyncio.CancelledError:
                     # The loop is going away: nobody may wait forever for an answer.
                     for work in batch + self._queue:
@@ -405,17 +469,36 @@ class Database:
         finally:
             self._flusher = None
 
+    def _batch_limit(self) -> int:
+        now = time.monotonic()
+        if now - self._shared_checked_at >= SHARED_CHECK_SECONDS:
+            self._shared_checked_at = now
+            self._shared = self._others_write_here()
+        return 1 if self._shared else MAX_BATCH
+
+    def _others_write_here(self) -> bool:
+        """Whether more than one bot process (this one included) renewed a lease lately."""
+        if self._reader is None or self._closed:
+            return False
+        try:
+            row = self._reader.execute(
+                "SELECT COUNT(*) FROM processes WHERE heartbeat_at >= ?", (time.time() - OTHERS_RECENT_SECONDS,)
+            ).fetchone()
+        except sqlite3.Error:
+            return self._shared  # locked for a moment: keep what was last seen
+        return row[0] > 1
+
     # --- event loop thread: small indexed reads ------------------------------------------
 
-    async def lookup_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def lookup_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.lookup_all(sql, params)
         return rows[0] if rows else None
 
-    async def lookup_all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def lookup_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """A SELECT of a few rows by an index, answered without leaving the event loop when it can."""
         if not _is_select(sql):
             raise ValueError("lookups are SELECT statements; writes go through execute() or run()")
-        params = tuple(params)
+        params = _bound(params)
         if self._reader is not None and not self._closed:
             self._lookup_deadline = time.perf_counter() + LOOKUP_BUDGET_SECONDS
             try:
@@ -505,12 +588,13 @@ def _is_busy_or_interrupted(exc: sqlite3.OperationalError) -> bool:
     return _failed_with(exc, _BUSY, _BUSY_WORDS) or _failed_with(exc, _INTERRUPTED, ("interrupted",))
 
 
-def _run_batch(raw: sqlite3.Connection, batch: list[_Work]) -> list[tuple[bool, Any]]:
-    """Runs a batch in the worker thread; each work's outcome as (ok, result or exception)."""
+async def _run_batch(conn: aiosqlite.Connection, batch: list[_Work]) -> list[tuple[bool, Any]]:
+    """Runs a batch; each work's outcome as (ok, result or exception)."""
+    tx = Tx(conn)
     if len(batch) == 1:
         work = batch[0]
         try:
-            return [(True, _in_transaction(raw, work.run) if work.transaction else work.run(raw))]
+            return [(True, await (_in_transaction(conn, work.run) if work.transaction else work.run(tx)))]
         except Exception as exc:
             return [(False, exc)]
     if all(work.readonly for work in batch):
@@ -518,44 +602,60 @@ def _run_batch(raw: sqlite3.Connection, batch: list[_Work]) -> list[tuple[bool, 
         outcomes = []
         for work in batch:
             try:
-                outcomes.append((True, work.run(raw)))
+                outcomes.append((True, await work.run(tx)))
             except Exception as exc:
                 outcomes.append((False, exc))
         return outcomes
-    return _in_transaction(raw, lambda raw: [_in_savepoint(raw, work) for work in batch])
+
+    async def each(tx: Tx) -> list[tuple[bool, Any]]:
+        return [await _in_savepoint(conn, tx, work) for work in batch]
+
+    return await _in_transaction(conn, each)
 
 
-def _in_savepoint(raw: sqlite3.Connection, work: _Work) -> tuple[bool, Any]:
-    if work.readonly:
+async def _in_savepoint(conn: aiosqlite.Connection, tx: Tx, work: _Work) -> tuple[bool, Any]:
+    if not work.transaction:
+        # One statement needs no savepoint: SQLite undoes a failing statement by itself and
+        # keeps the transaction (its default ABORT conflict resolution).
         try:
-            return True, work.run(raw)
+            return True, await work.run(tx)
         except Exception as exc:
+            if not conn.in_transaction:
+                raise  # SQLite rolled back the whole transaction (a full disk, an I/O error)
             return False, exc
-    raw.execute("SAVEPOINT work")
+    await tx.execute("SAVEPOINT work")
     try:
-        result = work.run(raw)
+        result = await work.run(tx)
     except Exception as exc:
-        if not raw.in_transaction:
+        if not conn.in_transaction:
             # SQLite rolled back the whole transaction itself (a full disk, an I/O error):
             # the batch's earlier work is gone too, so the batch fails as a whole.
             raise
-        raw.execute("ROLLBACK TO work")
-        raw.execute("RELEASE work")
+        await tx.execute("ROLLBACK TO work")
+        await tx.execute("RELEASE work")
         return False, exc
-    raw.execute("RELEASE work")
+    await tx.execute("RELEASE work")
     return True, result
 
 
-def _in_transaction(raw: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-    raw.execute("BEGIN IMMEDIATE")
+async def _in_transaction(conn: aiosqlite.Connection, work: Callable[[Tx], Awaitable[T]]) -> T:
+    tx = Tx(conn)
+    # IMMEDIATE: the write lock is taken at BEGIN, before the first read, so everything a
+    # work reads stays true until its COMMIT, across every process sharing the file. This
+    # is what makes a placement's capacity count safe (see placement.py).
+    await tx.execute("BEGIN IMMEDIATE")
     try:
-        result = work(raw)
-        raw.execute("COMMIT")
+        result = await work(tx)
+        await tx.execute("COMMIT")
     except BaseException:
-        # Also when COMMIT itself failed (disk full): a transaction left open would make
-        # every later BEGIN fail.
-        if raw.in_transaction:
-            raw.execute("ROLLBACK")
+        # Also when COMMIT itself failed (disk full), and when the batch task is cancelled
+        # between two statements (the loop shutting down): a transaction left open would
+        # make every later BEGIN fail, and would keep half of a work.
+        if conn.in_transaction:
+            try:
+                await tx.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # a COMMIT still queued in aiosqlite's thread ended it meanwhile
         raise
     return result
 

@@ -22,26 +22,73 @@ class JobRepository:
     # --- placement: capacity guarded in one transaction each (see placement.py) -----------
 
     async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
-        return await placement.place(self._db, new, now=now, owner=owner, queue_size=queue_size, rng=rng)
+        # First a read without the write lock: most refusals (all busy, a client retrying)
+        # are answered by it, so a storm of them never queues behind, or holds, the lock.
+        free, waiting = await placement.refuse_or_free(placement.LookupReads(self._db), new.guild_id,
+                                                       queue_size=queue_size)
+        if free and not waiting:
+            # One statement, which counts again under the lock and places if a slot is still free.
+            row = await self._db.fetchone(
+                placement.PLACE_FREE, placement.new_job_params(new, now=now, owner=owner, pick=rng.random())
+            )
+            if row is not None:
+                return Placement(job_from_row(row), None)
+        # A job to queue, or the slot taken meanwhile: the whole decision in one transaction.
+        return await self._db.run(
+            lambda tx: placement.place(tx, new, now=now, owner=owner, queue_size=queue_size, rng=rng)
+        )
 
     async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
-        return await placement.place_on(self._db, new, account_channel_id=account_channel_id, now=now, owner=owner)
+        row = await self._db.fetchone(
+            placement.PLACE_ON_FREE,
+            placement.new_job_params(new, now=now, owner=owner, account=account_channel_id),
+        )
+        if row is not None:
+            return job_from_row(row)
+        # Not placed: a read without the write lock says why; if it finds the slot free after
+        # all (freed meanwhile), the transaction places it.
+        await placement.refuse_on(placement.LookupReads(self._db), new.guild_id, account_channel_id)
+        return await self._db.run(
+            lambda tx: placement.place_on(tx, new, account_channel_id=account_channel_id, now=now, owner=owner)
+        )
 
     async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
-        return await placement.release(self._db, job_id, status, now=now, owner=owner, rng=rng, fields=fields,
-                                       expected=expected)
+        sql, params = placement.release_statement(job_id, status, now=now, fields=fields or {}, expected=expected)
+        ended = await self._db.fetchone(sql, params)
+        if ended is None:
+            return Released(None, [])
+        job = job_from_row(ended)
+        if not ended["others_waiting"]:
+            return Released(job, [])
+        # Jobs wait for this server's slots: the oldest take the one just freed. In the moment
+        # between the two transactions a new job cannot take it: it sees them waiting and
+        # queues behind them (placement.place).
+        return Released(job, await self._db.run(lambda tx: placement.promote(tx, job.guild_id, now=now, owner=owner,
+                                                                               rng=rng)))
 
     async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
-        return await placement.promote_waiting(self._db, guild_id, now=now, owner=owner, rng=rng)
+        """Gives free slots to waiting jobs (after an account is added or put back in rotation)."""
+        # Most saves find nobody waiting: a lookup answers that without a write transaction.
+        # No race: the save committed before this look, so a job queued after it has seen the
+        # new account, and one queued before it is seen here.
+        if await self._db.lookup_one("SELECT 1 FROM jobs WHERE guild_id = ? AND queued = 1 LIMIT 1", (guild_id,)) is None:
+            return []
+        return await self._db.run(lambda tx: placement.promote(tx, guild_id, now=now, owner=owner, rng=rng))
 
     async def requeue(self, expected: Job, *, now: float, owner: str, rng: random.Random, error: str,
                       allow_same: bool = False) -> tuple[Job | None, list[Job]]:
-        return await placement.requeue(self._db, expected, now=now, owner=owner, rng=rng, error=error,
-                                       allow_same=allow_same)
+        return await self._db.run(
+            lambda tx: placement.requeue(tx, expected, now=now, owner=owner, rng=rng, error=error, allow_same=allow_same)
+        )
 
     async def queue_position(self, job: Job) -> int | None:
-        return await placement.queue_position(self._db, job)
+        if not job.queued:
+            return None
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND queued = 1 AND seq <= ?", (job.guild_id, job.seq)
+        )
+        return int(row[0])
 
     # --- reading and the updates that do not touch slots ---------------------------------
 

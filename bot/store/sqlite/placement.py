@@ -1,9 +1,22 @@
 """Slots: reserving and releasing account capacity, each in one SQL transaction.
 
-Capacity is the number of a server's jobs with ``slot_held = 1`` per account, counted
-inside ``BEGIN IMMEDIATE``: SQLite lets one writer in at a time across every process that
-shares the file, so no two placements can both see the same free slot. Each transaction
-is a plain sqlite3 function run whole in the database thread (:meth:`Database.run`).
+**What guards capacity** (what any other store must guarantee as well): capacity is the
+number of a server's jobs with ``slot_held = 1`` per account, counted and taken in one
+transaction that holds SQLite's write lock *from before its first read to its commit*.
+SQLite lets one writer in at a time across every process sharing the file, so no two
+placements can both see the same free slot. Two forms take the lock that way:
+
+* ``BEGIN IMMEDIATE`` (not a plain BEGIN, which would read first and ask for the lock at
+  the first write): :meth:`Database.run` opens every multi-statement transaction with it;
+* a single writing statement in autocommit: SQLite takes the write lock when the
+  statement starts, before it reads (``INSERT … SELECT`` below counts and inserts under it).
+
+The common cases are one such statement (one call to aiosqlite's thread, and the lock
+held only while SQLite runs it): :data:`PLACE_FREE` for a new job, :data:`PLACE_ON_FREE`
+for a button, :func:`release_statement` for an ending job. What they do not cover (a
+queue, an error to explain, a freed slot that a waiting job should take) goes to the
+functions below, each one ``BEGIN IMMEDIATE`` transaction given a :class:`Tx` by
+:meth:`Database.run`. ``tests/store`` checks both forms against two connections.
 """
 
 from __future__ import annotations
@@ -11,9 +24,9 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
-from bot.store.sqlite.database import Database
+from bot.store.sqlite.database import Database, Tx
 from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
 from bot.errors import ApiError
 from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob, Placement, Released, busy
@@ -25,28 +38,46 @@ _ACCOUNTS_WITH_LOAD = (
 )
 
 
-# --- plain sqlite3, run inside one transaction ---------------------------------------
+class Reads(Protocol):
+    """What the refusals below read through: a transaction's :class:`Tx`, or the lookups of
+    :class:`LookupReads` when no lock is wanted."""
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]: ...
+
+    async def fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None: ...
+
+
+class LookupReads:
+    """Reads without a transaction or SQLite's write lock (the loop's own connection)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def fetchall(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return await self._db.lookup_all(sql, params)
+
+    async def fetchone(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        return await self._db.lookup_one(sql, params)
 
 
 def _free(rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
     return [row for row in rows if row["in_rotation"] and row["executing"] < row["max_jobs"]]
 
 
-def _free_accounts(raw: sqlite3.Connection, guild_id: str) -> list[sqlite3.Row]:
-    return _free(raw.execute(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,)).fetchall())
+async def _free_accounts(tx: Tx, guild_id: str) -> list[sqlite3.Row]:
+    return _free(await tx.fetchall(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,)))
 
 
-def _job(raw: sqlite3.Connection, job_id: str) -> Job:
-    return job_from_row(raw.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
 
 
-def _executing_ids(raw: sqlite3.Connection, where: str, value: str) -> list[str]:
-    rows = raw.execute(f"SELECT job_id FROM jobs WHERE {where} = ? AND slot_held = 1 ORDER BY seq", (value,))
+
+async def _executing_ids(tx: Reads, where: str, value: str) -> list[str]:
+    rows = await tx.fetchall(f"SELECT job_id FROM jobs WHERE {where} = ? AND slot_held = 1 ORDER BY seq", (value,))
     return [row[0] for row in rows]
 
 
-def _insert(raw: sqlite3.Connection, new: NewJob, *, now: float, account: Any | None, owner: str) -> Job:
-    row = raw.execute(
+async def _insert(tx: Tx, new: NewJob, *, now: float, account: Any | None, owner: str) -> Job:
+    row = await tx.fetchone(
         "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
         " request_channel_id, verb, params, parent_job_id, status, slot_held, queued, owner, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
@@ -68,74 +99,85 @@ def _insert(raw: sqlite3.Connection, new: NewJob, *, now: float, account: Any | 
             now,
             now,
         ),
-    ).fetchone()
+    )
     return job_from_row(row)
 
 
-def _assign(raw: sqlite3.Connection, job_id: str, account: Any, *, owner: str, now: float, extra: str = "") -> Job:
-    raw.execute(
+async def _assign(tx: Tx, job_id: str, account: Any, *, owner: str, now: float) -> Job:
+    row = await tx.fetchone(
         "UPDATE jobs SET account_channel_id = ?, account_user_id = ?, max_jobs = ?, slot_held = 1, queued = 0,"
-        f" owner = ?, updated_at = ?{extra} WHERE job_id = ?",
+        " owner = ?, updated_at = ? WHERE job_id = ? RETURNING *",
         (account["channel_id"], account["discord_user_id"], account["max_jobs"], owner, now, job_id),
     )
-    return _job(raw, job_id)
+    return job_from_row(row)
 
 
-def _promote(raw: sqlite3.Connection, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
+async def promote(tx: Tx, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
     """Gives the server's free slots to its oldest waiting jobs."""
     promoted = []
     while True:
-        waiting = raw.execute(
+        waiting = await tx.fetchone(
             "SELECT job_id FROM jobs WHERE guild_id = ? AND queued = 1 ORDER BY seq LIMIT 1", (guild_id,)
-        ).fetchone()
+        )
         if waiting is None:
             return promoted
-        free = _free_accounts(raw, guild_id)
+        free = await _free_accounts(tx, guild_id)
         if not free:
             return promoted
-        promoted.append(_assign(raw, waiting["job_id"], rng.choice(free), owner=owner, now=now))
+        promoted.append(await _assign(tx, waiting["job_id"], rng.choice(free), owner=owner, now=now))
 
 
-def place_sync(
-    raw: sqlite3.Connection, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random
-) -> Placement:
-    accounts = raw.execute(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ?", (new.guild_id,)).fetchall()
-    if not accounts:
-        raise ApiError(404, NO_ACCOUNTS)
-    if not any(row["in_rotation"] for row in accounts):
-        raise ApiError(503, NONE_IN_ROTATION)
-    free = _free(accounts)
-    if free:
-        # Uniform among the accounts with a free slot: the seed's "randomly selecting an
-        # account with available capacity".
-        return Placement(_insert(raw, new, now=now, account=rng.choice(free), owner=owner), None)
-    waiting = raw.execute("SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND queued = 1", (new.guild_id,)).fetchone()[0]
-    if waiting < queue_size:
-        return Placement(_insert(raw, new, now=now, account=None, owner=owner), waiting + 1)
-    raise busy(BUSY, _executing_ids(raw, "guild_id", new.guild_id))
+_JOB_COLUMNS = (
+    "job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+    " request_channel_id, verb, params, parent_job_id, status, slot_held, queued, owner, created_at, updated_at"
+)
+
+# A new job on a random account of its server with a free slot, in one statement; nothing
+# when there is none, or when jobs wait (they go first: the slower path queues it behind them).
+# ``:pick`` in [0, 1) chooses uniformly among the free accounts, as rng.choice would.
+PLACE_FREE = (
+    "WITH free AS ("
+    " SELECT a.channel_id, a.discord_user_id, a.max_jobs,"
+    " ROW_NUMBER() OVER (ORDER BY a.channel_id) - 1 AS n, COUNT(*) OVER () AS total"
+    " FROM accounts a WHERE a.guild_id = :guild AND a.in_rotation = 1"
+    " AND (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) < a.max_jobs"
+    " AND NOT EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = :guild AND w.queued = 1))"
+    f" INSERT INTO jobs ({_JOB_COLUMNS})"
+    " SELECT :job_id, :guild, channel_id, discord_user_id, max_jobs, :requester, :asked_in, :verb, :params, :parent,"
+    " :status, 1, 0, :owner, :now, :now FROM free WHERE n = CAST(:pick * total AS INTEGER)"
+    " RETURNING *"
+)
+
+# A follow-up job on one given account while it is in rotation and has a free slot.
+PLACE_ON_FREE = (
+    f"INSERT INTO jobs ({_JOB_COLUMNS})"
+    " SELECT :job_id, :guild, a.channel_id, a.discord_user_id, a.max_jobs, :requester, :asked_in, :verb, :params,"
+    " :parent, :status, 1, 0, :owner, :now, :now FROM accounts a"
+    " WHERE a.guild_id = :guild AND a.channel_id = :account AND a.in_rotation = 1"
+    " AND (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) < a.max_jobs"
+    " RETURNING *"
+)
 
 
-def place_on_sync(raw: sqlite3.Connection, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
-    row = raw.execute(
-        _ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.channel_id = ?", (new.guild_id, account_channel_id)
-    ).fetchone()
-    if row is None:
-        raise ApiError(404, f"The PixVerse account of channel {account_channel_id} that made this job is no longer configured")
-    if not row["in_rotation"]:
-        reason = f": {row['error']}" if row["error"] else ""
-        raise ApiError(409, f"The PixVerse account of channel {account_channel_id} is out of rotation{reason}")
-    if row["executing"] >= row["max_jobs"]:
-        raise busy(
-            f"The PixVerse account of channel {account_channel_id} is busy",
-            _executing_ids(raw, "account_channel_id", account_channel_id),
-        )
-    return _insert(raw, new, now=now, account=row, owner=owner)
+def new_job_params(new: NewJob, *, now: float, owner: str, **more: Any) -> dict[str, Any]:
+    return {
+        "job_id": new_job_id(), "guild": new.guild_id, "requester": new.requester_id,
+        "asked_in": new.request_channel_id, "verb": new.verb.value,
+        "params": json.dumps(new.params, ensure_ascii=False), "parent": new.parent_job_id,
+        "status": JobStatus.CREATED.value, "owner": owner, "now": now, **more,
+    }
 
 
-def release_sync(
-    raw: sqlite3.Connection, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
-    fields: dict[str, Any], expected: Job | None = None,
-) -> Released:
+def release_statement(
+    job_id: str, status: JobStatus, *, now: float, fields: dict[str, Any], expected: Job | None = None,
+) -> tuple[str, list[Any]]:
+    """Ends an executing (or waiting) job and frees its slot, exactly once, in one statement.
+
+    It matches only while the job still holds its slot or waits in the queue, so of any
+    number of racing paths (completion, cancel, timeout, account removal) one wins and the
+    others change nothing. It returns the ended row and whether its server has jobs
+    waiting, which then take the freed slot (:func:`promote`)."""
+    assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
     values = {"status": status.value, "updated_at": now, "slot_held": 0, "queued": 0, **fields}
     assignments = ", ".join(f"{column} = ?" for column in values)
     where, params = "job_id = ? AND (slot_held = 1 OR queued = 1)", [job_id]
@@ -144,101 +186,108 @@ def release_sync(
         # still where that read saw it, not after it moved to another account meanwhile.
         where += " AND account_channel_id IS ? AND placement_attempts = ?"
         params += [expected.account_channel_id, expected.placement_attempts]
-    ended = raw.execute(f"UPDATE jobs SET {assignments} WHERE {where} RETURNING *", (*values.values(), *params)).fetchone()
+    sql = (f"UPDATE jobs SET {assignments} WHERE {where} RETURNING *,"
+           " EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = jobs.guild_id AND w.queued = 1) AS others_waiting")
+    return sql, [*values.values(), *params]
+
+
+async def place(tx: Tx, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
+    """Puts a new job on a random account of its server with a free slot, or in the queue
+    (behind the jobs already waiting, even if a slot has just been freed for them).
+
+    Raises 404 (no account), 503 (none in rotation) or 429 (all busy and no queue room).
+    """
+    free, waiting = await refuse_or_free(tx, new.guild_id, queue_size=queue_size)
+    if free and not waiting:
+        # Uniform among the accounts with a free slot: the seed's "randomly selecting an
+        # account with available capacity".
+        return Placement(await _insert(tx, new, now=now, account=rng.choice(free), owner=owner), None)
+    return Placement(await _insert(tx, new, now=now, account=None, owner=owner), waiting + 1)
+
+
+async def refuse_or_free(reads: Reads, guild_id: str, *, queue_size: int) -> tuple[list[sqlite3.Row], int]:
+    """Raises the refusal a new job of this server gets as things stand: 404 (no account),
+    503 (none in rotation), 429 (all busy and no queue room). Otherwise returns the free
+    accounts and the number of jobs waiting, for the caller to place or queue it."""
+    accounts = await reads.fetchall(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ?", (guild_id,))
+    if not accounts:
+        raise ApiError(404, NO_ACCOUNTS)
+    if not any(row["in_rotation"] for row in accounts):
+        raise ApiError(503, NONE_IN_ROTATION)
+    free = _free(accounts)
+    waiting = (await reads.fetchone("SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND queued = 1", (guild_id,)))[0]
+    if (free and not waiting) or waiting < queue_size:
+        return free, waiting
+    raise busy(BUSY, await _executing_ids(reads, "guild_id", guild_id))
+
+
+async def place_on(tx: Tx, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
+    """Puts a follow-up job on one given account (only it can press its own buttons)."""
+    row = await refuse_on(tx, new.guild_id, account_channel_id)
+    return await _insert(tx, new, now=now, account=row, owner=owner)
+
+
+async def refuse_on(reads: Reads, guild_id: str, account_channel_id: str) -> sqlite3.Row:
+    """Raises the refusal a button on this account gets as things stand (404, 409, 429);
+    otherwise returns the account, which has a free slot."""
+    row = await reads.fetchone(
+        _ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.channel_id = ?", (guild_id, account_channel_id)
+    )
+    if row is None:
+        raise ApiError(404, f"The PixVerse account of channel {account_channel_id} that made this job is no longer configured")
+    if not row["in_rotation"]:
+        reason = f": {row['error']}" if row["error"] else ""
+        raise ApiError(409, f"The PixVerse account of channel {account_channel_id} is out of rotation{reason}")
+    if row["executing"] >= row["max_jobs"]:
+        raise busy(
+            f"The PixVerse account of channel {account_channel_id} is busy",
+            await _executing_ids(reads, "account_channel_id", account_channel_id),
+        )
+    return row
+
+
+async def release(
+    tx: Tx, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+    fields: dict[str, Any], expected: Job | None = None,
+) -> Released:
+    """:func:`release_statement` and the promotion of waiting jobs, in one transaction."""
+    sql, params = release_statement(job_id, status, now=now, fields=fields, expected=expected)
+    ended = await tx.fetchone(sql, params)
     if ended is None:
         return Released(None, [])
     job = job_from_row(ended)
-    return Released(job, _promote(raw, job.guild_id, now=now, owner=owner, rng=rng))
+    promoted = await promote(tx, job.guild_id, now=now, owner=owner, rng=rng) if ended["others_waiting"] else []
+    return Released(job, promoted)
 
 
-def requeue_sync(
-    raw: sqlite3.Connection, expected: Job, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool
+async def requeue(
+    tx: Tx, expected: Job, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool
 ) -> tuple[Job | None, list[Job]]:
+    """Moves an executing job to another account with a free slot (its account was rejected, or
+    PixVerse refused it for load). With ``allow_same`` the job may stay on its own account,
+    whose slot it already holds. Returns the moved job (None: nowhere to go) and the waiting
+    jobs that took the slot it left."""
     # Only the job as the caller saw it: the same refusal seen twice moves it once.
-    row = raw.execute(
+    row = await tx.fetchone(
         "SELECT * FROM jobs WHERE job_id = ? AND slot_held = 1 AND account_channel_id IS ? AND placement_attempts = ?",
         (expected.job_id, expected.account_channel_id, expected.placement_attempts),
-    ).fetchone()
+    )
     if row is None:
         return None, []
     job_id = expected.job_id
-    free = [a for a in _free_accounts(raw, row["guild_id"]) if a["channel_id"] != row["account_channel_id"]]
+    free = [a for a in await _free_accounts(tx, row["guild_id"]) if a["channel_id"] != row["account_channel_id"]]
     if not free and allow_same:
-        own = raw.execute(
+        own = await tx.fetchone(
             _ACCOUNTS_WITH_LOAD + " WHERE a.channel_id = ? AND a.in_rotation = 1", (row["account_channel_id"],)
-        ).fetchone()
+        )
         free = [own] if own is not None else []
     if not free:
         return None, []
-    raw.execute(
+    await tx.execute(
         "UPDATE jobs SET status = ?, submitted_at = NULL, message_id = NULL, progress = NULL, pixverse_open = 0,"
         " placement_attempts = placement_attempts + 1, error_details = ? WHERE job_id = ?",
         (JobStatus.CREATED.value, error, job_id),
     )
-    moved = _assign(raw, job_id, rng.choice(free), owner=owner, now=now)
+    moved = await _assign(tx, job_id, rng.choice(free), owner=owner, now=now)
     # The slot it left may serve the oldest waiting job, so the queue stays first in first out.
-    return moved, _promote(raw, row["guild_id"], now=now, owner=owner, rng=rng)
-
-
-# --- the async API ---------------------------------------------------------------------
-
-
-async def place(db: Database, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
-    """Puts a new job on a random account of its server with a free slot, or in the queue.
-
-    Raises 404 (no account), 503 (none in rotation) or 429 (all busy and no queue room).
-    """
-    return await db.run(lambda raw: place_sync(raw, new, now=now, owner=owner, queue_size=queue_size, rng=rng))
-
-
-async def place_on(db: Database, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
-    """Puts a follow-up job on one given account (only it can press its own buttons)."""
-    return await db.run(lambda raw: place_on_sync(raw, new, account_channel_id=account_channel_id, now=now, owner=owner))
-
-
-async def release(
-    db: Database, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
-    fields: dict[str, Any] | None = None, expected: Job | None = None,
-) -> Released:
-    """Ends an executing (or waiting) job and frees its slot, exactly once.
-
-    The UPDATE matches only while the job still holds its slot or waits in the queue, so
-    of any number of racing paths (completion, cancel, timeout, account removal) one wins
-    and the others change nothing. The freed slot goes to the server's oldest waiting
-    jobs in the same transaction.
-    """
-    assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
-    return await db.run(
-        lambda raw: release_sync(raw, job_id, status, now=now, owner=owner, rng=rng, fields=fields or {}, expected=expected)
-    )
-
-
-async def promote_waiting(db: Database, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
-    """Gives free slots to waiting jobs (after an account is added or put back in rotation)."""
-    # Most saves find nobody waiting: a lookup answers that without a write transaction.
-    # No race: the save committed before this look, so a job queued after it has seen the
-    # new account, and one queued before it is seen here.
-    if await db.lookup_one("SELECT 1 FROM jobs WHERE guild_id = ? AND queued = 1 LIMIT 1", (guild_id,)) is None:
-        return []
-    return await db.run(lambda raw: _promote(raw, guild_id, now=now, owner=owner, rng=rng))
-
-
-async def requeue(
-    db: Database, expected: Job, *, now: float, owner: str, rng: random.Random, error: str, allow_same: bool = False
-) -> tuple[Job | None, list[Job]]:
-    """Moves an executing job to another account with a free slot, in one transaction (its
-    account was rejected, or PixVerse refused it for load). With ``allow_same`` the job may
-    stay on its own account, whose slot it already holds. Returns the moved job (None:
-    nowhere to go) and the waiting jobs that took the slot it left."""
-    return await db.run(
-        lambda raw: requeue_sync(raw, expected, now=now, owner=owner, rng=rng, error=error, allow_same=allow_same)
-    )
-
-
-async def queue_position(db: Database, job: Job) -> int | None:
-    if not job.queued:
-        return None
-    row = await db.fetchone(
-        "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND queued = 1 AND seq <= ?", (job.guild_id, job.seq)
-    )
-    return int(row[0])
+    return moved, await promote(tx, row["guild_id"], now=now, owner=owner, rng=rng)
