@@ -111,6 +111,14 @@ async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
     await dispatcher.close()
     await database.conn.set_trace_callback(None)
 
+    # The capacity guard (bot/store/sqlite/placement.py): every transaction takes the write lock
+    # before its first read (BEGIN IMMEDIATE, never a plain BEGIN), and the one-statement
+    # placement counts the free slots inside its own INSERT.
+    begins = {" ".join(statement.upper().split()) for statement in seen if statement.lstrip().upper().startswith("BEGIN")}
+    assert begins == {"BEGIN IMMEDIATE"}
+    placed_in_one = [statement for statement in seen if statement.lstrip().startswith("WITH free AS")]
+    assert placed_in_one and all("INSERT INTO jobs" in s and "slot_held = 1) < a.max_jobs" in s for s in placed_in_one)
+
     touching_jobs = sorted(s for s in seen if re.search(r"\bjobs\b", s) and not s.lstrip().upper().startswith(
         ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "CREATE", "INSERT INTO JOBS (")))
     assert len(touching_jobs) >= 20, touching_jobs  # the workload reached the store broadly
