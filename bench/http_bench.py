@@ -208,16 +208,23 @@ async def serve_api(args: argparse.Namespace) -> None:
 async def add_live_jobs(db) -> None:
     """BENCH ONLY: LIVE_JOBS jobs holding a slot, inserted in bulk (the job scenario reads one of
     them, TARGET_JOB, on the read server's first account; the rest belong to 2,000 other servers)."""
+    from bot.store.sqlite import bulk
+
     now = time.time()
     rows = [(TARGET_JOB, READ_GUILD, str(READ_CHANNEL_BASE), "700000000000000001")] + [
         (f"job:bench-live-{n}", str(950_000_000_000_000_000 + n % 2000), str(960_000_000_000_000_000 + n % 5000),
          "700000000000000002") for n in range(LIVE_JOBS - 1)]
-    await db.run(lambda tx: tx.executemany(
-        "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-        " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at, submitted_at,"
-        " pixverse_open, progress) VALUES (?, ?, ?, ?, 10, 'api', 'api', 'create', '{\"prompt\": \"a fox\"}',"
-        " 'progress', 1, 0, 'bench:0:live', ?, ?, ?, 1, 37)",
-        [(*row, now, now, now) for row in rows]))
+    owner = "bench:0:live"
+
+    async def load(tx) -> None:
+        await bulk.lease(tx, owner, now)
+        await bulk.insert_jobs(tx, (
+            dict(job_id=job_id, guild_id=guild, account_channel_id=channel, account_user_id=user, max_jobs=10,
+                 requester_id="api", request_channel_id="api", params='{"prompt": "a fox"}', state="submitted",
+                 status="progress", owner=owner, created_at=now, submitted_at=now, pixverse_open=1, progress=37)
+            for job_id, guild, channel, user in rows))
+
+    await db.run(load)
 
 
 async def progress_writes(db, per_second: float, on: asyncio.Event) -> None:

@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bot.store.sqlite.database import Database  # noqa: E402
-from bot.store.sqlite import placement  # noqa: E402
+from bot.store.sqlite import bulk, placement  # noqa: E402
 from bot.store.sqlite.jobs import JobRepository  # noqa: E402
 from bot.dispatch.models import JobStatus, Verb  # noqa: E402
 from bot.store import NewJob  # noqa: E402
@@ -67,9 +67,9 @@ PARAMS = {"prompt": "a red fox in the snow", "style": "Realistic"}
 RAW_SQL = "UPDATE accounts SET updated_at = ? WHERE channel_id = ?"
 
 
-def raw_value(i: int) -> str:
-    # The same length as the stored value, so the row never grows: one page per UPDATE.
-    return f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.{i % 1_000_000:06d}Z"
+def raw_value(i: int) -> float:
+    # A REAL like the stored value (8 bytes), so the row never grows: one page per UPDATE.
+    return 1_767_225_600.0 + i / 1000
 
 
 @dataclass
@@ -104,10 +104,10 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def populate(db_rng: random.Random, n_accounts: int) -> tuple[list[tuple], list[tuple], list[str], list[str]]:
+def populate(db_rng: random.Random, n_accounts: int) -> tuple[list[tuple], list[dict], list[str], list[str]]:
     """Rows for ``accounts`` and for the background jobs; the server ids; the channel ids."""
     accounts, jobs, servers, channels = [], [], [], []
-    created = "2026-01-01T00:00:00.000000Z"
+    created = 1_767_225_600.0  # 2026-01-01, seconds since the epoch as every timestamp is stored
     i = 0
     while i < n_accounts:
         guild = str(200_000_000_000_000_000 + len(servers))
@@ -128,26 +128,24 @@ def populate(db_rng: random.Random, n_accounts: int) -> tuple[list[tuple], list[
             ))
             channels.append(channel)
             if in_rotation and max_jobs >= 2 and db_rng.random() < BUSY_SHARE:
-                jobs.append((
-                    f"job:background-{i}", guild, channel, str(300_000_000_000_000_000 + i), max_jobs, "1", "1",
-                    "create", '{"prompt": "background"}', "progress", 1, 0, OWNER, 0.0, 0.0, 0.0, 1,
+                jobs.append(dict(
+                    job_id=f"job:background-{i}", guild_id=guild, account_channel_id=channel,
+                    account_user_id=str(300_000_000_000_000_000 + i), max_jobs=max_jobs, requester_id="1",
+                    request_channel_id="1", params='{"prompt": "background"}', state="submitted", status="progress",
+                    owner=OWNER, submitted_at=0.0, pixverse_open=1,
                 ))
             i += 1
     return accounts, jobs, servers, channels
 
 
-async def insert_rows(tx, accounts: list[tuple], jobs: list[tuple]) -> None:
+async def insert_rows(tx, accounts: list[tuple], jobs: list[dict]) -> None:
     await tx.executemany(
         "INSERT INTO accounts (channel_id, guild_id, token_encrypted, token_hash, token_last4, discord_user_id,"
         " max_jobs, created_at, updated_at, in_rotation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         accounts,
     )
-    await tx.executemany(
-        "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-        " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
-        " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        jobs,
-    )
+    await bulk.lease(tx, OWNER, time.time())
+    await bulk.insert_jobs(tx, jobs)
 
 
 async def cycles(db: Database, res: Result | None, n: int, servers: list[str], rng: random.Random) -> None:

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bot.store.sqlite.database import Database, load_migrations  # noqa: E402
+from bot.store.sqlite import bulk  # noqa: E402
 from bot.store.sqlite.jobs import PURGE_BATCH, JobRepository  # noqa: E402
 from bot.dispatch.models import job_from_row  # noqa: E402
 
@@ -40,27 +41,30 @@ OLD_TIMED_OUT = (
     "SELECT * FROM jobs WHERE (slot_held = 1 AND COALESCE(submitted_at, updated_at) < ?)"
     " OR (queued = 1 AND created_at < ?) ORDER BY seq"
 )
-INSERT = (
-    "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-    " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
-    " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
 def rows(size: int):
+    """BENCH ONLY: a month of finished jobs, then 35 live ones (holding a slot, waiting, open at PixVerse)."""
     for n in range(size):
         created = NOW - 31 * DAY + n * (31 * DAY / size)
         guild = str(200_000_000_000_000_000 + n % GUILDS)
-        yield (f"job:bench-{n}", guild, str(100_000_000_000_000_000 + n % 5000), "700000000000000001", 3,
-               "900000000000000001", "900000000000000002", "create", '{"prompt": "p"}', "completed",
-               0, 0, None, created, created, created, 0)
+        yield dict(job_id=f"job:bench-{n}", guild_id=guild, account_channel_id=str(100_000_000_000_000_000 + n % 5000),
+                   account_user_id="700000000000000001", max_jobs=3, params='{"prompt": "p"}', created_at=created,
+                   submitted_at=created)
     for n in range(35):
         guild = str(200_000_000_000_000_000 + n % GUILDS)
-        slot, queued, open_ = (1, 0, 1) if n < 20 else (0, 1, 0) if n < 30 else (0, 0, 1)
-        yield (f"job:live-{n}", guild, str(100_000_000_000_000_000 + n) if not queued else None, None, 3,
-               "900000000000000001", "900000000000000002", "create", '{"prompt": "p"}',
-               "progress" if slot else "created" if queued else "completed", slot, queued, OWNER if slot else None,
-               NOW - 60, NOW - 60, NOW - 60 if slot else None, open_)
+        live = dict(job_id=f"job:live-{n}", guild_id=guild, params='{"prompt": "p"}', created_at=NOW - 60)
+        on_account = dict(account_channel_id=str(100_000_000_000_000_000 + n), account_user_id="700000000000000001",
+                          max_jobs=3, submitted_at=NOW - 60, pixverse_open=1)
+        if n < 20:
+            yield dict(live, state="submitted", status="progress", owner=OWNER, **on_account)
+        elif n < 30:
+            yield dict(live, state="waiting", status="created")
+        else:
+            yield dict(live, **on_account)
+
+
+async def _load(tx, size: int) -> None:
+    await bulk.lease(tx, OWNER, NOW)
+    await bulk.insert_jobs(tx, rows(size))
 
 
 async def build(size: int, cache: Path) -> Path:
@@ -73,7 +77,7 @@ async def build(size: int, cache: Path) -> Path:
         leftover.unlink()
     started = time.perf_counter()
     db = await Database.open(tmp)
-    await db.run(lambda tx: tx.executemany(INSERT, rows(size)))
+    await db.run(lambda tx: _load(tx, size))
     await db.close()
     tmp.rename(path)
     print(f"  built {path} ({size:,} finished jobs) in {time.perf_counter() - started:.1f} s", flush=True)

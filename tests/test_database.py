@@ -273,6 +273,7 @@ async def test_the_store_uses_only_aiosqlites_public_api(tmp_path):
         accounts = AccountRepository(database, TokenCipher(Fernet.generate_key()))
         await add_account(accounts, "1", "11", max_jobs=1, user="21")
         jobs = JobRepository(database)
+        await jobs.heartbeat("t", 1.0)
         rng = random.Random(1)
         new = NewJob("1", "3", "4", Verb.CREATE, {"prompt": "a fox"})
         placed = await jobs.place(new, now=1.0, owner="t", queue_size=1, rng=rng)

@@ -59,6 +59,7 @@ async def test_placement_is_uniform_and_never_picks_a_full_or_resting_account(da
     rng = random.Random(20261121)
     new = NewJob(G, MEMBER, ASKED_IN, Verb.CREATE, dict(BODY))
     jobs = JobRepository(database)
+    await jobs.heartbeat("t", 1.0)  # a job's owner holds a lease
     # A1 holds one job for the whole run: it keeps one free slot and must stay as likely as A2.
     held = await jobs.place_on(new, account_channel_id=A1, now=1.0, owner="t")
     counts: Counter[str] = Counter()

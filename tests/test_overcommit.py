@@ -2,7 +2,7 @@
 
 "Every account's executing count stays ≤ maxJobs throughout" is checked by SQLite itself,
 not sampled: test-only triggers on ``jobs`` run inside every transaction that inserts a
-job or changes its ``slot_held`` / ``account_channel_id`` (the only ways a slot is taken),
+job or changes its ``state`` / ``account_channel_id`` (the only ways a slot is taken),
 whichever process runs it, and see the counts as that transaction leaves them. They
 never abort anything; they write what they see to test-only tables:
 
@@ -27,6 +27,7 @@ from cryptography.fernet import Fernet
 from bot.accounts.crypto import TokenCipher
 from bot.store.sqlite.accounts import AccountRepository
 from bot.store.sqlite.database import Database
+from bot.store.sqlite.jobs import JobRepository
 from tests.dispatch_support import add_account
 from tests.processes.common import start_worker
 
@@ -66,7 +67,7 @@ PROBES = [
     # AFTER, not BEFORE, and no RAISE: the counts are those the statement leaves behind,
     # and a violation is recorded for the assertions instead of being prevented.
     f"CREATE TRIGGER test_overcommit_insert AFTER INSERT ON jobs BEGIN {_CHECKS.format(event='insert')} END",
-    "CREATE TRIGGER test_overcommit_update AFTER UPDATE OF slot_held, account_channel_id ON jobs"
+    "CREATE TRIGGER test_overcommit_update AFTER UPDATE OF state, account_channel_id ON jobs"
     f" BEGIN {_CHECKS.format(event='update')} END",
 ]
 
@@ -88,19 +89,21 @@ async def test_probes_see_an_overcommit(tmp_path):
         async def overfill(tx) -> None:
             for n in range(3):
                 await tx.execute(
-                    "INSERT INTO jobs (job_id, guild_id, account_channel_id, requester_id, request_channel_id, verb,"
-                    " params, status, slot_held, owner, created_at, updated_at)"
-                    " VALUES (?, ?, ?, 'm', 'c', 'create', '{}', 'created', 1, ?, 0, 0)",
+                    "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+                    " request_channel_id, verb, params, status, state, owner, created_at, updated_at)"
+                    " VALUES (?, ?, ?, '9', 2, 'm', 'c', 'create', '{}', 'created', 'placed', ?, 0, 0)",
                     (f"job:{n}", G, RESTING, f"owner-{n % 2}"),
                 )
 
+        for owner in ("owner-0", "owner-1"):
+            await JobRepository(database).heartbeat(owner, 0.0)
         await database.run(overfill)
         log = await database.fetchall("SELECT account_channel_id, executing, max_jobs FROM overcommit_log")
         assert [tuple(r) for r in log] == [(RESTING, 3, 2)]
         assert (await database.fetchone("SELECT peak FROM slot_peak"))[0] == 3
         assert (await database.fetchone("SELECT n FROM overlap"))[0] == 2
         await database.execute("UPDATE accounts SET in_rotation = 0")
-        await database.execute("UPDATE jobs SET slot_held = 1 WHERE job_id = 'job:0'")
+        await database.execute("UPDATE jobs SET state = 'placed' WHERE job_id = 'job:0'")
         assert (await database.fetchone("SELECT COUNT(*) FROM resting_log"))[0] == 1
     finally:
         await database.close()
@@ -145,7 +148,7 @@ async def test_no_overcommit_from_two_processes_sharing_one_file(tmp_path):
         for worker, (out, err) in zip(workers, outputs):
             assert worker.returncode == 0, err.decode()
             summaries.append(json.loads(out.decode().strip().splitlines()[-1]))
-        print(json.dumps(summaries, indent=1))
+        print(json.dumps([{k: v for k, v in s.items() if k != "job_ids"} for s in summaries], indent=1))
 
         # Every submission was placed and completed, each final state told once.
         for summary in summaries:
@@ -159,9 +162,14 @@ async def test_no_overcommit_from_two_processes_sharing_one_file(tmp_path):
             for row in await database.fetchall("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
         }
         assert counts == {"completed": 2 * JOBS_PER_WORKER}
+        # Each process placed its own jobs, none twice; both leases were dropped at their clean
+        # exit, which leaves the finished jobs with no owner (a foreign key, ON DELETE SET NULL).
+        first, second = ({*summary["job_ids"]} for summary in summaries)
+        assert len(first) == len(second) == JOBS_PER_WORKER and not first & second
+        stored = {row["job_id"] for row in await database.fetchall("SELECT job_id FROM jobs")}
+        assert stored == first | second
         owners = await database.fetchall("SELECT owner, COUNT(*) AS n FROM jobs GROUP BY owner")
-        assert sorted(r["n"] for r in owners) == [JOBS_PER_WORKER, JOBS_PER_WORKER]
-        assert {r["owner"] for r in owners} == {s["owner"] for s in summaries}
+        assert [tuple(r) for r in owners] == [(None, 2 * JOBS_PER_WORKER)]
 
         # Throughout: not one transaction of either process left an account over its maxJobs.
         violations = await database.fetchall("SELECT * FROM overcommit_log")

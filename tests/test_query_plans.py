@@ -19,6 +19,7 @@ from bot.store.sqlite.accounts import AccountRepository
 from bot.dispatch.dispatcher import RETENTION_SECONDS
 from bot.dispatch.models import Verb
 from bot.errors import ApiError
+from bot.store.sqlite import bulk
 from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.dispatch_support import Clock, ManualBackend, add_account, make_dispatcher
 
@@ -28,24 +29,13 @@ FINISHED = 20_000
 BODY = {"prompt": "a red fox", "style": "Realistic"}
 
 
-def _finished_rows(now: float) -> list[tuple]:
+def _finished_rows(now: float) -> list[dict]:
     return [
-        (f"job:old-{n}", GUILD, CHANNELS[n % 2], "700000000000000001", 2, "900000000000000001",
-         "900000000000000002", "create", '{"prompt": "old"}', "completed", 0, 0, None,
-         now - 3600 - n, now - 3600 - n, now - 3600 - n, 0)
+        dict(job_id=f"job:old-{n}", guild_id=GUILD, account_channel_id=CHANNELS[n % 2],
+             account_user_id="700000000000000001", max_jobs=2, params='{"prompt": "old"}',
+             created_at=now - 3600 - n, submitted_at=now - 3600 - n)
         for n in range(FINISHED)
     ]
-
-
-_INSERT_FINISHED = (
-    "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-    " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at,"
-    " submitted_at, pixverse_open) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-async def _insert_finished(tx, rows) -> None:
-    await tx.executemany(_INSERT_FINISHED, rows)
 
 
 def _scans_of_jobs(conn: sqlite3.Connection, statement: str, partial: set[str]) -> list[str]:
@@ -64,7 +54,7 @@ def _scans_of_jobs(conn: sqlite3.Connection, statement: str, partial: set[str]) 
 
 async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
     clock = Clock()
-    await database.run(lambda raw: _insert_finished(raw, _finished_rows(clock.now)))
+    await database.run(lambda tx: bulk.insert_jobs(tx, _finished_rows(clock.now)))
     seen: set[str] = set()
     await database.conn.set_trace_callback(seen.add)
     if database._reader is not None:
@@ -128,7 +118,7 @@ async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
                    if sql and " WHERE " in sql.upper()}
         # Restore the 20,000 finished rows the purge removed, so the plans are those of a big table.
         conn.execute("DELETE FROM jobs WHERE job_id LIKE 'job:old-%'")
-        conn.executemany(_INSERT_FINISHED, _finished_rows(clock.now))
+        conn.executemany(bulk.INSERT_JOBS, bulk.job_rows(_finished_rows(clock.now)))
         conn.commit()
         failures = {statement: bad for statement in touching_jobs if (bad := _scans_of_jobs(conn, statement, partial))}
     finally:
@@ -142,9 +132,15 @@ async def test_purge_deletes_old_ended_jobs_in_bounded_transactions_and_keeps_li
     now = 1_800_000_000.0
     rows = _finished_rows(now)[:1234]
     # Old but still live: holding a slot, waiting, or still open at PixVerse. Never purged.
-    live = [(f"job:live-{n}", *row[1:10], *flags, None, now - 10**7, now - 10**7, now - 10**7, open_)
-            for n, (row, flags, open_) in enumerate(zip(rows, [(1, 0), (0, 1), (0, 0)], [0, 0, 1]))]
-    await database.run(lambda raw: _insert_finished(raw, rows + live))
+    old = dict(created_at=now - 10**7)
+    on_account = dict(account_channel_id=CHANNELS[0], account_user_id="700000000000000001", max_jobs=2,
+                      submitted_at=now - 10**7)
+    live = [
+        dict(job_id="job:live-0", guild_id=GUILD, state="submitted", status="progress", **on_account, **old),
+        dict(job_id="job:live-1", guild_id=GUILD, state="waiting", status="created", **old),
+        dict(job_id="job:live-2", guild_id=GUILD, pixverse_open=1, **on_account, **old),
+    ]
+    await database.run(lambda tx: bulk.insert_jobs(tx, rows + live))
     deletes: list[int] = []
     execute = database.execute
 

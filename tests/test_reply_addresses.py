@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from bot.addresses import client_host, host_verdict
-from bot.dispatch.models import API_REQUESTER, Job, JobStatus, Verb
+from bot.dispatch.models import API_REQUESTER, Job, JobState, JobStatus, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import ApiError
 from bot.web.callbacks import PublicOnlyResolver, ReplyPoster
@@ -78,7 +78,7 @@ def _finished_api_job(url: str) -> Job:
         job_id="job-1", guild_id="1" * 18, account_channel_id=None, account_user_id=None, max_jobs=None,
         requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=Verb.CREATE,
         params={"prompt": "p", "style": "Anime", "replyUrl": url}, parent_job_id=None,
-        status=JobStatus.COMPLETED, slot_held=False, queued=False, owner=None, placement_attempts=0,
+        status=JobStatus.COMPLETED, state=JobState.DONE, owner=None, placement_attempts=0, version=1,
         seq=1, created_at=0.0, updated_at=0.0,
     )
 

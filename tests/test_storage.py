@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 
 import pytest
@@ -156,3 +157,48 @@ def test_a_missing_migrations_folder_is_an_error_not_an_empty_database(tmp_path)
 
     with pytest.raises(StartupError, match="no migrations found in"):
         db.load_migrations(tmp_path / "nowhere")
+
+
+async def test_migration_5_gives_every_old_job_its_one_state(tmp_path):
+    """Jobs as schema 4 kept them (seven columns) become one state each, nothing lost: running
+    jobs keep their account and live owner, a dead owner becomes none, attributions stay."""
+    path = tmp_path / "v4.db"
+    migrations = db.load_migrations()
+    conn = await db.connect(path)
+    await db.migrate(conn, [m for m in migrations if m.version <= 4])
+    await conn.execute("INSERT INTO processes (owner, heartbeat_at) VALUES ('alive', 1.0)")
+    old = ("INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+           " request_channel_id, verb, params, status, slot_held, queued, owner, created_at, updated_at, submitted_at,"
+           " pixverse_open) VALUES (?, 'g', ?, ?, ?, 'm', 'c', 'create', '{}', ?, ?, ?, ?, 1.0, 2.0, ?, ?)")
+    rows = {
+        "waiting": (None, None, None, "created", 0, 1, None, None, 0),
+        "placed": ("a", "u", 2, "created", 1, 0, "alive", None, 0),
+        "submitted": ("a", "u", 2, "progress", 1, 0, "dead", 1.5, 1),
+        "done": ("a", "u", 2, "completed", 0, 0, "alive", 1.5, 1),
+    }
+    for job_id, values in rows.items():
+        await conn.execute(old, (job_id, *values))
+    await conn.execute("INSERT INTO pixverse_messages (message_id, job_id) VALUES ('m1', 'submitted')")
+    await db.close(conn)
+
+    conn = await db.connect(path)
+    try:
+        assert await db.migrate(conn, migrations) == [m.version for m in migrations if m.version > 4]
+        async with conn.execute("SELECT job_id, state, slot_held, queued, owner, account_channel_id, status,"
+                                " version FROM jobs ORDER BY seq") as cursor:
+            got = [tuple(r) for r in await cursor.fetchall()]
+        assert got == [
+            ("waiting", "waiting", 0, 1, None, None, "created", 1),
+            ("placed", "placed", 1, 0, "alive", "a", "created", 1),
+            ("submitted", "submitted", 1, 0, None, "a", "progress", 1),  # its process is gone: recovery's
+            ("done", "done", 0, 0, "alive", "a", "completed", 1),
+        ]
+        async with conn.execute("SELECT job_id FROM pixverse_messages WHERE message_id = 'm1'") as cursor:
+            assert [tuple(r) for r in await cursor.fetchall()] == [("submitted",)]
+        # The schema now refuses what the old one let through: a waiting job with an account.
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            await conn.execute("UPDATE jobs SET account_channel_id = 'a' WHERE job_id = 'waiting'")
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            await conn.execute("UPDATE jobs SET owner = 'nobody' WHERE job_id = 'placed'")
+    finally:
+        await db.close(conn)

@@ -16,8 +16,8 @@ class AccountConfig:
     discord_user_id: str
     token_last4: str
     max_jobs: int
-    created_at: str
-    updated_at: str
+    created_at: float  # seconds since the Unix epoch
+    updated_at: float
     in_rotation: bool = True
     error: str | None = None
     error_details: str | None = None

@@ -85,13 +85,14 @@ class Dispatcher:
         self._notifications: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self._closing = False
+        self._leased = False
         backend.bind(self)
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         try:
-            await self.jobs.heartbeat(self.owner, self.clock())
+            await self._hold_lease()
             await self.recover()
         except Exception:
             # e.g. the database stayed locked by another process: the sweep recovers later.
@@ -125,6 +126,7 @@ class Dispatcher:
         # Jobs still executing stay in the database; dropping the lease lets the next
         # start (or another process) take them over at once instead of after the TTL.
         await self.jobs.forget_owner(self.owner)
+        self._leased = False
 
     async def wait_idle(self) -> None:
         """Until every task this process started has finished (tests, benchmarks)."""
@@ -139,6 +141,13 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _hold_lease(self) -> None:
+        """A job's owner is a process with a lease (the store's rule): taken before the first job
+        this dispatcher owns, renewed by the lease task once started."""
+        if not self._leased:
+            await self.jobs.heartbeat(self.owner, self.clock())
+            self._leased = True
+
     def _refuse_when_closing(self) -> None:
         if self._closing:
             raise ApiError(503, "The bot is shutting down; please try again in a moment")
@@ -152,6 +161,7 @@ class Dispatcher:
         """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef)."""
         self._refuse_when_closing()
         params = {**validate_create(body, verb), **(extra or {})}
+        await self._hold_lease()
         result = await self.jobs.place(NewJob(guild_id, requester_id, request_channel_id, verb, params),
             now=self.clock(),
             owner=self.owner,
@@ -177,6 +187,7 @@ class Dispatcher:
             raise ApiError(400, f"Required param button ({button}) is not one of {', '.join(labels) or 'this job’s buttons'}")
         # The parent's message id lets PixVerse's replies (message_reference) find this job.
         params = {"button": button, "parent_message_id": parent.message_id, **(extra or {})}
+        await self._hold_lease()
         job = await self.jobs.place_on(NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
             account_channel_id=parent.account_channel_id,
             now=self.clock(),
@@ -303,6 +314,7 @@ class Dispatcher:
             values["error"] = error
         if error_details is not None:
             values["error_details"] = error_details
+        await self._hold_lease()  # the slot it frees may go to a waiting job, owned from then by this process
         released = await self.jobs.release(job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values,
             expected=expected,
         )
@@ -363,6 +375,7 @@ class Dispatcher:
 
     async def account_available(self, guild_id: str) -> None:
         """An account was added or put back: waiting jobs may take its slots."""
+        await self._hold_lease()
         self._run_all(await self.jobs.promote_waiting(guild_id, now=self.clock(), owner=self.owner, rng=self.rng))
 
     async def _account_failed(self, job: Job) -> None:
@@ -408,6 +421,10 @@ class Dispatcher:
 
     async def sweep(self) -> None:
         now = self.clock()
+        # Renewed first: a process that was paused past its lease (a suspended machine) must
+        # not find its own lease forgotten by this sweep while it still owns jobs.
+        await self.jobs.heartbeat(self.owner, now)
+        self._leased = True
         for job in await self.jobs.timed_out(now=now, timeout=self.job_timeout):
             what = "No PixVerse account was free" if job.queued else "PixVerse did not finish the job"
             await self.finish(

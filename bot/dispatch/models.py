@@ -27,6 +27,15 @@ class JobStatus(StrEnum):
 EXECUTING = frozenset({JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS})
 FINAL = frozenset(JobStatus) - EXECUTING
 
+class JobState(StrEnum):
+    """Where a job is, beside its public status: the one thing the store keeps about it."""
+
+    WAITING = "waiting"  # for a slot, in its server's queue
+    PLACED = "placed"  # holds a slot of its account, not yet sent to PixVerse
+    SUBMITTED = "submitted"  # sent to PixVerse
+    DONE = "done"  # ended; the status says how
+
+
 # requester and request channel of jobs asked through the HTTP API (no Discord member).
 API_REQUESTER = "api"
 
@@ -55,10 +64,10 @@ class Job:
     params: dict[str, Any]
     parent_job_id: str | None
     status: JobStatus
-    slot_held: bool
-    queued: bool
+    state: JobState
     owner: str | None
     placement_attempts: int
+    version: int  # +1 each time the job is put on an account: a decision on an older read does not apply
     seq: int
     created_at: float
     updated_at: float
@@ -74,6 +83,14 @@ class Job:
     @property
     def prompt(self) -> str | None:
         return self.params.get("prompt")
+
+    @property
+    def slot_held(self) -> bool:
+        return self.state in (JobState.PLACED, JobState.SUBMITTED)
+
+    @property
+    def queued(self) -> bool:
+        return self.state is JobState.WAITING
 
     @property
     def executing(self) -> bool:
@@ -124,8 +141,7 @@ def job_from_row(row: Any) -> Job:
         verb=Verb(values["verb"]),
         status=JobStatus(values["status"]),
         params=json.loads(values["params"]),
-        slot_held=bool(values["slot_held"]),
-        queued=bool(values["queued"]),
+        state=JobState(values["state"]),
         attachments=json.loads(values["attachments"]) if values["attachments"] else [],
         buttons=json.loads(values["buttons"]) if values["buttons"] else [],
     )

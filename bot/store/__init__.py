@@ -8,8 +8,17 @@ must keep, whatever its engine:
   server can interleave with: SQLite takes its database-wide write lock (``BEGIN
   IMMEDIATE``); a server database must lock the server's account rows, or take a
   transaction-scoped lock per server. Never an isolation level hoped for.
+  A release frees the slot in its own transaction and the oldest waiting jobs take it in the
+  next; meanwhile a new job of that server queues behind them rather than taking it.
 - **Release is exactly once.** Of any number of racing paths that end a job (completion,
   cancel, timeout, account removal), one changes it; the others get ``Released(job=None)``.
+- **Compare-and-set by version.** ``Job.version`` changes each time a job is put on an
+  account (placed from the queue, moved); ``release(expected=)``, ``requeue`` and
+  ``mark_submitted`` apply only to the version they were given.
+- **A job's state is one value** (``JobState``), and the store refuses a job whose account,
+  owner or submission time contradicts it.
+- **A job's owner is a process holding a lease** (``heartbeat`` first); forgetting a lease
+  leaves that process's jobs with no owner, for recovery to claim.
 - **The queue is first in, first out per server**, and the choice among accounts with a free
   slot is uniform.
 - **Periodic queries cost O(work due)**: timed out, orphaned, waiting, purge (in bounded

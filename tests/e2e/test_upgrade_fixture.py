@@ -85,3 +85,23 @@ async def test_a_schema_3_database_is_intact_and_usable(tmp_path, fake, restore_
         assert '"status": "moderated"' in shown.content
     finally:
         await stop_bot(bot, task)
+
+    # What the upgrade made of the rows (migration 0005): every job's one state, timestamps REAL.
+    import sqlite3
+
+    conn = sqlite3.connect(data / "pixverse.db")
+    try:
+        states = dict(conn.execute("SELECT job_id, state FROM jobs"))
+        for name in ("completed", "moderated"):
+            assert states[facts["jobs"][name]["jobid"]] == "done"
+        assert set(states.values()) == {"done"}  # the bot stopped with nothing running
+        for table, column in (("accounts", "created_at"), ("accounts", "updated_at"), ("api_tokens", "created_at"),
+                              ("jobs", "created_at"), ("processes", "heartbeat_at"),
+                              ("schema_migrations", "applied_at")):
+            assert {row[0] for row in conn.execute(f"SELECT DISTINCT typeof({column}) FROM {table}")} <= {"real"}, table
+        created = conn.execute("SELECT MIN(created_at) FROM accounts").fetchone()[0]
+        assert 1_790_000_000 < created < 1_800_000_000  # 2026, as the fixture was made, not a day number
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()

@@ -152,6 +152,7 @@ async def _work(args: argparse.Namespace, rng: random.Random, dispatcher: Dispat
         "owner": dispatcher.owner,
         "placed": len(placed_ids),
         "unique_jobs": len(set(placed_ids)),
+        "job_ids": placed_ids,
         "retried_429": retries,
         "statuses": dict(Counter(s.value for s in statuses)),
         "max_concurrent": backend.max_active,

@@ -67,6 +67,7 @@ async def test_accounts_out_of_rotation_take_nothing(stores):
 
 async def test_concurrent_placements_from_two_connections_never_over_commit(connect):
     async with connect() as first, connect() as second:
+        await first.jobs.heartbeat(OWNER, NOW)
         await account(first, A, max_jobs=3)
         await account(first, B, max_jobs=2, user="700000000000000099")
         results = await asyncio.gather(
@@ -158,11 +159,27 @@ async def test_leases_orphans_and_claim(stores):
     orphans = await stores.jobs.orphaned([])
     assert [j.job_id for j in orphans] == [job.job_id]
     # Two live processes race to take it over: one wins.
+    for other in ("host:ns:2:bbbb", "host:ns:3:cccc"):
+        await stores.jobs.heartbeat(other, NOW + 100)
     wins = await asyncio.gather(stores.jobs.claim(orphans[0], "host:ns:2:bbbb"),
                                 stores.jobs.claim(orphans[0], "host:ns:3:cccc"))
     assert sorted(wins) == [False, True]
     await stores.jobs.forget_dead_owners(now=NOW + 1000, ttl=30)
     assert await stores.jobs.live_owners(now=NOW, ttl=10**6) == []
+
+
+async def test_a_forgotten_process_leaves_its_jobs_to_recovery(stores):
+    """The owner is a process with a lease: when a dead one's lease is forgotten, its live jobs
+    are left with no owner, and recovery finds them (the store keeps no dangling owner)."""
+    await account(stores, A, max_jobs=2)
+    job = (await place(stores)).job
+    assert job.owner == OWNER
+    await stores.jobs.forget_owner(OWNER)
+    orphans = await stores.jobs.orphaned(["host:ns:9:zzzz"])
+    assert [(j.job_id, j.owner) for j in orphans] == [(job.job_id, None)]
+    await stores.jobs.heartbeat("host:ns:9:zzzz", NOW + 1)
+    assert await stores.jobs.claim(orphans[0], "host:ns:9:zzzz")
+    assert await stores.jobs.orphaned(["host:ns:9:zzzz"]) == []
 
 
 async def test_a_job_is_submitted_once_and_its_messages_stay_attributed(stores):

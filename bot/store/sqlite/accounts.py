@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import fields
-from datetime import UTC, datetime
+import time
 
 from bot.accounts.crypto import KEY_CHECK_META, TokenCipher
 from bot.accounts.models import AccountConfig
@@ -12,8 +12,9 @@ from bot.store import ChannelOwnedElsewhere, DuplicateAccount
 from bot.store.sqlite.database import Database, IntegrityError
 
 
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def utcnow() -> float:
+    """Every timestamp the store keeps: seconds since the Unix epoch (UTC), a REAL column."""
+    return time.time()
 
 
 LIST_CACHE_SERVERS = 1_000  # servers whose list is remembered at once; more start it afresh; 0: none

@@ -22,18 +22,17 @@ class JobRepository:
     # --- placement: capacity guarded in one transaction each (see placement.py) -----------
 
     async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
-        # First a read without the write lock: most refusals (all busy, a client retrying)
-        # are answered by it, so a storm of them never queues behind, or holds, the lock.
-        free, waiting = await placement.refuse_or_free(placement.LookupReads(self._db), new.guild_id,
-                                                       queue_size=queue_size)
-        if free and not waiting:
-            # One statement, which counts again under the lock and places if a slot is still free.
-            row = await self._db.fetchone(
-                placement.PLACE_FREE, placement.new_job_params(new, now=now, owner=owner, pick=rng.random())
-            )
-            if row is not None:
-                return Placement(job_from_row(row), None)
-        # A job to queue, or the slot taken meanwhile: the whole decision in one transaction.
+        # One statement when a slot is free and nobody waits: it counts and inserts under the
+        # write lock, held only while SQLite runs it.
+        row = await self._db.fetchone(
+            placement.PLACE_FREE, placement.new_job_params(new, now=now, owner=owner, pick=rng.random())
+        )
+        if row is not None:
+            return Placement(job_from_row(row), None)
+        # Not placed. Most often the answer is a refusal (all busy: a client retrying), which
+        # lookups without the lock can give; only a job to queue, or a slot freed meanwhile,
+        # needs the whole decision in one transaction.
+        await placement.refuse_or_free(placement.LookupReads(self._db), new.guild_id, queue_size=queue_size)
         return await self._db.run(
             lambda tx: placement.place(tx, new, now=now, owner=owner, queue_size=queue_size, rng=rng)
         )
@@ -141,10 +140,9 @@ class JobRepository:
         over by another process, or was already sent: the caller must then not send it.
         """
         return await self._db.execute(
-            "UPDATE jobs SET submitted_at = ?, pixverse_open = 1, updated_at = ?"
-            " WHERE job_id = ? AND slot_held = 1 AND owner = ? AND submitted_at IS NULL"
-            " AND account_channel_id = ? AND placement_attempts = ?",
-            (now, now, job.job_id, owner, job.account_channel_id, job.placement_attempts),
+            "UPDATE jobs SET state = 'submitted', submitted_at = ?, pixverse_open = 1, updated_at = ?"
+            " WHERE job_id = ? AND state = 'placed' AND owner = ? AND version = ?",
+            (now, now, job.job_id, owner, job.version),
         ) > 0
 
     async def record_progress(
@@ -157,12 +155,12 @@ class JobRepository:
         "started" once, whether the news comes live, twice, or replayed from history.
         """
         started = await self._db.fetchone(
-            "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ? AND slot_held = 1 AND status = ? RETURNING *",
+            "UPDATE jobs SET status = ?, updated_at = ? WHERE job_id = ? AND state = 'submitted' AND status = ? RETURNING *",
             (JobStatus.STARTED.value, now, job_id, JobStatus.CREATED.value),
         )
         await self._db.execute(
             "UPDATE jobs SET status = ?, message_id = COALESCE(?, message_id), progress = COALESCE(?, progress),"
-            " content = COALESCE(?, content), updated_at = ? WHERE job_id = ? AND slot_held = 1",
+            " content = COALESCE(?, content), updated_at = ? WHERE job_id = ? AND state = 'submitted'",
             (status.value, message_id, progress, content, now, job_id),
         )
         return None if started is None else job_from_row(started)
@@ -232,8 +230,8 @@ class JobRepository:
         deleted = 0
         while True:
             count = await self._db.execute(
-                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE created_at < ? AND slot_held = 0"
-                " AND queued = 0 AND pixverse_open = 0 ORDER BY created_at LIMIT ?)",
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE created_at < ? AND state = 'done'"
+                " AND pixverse_open = 0 ORDER BY created_at LIMIT ?)",
                 (before, batch),
             )
             deleted += count

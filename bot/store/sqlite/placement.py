@@ -1,7 +1,7 @@
 """Slots: reserving and releasing account capacity, each in one SQL transaction.
 
 **What guards capacity** (what any other store must guarantee as well): capacity is the
-number of a server's jobs with ``slot_held = 1`` per account, counted and taken in one
+number of a server's jobs holding a slot (``state`` placed or submitted) per account, counted and taken in one
 transaction that holds SQLite's write lock *from before its first read to its commit*.
 SQLite lets one writer in at a time across every process sharing the file, so no two
 placements can both see the same free slot. Two forms take the lock that way:
@@ -27,7 +27,7 @@ import sqlite3
 from typing import Any, Protocol
 
 from bot.store.sqlite.database import Database, Tx
-from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
+from bot.dispatch.models import Job, JobState, JobStatus, job_from_row, new_job_id
 from bot.errors import ApiError
 from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob, Placement, Released, busy
 
@@ -79,8 +79,8 @@ async def _executing_ids(tx: Reads, where: str, value: str) -> list[str]:
 async def _insert(tx: Tx, new: NewJob, *, now: float, account: Any | None, owner: str) -> Job:
     row = await tx.fetchone(
         "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-        " request_channel_id, verb, params, parent_job_id, status, slot_held, queued, owner, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " request_channel_id, verb, params, parent_job_id, status, state, owner, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             new_job_id(),
             new.guild_id,
@@ -93,8 +93,7 @@ async def _insert(tx: Tx, new: NewJob, *, now: float, account: Any | None, owner
             json.dumps(new.params, ensure_ascii=False),
             new.parent_job_id,
             JobStatus.CREATED.value,
-            int(account is not None),
-            int(account is None),
+            (JobState.PLACED if account is not None else JobState.WAITING).value,
             owner if account else None,
             now,
             now,
@@ -103,10 +102,17 @@ async def _insert(tx: Tx, new: NewJob, *, now: float, account: Any | None, owner
     return job_from_row(row)
 
 
+# Puts a job on an account, afresh: placed, not sent, a new version (so that a decision made
+# on a read of it from before does not apply any more).
+_ASSIGN = (
+    "UPDATE jobs SET state = 'placed', version = version + 1, account_channel_id = ?, account_user_id = ?,"
+    " max_jobs = ?, owner = ?, updated_at = ?{more} WHERE job_id = ? RETURNING *"
+)
+
+
 async def _assign(tx: Tx, job_id: str, account: Any, *, owner: str, now: float) -> Job:
     row = await tx.fetchone(
-        "UPDATE jobs SET account_channel_id = ?, account_user_id = ?, max_jobs = ?, slot_held = 1, queued = 0,"
-        " owner = ?, updated_at = ? WHERE job_id = ? RETURNING *",
+        _ASSIGN.format(more=""),
         (account["channel_id"], account["discord_user_id"], account["max_jobs"], owner, now, job_id),
     )
     return job_from_row(row)
@@ -129,7 +135,7 @@ async def promote(tx: Tx, guild_id: str, *, now: float, owner: str, rng: random.
 
 _JOB_COLUMNS = (
     "job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-    " request_channel_id, verb, params, parent_job_id, status, slot_held, queued, owner, created_at, updated_at"
+    " request_channel_id, verb, params, parent_job_id, status, state, owner, created_at, updated_at"
 )
 
 # A new job on a random account of its server with a free slot, in one statement; nothing
@@ -144,7 +150,7 @@ PLACE_FREE = (
     " AND NOT EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = :guild AND w.queued = 1))"
     f" INSERT INTO jobs ({_JOB_COLUMNS})"
     " SELECT :job_id, :guild, channel_id, discord_user_id, max_jobs, :requester, :asked_in, :verb, :params, :parent,"
-    " :status, 1, 0, :owner, :now, :now FROM free WHERE n = CAST(:pick * total AS INTEGER)"
+    " :status, 'placed', :owner, :now, :now FROM free WHERE n = CAST(:pick * total AS INTEGER)"
     " RETURNING *"
 )
 
@@ -152,7 +158,7 @@ PLACE_FREE = (
 PLACE_ON_FREE = (
     f"INSERT INTO jobs ({_JOB_COLUMNS})"
     " SELECT :job_id, :guild, a.channel_id, a.discord_user_id, a.max_jobs, :requester, :asked_in, :verb, :params,"
-    " :parent, :status, 1, 0, :owner, :now, :now FROM accounts a"
+    " :parent, :status, 'placed', :owner, :now, :now FROM accounts a"
     " WHERE a.guild_id = :guild AND a.channel_id = :account AND a.in_rotation = 1"
     " AND (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) < a.max_jobs"
     " RETURNING *"
@@ -178,14 +184,14 @@ def release_statement(
     others change nothing. It returns the ended row and whether its server has jobs
     waiting, which then take the freed slot (:func:`promote`)."""
     assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
-    values = {"status": status.value, "updated_at": now, "slot_held": 0, "queued": 0, **fields}
+    values = {"status": status.value, "state": JobState.DONE.value, "updated_at": now, **fields}
     assignments = ", ".join(f"{column} = ?" for column in values)
-    where, params = "job_id = ? AND (slot_held = 1 OR queued = 1)", [job_id]
+    where, params = "job_id = ? AND state <> 'done'", [job_id]
     if expected is not None:
         # Decided from an earlier read (a timeout, an account's jobs): only if the job is
-        # still where that read saw it, not after it moved to another account meanwhile.
-        where += " AND account_channel_id IS ? AND placement_attempts = ?"
-        params += [expected.account_channel_id, expected.placement_attempts]
+        # still where that read saw it, not after it moved (to another account, or from the queue).
+        where += " AND version = ?"
+        params += [expected.version]
     sql = (f"UPDATE jobs SET {assignments} WHERE {where} RETURNING *,"
            " EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = jobs.guild_id AND w.queued = 1) AS others_waiting")
     return sql, [*values.values(), *params]
@@ -269,8 +275,7 @@ async def requeue(
     jobs that took the slot it left."""
     # Only the job as the caller saw it: the same refusal seen twice moves it once.
     row = await tx.fetchone(
-        "SELECT * FROM jobs WHERE job_id = ? AND slot_held = 1 AND account_channel_id IS ? AND placement_attempts = ?",
-        (expected.job_id, expected.account_channel_id, expected.placement_attempts),
+        "SELECT * FROM jobs WHERE job_id = ? AND slot_held = 1 AND version = ?", (expected.job_id, expected.version)
     )
     if row is None:
         return None, []
@@ -283,11 +288,13 @@ async def requeue(
         free = [own] if own is not None else []
     if not free:
         return None, []
-    await tx.execute(
-        "UPDATE jobs SET status = ?, submitted_at = NULL, message_id = NULL, progress = NULL, pixverse_open = 0,"
-        " placement_attempts = placement_attempts + 1, error_details = ? WHERE job_id = ?",
-        (JobStatus.CREATED.value, error, job_id),
-    )
-    moved = await _assign(tx, job_id, rng.choice(free), owner=owner, now=now)
+    account = rng.choice(free)
+    # One statement: the job is never seen half moved (the schema's CHECKs hold after each one).
+    moved = job_from_row(await tx.fetchone(
+        _ASSIGN.format(more=", status = ?, submitted_at = NULL, message_id = NULL, progress = NULL,"
+                            " pixverse_open = 0, placement_attempts = placement_attempts + 1, error_details = ?"),
+        (account["channel_id"], account["discord_user_id"], account["max_jobs"], owner, now,
+         JobStatus.CREATED.value, error, job_id),
+    ))
     # The slot it left may serve the oldest waiting job, so the queue stays first in first out.
     return moved, await promote(tx, row["guild_id"], now=now, owner=owner, rng=rng)
