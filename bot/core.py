@@ -92,9 +92,11 @@ class Core:
     @classmethod
     async def open(cls, settings: Settings, discord: DiscordView, *,
                    token_checker: TokenChecker | None = None,
-                   extra_routes: Sequence[tuple[str, str, Callable[..., Awaitable[Any]]]] = ()) -> Core:
-        """Builds every service. For benchmarks only: ``token_checker`` replaces Discord's
-        /users/@me, and ``extra_routes`` (method, path, handler) are served beside the API's."""
+                   extra_routes: Sequence[tuple[str, str, Callable[..., Awaitable[Any]]]] = (),
+                   backend: PixverseBackend | None = None) -> Core:
+        """Builds every service. For benchmarks and process tests only: ``token_checker``
+        replaces Discord's /users/@me, ``extra_routes`` (method, path, handler) are served
+        beside the API's, and ``backend`` replaces the PixVerse backend the settings choose."""
         resources, services = AsyncExitStack(), AsyncExitStack()
         try:
             db = await Database.open(settings.database_path)
@@ -111,7 +113,7 @@ class Core:
             api_tokens = ApiTokenRepository(db)
 
             jobs = JobRepository(db)
-            backend = _backend(settings, jobs, repository, discord)
+            backend = backend or _backend(settings, jobs, repository, discord)
             dispatcher = Dispatcher(
                 jobs, repository, backend,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,

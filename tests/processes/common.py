@@ -34,3 +34,17 @@ async def start_worker(module: str, args: list[str], key: str) -> asyncio.subpro
 def worker_logging() -> None:
     # Warnings and errors only: a worker's stderr is shown when its test fails.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(process)d %(name)s %(levelname)s %(message)s")
+
+
+class NoDiscord:
+    """The Core's view of Discord in a worker: no gateway, no channel, no history."""
+
+    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+        return None
+
+    def gateway_problem(self) -> str | None:
+        return "no gateway in a worker"
+
+    async def read_history(self, channel_id: str, after: int):
+        return
+        yield

@@ -1,6 +1,6 @@
 """One of the two processes of tests/test_overcommit.py.
 
-Opens the shared database, starts a real :class:`Dispatcher`, prints ``ready`` and waits
+Opens the bot's own Core on the shared database, starts its :class:`Dispatcher`, prints ``ready`` and waits
 for the barrier file; then runs ``--jobs`` concurrent submissions through
 ``Dispatcher.submit``. A 429 is retried after a short random sleep until the job is
 placed. The backend holds each job a short random time and reports completion through
@@ -22,15 +22,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bot.accounts.crypto import TokenCipher
-from bot.store.sqlite.accounts import AccountRepository
-from bot.store.sqlite.database import Database
+from bot.core import Core
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import FINAL, Job, JobStatus, Verb
 from bot.errors import ApiError
-from bot.store.sqlite.jobs import JobRepository
-from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, worker_logging
+from bot.settings import Settings
+from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, NoDiscord, worker_logging
 
 
 class HoldBackend(PixverseBackend):
@@ -98,19 +96,23 @@ class FinalStates:
 
 async def run(args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
-    db = await Database.open(args.db)
-    accounts = AccountRepository(db, TokenCipher(os.environ[KEY_ENV]))
-    backend = HoldBackend((args.hold_min, args.hold_max), random.Random(args.seed + 1))
-    finals = FinalStates()
-    dispatcher = Dispatcher(
-        JobRepository(db), accounts, backend, queue_size=0, job_timeout=600.0, rng=random.Random(args.seed + 2), listeners=[finals]
+    settings = Settings(
+        _env_file=None, discord_token="worker-bot-token", database_path=args.db,
+        token_encryption_key=os.environ[KEY_ENV], pixverse_queue_size=0, pixverse_job_timeout_seconds=600.0,
+        http_port=0,
     )
+    backend = HoldBackend((args.hold_min, args.hold_max), random.Random(args.seed + 1))
+    # The bot's own Core, with a backend that holds each job a moment instead of PixVerse.
+    core = await Core.open(settings, NoDiscord(), backend=backend)
+    finals = FinalStates()
+    dispatcher = core.dispatcher
+    dispatcher.rng = random.Random(args.seed + 2)
+    dispatcher.listeners.append(finals)
     try:
         return await _work(args, rng, dispatcher, backend, finals)
     finally:
         # Also on a failure or the deadline: aiosqlite's thread would keep the process alive.
-        await dispatcher.close()
-        await db.close()
+        await core.close()
 
 
 async def _work(args: argparse.Namespace, rng: random.Random, dispatcher: Dispatcher, backend: HoldBackend,

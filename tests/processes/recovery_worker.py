@@ -20,21 +20,7 @@ import os
 from bot.core import Core
 from bot.dispatch.models import Verb
 from bot.settings import Settings
-from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, worker_logging
-
-
-class NoDiscord:
-    """The Core's view of Discord in a worker: no gateway, no channel, no history."""
-
-    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
-        return None
-
-    def gateway_problem(self) -> str | None:
-        return "no gateway in a worker"
-
-    async def read_history(self, channel_id: str, after: int):
-        return
-        yield
+from tests.processes.common import ASKED_IN, BODY, KEY_ENV, MEMBER, NoDiscord, worker_logging
 
 
 async def run(args: argparse.Namespace) -> None:
