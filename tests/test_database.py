@@ -250,10 +250,10 @@ class PublicOnly:
         setattr(object.__getattribute__(self, "_wrapped"), name, value)
 
 
-async def test_the_store_uses_only_aiosqlites_public_api(tmp_path):
-    """Issue 10: no pin on aiosqlite's internals. Every store path (group commit, a batch that
-    fails, transactions, placement, release, lookups falling back) runs through a connection
-    that fails on any private attribute."""
+async def test_the_store_uses_only_aiosqlites_public_api(tmp_path, batch_sizes):
+    """Issue 10: no pin on aiosqlite's internals. The store's paths (placement, queueing,
+    release and promotion, a batch of writes sharing a transaction with one failing, lookups
+    asked again through aiosqlite) run through a connection that fails on any private attribute."""
     import random
 
     from cryptography.fernet import Fernet
@@ -281,10 +281,19 @@ async def test_the_store_uses_only_aiosqlites_public_api(tmp_path):
         assert (placed.queue_position, queued.queue_position) == (None, 1)
         released = await jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=2.0, owner="t", rng=rng)
         assert [job.job_id for job in released.promoted] == [queued.job.job_id]
-        await asyncio.gather(*(database.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"k{i}",))
-                               for i in range(5)), database.execute("INSERT INTO meta (key, value) VALUES ('k1', 'x')"),
-                             return_exceptions=True)
+        tasks = await queued_together(database, *(
+            database.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"k{i}",)) for i in (0, 1, 2, 3, 4, 1)
+        ))
+        assert batch_sizes[-1] == 6  # one transaction; the duplicate failed alone
+        assert [t.exception() is None for t in tasks] == [True] * 5 + [False]
         assert len(await database.fetchall("SELECT key FROM meta WHERE key LIKE 'k%'")) == 5
+        reader, database._reader = database._reader, None  # lookups answered through aiosqlite, as when over budget
+        try:
+            before = len(batch_sizes)
+            assert (await jobs.get(placed.job.job_id)).status is JobStatus.COMPLETED
+            assert len(batch_sizes) == before + 1
+        finally:
+            database._reader = reader
     finally:
         await database.close()
 
@@ -312,3 +321,37 @@ async def test_with_another_bot_process_on_the_file_every_write_is_its_own_trans
         database.execute("INSERT INTO t (name) VALUES (?)", (f"m{i}",)) for i in range(10)
     ))
     assert batch_sizes[-1] == 10
+
+
+async def test_a_batch_cancelled_while_begin_waits_for_the_lock_leaves_no_transaction_open(tmp_path):
+    """BEGIN IMMEDIATE may wait in aiosqlite's thread for another process's lock; if the batch task
+    is cancelled meanwhile (the loop shutting down), the BEGIN still runs there later. The ROLLBACK
+    queued behind it must close that transaction, or the connection would keep the write lock."""
+    import time
+
+    path = tmp_path / "locked.db"
+    database = await db.Database.open(path)
+    await database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def work(tx) -> None:
+        await tx.execute("INSERT INTO t (name) VALUES ('never')")
+
+    running = asyncio.create_task(database.run(work))
+    await asyncio.sleep(0.2)  # the batch waits in BEGIN IMMEDIATE
+    # The other process lets go of the lock a moment after the cancellation: the BEGIN still
+    # waiting in aiosqlite's thread then succeeds, before the ROLLBACK queued behind it.
+    threading.Timer(0.5, other.execute, ("ROLLBACK",)).start()
+    database._flusher.cancel()
+    await asyncio.wait([running])
+    assert running.cancelled()
+    deadline = time.monotonic() + 10
+    while database.conn.in_transaction or (await database.fetchone("SELECT 1")) is None:
+        assert time.monotonic() < deadline, "a transaction stayed open on the connection"
+        await asyncio.sleep(0.05)
+    other.execute("BEGIN IMMEDIATE")  # the file takes another writer: nothing holds its lock
+    other.execute("ROLLBACK")
+    other.close()
+    await database.close()
+    await assert_closed_with_nothing_stored(path)

@@ -222,6 +222,40 @@ async def test_queue_is_first_in_first_out_with_positions(database, repository, 
         await dispatcher.close()
 
 
+async def test_a_release_stays_reported_when_the_promotion_after_it_fails(database, repository, backend, clock,
+                                                                        listener, monkeypatch):
+    """The release commits on its own; if giving the freed slot to the waiting job then fails
+    (the file locked by another process past the busy timeout), the job is still reported as
+    ended, once, and the next sweep promotes the waiting job."""
+    from bot.errors import StoreBusy
+    from bot.store.sqlite import placement
+
+    dispatcher = make_dispatcher(database, repository, backend, clock=clock, queue_size=1, listener=listener)
+    try:
+        await add_account(repository, G, A1, max_jobs=1, user="1")
+        running = (await submit(dispatcher)).job
+        waiting = (await submit(dispatcher, body={"prompt": "second", "style": "Anime"})).job
+        promote = placement.promote
+
+        async def locked(*args, **kwargs):
+            raise StoreBusy("database is locked")
+
+        monkeypatch.setattr(placement, "promote", locked)
+        ended = await dispatcher.finish(running.job_id, JobStatus.COMPLETED)
+        assert ended is not None and ended.status is JobStatus.COMPLETED
+        await dispatcher.wait_idle()
+        assert [seen for seen in listener.seen if seen[0] == running.job_id] == [(running.job_id, "completed")]
+        assert (await dispatcher.get(waiting.job_id, G)).queued  # still waiting, the slot free
+
+        monkeypatch.setattr(placement, "promote", promote)
+        await dispatcher.sweep()
+        await dispatcher.wait_idle()
+        assert (await dispatcher.get(waiting.job_id, G)).slot_held
+        assert [j for j, _ in backend.submitted] == [running.job_id, waiting.job_id]
+    finally:
+        await dispatcher.close()
+
+
 async def test_button_runs_on_the_original_account(dispatcher, repository, backend, database):
     await add_account(repository, G, A1, max_jobs=1, user="1")
     await add_account(repository, G, A2, max_jobs=1, user="2")

@@ -191,7 +191,7 @@ async def test_migration_5_gives_every_old_job_its_one_state(tmp_path):
             ("waiting", "waiting", 0, 1, None, None, "created", 1),
             ("placed", "placed", 1, 0, "alive", "a", "created", 1),
             ("submitted", "submitted", 1, 0, None, "a", "progress", 1),  # its process is gone: recovery's
-            ("done", "done", 0, 0, "alive", "a", "completed", 1),
+            ("done", "done", 0, 0, None, "a", "completed", 1),  # ended: no owner
         ]
         async with conn.execute("SELECT job_id FROM pixverse_messages WHERE message_id = 'm1'") as cursor:
             assert [tuple(r) for r in await cursor.fetchall()] == [("submitted",)]

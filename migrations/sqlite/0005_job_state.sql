@@ -49,6 +49,8 @@ CREATE TABLE jobs_new (
     buttons            TEXT,              -- JSON
     error              TEXT,
     error_details      TEXT,
+    -- Only a job holding a slot has an owner (the process running it).
+    CHECK (owner IS NULL OR state IN ('placed', 'submitted')),
     -- A waiting job has no account, no owner, was never sent, and is only created.
     CHECK (state <> 'waiting' OR (account_channel_id IS NULL AND owner IS NULL AND submitted_at IS NULL
                                   AND status = 'created')),
@@ -75,7 +77,8 @@ SELECT seq, job_id, guild_id, state,
             ELSE status END,
        CASE WHEN state = 'waiting' THEN NULL ELSE account_channel_id END,
        account_user_id, max_jobs, requester_id, request_channel_id, verb, params, parent_job_id,
-       CASE WHEN state <> 'waiting' AND owner IN (SELECT owner FROM processes) THEN owner END,
+       -- Only live jobs name a process, and only one whose lease is still there.
+       CASE WHEN state IN ('placed', 'submitted') AND owner IN (SELECT owner FROM processes) THEN owner END,
        placement_attempts, created_at, updated_at,
        CASE WHEN state IN ('waiting', 'placed') THEN NULL ELSE submitted_at END,
        CASE WHEN submitted_at IS NOT NULL AND account_channel_id IS NOT NULL THEN pixverse_open ELSE 0 END,

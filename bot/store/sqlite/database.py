@@ -227,7 +227,10 @@ class Tx:
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """One statement; returns the rows it changed (read through RETURNING, in the same call)."""
+        """One statement; returns the rows it changed (read through RETURNING, in the same call).
+
+        Counted for statements that begin with INSERT, UPDATE, DELETE or REPLACE and end without a
+        comment; any other (a ``WITH`` prefix, DDL, a PRAGMA) counts 0."""
         return len(await self.fetchall(_counting(sql), params))
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
@@ -643,19 +646,20 @@ async def _in_transaction(conn: aiosqlite.Connection, work: Callable[[Tx], Await
     # IMMEDIATE: the write lock is taken at BEGIN, before the first read, so everything a
     # work reads stays true until its COMMIT, across every process sharing the file. This
     # is what makes a placement's capacity count safe (see placement.py).
-    await tx.execute("BEGIN IMMEDIATE")
     try:
+        await tx.execute("BEGIN IMMEDIATE")
         result = await work(tx)
         await tx.execute("COMMIT")
     except BaseException:
         # Also when COMMIT itself failed (disk full), and when the batch task is cancelled
         # between two statements (the loop shutting down): a transaction left open would
-        # make every later BEGIN fail, and would keep half of a work.
-        if conn.in_transaction:
-            try:
-                await tx.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # a COMMIT still queued in aiosqlite's thread ended it meanwhile
+        # make every later BEGIN fail, and would keep half of a work. Asked for whether or not
+        # one looks open: a cancelled call's statement (BEGIN, say) still runs in aiosqlite's
+        # thread, and this ROLLBACK, queued after it, runs after it.
+        try:
+            await tx.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open (BEGIN failed, or a queued COMMIT ended it)
         raise
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Any
 
@@ -10,6 +11,8 @@ from bot.store.sqlite import placement
 from bot.store.sqlite.database import Database
 from bot.store import NewJob, Placement, Released
 from bot.dispatch.models import Job, JobStatus, job_from_row
+
+log = logging.getLogger(__name__)
 
 # Rows deleted per purge transaction: short enough that no write waits long behind one.
 PURGE_BATCH = 500
@@ -63,8 +66,15 @@ class JobRepository:
         # Jobs wait for this server's slots: the oldest take the one just freed. In the moment
         # between the two transactions a new job cannot take it: it sees them waiting and
         # queues behind them (placement.place).
-        return Released(job, await self._db.run(lambda tx: placement.promote(tx, job.guild_id, now=now, owner=owner,
-                                                                               rng=rng)))
+        try:
+            promoted = await self._db.run(lambda tx: placement.promote(tx, job.guild_id, now=now, owner=owner, rng=rng))
+        except Exception:
+            # The release is committed and must be reported as such (the member hears the job
+            # ended, once); the waiting jobs get the slot at the next sweep's promotion.
+            log.warning("Promoting the waiting jobs of server %s failed; the next sweep will", job.guild_id,
+                        exc_info=True)
+            promoted = []
+        return Released(job, promoted)
 
     async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
         """Gives free slots to waiting jobs (after an account is added or put back in rotation)."""

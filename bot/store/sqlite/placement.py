@@ -184,7 +184,9 @@ def release_statement(
     others change nothing. It returns the ended row and whether its server has jobs
     waiting, which then take the freed slot (:func:`promote`)."""
     assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
-    values = {"status": status.value, "state": JobState.DONE.value, "updated_at": now, **fields}
+    # An ended job has no owner: the lease it named may go (ON DELETE SET NULL then has only live
+    # jobs to touch, not a process's whole history).
+    values = {"status": status.value, "state": JobState.DONE.value, "owner": None, "updated_at": now, **fields}
     assignments = ", ".join(f"{column} = ?" for column in values)
     where, params = "job_id = ? AND state <> 'done'", [job_id]
     if expected is not None:
