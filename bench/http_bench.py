@@ -196,7 +196,7 @@ async def serve_api(args: argparse.Namespace) -> None:
         channel = str(READ_CHANNEL_BASE + index)
         body = json.loads(account_body(READ_GUILD, channel, account_token("read", index)))
         await core.accounts.save(await core.accounts.prepare(body, path_channel=channel, guild_id=READ_GUILD))
-    await add_live_jobs(core.db)
+    await add_live_jobs(core.db, core.dispatcher.owner)
     writer = asyncio.create_task(progress_writes(core.db, args.live_writes, writes)) if args.live_writes else None
     freeze_startup_objects()  # as the bot does at the end of setup_hook
     await serve(StartedCore(core), {"write_token": write_token, "read_token": read_token})
@@ -205,17 +205,17 @@ async def serve_api(args: argparse.Namespace) -> None:
     log_file.close()
 
 
-async def add_live_jobs(db) -> None:
+async def add_live_jobs(db, owner: str) -> None:
     """BENCH ONLY: LIVE_JOBS jobs holding a slot, inserted in bulk (the job scenario reads one of
-    them, TARGET_JOB, on the read server's first account; the rest belong to 2,000 other servers)."""
+    them, TARGET_JOB, on the read server's first account; the rest belong to 2,000 other servers).
+    Owned by the server's own dispatcher: a lease under another name would make the store
+    believe a second process writes to the file, and turn group commit off (Database)."""
     from bot.store.sqlite import bulk
 
     now = time.time()
     rows = [(TARGET_JOB, READ_GUILD, str(READ_CHANNEL_BASE), "700000000000000001")] + [
         (f"job:bench-live-{n}", str(950_000_000_000_000_000 + n % 2000), str(960_000_000_000_000_000 + n % 5000),
          "700000000000000002") for n in range(LIVE_JOBS - 1)]
-    owner = "bench:0:live"
-
     async def load(tx) -> None:
         await bulk.lease(tx, owner, now)
         await bulk.insert_jobs(tx, (

@@ -476,7 +476,11 @@ class Database:
         now = time.monotonic()
         if now - self._shared_checked_at >= SHARED_CHECK_SECONDS:
             self._shared_checked_at = now
-            self._shared = self._others_write_here()
+            shared = self._others_write_here()
+            if shared != self._shared:
+                log.info("%s: %s", self.path, "another bot process writes to this file; each write goes alone"
+                         if shared else "this process writes alone; writes are batched again")
+            self._shared = shared
         return 1 if self._shared else MAX_BATCH
 
     def _others_write_here(self) -> bool:
