@@ -473,3 +473,21 @@ async def test_a_refusal_seen_twice_moves_and_sends_the_job_once(dispatcher, rep
     assert backend.submitted[-1][1] == f"token-for-{moved.account_channel_id}"
     held = {a: await slots(database, a) for a in (A1, A2, A3)}
     assert sum(held.values()) == 1 and held[moved.account_channel_id] == 1
+
+
+async def test_a_polled_job_answers_what_the_row_holds_now_even_within_one_clock_tick(dispatcher, repository,
+                                                                                     backend, clock):
+    """The polled GET keeps the answer made for an unchanged row; any change of the row, even one
+    that leaves updated_at as it was (the clock here never moves), makes a new one."""
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    first = await dispatcher.public_job_by_id(job.job_id, G)
+    again = await dispatcher.public_job_by_id(job.job_id, G)
+    assert again == first and again is not first  # the same answer, a copy the caller may change
+    again["status"] = "tampered"
+    assert (await dispatcher.public_job_by_id(job.job_id, G))["status"] == first["status"]
+    await dispatcher.jobs.record_progress(job.job_id, JobStatus.PROGRESS, now=clock.now, message_id="5001",
+                                          progress=42, content="working")
+    changed = await dispatcher.public_job_by_id(job.job_id, G)
+    assert (changed["status"], changed["updated"], changed["messageId"]) == ("progress", first["updated"], "5001")
+    assert changed == await dispatcher.public_job(await dispatcher.get(job.job_id, G))  # the other path agrees
