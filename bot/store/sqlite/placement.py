@@ -14,9 +14,9 @@ placements can both see the same free slot. Two forms take the lock that way:
 The common cases are one such statement (one call to aiosqlite's thread, and the lock
 held only while SQLite runs it): :data:`PLACE_FREE` for a new job, :data:`PLACE_ON_FREE`
 for a button, :func:`release_statement` for an ending job. What they do not cover (a
-queue, an error to explain, a freed slot that a waiting job should take) goes to the
-functions below, each one ``BEGIN IMMEDIATE`` transaction given a :class:`Tx` by
-:meth:`Database.run`. ``tests/store`` checks both forms against two connections.
+queue, an error to explain, a freed slot that waiting jobs should take) goes to
+:func:`place`, :func:`place_on`, :func:`promote` and :func:`requeue`, each one
+``BEGIN IMMEDIATE`` transaction given a :class:`Tx` by :meth:`Database.run`. ``tests/store`` checks both forms against two connections.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from typing import Any, Protocol
 from bot.store.sqlite.database import Database, Tx
 from bot.dispatch.models import Job, JobState, JobStatus, job_from_row, new_job_id
 from bot.errors import ApiError
-from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob, Placement, Released, busy
+from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob, Placement, busy
+
+# The jobs holding a slot of account ``a``: its load, counted wherever capacity is decided.
+_LOAD = "(SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1)"
 
 _ACCOUNTS_WITH_LOAD = (
-    "SELECT a.channel_id, a.discord_user_id, a.max_jobs, a.in_rotation, a.error,"
-    " (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) AS executing"
-    " FROM accounts a"
+    f"SELECT a.channel_id, a.discord_user_id, a.max_jobs, a.in_rotation, a.error, {_LOAD} AS executing FROM accounts a"
 )
 
 
@@ -68,35 +69,37 @@ async def _free_accounts(tx: Tx, guild_id: str) -> list[sqlite3.Row]:
     return _free(await tx.fetchall(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,)))
 
 
-
-
-
 async def _executing_ids(tx: Reads, where: str, value: str) -> list[str]:
     rows = await tx.fetchall(f"SELECT job_id FROM jobs WHERE {where} = ? AND slot_held = 1 ORDER BY seq", (value,))
     return [row[0] for row in rows]
 
 
+_JOB_COLUMNS = (
+    "job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+    " request_channel_id, verb, params, parent_job_id, status, state, owner, created_at, updated_at"
+)
+
+
+def new_job_params(new: NewJob, *, now: float, owner: str | None, **more: Any) -> dict[str, Any]:
+    """A new job's named parameters (``:job_id``, ``:guild`` …) for the statements that insert it."""
+    return {
+        "job_id": new_job_id(), "guild": new.guild_id, "requester": new.requester_id,
+        "asked_in": new.request_channel_id, "verb": new.verb.value,
+        "params": json.dumps(new.params, ensure_ascii=False), "parent": new.parent_job_id,
+        "status": JobStatus.CREATED.value, "owner": owner, "now": now, **more,
+    }
+
+
 async def _insert(tx: Tx, new: NewJob, *, now: float, account: Any | None, owner: str) -> Job:
+    """A new job on ``account`` (placed), or with none (waiting in the queue)."""
+    on = account is not None
     row = await tx.fetchone(
-        "INSERT INTO jobs (job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-        " request_channel_id, verb, params, parent_job_id, status, state, owner, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-        (
-            new_job_id(),
-            new.guild_id,
-            account["channel_id"] if account else None,
-            account["discord_user_id"] if account else None,
-            account["max_jobs"] if account else None,
-            new.requester_id,
-            new.request_channel_id,
-            new.verb.value,
-            json.dumps(new.params, ensure_ascii=False),
-            new.parent_job_id,
-            JobStatus.CREATED.value,
-            (JobState.PLACED if account is not None else JobState.WAITING).value,
-            owner if account else None,
-            now,
-            now,
+        f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (:job_id, :guild, :account, :user, :max_jobs, :requester,"
+        " :asked_in, :verb, :params, :parent, :status, :state, :owner, :now, :now) RETURNING *",
+        new_job_params(
+            new, now=now, owner=owner if on else None, account=account["channel_id"] if on else None,
+            user=account["discord_user_id"] if on else None, max_jobs=account["max_jobs"] if on else None,
+            state=(JobState.PLACED if on else JobState.WAITING).value,
         ),
     )
     return job_from_row(row)
@@ -133,11 +136,6 @@ async def promote(tx: Tx, guild_id: str, *, now: float, owner: str, rng: random.
         promoted.append(await _assign(tx, waiting["job_id"], rng.choice(free), owner=owner, now=now))
 
 
-_JOB_COLUMNS = (
-    "job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
-    " request_channel_id, verb, params, parent_job_id, status, state, owner, created_at, updated_at"
-)
-
 # A new job on a random account of its server with a free slot, in one statement; nothing
 # when there is none, or when jobs wait (they go first: the slower path queues it behind them).
 # ``:pick`` in [0, 1) chooses uniformly among the free accounts, as rng.choice would.
@@ -146,7 +144,7 @@ PLACE_FREE = (
     " SELECT a.channel_id, a.discord_user_id, a.max_jobs,"
     " ROW_NUMBER() OVER (ORDER BY a.channel_id) - 1 AS n, COUNT(*) OVER () AS total"
     " FROM accounts a WHERE a.guild_id = :guild AND a.in_rotation = 1"
-    " AND (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) < a.max_jobs"
+    f" AND {_LOAD} < a.max_jobs"
     " AND NOT EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = :guild AND w.queued = 1))"
     f" INSERT INTO jobs ({_JOB_COLUMNS})"
     " SELECT :job_id, :guild, channel_id, discord_user_id, max_jobs, :requester, :asked_in, :verb, :params, :parent,"
@@ -160,18 +158,9 @@ PLACE_ON_FREE = (
     " SELECT :job_id, :guild, a.channel_id, a.discord_user_id, a.max_jobs, :requester, :asked_in, :verb, :params,"
     " :parent, :status, 'placed', :owner, :now, :now FROM accounts a"
     " WHERE a.guild_id = :guild AND a.channel_id = :account AND a.in_rotation = 1"
-    " AND (SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1) < a.max_jobs"
+    f" AND {_LOAD} < a.max_jobs"
     " RETURNING *"
 )
-
-
-def new_job_params(new: NewJob, *, now: float, owner: str, **more: Any) -> dict[str, Any]:
-    return {
-        "job_id": new_job_id(), "guild": new.guild_id, "requester": new.requester_id,
-        "asked_in": new.request_channel_id, "verb": new.verb.value,
-        "params": json.dumps(new.params, ensure_ascii=False), "parent": new.parent_job_id,
-        "status": JobStatus.CREATED.value, "owner": owner, "now": now, **more,
-    }
 
 
 def release_statement(
@@ -252,20 +241,6 @@ async def refuse_on(reads: Reads, guild_id: str, account_channel_id: str) -> sql
             await _executing_ids(reads, "account_channel_id", account_channel_id),
         )
     return row
-
-
-async def release(
-    tx: Tx, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
-    fields: dict[str, Any], expected: Job | None = None,
-) -> Released:
-    """:func:`release_statement` and the promotion of waiting jobs, in one transaction."""
-    sql, params = release_statement(job_id, status, now=now, fields=fields, expected=expected)
-    ended = await tx.fetchone(sql, params)
-    if ended is None:
-        return Released(None, [])
-    job = job_from_row(ended)
-    promoted = await promote(tx, job.guild_id, now=now, owner=owner, rng=rng) if ended["others_waiting"] else []
-    return Released(job, promoted)
 
 
 async def requeue(
