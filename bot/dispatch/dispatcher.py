@@ -9,7 +9,6 @@ import random
 import socket
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import replace
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -87,7 +86,6 @@ class Dispatcher:
         self._loops: list[asyncio.Task] = []
         self._closing = False
         self._leased = False
-        self._answers: OrderedDict[tuple[int, str | None, bool], tuple[Job, dict[str, Any]]] = OrderedDict()
         backend.bind(self)
 
     # --- lifecycle ------------------------------------------------------------------
@@ -212,19 +210,7 @@ class Dispatcher:
         if found is None:
             raise job_not_found(job_id)
         job, last4 = found
-        # A store may hand back the very same Job for a row that has not changed (the SQLite
-        # adapter does): its answer is then the one already made. Keyed by identity and
-        # checked with `is`, so another store, or a changed row, simply makes it afresh.
-        key = (id(job), last4, with_reply)
-        made = self._answers.get(key)
-        if made is not None and made[0] is job:
-            self._answers.move_to_end(key)
-            return dict(made[1])
-        public = job.to_public(masked_token=None if last4 is None else mask_token(last4), with_reply=with_reply)
-        self._answers[key] = (job, public)
-        if len(self._answers) > 1024:
-            self._answers.popitem(last=False)
-        return dict(public)
+        return job.to_public(masked_token=None if last4 is None else mask_token(last4), with_reply=with_reply)
 
     async def public_job(self, job: Job, *, with_reply: bool = False) -> dict[str, Any]:
         """The useapi job fields, with the account's token masked (never more)."""

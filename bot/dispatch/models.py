@@ -79,6 +79,10 @@ class Job:
     buttons: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     error_details: str | None = None
+    # Public answers already made from this (immutable) job, by to_public's arguments.
+    _answers: dict[tuple[str | None, bool], dict[str, Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def prompt(self) -> str | None:
@@ -97,7 +101,18 @@ class Job:
         return self.status.executing
 
     def to_public(self, *, masked_token: str | None = None, with_reply: bool = False) -> dict[str, Any]:
-        """The useapi job fields; the account token only ever masked."""
+        """The useapi job fields; the account token only ever masked.
+
+        Made once per job and arguments, and handed out as a copy the caller may change: a
+        client polling an unchanged job gets the same Job back from the store (the SQLite
+        adapter keeps the one decoded from an unchanged row), so its answer is not made again."""
+        key = (masked_token, with_reply)
+        made = self._answers.get(key)
+        if made is None:
+            made = self._answers[key] = self._public(masked_token, with_reply)
+        return dict(made)
+
+    def _public(self, masked_token: str | None, with_reply: bool) -> dict[str, Any]:
         public: dict[str, Any] = {
             "jobid": self.job_id,
             "verb": f"pixverse-{self.verb.value}",  # useapi's spelling
@@ -131,7 +146,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-_JOB_FIELDS = tuple(f.name for f in fields(Job))  # computed once: fields() is slow per row
+_JOB_FIELDS = tuple(f.name for f in fields(Job) if f.init)  # computed once: fields() is slow per row
 
 
 def job_from_row(row: Any) -> Job:
