@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bot.store.sqlite.database import Tx
+from bot.store.sqlite.jobs import LEASE
 
 JOB_DEFAULTS: dict[str, Any] = {
     "job_id": None,  # required
@@ -63,8 +64,4 @@ async def insert_jobs(tx: Tx, rows: Iterable[Mapping[str, Any]]) -> None:
 
 async def lease(tx: Tx, owner: str, heartbeat_at: float) -> None:
     """The process lease a job's owner must hold (a foreign key)."""
-    await tx.execute(
-        "INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)"
-        " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-        (owner, heartbeat_at),
-    )
+    await tx.execute(LEASE, (owner, heartbeat_at))

@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 # Polled jobs whose decoded form is kept (see JobRepository.get_with_token_last4).
 DECODED_ROWS = 1024
 
+# Takes or renews a process's lease: (owner, heartbeat_at).
+LEASE = (
+    "INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)"
+    " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+)
+
 # Rows deleted per purge transaction: short enough that no write waits long behind one.
 PURGE_BATCH = 500
 
@@ -270,11 +276,7 @@ class JobRepository:
     # --- process leases -------------------------------------------------------------
 
     async def heartbeat(self, owner: str, now: float) -> None:
-        await self._db.execute(
-            "INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)"
-            " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            (owner, now),
-        )
+        await self._db.execute(LEASE, (owner, now))
 
     async def live_owners(self, *, now: float, ttl: float) -> list[str]:
         rows = await self._db.fetchall("SELECT owner FROM processes WHERE heartbeat_at >= ?", (now - ttl,))
