@@ -99,7 +99,7 @@ class Dispatcher:
             log.exception("Recovery at startup failed; the next sweep tries again")
         if not self._closing:
             self._loops = [
-                asyncio.create_task(self._every(self.sweep_interval, self._heartbeat), name="dispatcher lease"),
+                asyncio.create_task(self._every(self.sweep_interval, self._renew_lease), name="dispatcher lease"),
                 asyncio.create_task(self._every(self.sweep_interval, self.sweep), name="dispatcher sweep"),
             ]
 
@@ -145,8 +145,7 @@ class Dispatcher:
         """A job's owner is a process with a lease (the store's rule): taken before the first job
         this dispatcher owns, renewed by the lease task once started."""
         if not self._leased:
-            await self.jobs.heartbeat(self.owner, self.clock())
-            self._leased = True
+            await self._renew_lease()
 
     def _refuse_when_closing(self) -> None:
         if self._closing:
@@ -162,11 +161,9 @@ class Dispatcher:
         self._refuse_when_closing()
         params = {**validate_create(body, verb), **(extra or {})}
         await self._hold_lease()
-        result = await self.jobs.place(NewJob(guild_id, requester_id, request_channel_id, verb, params),
-            now=self.clock(),
-            owner=self.owner,
-            queue_size=self.queue_size,
-            rng=self.rng,
+        result = await self.jobs.place(
+            NewJob(guild_id, requester_id, request_channel_id, verb, params),
+            now=self.clock(), owner=self.owner, queue_size=self.queue_size, rng=self.rng,
         )
         if result.queue_position is None:
             self._spawn(self._run(result.job), f"run {result.job.job_id}")
@@ -188,10 +185,9 @@ class Dispatcher:
         # The parent's message id lets PixVerse's replies (message_reference) find this job.
         params = {"button": button, "parent_message_id": parent.message_id, **(extra or {})}
         await self._hold_lease()
-        job = await self.jobs.place_on(NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
-            account_channel_id=parent.account_channel_id,
-            now=self.clock(),
-            owner=self.owner,
+        job = await self.jobs.place_on(
+            NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
+            account_channel_id=parent.account_channel_id, now=self.clock(), owner=self.owner,
         )
         self._spawn(self._run(job), f"run {job.job_id}")
         return job
@@ -315,8 +311,8 @@ class Dispatcher:
         if error_details is not None:
             values["error_details"] = error_details
         await self._hold_lease()  # the slot it frees may go to a waiting job, owned from then by this process
-        released = await self.jobs.release(job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values,
-            expected=expected,
+        released = await self.jobs.release(
+            job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values, expected=expected,
         )
         if released.job is None:
             return None
@@ -416,15 +412,15 @@ class Dispatcher:
             except Exception:
                 log.exception("Dispatcher %s failed", work.__name__)
 
-    async def _heartbeat(self) -> None:
+    async def _renew_lease(self) -> None:
         await self.jobs.heartbeat(self.owner, self.clock())
+        self._leased = True
 
     async def sweep(self) -> None:
-        now = self.clock()
         # Renewed first: a process that was paused past its lease (a suspended machine) must
         # not find its own lease forgotten by this sweep while it still owns jobs.
-        await self.jobs.heartbeat(self.owner, now)
-        self._leased = True
+        await self._renew_lease()
+        now = self.clock()
         for job in await self.jobs.timed_out(now=now, timeout=self.job_timeout):
             what = "No PixVerse account was free" if job.queued else "PixVerse did not finish the job"
             await self.finish(
