@@ -51,6 +51,7 @@ def not_found(error: str = CONFIGURATION_NOT_FOUND) -> ApiError:
 
 DATABASE_BUSY = "The database is busy; please try again in a moment"
 DATABASE_UNWRITABLE = "The database cannot be written; nothing was saved"
+DATABASE_UNREACHABLE = "The database cannot be reached; please try again in a moment"
 
 
 class StoreError(Exception):
@@ -65,12 +66,19 @@ class StoreUnwritable(StoreError):
     """The store cannot take writes (a full disk, an I/O error); the transaction was rolled back whole."""
 
 
+class StoreUnavailable(StoreError):
+    """The database server cannot be reached (connection lost or refused); nothing was committed
+    by the call that got this, or its transaction was rolled back whole by the server."""
+
+
 def from_exception(exc: BaseException) -> ApiError | None:
     """An infrastructure failure that has an honest answer other than 500."""
     if isinstance(exc, StoreUnwritable):
         return ApiError(503, DATABASE_UNWRITABLE)
     if isinstance(exc, StoreBusy):
         return ApiError(503, DATABASE_BUSY)
+    if isinstance(exc, StoreUnavailable):
+        return ApiError(503, DATABASE_UNREACHABLE)
     return None
 
 

@@ -80,7 +80,7 @@ def busy(error: str, executing: list[str]) -> ApiError:
 def result_fields(update: Any) -> dict[str, Any]:
     """The fields a final PixVerse message sets on its job, as ``release(fields=…)`` takes them
     (the schema's column names; lists as JSON text, as every engine stores them)."""
-    fields: dict[str, Any] = {"pixverse_open": 0}
+    fields: dict[str, Any] = {"pixverse_open": False}
     if update.message_id is not None:
         fields["message_id"] = update.message_id
     if update.content is not None:

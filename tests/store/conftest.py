@@ -45,7 +45,29 @@ async def sqlite_stores(tmp_path) -> AsyncIterator[Callable[[], contextlib.Abstr
     yield connect
 
 
-ADAPTERS = {"sqlite": sqlite_stores}
+@contextlib.asynccontextmanager
+async def postgres_stores(tmp_path) -> AsyncIterator[Callable[[], contextlib.AbstractAsyncContextManager[Stores]]]:
+    from bot.store.postgres.accounts import AccountRepository
+    from bot.store.postgres.database import Database
+    from bot.store.postgres.jobs import JobRepository
+    from bot.store.postgres.tokens import ApiTokenRepository
+    from tests.postgres_support import fresh_schema
+
+    cipher = TokenCipher(Fernet.generate_key())
+    async with fresh_schema() as (url, schema):
+
+        @contextlib.asynccontextmanager
+        async def connect() -> AsyncIterator[Stores]:
+            db = await Database.open(url, pool_size=4, server_settings={"search_path": schema})
+            try:
+                yield Stores(AccountRepository(db, cipher), JobRepository(db), ApiTokenRepository(db))
+            finally:
+                await db.close()
+
+        yield connect
+
+
+ADAPTERS = {"sqlite": sqlite_stores, "postgres": postgres_stores}
 
 
 @pytest.fixture(params=sorted(ADAPTERS))

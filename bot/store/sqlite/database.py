@@ -9,7 +9,6 @@ mid-migration leaves the previous version intact, never half of the new one.
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import logging
 import os
 import re
@@ -23,44 +22,18 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from bot.errors import StartupError, StoreBusy, StoreUnwritable
+from bot.store.migrations import Migration, migrations_dir
+from bot.store.migrations import load_migrations as _load_migrations
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-def migrations_dir(engine: str = "sqlite") -> Path:
-    """Where an engine's migrations are: in the installed package, or in a checkout on sys.path."""
-    try:
-        return Path(str(importlib.resources.files("bot.migrations") / engine))
-    except ModuleNotFoundError:  # the checkout itself on sys.path, nothing installed
-        return Path(__file__).resolve().parents[3] / "migrations" / engine
-
-
 MIGRATIONS_DIR = migrations_dir("sqlite")
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    if not directory.is_dir() or not any(directory.glob("*.sql")):
-        # An installed copy without its migrations must fail here, not start on an empty database.
-        raise StartupError(f"no migrations found in {directory}; the installation is incomplete: reinstall the bot")
-    migrations = []
-    for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if not match:
-            raise ValueError(f"migration file name not of the form NNNN_name.sql: {path.name}")
-        migrations.append(Migration(int(match.group(1)), path.stem, path.read_text("utf-8")))
-    versions = [m.version for m in migrations]
-    if len(set(versions)) != len(versions):
-        raise ValueError(f"two migrations share a version in {directory}")
-    return migrations
+    return _load_migrations(directory)
 
 
 def prepare_file(path: Path | str) -> None:

@@ -28,8 +28,7 @@ from typing import Any, Protocol
 
 from bot.store.sqlite.database import Database, Tx
 from bot.dispatch.models import Job, JobState, JobStatus, job_from_row, new_job_id
-from bot.errors import ApiError
-from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob, Placement, busy
+from bot.store import NewJob, Placement, rules
 
 # The jobs holding a slot of account ``a``: its load, counted wherever capacity is decided.
 _LOAD = "(SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held = 1)"
@@ -61,12 +60,10 @@ class LookupReads:
         return await self._db.lookup_one(sql, params)
 
 
-def _free(rows: list[sqlite3.Row]) -> list[sqlite3.Row]:
-    return [row for row in rows if row["in_rotation"] and row["executing"] < row["max_jobs"]]
-
-
 async def _free_accounts(tx: Tx, guild_id: str) -> list[sqlite3.Row]:
-    return _free(await tx.fetchall(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,)))
+    return rules.free_accounts(
+        await tx.fetchall(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.in_rotation = 1", (guild_id,))
+    )
 
 
 async def _executing_ids(tx: Reads, where: str, value: str) -> list[str]:
@@ -203,19 +200,14 @@ async def place(tx: Tx, new: NewJob, *, now: float, owner: str, queue_size: int,
 
 
 async def refuse_or_free(reads: Reads, guild_id: str, *, queue_size: int) -> tuple[list[sqlite3.Row], int]:
-    """Raises the refusal a new job of this server gets as things stand: 404 (no account),
-    503 (none in rotation), 429 (all busy and no queue room). Otherwise returns the free
-    accounts and the number of jobs waiting, for the caller to place or queue it."""
+    """Raises the refusal a new job of this server gets as things stand (:func:`rules.new_job`).
+    Otherwise returns the free accounts and the number of jobs waiting, for the caller to place
+    or queue it."""
     accounts = await reads.fetchall(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ?", (guild_id,))
-    if not accounts:
-        raise ApiError(404, NO_ACCOUNTS)
-    if not any(row["in_rotation"] for row in accounts):
-        raise ApiError(503, NONE_IN_ROTATION)
-    free = _free(accounts)
     waiting = (await reads.fetchone("SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND queued = 1", (guild_id,)))[0]
-    if (free and not waiting) or waiting < queue_size:
-        return free, waiting
-    raise busy(BUSY, await _executing_ids(reads, "guild_id", guild_id))
+    free = await rules.new_job(accounts, waiting, queue_size=queue_size,
+                               executing_ids=lambda: _executing_ids(reads, "guild_id", guild_id))
+    return free, waiting
 
 
 async def place_on(tx: Tx, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
@@ -225,22 +217,13 @@ async def place_on(tx: Tx, new: NewJob, *, account_channel_id: str, now: float, 
 
 
 async def refuse_on(reads: Reads, guild_id: str, account_channel_id: str) -> sqlite3.Row:
-    """Raises the refusal a button on this account gets as things stand (404, 409, 429);
+    """Raises the refusal a button on this account gets as things stand (:func:`rules.button`);
     otherwise returns the account, which has a free slot."""
     row = await reads.fetchone(
         _ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = ? AND a.channel_id = ?", (guild_id, account_channel_id)
     )
-    if row is None:
-        raise ApiError(404, f"The PixVerse account of channel {account_channel_id} that made this job is no longer configured")
-    if not row["in_rotation"]:
-        reason = f": {row['error']}" if row["error"] else ""
-        raise ApiError(409, f"The PixVerse account of channel {account_channel_id} is out of rotation{reason}")
-    if row["executing"] >= row["max_jobs"]:
-        raise busy(
-            f"The PixVerse account of channel {account_channel_id} is busy",
-            await _executing_ids(reads, "account_channel_id", account_channel_id),
-        )
-    return row
+    return await rules.button(row, account_channel_id,
+                              executing_ids=lambda: _executing_ids(reads, "account_channel_id", account_channel_id))
 
 
 async def requeue(

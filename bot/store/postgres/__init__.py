@@ -1,0 +1,1 @@
+"""PostgreSQL through asyncpg: one database shared by every bot process, on one machine or many."""

@@ -1,0 +1,252 @@
+"""PostgreSQL access through asyncpg: a connection pool, migrations under an advisory lock, and
+the driver's failures in the port's terms.
+
+Every call takes a connection from the pool for one statement or one transaction. A failure
+of the server or of the network (connection refused, lost, the server shutting down) becomes
+:class:`StoreUnavailable` (a 503 with a clear text), and for a short, growing while
+(``BACKOFF_*``) the next calls get it at once instead of each waiting on a dead server; then
+one call tries again, and the pool opens new connections. The server rolls back a
+transaction whose connection was lost, so nothing is half-written.
+
+The URL's password never leaves this module: the database is named by :func:`describe_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from bot.errors import StartupError, StoreBusy, StoreUnavailable, StoreUnwritable
+from bot.store.migrations import Migration, load_migrations, migrations_dir
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = migrations_dir("postgres")
+# pg_advisory_lock's two-key form (its key space is apart from the one-key form that placement
+# uses per server): held while a process applies migrations.
+MIGRATION_LOCK = (0x50495856, 1)  # "PIXV", 1
+# A call waits this long for a free connection of the pool before it answers 503.
+ACQUIRE_TIMEOUT_SECONDS = 10.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+# After the server could not be reached, calls fail at once for this long, doubled at each
+# failed retry up to the maximum; the first success ends it.
+BACKOFF_FIRST_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 8.0
+
+
+def describe_url(url: str) -> str:
+    """The database's URL as it may be shown: scheme, user, host, port and name; never the password."""
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+def url_password(url: str) -> str | None:
+    """The password in the URL (to be registered with the log redactor), if any."""
+    return urlsplit(url).password or None
+
+
+def _unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, (
+        OSError,  # refused, reset, unreachable
+        asyncio.TimeoutError,  # connecting, or waiting for a connection of the pool
+        asyncpg.PostgresConnectionError,  # class 08: the connection is gone
+        asyncpg.exceptions.OperatorInterventionError,  # class 57: the server is shutting down or starting
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+    )) or (isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc)))
+
+
+def translate(exc: BaseException) -> BaseException | None:
+    """The port's exception for a driver failure that has an honest answer; None for others."""
+    if _unavailable(exc):
+        return StoreUnavailable(type(exc).__name__)
+    if isinstance(exc, (asyncpg.exceptions.DiskFullError, asyncpg.exceptions.ReadOnlySQLTransactionError)):
+        return StoreUnwritable(type(exc).__name__)
+    if isinstance(exc, (asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock
+                        asyncpg.exceptions.LockNotAvailableError,
+                        asyncpg.exceptions.QueryCanceledError)):  # statement_timeout
+        return StoreBusy(type(exc).__name__)
+    return None
+
+
+def changed(status: str) -> int:
+    """The row count of a command tag ("UPDATE 3", "INSERT 0 1", "DELETE 0")."""
+    count = status.rpartition(" ")[2]
+    return int(count) if count.isdigit() else 0
+
+
+class Database:
+    """The pool and what the adapters ask of it; every method raises the port's errors."""
+
+    engine = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, *, url: str) -> None:
+        self.pool = pool
+        self.name = describe_url(url)
+        self.write_problem: str | None = None  # the server reports its own (never set here)
+        self._down_until = 0.0
+        self._backoff = 0.0
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10, migrations: list[Migration] | None = None,
+                   server_settings: dict[str, str] | None = None) -> Database:
+        """Connects, applies the migrations the database lacks, and returns the pool's owner.
+
+        A server that cannot be reached or refuses the login is a StartupError naming the
+        database (never its password)."""
+        name = describe_url(url)
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
+                server_settings=server_settings, max_inactive_connection_lifetime=300,
+            )
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StartupError(f"Cannot open the database {name}: {_reason(exc)}") from None
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, migrations)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+                raise StartupError(f"Cannot migrate the database {name}: {_reason(exc)}") from None
+            raise
+        return cls(pool, url=url)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        except asyncio.TimeoutError:
+            self.pool.terminate()
+
+    # --- statements and transactions, in the port's errors ---------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise StoreUnavailable("backing off")
+        try:
+            yield
+        except Exception as exc:
+            translated = translate(exc)
+            if translated is None:
+                raise
+            if isinstance(translated, StoreUnavailable):
+                self._note_down(exc)
+            raise translated from None
+        else:
+            self._note_up()
+
+    def _note_down(self, exc: BaseException) -> None:
+        if not self._backoff:
+            log.error("The database %s cannot be reached (%s); retrying with backoff", self.name, _reason(exc))
+        self._backoff = min(BACKOFF_MAX_SECONDS, max(BACKOFF_FIRST_SECONDS, self._backoff * 2))
+        self._down_until = time.monotonic() + self._backoff
+
+    def _note_up(self) -> None:
+        if self._backoff:
+            log.warning("The database %s answers again", self.name)
+        self._backoff = 0.0
+        self._down_until = 0.0
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection of the pool, outside any transaction (each statement commits alone)."""
+        async with self._guarded(), self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside one transaction: committed when the block ends, rolled back whole
+        if it raises (a lost connection: by the server)."""
+        async with self._guarded(), self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+            async with conn.transaction():
+                yield conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """One statement in its own transaction; returns the rows it changed."""
+        async with self.connection() as conn:
+            return changed(await conn.execute(sql, *args))
+
+    # --- the database as a whole ------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        return await self.fetchval("SELECT value FROM meta WHERE key = $1", key)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key, value,
+        )
+
+    async def delete_meta(self, key: str) -> None:
+        await self.execute("DELETE FROM meta WHERE key = $1", key)
+
+    async def schema_version(self) -> int:
+        return int(await self.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+
+    async def ping(self) -> None:
+        """A trivial query on a connection of the pool; raises when the server does not answer.
+        It is also the retry of a backoff: it always tries."""
+        self._down_until = 0.0
+        await self.fetchval("SELECT 1")
+
+    async def probe_write(self) -> bool:
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
+    """Applies the migrations the database lacks, in order, each in one transaction with its
+    record; returns the versions applied. Under a session advisory lock: processes starting
+    together apply each migration exactly once (the others wait, then find it applied)."""
+    migrations = load_migrations(MIGRATIONS_DIR) if migrations is None else migrations
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", *MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at DOUBLE PRECISION NOT NULL DEFAULT extract(epoch FROM now()))"
+        )
+        done = {row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)  # no arguments: the whole file, one round trip
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                                   migration.version, migration.name)
+            log.info("Applied migration %s", migration.name)
+            applied.append(migration.version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", *MIGRATION_LOCK)

@@ -1,0 +1,382 @@
+"""Jobs on PostgreSQL: placement guarded by a per-server advisory lock, and the rest of the JobStore.
+
+**What guards capacity.** Every transaction that may put a job on an account (:meth:`place`,
+:meth:`place_on`, :meth:`promote_waiting`, :meth:`requeue`, and the promotion after a release)
+first takes ``pg_advisory_xact_lock`` on its server (a transaction-scoped lock, released by its
+commit or rollback), and only then counts the accounts' load. Under READ COMMITTED each later
+statement of that transaction reads what was committed before it started, so it sees every
+placement that held the lock before it: no two placements of a server, in any process on any
+machine, can both take the same free slot. Freeing a slot needs no lock (one ``UPDATE`` that
+matches once). The lock is per server: servers never wait for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+
+from bot.dispatch.models import Job, JobState, JobStatus, job_from_row, new_job_id
+from bot.store import NewJob, Placement, Released, rules
+from bot.store.postgres.database import Database
+
+log = logging.getLogger(__name__)
+
+DECODED_ROWS = 1024
+PURGE_BATCH = 500
+
+# One key per server in pg_advisory_xact_lock's one-key space (migrations use the two-key one).
+# Two servers whose ids hash alike only share a lock: slower for them, never wrong.
+LOCK_SERVER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
+LEASE = (
+    "INSERT INTO processes (owner, heartbeat_at) VALUES ($1, $2)"
+    " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+)
+
+_LOAD = "(SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held)"
+_ACCOUNTS_WITH_LOAD = (
+    f"SELECT a.channel_id, a.discord_user_id, a.max_jobs, a.in_rotation, a.error, {_LOAD} AS executing FROM accounts a"
+)
+_JOB_COLUMNS = (
+    "job_id, guild_id, account_channel_id, account_user_id, max_jobs, requester_id,"
+    " request_channel_id, verb, params, parent_job_id, status, state, owner, created_at, updated_at"
+)
+# $1 job_id, $2 guild, $3 requester, $4 asked_in, $5 verb, $6 params, $7 parent, $8 owner, $9 now
+_NEW = "$1, $2, {account}, {user}, {max_jobs}, $3, $4, $5, $6, $7, 'created', {state}, {owner}, $9, $9"
+
+# A new job on a random account of its server with a free slot ($10 in [0, 1) picks uniformly),
+# unless jobs wait (they go first). Run under the server's lock.
+PLACE_FREE = (
+    "WITH free AS ("
+    " SELECT a.channel_id, a.discord_user_id, a.max_jobs,"
+    " ROW_NUMBER() OVER (ORDER BY a.channel_id) - 1 AS n, COUNT(*) OVER () AS total"
+    f" FROM accounts a WHERE a.guild_id = $2 AND a.in_rotation AND {_LOAD} < a.max_jobs"
+    " AND NOT EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = $2 AND w.queued))"
+    f" INSERT INTO jobs ({_JOB_COLUMNS})"
+    " SELECT " + _NEW.format(account="channel_id", user="discord_user_id", max_jobs="max_jobs",
+                             state="'placed'", owner="$8")
+    + " FROM free WHERE n = floor($10 * total) RETURNING *"
+)
+# A follow-up job on one given account ($10) while it is in rotation with a free slot.
+PLACE_ON_FREE = (
+    f"INSERT INTO jobs ({_JOB_COLUMNS})"
+    " SELECT " + _NEW.format(account="a.channel_id", user="a.discord_user_id", max_jobs="a.max_jobs",
+                             state="'placed'", owner="$8")
+    + f" FROM accounts a WHERE a.guild_id = $2 AND a.channel_id = $10 AND a.in_rotation AND {_LOAD} < a.max_jobs"
+    " RETURNING *"
+)
+QUEUE = (
+    f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ("
+    + _NEW.format(account="NULL", user="NULL", max_jobs="NULL", state="'waiting'", owner="$8") + ") RETURNING *"  # $8: None
+)
+# Puts a job on an account afresh: placed, not sent, a new version.
+_ASSIGN = (
+    "UPDATE jobs SET state = 'placed', version = version + 1, account_channel_id = $2, account_user_id = $3,"
+    " max_jobs = $4, owner = $5, updated_at = $6{more} WHERE job_id = $1 RETURNING *"
+)
+
+
+def _new_args(new: NewJob, *, now: float, owner: str | None) -> list[Any]:
+    return [new_job_id(), new.guild_id, new.requester_id, new.request_channel_id, new.verb.value,
+            json.dumps(new.params, ensure_ascii=False), new.parent_job_id, owner, now]
+
+
+async def _executing_ids(conn: asyncpg.Connection, where: str, value: str) -> list[str]:
+    rows = await conn.fetch(f"SELECT job_id FROM jobs WHERE {where} = $1 AND slot_held ORDER BY seq", value)
+    return [row[0] for row in rows]
+
+
+async def _free_accounts(conn: asyncpg.Connection, guild_id: str) -> list[asyncpg.Record]:
+    return rules.free_accounts(await conn.fetch(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1 AND a.in_rotation",
+                                                guild_id))
+
+
+async def _assign(conn: asyncpg.Connection, job_id: str, account: Any, *, owner: str, now: float,
+                  more: str = "", extra: tuple = ()) -> Job:
+    row = await conn.fetchrow(
+        _ASSIGN.format(more=more), job_id, account["channel_id"], account["discord_user_id"], account["max_jobs"],
+        owner, now, *extra,
+    )
+    return job_from_row(row)
+
+
+async def _promote(conn: asyncpg.Connection, guild_id: str, *, now: float, owner: str,
+                   rng: random.Random) -> list[Job]:
+    """Gives the server's free slots to its oldest waiting jobs (the caller holds the server's lock)."""
+    promoted = []
+    while True:
+        waiting = await conn.fetchval(
+            "SELECT job_id FROM jobs WHERE guild_id = $1 AND queued ORDER BY seq LIMIT 1", guild_id
+        )
+        if waiting is None:
+            return promoted
+        free = await _free_accounts(conn, guild_id)
+        if not free:
+            return promoted
+        promoted.append(await _assign(conn, waiting, rng.choice(free), owner=owner, now=now))
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._decoded: OrderedDict[tuple, tuple[Job, str | None]] = OrderedDict()
+
+    async def _fetch_jobs(self, sql: str, *args: Any) -> list[Job]:
+        return [job_from_row(row) for row in await self._db.fetch(sql, *args)]
+
+    # --- placement: each under its server's lock ------------------------------------------
+
+    async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
+        async with self._db.transaction() as conn:
+            await conn.execute(LOCK_SERVER, new.guild_id)
+            args = _new_args(new, now=now, owner=owner)
+            row = await conn.fetchrow(PLACE_FREE, *args, rng.random())
+            if row is not None:
+                return Placement(job_from_row(row), None)
+            accounts = await conn.fetch(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1", new.guild_id)
+            waiting = await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND queued", new.guild_id)
+            free = await rules.new_job(accounts, waiting, queue_size=queue_size,
+                                       executing_ids=lambda: _executing_ids(conn, "guild_id", new.guild_id))
+            if free and not waiting:
+                # A release (which takes no lock) freed a slot after PLACE_FREE read: take it.
+                return Placement(await _insert_placed(conn, args, rng.choice(free)), None)
+            args[7] = None  # a waiting job has no owner
+            return Placement(job_from_row(await conn.fetchrow(QUEUE, *args)), waiting + 1)
+
+    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
+        async with self._db.transaction() as conn:
+            await conn.execute(LOCK_SERVER, new.guild_id)
+            row = await conn.fetchrow(PLACE_ON_FREE, *_new_args(new, now=now, owner=owner), account_channel_id)
+            if row is not None:
+                return job_from_row(row)
+            account = await conn.fetchrow(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1 AND a.channel_id = $2",
+                                          new.guild_id, account_channel_id)
+            await rules.button(account, account_channel_id,
+                               executing_ids=lambda: _executing_ids(conn, "account_channel_id", account_channel_id))
+            raise AssertionError("the account has a free slot, yet PLACE_ON_FREE did not take it")
+
+    async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+                      fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
+        assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
+        values = {"status": status.value, "state": JobState.DONE.value, "owner": None, "updated_at": now,
+                  **(fields or {})}
+        if "pixverse_open" in values:
+            values["pixverse_open"] = bool(values["pixverse_open"])
+        assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(values, start=1))
+        args = [*values.values(), job_id]
+        where = f"job_id = ${len(args)} AND state <> 'done'"
+        if expected is not None:
+            args.append(expected.version)
+            where += f" AND version = ${len(args)}"
+        ended = await self._db.fetchrow(
+            f"UPDATE jobs SET {assignments} WHERE {where} RETURNING *,"
+            " EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = jobs.guild_id AND w.queued) AS others_waiting",
+            *args,
+        )
+        if ended is None:
+            return Released(None, [])
+        job = job_from_row(ended)
+        if not ended["others_waiting"]:
+            return Released(job, [])
+        try:
+            promoted = await self.promote_waiting(job.guild_id, now=now, owner=owner, rng=rng)
+        except Exception:
+            log.warning("Promoting the waiting jobs of server %s failed; the next sweep will", job.guild_id,
+                        exc_info=True)
+            promoted = []
+        return Released(job, promoted)
+
+    async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
+        if await self._db.fetchval("SELECT 1 FROM jobs WHERE guild_id = $1 AND queued LIMIT 1", guild_id) is None:
+            return []
+        async with self._db.transaction() as conn:
+            await conn.execute(LOCK_SERVER, guild_id)
+            return await _promote(conn, guild_id, now=now, owner=owner, rng=rng)
+
+    async def requeue(self, expected: Job, *, now: float, owner: str, rng: random.Random, error: str,
+                      allow_same: bool = False) -> tuple[Job | None, list[Job]]:
+        async with self._db.transaction() as conn:
+            await conn.execute(LOCK_SERVER, expected.guild_id)
+            row = await conn.fetchrow("SELECT * FROM jobs WHERE job_id = $1 AND slot_held AND version = $2",
+                                      expected.job_id, expected.version)
+            if row is None:
+                return None, []
+            free = [a for a in await _free_accounts(conn, row["guild_id"])
+                    if a["channel_id"] != row["account_channel_id"]]
+            if not free and allow_same:
+                own = await conn.fetchrow(_ACCOUNTS_WITH_LOAD + " WHERE a.channel_id = $1 AND a.in_rotation",
+                                          row["account_channel_id"])
+                free = [own] if own is not None else []
+            if not free:
+                return None, []
+            moved = await _assign(
+                conn, expected.job_id, rng.choice(free), owner=owner, now=now,
+                more=", status = 'created', submitted_at = NULL, message_id = NULL, progress = NULL,"
+                     " pixverse_open = FALSE, placement_attempts = placement_attempts + 1, error_details = $7",
+                extra=(error,),
+            )
+            return moved, await _promote(conn, row["guild_id"], now=now, owner=owner, rng=rng)
+
+    async def queue_position(self, job: Job) -> int | None:
+        if not job.queued:
+            return None
+        return int(await self._db.fetchval(
+            "SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND queued AND seq <= $2", job.guild_id, job.seq
+        ))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def get(self, job_id: str, guild_id: str | None = None) -> Job | None:
+        if guild_id is None:
+            row = await self._db.fetchrow("SELECT * FROM jobs WHERE job_id = $1", job_id)
+        else:
+            row = await self._db.fetchrow("SELECT * FROM jobs WHERE job_id = $1 AND guild_id = $2", job_id, guild_id)
+        return None if row is None else job_from_row(row)
+
+    async def get_with_token_last4(self, job_id: str, guild_id: str) -> tuple[Job, str | None] | None:
+        row = await self._db.fetchrow(
+            "SELECT j.*, a.token_last4 AS account_token_last4 FROM jobs j LEFT JOIN accounts a"
+            " ON a.channel_id = j.account_channel_id AND a.guild_id = j.guild_id WHERE j.job_id = $1 AND j.guild_id = $2",
+            job_id, guild_id,
+        )
+        if row is None:
+            return None
+        # The polled path reads the same unchanged row again and again: its decoded Job is kept
+        # for that exact row (every column), bounded.
+        key = tuple(row)
+        found = self._decoded.get(key)
+        if found is not None:
+            self._decoded.move_to_end(key)
+            return found
+        found = self._decoded[key] = (job_from_row(row), row["account_token_last4"])
+        if len(self._decoded) > DECODED_ROWS:
+            self._decoded.popitem(last=False)
+        return found
+
+    async def executing(self, guild_id: str) -> list[Job]:
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE guild_id = $1 AND slot_held"
+            " UNION ALL SELECT * FROM jobs WHERE guild_id = $1 AND queued ORDER BY seq", guild_id,
+        )
+
+    async def holding_slots(self, account_channel_id: str) -> list[Job]:
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE account_channel_id = $1 AND slot_held ORDER BY seq", account_channel_id
+        )
+
+    async def open_at_pixverse(self, account_channel_id: str) -> list[Job]:
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE account_channel_id = $1 AND pixverse_open ORDER BY seq", account_channel_id
+        )
+
+    async def waiting(self, guild_id: str) -> list[Job]:
+        return await self._fetch_jobs("SELECT * FROM jobs WHERE guild_id = $1 AND queued ORDER BY seq", guild_id)
+
+    # --- a job's life at PixVerse ---------------------------------------------------------------
+
+    async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool:
+        return await self._db.execute(
+            "UPDATE jobs SET state = 'submitted', submitted_at = $1, pixverse_open = TRUE, updated_at = $1"
+            " WHERE job_id = $2 AND state = 'placed' AND owner = $3 AND version = $4",
+            now, job.job_id, owner, job.version,
+        ) > 0
+
+    async def record_progress(self, job_id: str, status: JobStatus, *, now: float, message_id: str | None,
+                              progress: int | None, content: str | None) -> Job | None:
+        """started/progress while the job still executes; the job is returned only to the call
+        that moved it out of ``created`` (the member hears "started" once)."""
+        async with self._db.transaction() as conn:
+            started = await conn.fetchrow(
+                "UPDATE jobs SET status = 'started', updated_at = $1 WHERE job_id = $2 AND state = 'submitted'"
+                " AND status = 'created' RETURNING *", now, job_id,
+            )
+            await conn.execute(
+                "UPDATE jobs SET status = $1, message_id = COALESCE($2, message_id), progress = COALESCE($3, progress),"
+                " content = COALESCE($4, content), updated_at = $5 WHERE job_id = $6 AND state = 'submitted'",
+                status.value, message_id, progress, content, now, job_id,
+            )
+        return None if started is None else job_from_row(started)
+
+    async def job_of_message(self, message_id: str) -> str | None:
+        return await self._db.fetchval("SELECT job_id FROM pixverse_messages WHERE message_id = $1", message_id)
+
+    async def remember_message(self, message_id: str, job_id: str) -> None:
+        await self._db.execute(
+            "INSERT INTO pixverse_messages (message_id, job_id) VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING",
+            message_id, job_id,
+        )
+
+    async def close_at_pixverse(self, job_id: str) -> bool:
+        return await self._db.execute(
+            "UPDATE jobs SET pixverse_open = FALSE WHERE job_id = $1 AND pixverse_open", job_id
+        ) > 0
+
+    # --- periodic work and leases -----------------------------------------------------------------
+
+    async def close_stale_at_pixverse(self, *, before: float) -> int:
+        return await self._db.execute(
+            "UPDATE jobs SET pixverse_open = FALSE WHERE pixverse_open AND NOT slot_held AND updated_at < $1", before
+        )
+
+    async def timed_out(self, *, now: float, timeout: float) -> list[Job]:
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE slot_held AND COALESCE(submitted_at, updated_at) < $1"
+            " UNION ALL SELECT * FROM jobs WHERE queued AND created_at < $1 ORDER BY seq", now - timeout,
+        )
+
+    async def orphaned(self, live_owners: list[str]) -> list[Job]:
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE slot_held AND (owner IS NULL OR NOT owner = ANY($1::text[])) ORDER BY seq",
+            live_owners,
+        )
+
+    async def claim(self, job: Job, owner: str) -> bool:
+        return await self._db.execute(
+            "UPDATE jobs SET owner = $1 WHERE job_id = $2 AND slot_held AND owner IS NOT DISTINCT FROM $3",
+            owner, job.job_id, job.owner,
+        ) > 0
+
+    async def guilds_with_waiting_jobs(self) -> list[str]:
+        return [row[0] for row in await self._db.fetch("SELECT DISTINCT guild_id FROM jobs WHERE queued")]
+
+    async def purge(self, *, before: float, batch: int = PURGE_BATCH) -> int:
+        deleted = 0
+        while True:
+            count = await self._db.execute(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE created_at < $1 AND state = 'done'"
+                " AND NOT pixverse_open ORDER BY created_at LIMIT $2)", before, batch,
+            )
+            deleted += count
+            if count < batch:
+                return deleted
+            await asyncio.sleep(0)
+
+    async def heartbeat(self, owner: str, now: float) -> None:
+        await self._db.execute(LEASE, owner, now)
+
+    async def live_owners(self, *, now: float, ttl: float) -> list[str]:
+        return [row[0] for row in await self._db.fetch(
+            "SELECT owner FROM processes WHERE heartbeat_at >= $1", now - ttl
+        )]
+
+    async def forget_owner(self, owner: str) -> None:
+        await self._db.execute("DELETE FROM processes WHERE owner = $1", owner)
+
+    async def forget_dead_owners(self, *, now: float, ttl: float) -> None:
+        await self._db.execute("DELETE FROM processes WHERE heartbeat_at < $1", now - ttl * 10)
+
+
+async def _insert_placed(conn: asyncpg.Connection, args: list[Any], account: Any) -> Job:
+    row = await conn.fetchrow(
+        f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ("
+        + _NEW.format(account="$10", user="$11", max_jobs="$12", state="'placed'", owner="$8") + ") RETURNING *",
+        *args, account["channel_id"], account["discord_user_id"], account["max_jobs"],
+    )
+    return job_from_row(row)
+
