@@ -37,7 +37,8 @@ from cryptography.fernet import Fernet  # noqa: E402
 from http_bench import BenchTokenChecker, account_body, account_token  # noqa: E402
 
 from bot.accounts.crypto import TokenCipher  # noqa: E402
-from bot.store.sqlite.accounts import UPSERT_SQL, AccountRepository, verify_cipher  # noqa: E402
+from bot.store.key_check import verify_cipher  # noqa: E402
+from bot.store.sqlite.accounts import UPSERT_SQL, AccountRepository  # noqa: E402
 from bot.accounts.service import AccountService  # noqa: E402
 from bot.store.sqlite.database import Database  # noqa: E402
 from bot.dispatch.backends.simulated import SimulatedBackend  # noqa: E402

@@ -24,7 +24,10 @@ def settings_error_line(exc: ValidationError) -> str:
     """One line naming each bad variable; never the value given (it may be a secret)."""
     problems = []
     for error in exc.errors():
-        name = str(error["loc"][0]).upper() if error["loc"] else "?"
+        if not error["loc"]:  # a rule across settings: its text names them
+            problems.append(error["msg"].removeprefix("Value error, "))
+            continue
+        name = str(error["loc"][0]).upper()
         if error["type"] == "missing":
             problems.append(f"{name} is required (set it in the environment or in .env)")
         else:
@@ -56,6 +59,15 @@ async def run(settings: Settings) -> int:
     return 0
 
 
+def database_password(settings: Settings) -> str | None:
+    """The password inside DATABASE_URL, redacted from every log line like the other secrets."""
+    if settings.database_url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    return urlsplit(settings.database_url.get_secret_value()).password or None
+
+
 def main() -> int:
     try:
         settings = Settings()
@@ -67,6 +79,8 @@ def main() -> int:
         secrets=[
             settings.discord_token.get_secret_value(),
             settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
+            settings.database_url.get_secret_value() if settings.database_url else None,
+            database_password(settings),
         ],
     )
     try:

@@ -24,24 +24,23 @@ from contextlib import AsyncExitStack
 from typing import Any, Protocol
 
 from bot.accounts.crypto import TokenCipher, load_or_create_key
-from bot.store.sqlite.accounts import AccountRepository, forget_key_check, holds_tokens, verify_cipher
 from bot.accounts.service import AccountService, TokenChecker
 from bot.accounts.token_check import DiscordTokenChecker
-from bot.store.sqlite.database import Database
 from bot.dispatch.backends.base import PixverseBackend
 from bot.dispatch.backends.discord import DiscordBackend
 from bot.dispatch.backends.simulated import SimulatedBackend
 from bot.dispatch.dispatcher import Dispatcher
-from bot.store.sqlite.jobs import JobRepository
 from bot.dispatch.models import Job
 from bot.errors import StartupError
 from bot.logs import register_secrets
 from bot.pixverse.client import DiscordUserClient
 from bot.settings import Settings
+from bot.store import AccountStore, Database, JobStore, TokenStore
+from bot.store.engines import open_database
+from bot.store.key_check import forget_key_check, holds_tokens, verify_cipher
 from bot.web.callbacks import ReplyPoster
 from bot.web.routes import ApiContext, create_app
 from bot.web.server import HttpLimits, LimitedServer
-from bot.store.sqlite.tokens import ApiTokenRepository
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class Core:
         resources: AsyncExitStack,
         db: Database,
         accounts: AccountService,
-        api_tokens: ApiTokenRepository,
+        api_tokens: TokenStore,
         dispatcher: Dispatcher,
         replies: ReplyPoster,
         http: LimitedServer | None,
@@ -99,23 +98,22 @@ class Core:
         beside the API's, and ``backend`` replaces the PixVerse backend the settings choose."""
         resources, services = AsyncExitStack(), AsyncExitStack()
         try:
-            db = await Database.open(settings.database_path)
+            db = await open_database(settings)
             resources.push_async_callback(db.close)
-            log.info("Database %s at schema version %s", settings.database_path, await db.schema_version())
+            log.info("Database %s at schema version %s", db.name, await db.schema_version())
             cipher = await _open_cipher(settings, db)
+            stores = db.stores(cipher)
 
             if token_checker is None:
                 checker = DiscordTokenChecker(settings.api_base_url)
                 resources.push_async_callback(checker.close)
                 token_checker = checker
-            repository = AccountRepository(db, cipher)
-            accounts = AccountService(repository, token_checker, max_concurrent_jobs=settings.pixverse_max_concurrent_jobs)
-            api_tokens = ApiTokenRepository(db)
-
-            jobs = JobRepository(db)
-            backend = backend or _backend(settings, jobs, repository, discord)
+            accounts = AccountService(stores.accounts, token_checker,
+                                      max_concurrent_jobs=settings.pixverse_max_concurrent_jobs)
+            api_tokens = stores.tokens
+            backend = backend or _backend(settings, stores.jobs, stores.accounts, discord)
             dispatcher = Dispatcher(
-                jobs, repository, backend,
+                stores.jobs, stores.accounts, backend,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
             )
 
@@ -205,14 +203,15 @@ async def _open_cipher(settings: Settings, db: Database) -> TokenCipher:
     register_secrets(key, pinned=True)
     cipher = TokenCipher(key)
     if not await verify_cipher(db, cipher):
+        restore = f" (or restore {settings.key_file})" if settings.database_url is None else ""
         raise StartupError(
-            f"The token key in use cannot decrypt the tokens stored in {settings.database_path}: "
-            f"set TOKEN_ENCRYPTION_KEY to the key they were saved with (or restore {settings.key_file})"
+            f"The token key in use cannot decrypt the tokens stored in {db.name}: "
+            f"set TOKEN_ENCRYPTION_KEY to the key they were saved with{restore}"
         )
     return cipher
 
 
-def _backend(settings: Settings, jobs: JobRepository, repository: AccountRepository,
+def _backend(settings: Settings, jobs: JobStore, repository: AccountStore,
              discord: DiscordView) -> PixverseBackend:
     if settings.pixverse_backend == "simulated":
         log.warning("PIXVERSE_BACKEND=simulated: jobs are simulated in-process and generate no video")

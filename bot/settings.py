@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
@@ -18,11 +20,25 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr
     database_path: Path = Path("data/pixverse.db")
+    # Unset: SQLite at DATABASE_PATH. postgresql://user:password@host:port/dbname: PostgreSQL,
+    # shared by every bot process (a secret: it may carry the password).
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
     pixverse_max_concurrent_jobs: int = Field(default=10, ge=1)
     token_encryption_key: SecretStr | None = None
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     log_level: LogLevel = "INFO"
+
+    # Gateway shards. Both unset: every shard in this process, as many as Discord recommends.
+    # SHARD_COUNT alone: that many, all here. SHARD_IDS (comma-separated) with SHARD_COUNT: these
+    # shards here, the others in other processes sharing the database.
+    shard_count: int | None = Field(default=None, ge=1, le=100_000)
+    shard_ids: Annotated[tuple[int, ...] | None, NoDecode] = None  # "0,1" as written, not JSON
+    # Leases: a process renews its own this often; one not renewed for this long is dead, and
+    # another process takes over its jobs.
+    lease_heartbeat_seconds: float = Field(default=10, gt=0, le=3600)
+    lease_expiry_seconds: float = Field(default=30, gt=0, le=86400)
 
     # The HTTP API (useapi paths); port 0 turns it off.
     http_host: str = "127.0.0.1"
@@ -52,6 +68,74 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("database_url", "shard_count", "shard_ids", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the URL: it may hold the password.
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "must be a postgresql:// URL (postgresql://user:password@host:5432/dbname);"
+                " leave it unset for SQLite at DATABASE_PATH"
+            )
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("is not a valid URL (postgresql://user:password@host:5432/dbname)") from None
+        if not parts.hostname and "host=" not in parts.query:
+            raise ValueError("names no host (postgresql://user:password@host:5432/dbname)")
+        return SecretStr(url)
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            items = [item.strip() for item in value.split(",")]
+            if not all(item.isdigit() for item in items):
+                raise ValueError("must be shard numbers separated by commas, for example 0,1")
+            return tuple(int(item) for item in items)
+        if isinstance(value, int):
+            return (value,)
+        return value
+
+    @field_validator("shard_ids")
+    @classmethod
+    def _shards_in_range(cls, value: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        count = info.data.get("shard_count")
+        if count is None:
+            raise ValueError("needs SHARD_COUNT, the number of shards of all processes together")
+        if len(set(value)) != len(value):
+            raise ValueError("names a shard twice")
+        wrong = [shard for shard in value if not 0 <= shard < count]
+        if wrong:
+            raise ValueError(f"shard {wrong[0]} is out of range: with SHARD_COUNT={count} shards are 0 to {count - 1}")
+        return value
+
+    @model_validator(mode="after")
+    def _server_database_needs_a_key(self) -> Settings:
+        if self.database_url is not None and self.token_encryption_key is None:
+            raise ValueError(
+                "TOKEN_ENCRYPTION_KEY is required with DATABASE_URL (PostgreSQL): no key file can live"
+                " beside a server database; set the key every bot process shares (and that the SQLite"
+                " database used, if you copy it)"
+            )
+        if self.lease_expiry_seconds < 2 * self.lease_heartbeat_seconds:
+            raise ValueError("LEASE_EXPIRY_SECONDS must be at least twice LEASE_HEARTBEAT_SECONDS")
+        return self
+
     @field_validator("token_encryption_key", "pixverse_application_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -75,6 +159,11 @@ class Settings(BaseSettings):
     def api_base_url(self) -> str:
         """The REST base without a trailing slash, as discord.py's Route expects."""
         return self.discord_api_base_url.rstrip("/")
+
+    def shard_of(self, guild_id: int | str) -> int:
+        """The shard of a server (Discord's rule), with SHARD_COUNT set."""
+        assert self.shard_count is not None
+        return (int(guild_id) >> 22) % self.shard_count
 
     @property
     def key_file(self) -> Path:

@@ -59,7 +59,24 @@ async def database(tmp_path):
 
 @pytest.fixture
 def repository(database, cipher) -> AccountRepository:
-    return AccountRepository(database, cipher)
+    return database.stores(cipher).accounts
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_database(request, tmp_path):
+    """A fresh database of each engine in turn (a module uses it as its ``database``)."""
+    if request.param == "sqlite":
+        opened = await db.Database.open(tmp_path / "test.db")
+        yield opened
+        await opened.close()
+        return
+    from bot.store.postgres.database import Database
+    from tests.postgres_support import fresh_schema
+
+    async with fresh_schema() as (url, schema):
+        opened = await Database.open(url, pool_size=4, server_settings={"search_path": schema})
+        yield opened
+        await opened.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from bot.store.sqlite.database import Database
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import Job, JobStatus
-from bot.store.sqlite.jobs import JobRepository
 
 
 class ManualBackend(PixverseBackend):
@@ -76,13 +75,18 @@ async def add_account(repository: AccountRepository, guild: str, channel: str, *
     )
 
 
+def jobs_of(db: Database):
+    """The job store of a database of either engine (it needs no token key)."""
+    return db.stores(None).jobs
+
+
 async def slots(db: Database, channel: str) -> int:
-    row = await db.fetchone("SELECT COUNT(*) FROM jobs WHERE account_channel_id = ? AND slot_held = 1", (channel,))
-    return int(row[0])
+    """The slots of an account in use, as the store counts them."""
+    return len(await jobs_of(db).holding_slots(channel))
 
 
 def make_dispatcher(db, repository, backend, *, clock=None, listener=None, queue_size=0, timeout=900.0, seed=7):
     return Dispatcher(
-        JobRepository(db), repository, backend, queue_size=queue_size, job_timeout=timeout, rng=random.Random(seed),
+        jobs_of(db), repository, backend, queue_size=queue_size, job_timeout=timeout, rng=random.Random(seed),
         clock=clock or Clock(), listeners=[listener] if listener else [], overload_retry_delay=0,
     )

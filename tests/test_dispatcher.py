@@ -8,12 +8,11 @@ from collections import Counter
 
 import pytest
 
-from bot.store.sqlite.jobs import JobRepository
 from bot.dispatch.backends.base import JobUpdate, SubmitError
 from bot.dispatch.models import JobStatus, Verb
 from bot.store import NewJob
 from bot.errors import ApiError
-from tests.dispatch_support import Clock, Listener, ManualBackend, add_account, make_dispatcher, slots
+from tests.dispatch_support import Clock, Listener, ManualBackend, add_account, jobs_of, make_dispatcher, slots
 
 G = "900000000000000001"
 A1, A2, A3, A4 = (f"90000000000000001{n}" for n in range(1, 5))
@@ -28,6 +27,12 @@ async def submit(dispatcher, body=BODY, requester=MEMBER):
     )
     await dispatcher.wait_idle()
     return placed
+
+
+@pytest.fixture
+def database(any_database):
+    """Every dispatcher test runs on each engine."""
+    return any_database
 
 
 @pytest.fixture
@@ -58,12 +63,12 @@ async def test_placement_is_uniform_and_never_picks_a_full_or_resting_account(da
     await repository.set_rotation(G, A3, in_rotation=False, error="Blocked")
     rng = random.Random(20261121)
     new = NewJob(G, MEMBER, ASKED_IN, Verb.CREATE, dict(BODY))
-    jobs = JobRepository(database)
+    jobs = jobs_of(database)
     await jobs.heartbeat("t", 1.0)  # a job's owner holds a lease
     # A1 holds one job for the whole run: it keeps one free slot and must stay as likely as A2.
     held = await jobs.place_on(new, account_channel_id=A1, now=1.0, owner="t")
     counts: Counter[str] = Counter()
-    n = 10_000
+    n = 3_000
     for _ in range(n):
         placed = await jobs.place(new, now=1.0, owner="t", queue_size=0, rng=rng)
         counts[placed.job.account_channel_id] += 1
@@ -228,26 +233,32 @@ async def test_a_release_stays_reported_when_the_promotion_after_it_fails(databa
     (the file locked by another process past the busy timeout), the job is still reported as
     ended, once, and the next sweep promotes the waiting job."""
     from bot.errors import StoreBusy
-    from bot.store.sqlite import placement
+    from bot.store.postgres import jobs as postgres_placement
+    from bot.store.sqlite import placement as sqlite_placement
 
     dispatcher = make_dispatcher(database, repository, backend, clock=clock, queue_size=1, listener=listener)
     try:
         await add_account(repository, G, A1, max_jobs=1, user="1")
         running = (await submit(dispatcher)).job
         waiting = (await submit(dispatcher, body={"prompt": "second", "style": "Anime"})).job
-        promote = placement.promote
+        # The promotion's transaction, in either adapter.
+        if database.engine == "postgresql":
+            placement, name = postgres_placement, "_promote"
+        else:
+            placement, name = sqlite_placement, "promote"
+        promote = getattr(placement, name)
 
         async def locked(*args, **kwargs):
             raise StoreBusy("database is locked")
 
-        monkeypatch.setattr(placement, "promote", locked)
+        monkeypatch.setattr(placement, name, locked)
         ended = await dispatcher.finish(running.job_id, JobStatus.COMPLETED)
         assert ended is not None and ended.status is JobStatus.COMPLETED
         await dispatcher.wait_idle()
         assert [seen for seen in listener.seen if seen[0] == running.job_id] == [(running.job_id, "completed")]
         assert (await dispatcher.get(waiting.job_id, G)).queued  # still waiting, the slot free
 
-        monkeypatch.setattr(placement, "promote", promote)
+        monkeypatch.setattr(placement, name, promote)
         await dispatcher.sweep()
         await dispatcher.wait_idle()
         assert (await dispatcher.get(waiting.job_id, G)).slot_held
@@ -418,7 +429,7 @@ async def test_a_release_decided_on_an_old_read_does_not_touch_a_moved_job(dispa
     await add_account(repository, G, A2, max_jobs=1, user="2")
     job = (await submit(dispatcher)).job
     seen = await dispatcher.get(job.job_id, G)
-    moved, _ = await JobRepository(database).requeue(seen, now=2.0, owner=dispatcher.owner, rng=random.Random(1),
+    moved, _ = await jobs_of(database).requeue(seen, now=2.0, owner=dispatcher.owner, rng=random.Random(1),
                                        error="moved")
     assert moved.account_channel_id != seen.account_channel_id
     assert await dispatcher.finish(job.job_id, JobStatus.FAILED, error="stale", expected=seen) is None
@@ -433,7 +444,10 @@ async def test_waiting_jobs_time_out_and_end_when_no_account_is_left(database, r
         await submit(dispatcher)
         first = (await submit(dispatcher, body={"prompt": "w1", "style": "Anime"})).job
         # It has waited longer than the timeout while the running job has not run that long.
-        await database.execute("UPDATE jobs SET created_at = created_at - 901 WHERE job_id = ?", (first.job_id,))
+        if database.engine == "postgresql":
+            await database.execute("UPDATE jobs SET created_at = created_at - 901 WHERE job_id = $1", first.job_id)
+        else:
+            await database.execute("UPDATE jobs SET created_at = created_at - 901 WHERE job_id = ?", (first.job_id,))
         await dispatcher.sweep()
         ended = await dispatcher.get(first.job_id, G)
         assert (ended.status, ended.error, ended.error_details) == (
@@ -464,6 +478,10 @@ async def test_a_refusal_seen_twice_moves_and_sends_the_job_once(dispatcher, rep
     await add_account(repository, G, A3, max_jobs=1, user="3")
     job = (await submit(dispatcher)).job
     overloaded = JobUpdate(overloaded=True, error_details="The queue is full")
+    # The retry waits (10 s in production) before it moves the job and sends it again; the
+    # duplicate arrives within that wait. With no wait at all, a copy read only after the job was
+    # sent again would be a new refusal of the new submission, as far as anyone can tell.
+    dispatcher.overload_retry_delay = 0.3
     # The same PixVerse refusal arrives as a create and as an edit, handled concurrently.
     await asyncio.gather(dispatcher.job_update(job.job_id, overloaded), dispatcher.job_update(job.job_id, overloaded))
     await dispatcher.wait_idle()

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_bot(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "PIXVERSE_", "TOKEN_", "DATABASE_", "LOG_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "PIXVERSE_", "TOKEN_", "DATABASE_", "LOG_", "SHARD_", "LEASE_"))}
     base["PYTHONPATH"] = str(ROOT)
     base.update(env)
     return subprocess.run(
@@ -74,3 +74,73 @@ def test_the_bot_also_starts_as_a_script(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "Configuration error: DISCORD_TOKEN: Value error, must not be empty"
+
+
+# --- PostgreSQL and shards: each settings error is one line, exit 2, and never the password ----
+
+KEY = "tFzJ3Tz4mdU0K8ZyFw8m2a8yqVvTQm6Yq9y0mXk7D1c="  # a Fernet key made for these tests only
+
+
+def config_error(env: dict[str, str], tmp_path) -> str:
+    result = run_bot({"DISCORD_TOKEN": "secret-bot-token", **env}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "s3cretpw" not in lines[0] and "secret-bot-token" not in lines[0]
+    return lines[0]
+
+
+def test_database_url_of_another_scheme_is_refused(tmp_path):
+    assert config_error({"DATABASE_URL": "mysql://bot:s3cretpw@db/pixverse", "TOKEN_ENCRYPTION_KEY": KEY}, tmp_path) == (
+        "Configuration error: DATABASE_URL: Value error, must be a postgresql:// URL"
+        " (postgresql://user:password@host:5432/dbname); leave it unset for SQLite at DATABASE_PATH"
+    )
+
+
+def test_postgresql_needs_the_token_key(tmp_path):
+    assert config_error({"DATABASE_URL": "postgresql://bot:s3cretpw@db:5432/pixverse"}, tmp_path) == (
+        "Configuration error: TOKEN_ENCRYPTION_KEY is required with DATABASE_URL (PostgreSQL): no key file can"
+        " live beside a server database; set the key every bot process shares (and that the SQLite database"
+        " used, if you copy it)"
+    )
+
+
+def test_shard_ids_need_a_count_in_range_without_repeats(tmp_path):
+    assert config_error({"SHARD_IDS": "0"}, tmp_path) == (
+        "Configuration error: SHARD_IDS: Value error, needs SHARD_COUNT, the number of shards of all processes together"
+    )
+    assert config_error({"SHARD_COUNT": "2", "SHARD_IDS": "0,2"}, tmp_path) == (
+        "Configuration error: SHARD_IDS: Value error, shard 2 is out of range: with SHARD_COUNT=2 shards are 0 to 1"
+    )
+    assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "1,3,1"}, tmp_path) == (
+        "Configuration error: SHARD_IDS: Value error, names a shard twice"
+    )
+    assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "one"}, tmp_path) == (
+        "Configuration error: SHARD_IDS: Value error, must be shard numbers separated by commas, for example 0,1"
+    )
+
+
+def test_valid_shard_settings_are_read_as_written(monkeypatch):
+    from bot.settings import Settings
+
+    settings = Settings(_env_file=None, discord_token="x", shard_count=4, shard_ids=" 3, 1")
+    assert (settings.shard_count, settings.shard_ids) == (4, (3, 1))
+    # Discord's rule: (server id >> 22) % shard count.
+    assert settings.shard_of(81384788765712384) == (81384788765712384 >> 22) % 4
+
+
+async def test_an_unreachable_postgresql_is_one_line_without_the_password(caplog):
+    import pytest
+
+    from bot.core import Core
+    from bot.errors import StartupError
+    from bot.settings import Settings
+    from tests.processes.common import NoDiscord
+
+    settings = Settings(_env_file=None, discord_token="x", token_encryption_key=KEY, http_port=0,
+                        database_url="postgresql://bot:s3cretpw@127.0.0.1:1/pixverse")
+    with pytest.raises(StartupError) as info:
+        await Core.open(settings, NoDiscord())
+    assert str(info.value).startswith("Cannot open the database postgresql://bot@127.0.0.1:1/pixverse: ")
+    assert "s3cretpw" not in str(info.value) and "s3cretpw" not in caplog.text

@@ -11,7 +11,8 @@ from cryptography.fernet import Fernet
 
 from bot.store.sqlite import database as db
 from bot.accounts.crypto import TokenCipher, load_or_create_key
-from bot.store.sqlite.accounts import AccountRepository, verify_cipher
+from bot.store.key_check import verify_cipher
+from bot.store.sqlite.accounts import AccountRepository
 from bot.errors import StartupError
 from tests.conftest import CHANNEL, GUILD, TOKEN
 

@@ -389,8 +389,9 @@ class Dispatcher:
                 error_details=update.error_details,
             )
             return
-        # The refusal may arrive twice (create + edit, a replay): only the first retries.
-        if await self.jobs.close_at_pixverse(job.job_id):
+        # The refusal may arrive twice (create + edit, a replay): only the first retries, and
+        # only while the job is where this read saw it (not already moved and sent again).
+        if await self.jobs.close_at_pixverse(job.job_id, version=job.version):
             self._spawn(self._retry_later(job, update), f"retry {job.job_id}")
 
     async def _retry_later(self, job: Job, update: JobUpdate) -> None:

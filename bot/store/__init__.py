@@ -35,6 +35,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot.accounts.crypto import TokenCipher
 from bot.accounts.models import AccountConfig
 from bot.dispatch.models import Job, JobStatus, Verb
 from bot.errors import ApiError
@@ -109,6 +110,33 @@ class ChannelOwnedElsewhere(Exception):
     """The channel's configuration belongs to another server."""
 
 
+@dataclass(frozen=True)
+class Stores:
+    """The three stores of one database, as the services use them."""
+
+    accounts: AccountStore
+    jobs: JobStore
+    tokens: TokenStore
+
+
+class Database(Protocol):
+    """One opened database of some engine: what the Core asks of it beside the stores."""
+
+    engine: str  # "sqlite", "postgresql"
+    name: str  # for logs and errors: a path, or a URL without its password
+    write_problem: str | None  # why the last write failed for lack of room or I/O; None when fine
+
+    def stores(self, cipher: TokenCipher) -> Stores: ...
+    async def close(self) -> None: ...
+    async def schema_version(self) -> int: ...
+    async def get_meta(self, key: str) -> str | None: ...
+    async def set_meta(self, key: str, value: str) -> None: ...
+    async def delete_meta(self, key: str) -> None: ...
+    async def any_token_ciphertext(self) -> bytes | None: ...
+    async def ping(self) -> None: ...
+    async def probe_write(self) -> bool: ...
+
+
 class AccountStore(Protocol):
     """PixVerse account configurations; tokens are encrypted inside the adapter."""
 
@@ -163,7 +191,7 @@ class JobStore(Protocol):
                               progress: int | None, content: str | None) -> Job | None: ...
     async def job_of_message(self, message_id: str) -> str | None: ...
     async def remember_message(self, message_id: str, job_id: str) -> None: ...
-    async def close_at_pixverse(self, job_id: str) -> bool: ...
+    async def close_at_pixverse(self, job_id: str, *, version: int | None = None) -> bool: ...
 
     # periodic work and leases (O(work due))
     async def close_stale_at_pixverse(self, *, before: float) -> int: ...

@@ -26,7 +26,7 @@ from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
 from bot.web.openapi import openapi_document
 from bot.web.server import REQUEST_TIMEOUT, UNSUPPORTED_ENCODING, request_protocol
-from bot.store.sqlite.tokens import ApiTokenRepository
+from bot.store import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ApiContext:
 
     accounts: AccountService
     dispatcher: Dispatcher | None
-    tokens: ApiTokenRepository
+    tokens: TokenStore
     # True when the channel (or thread) belongs to the server and the bot can see it; None
     # while the bot cannot tell yet (its gateway session has not loaded the servers).
     channel_visible: Callable[[str, str], bool | None]

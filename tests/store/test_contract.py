@@ -251,3 +251,19 @@ async def test_api_tokens(stores):
     assert await stores.tokens.guild_of(token) == GUILD
     assert await stores.tokens.revoke_all(GUILD) == 1
     assert await stores.tokens.guild_of(token) is None
+
+
+async def test_the_choice_among_free_accounts_is_uniform(stores):
+    await account(stores, A, max_jobs=2)
+    await account(stores, B, max_jobs=2, user="700000000000000099")
+    third = "555555555555555555"
+    await account(stores, third, max_jobs=2, user="700000000000000098")
+    rng = random.Random(20261201)
+    picked: dict[str, int] = {}
+    for _ in range(300):
+        placed = await place(stores, rng=rng)
+        picked[placed.job.account_channel_id] = picked.get(placed.job.account_channel_id, 0) + 1
+        await stores.jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=NOW, owner=OWNER, rng=rng)
+    # 100 expected each; below 60 is five standard deviations off (a store that always picks one
+    # account, or never the last, fails at once).
+    assert set(picked) == {A, B, third} and min(picked.values()) >= 60, picked

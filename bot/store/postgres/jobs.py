@@ -61,7 +61,7 @@ PLACE_FREE = (
     f" INSERT INTO jobs ({_JOB_COLUMNS})"
     " SELECT " + _NEW.format(account="channel_id", user="discord_user_id", max_jobs="max_jobs",
                              state="'placed'", owner="$8")
-    + " FROM free WHERE n = floor($10 * total) RETURNING *"
+    + " FROM free WHERE n = floor($10::float8 * total) RETURNING *"
 )
 # A follow-up job on one given account ($10) while it is in rotation with a free slot.
 PLACE_ON_FREE = (
@@ -312,9 +312,10 @@ class JobRepository:
             message_id, job_id,
         )
 
-    async def close_at_pixverse(self, job_id: str) -> bool:
+    async def close_at_pixverse(self, job_id: str, *, version: int | None = None) -> bool:
         return await self._db.execute(
-            "UPDATE jobs SET pixverse_open = FALSE WHERE job_id = $1 AND pixverse_open", job_id
+            "UPDATE jobs SET pixverse_open = FALSE WHERE job_id = $1 AND pixverse_open"
+            " AND ($2::integer IS NULL OR version = $2)", job_id, version,
         ) > 0
 
     # --- periodic work and leases -----------------------------------------------------------------

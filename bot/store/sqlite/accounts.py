@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import fields
 import time
 
-from bot.accounts.crypto import KEY_CHECK_META, TokenCipher
+from bot.accounts.crypto import TokenCipher
 from bot.accounts.models import AccountConfig
 from bot.store import ChannelOwnedElsewhere, DuplicateAccount
 from bot.store.sqlite.database import Database, IntegrityError
@@ -171,32 +171,3 @@ class AccountRepository:
             "SELECT token_encrypted FROM accounts WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
         )
         return None if row is None else self._cipher.decrypt(row[0])
-
-
-async def holds_tokens(db: Database) -> bool:
-    """True when any account token is stored (encrypted with some key)."""
-    return await db.fetchone("SELECT 1 FROM accounts LIMIT 1") is not None
-
-
-async def forget_key_check(db: Database) -> None:
-    """For a key just generated for a database with no tokens: the old key's check protects nothing."""
-    await db.execute("DELETE FROM meta WHERE key = ?", (KEY_CHECK_META,))
-
-
-async def verify_cipher(db: Database, cipher: TokenCipher) -> bool:
-    """True when the key in use is the database's key; records it on a new database.
-
-    Checked at startup so a wrong or lost key is a clear error then, not a silent
-    failure the first time a stored token is needed.
-    """
-    stored = await db.get_meta(KEY_CHECK_META)
-    if stored is None:
-        row = await db.fetchone("SELECT token_encrypted FROM accounts LIMIT 1")
-        if row is not None:
-            try:
-                cipher.decrypt(row[0])
-            except Exception:
-                return False
-        await db.set_meta(KEY_CHECK_META, cipher.key_check())
-        return True
-    return cipher.verify_key_check(stored)

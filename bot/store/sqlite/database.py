@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from bot.accounts.crypto import TokenCipher
 from bot.errors import StartupError, StoreBusy, StoreUnwritable
+from bot.store import Stores
 from bot.store.migrations import Migration, migrations_dir
 from bot.store.migrations import load_migrations as _load_migrations
 
@@ -269,6 +271,8 @@ class Database:
     sees everything committed before it started, including the caller's own awaited writes.
     """
 
+    engine = "sqlite"
+
     def __init__(self, conn: aiosqlite.Connection, *, reader: sqlite3.Connection | None = None,
                  path: Path | str = "?") -> None:
         self.conn = conn
@@ -359,9 +363,27 @@ class Database:
             (key, value),
         )
 
+    async def delete_meta(self, key: str) -> None:
+        await self.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     async def schema_version(self) -> int:
         row = await self.fetchone("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
         return int(row[0])
+
+    async def any_token_ciphertext(self) -> bytes | None:
+        row = await self.fetchone("SELECT token_encrypted FROM accounts LIMIT 1")
+        return None if row is None else row[0]
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def stores(self, cipher: TokenCipher) -> Stores:
+        from bot.store.sqlite.accounts import AccountRepository
+        from bot.store.sqlite.jobs import JobRepository
+        from bot.store.sqlite.tokens import ApiTokenRepository
+
+        return Stores(AccountRepository(self, cipher), JobRepository(self), ApiTokenRepository(self))
 
     def _submit(self, run: Callable[[Tx], Awaitable[Any]], *, transaction: bool = False,
                 readonly: bool = False) -> asyncio.Future:

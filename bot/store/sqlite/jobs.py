@@ -209,10 +209,15 @@ class JobRepository:
             (message_id, job_id),
         )
 
-    async def close_at_pixverse(self, job_id: str) -> bool:
-        """True for the one call that closed it (a message seen twice acts once)."""
+    async def close_at_pixverse(self, job_id: str, *, version: int | None = None) -> bool:
+        """True for the one call that closed it (a message seen twice acts once); with
+        ``version``, only while the job is still where that read saw it (not moved since)."""
+        if version is None:
+            return await self._db.execute(
+                "UPDATE jobs SET pixverse_open = 0 WHERE job_id = ? AND pixverse_open = 1", (job_id,)
+            ) > 0
         return await self._db.execute(
-            "UPDATE jobs SET pixverse_open = 0 WHERE job_id = ? AND pixverse_open = 1", (job_id,)
+            "UPDATE jobs SET pixverse_open = 0 WHERE job_id = ? AND pixverse_open = 1 AND version = ?", (job_id, version)
         ) > 0
 
     async def close_stale_at_pixverse(self, *, before: float) -> int:
