@@ -158,7 +158,7 @@ async def cycles(db: Database, res: Result | None, n: int, servers: list[str], r
         placed = await jobs.place(new, now=time.time(), owner=OWNER, queue_size=0, rng=rng)
         t1 = clock()
         await jobs.release(
-            placed.job.job_id, JobStatus.COMPLETED, now=time.time(), owner=OWNER, rng=rng,
+            placed.job.job_id, JobStatus.COMPLETED, now=time.time(),
             fields={"pixverse_open": 0},
         )
         t2 = clock()

@@ -35,7 +35,7 @@ from bot.errors import StartupError
 from bot.logs import register_secrets
 from bot.pixverse.client import DiscordUserClient
 from bot.settings import Settings
-from bot.store import AccountStore, Database, JobStore, TokenStore
+from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, AccountStore, Database, JobStore, TokenStore
 from bot.store.engines import open_database
 from bot.store.key_check import forget_key_check, holds_tokens, verify_cipher
 from bot.web.callbacks import ReplyPoster
@@ -43,6 +43,19 @@ from bot.web.routes import ApiContext, create_app
 from bot.web.server import HttpLimits, LimitedServer
 
 log = logging.getLogger(__name__)
+
+# How often a sharded process looks for jobs placed for it by another process: as the only
+# way (SQLite), or as the safety net behind NOTIFY (PostgreSQL).
+PICKUP_POLL_SECONDS = 1.0
+PICKUP_POLL_NOTIFIED_SECONDS = 5.0
+
+
+def shard_filter(settings: Settings) -> Callable[[str], bool] | None:
+    """Which servers' jobs this process follows: those of its shards (SHARD_IDS); None for all."""
+    if settings.shard_ids is None or settings.shard_count is None:
+        return None
+    mine = frozenset(settings.shard_ids)
+    return lambda guild_id: settings.shard_of(guild_id) in mine
 
 
 class DiscordView(Protocol):
@@ -115,7 +128,17 @@ class Core:
             dispatcher = Dispatcher(
                 stores.jobs, stores.accounts, backend,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
+                follows=shard_filter(settings),
+                lease_interval=settings.lease_heartbeat_seconds, lease_ttl=settings.lease_expiry_seconds,
+                pickup_interval=PICKUP_POLL_SECONDS,
             )
+            # A process that hears of jobs placed for it at once (PostgreSQL's NOTIFY) polls
+            # only as a safety net.
+            if await db.listen(JOBS_TOPIC, dispatcher.pickup):
+                dispatcher.pickup_interval = PICKUP_POLL_NOTIFIED_SECONDS
+            # A revocation made through another process takes effect here at once (or within the
+            # token cache's few seconds where the engine announces nothing).
+            await db.listen(TOKENS_REVOKED_TOPIC, stores.tokens.forget)
 
             async def reply_body(job: Job) -> dict:
                 return {**await dispatcher.public_job(job, with_reply=True), "code": 200}

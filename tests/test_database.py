@@ -279,8 +279,10 @@ async def test_the_store_uses_only_aiosqlites_public_api(tmp_path, batch_sizes):
         placed = await jobs.place(new, now=1.0, owner="t", queue_size=1, rng=rng)
         queued = await jobs.place(new, now=1.0, owner="t", queue_size=1, rng=rng)
         assert (placed.queue_position, queued.queue_position) == (None, 1)
-        released = await jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=2.0, owner="t", rng=rng)
-        assert [job.job_id for job in released.promoted] == [queued.job.job_id]
+        released = await jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=2.0)
+        assert released.others_waiting
+        promoted = await jobs.promote_waiting("1", now=2.0, owner="t", rng=rng)
+        assert [job.job_id for job in promoted] == [queued.job.job_id]
         tasks = await queued_together(database, *(
             database.execute("INSERT INTO meta (key, value) VALUES (?, 'x')", (f"k{i}",)) for i in (0, 1, 2, 3, 4, 1)
         ))

@@ -72,7 +72,7 @@ async def test_placement_is_uniform_and_never_picks_a_full_or_resting_account(da
     for _ in range(n):
         placed = await jobs.place(new, now=1.0, owner="t", queue_size=0, rng=rng)
         counts[placed.job.account_channel_id] += 1
-        await jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=1.0, owner="t", rng=rng)
+        await jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=1.0)
     assert set(counts) == {A1, A2, A4}  # A3 rests out of rotation
     expected = n / 3
     chi_square = sum((counts[a] - expected) ** 2 / expected for a in (A1, A2, A4))

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 RETENTION_SECONDS = 31 * 24 * 3600
 OVERLOAD_RETRIES = 2
 MAX_CONSECUTIVE_FAILURES = 3
+# Jobs with no owner read per pickup (the servers of other shards' among them).
+UNOWNED_BATCH = 500
 
 
 class JobListener(Protocol):
@@ -65,6 +67,10 @@ class Dispatcher:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         listeners: list[JobListener] | None = None,
+        follows: Callable[[str], bool] | None = None,
+        lease_interval: float | None = None,
+        lease_ttl: float | None = None,
+        pickup_interval: float = 1.0,
     ) -> None:
         self.accounts = accounts
         self.jobs = jobs
@@ -73,10 +79,21 @@ class Dispatcher:
         self.job_timeout = job_timeout
         self.overload_retry_delay = overload_retry_delay
         # The sweep runs at least every min(30 s, timeout/4), so a job ends at most a
-        # quarter of its timeout late. The lease is renewed as often, by its own task, and
-        # a process that missed three renewals is dead.
+        # quarter of its timeout late. The lease is renewed by its own task every
+        # lease_interval (LEASE_HEARTBEAT_SECONDS); one not renewed for lease_ttl
+        # (LEASE_EXPIRY_SECONDS) is dead. Without settings: as often as the sweep, three missed.
         self.sweep_interval = min(30.0, job_timeout / 4)
-        self.lease_ttl = 3 * self.sweep_interval
+        self.lease_interval = lease_interval or self.sweep_interval
+        self.lease_ttl = lease_ttl or 3 * self.lease_interval
+        # The servers whose jobs this process follows: those of its gateway shards (only it
+        # receives their PixVerse messages). None: every server (one process, or all shards here).
+        self._follows = follows
+        # Jobs of followed servers placed elsewhere (an HTTP request to another process) wait
+        # with no owner until this process takes them: told at once where the store notifies
+        # (pickup()), looked for every pickup_interval all the same.
+        self.pickup_interval = pickup_interval
+        self._pickup_task: asyncio.Task | None = None
+        self._pickup_again = False
         self.owner = owner or process_owner()
         self.rng = rng or random.SystemRandom()
         self.clock = clock
@@ -99,9 +116,13 @@ class Dispatcher:
             log.exception("Recovery at startup failed; the next sweep tries again")
         if not self._closing:
             self._loops = [
-                asyncio.create_task(self._every(self.sweep_interval, self._renew_lease), name="dispatcher lease"),
+                asyncio.create_task(self._every(self.lease_interval, self._renew_lease), name="dispatcher lease"),
                 asyncio.create_task(self._every(self.sweep_interval, self.sweep), name="dispatcher sweep"),
             ]
+            if self._follows is not None:
+                self._loops.append(
+                    asyncio.create_task(self._every(self.pickup_interval, self._take_unowned), name="dispatcher pickup")
+                )
 
     def start_soon(self) -> None:
         """start() as a task that close() cancels, for callers that must not wait (on_ready)."""
@@ -141,6 +162,15 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def follows(self, guild_id: str) -> bool:
+        """True when this process follows the server's jobs (its shard is here)."""
+        return self._follows is None or self._follows(guild_id)
+
+    def _owner_for(self, guild_id: str) -> str | None:
+        """Who runs a job of this server placed now: this process, or (another shard's server)
+        nobody yet, until the process of its shard takes it (``_take_unowned``)."""
+        return self.owner if self.follows(guild_id) else None
+
     async def _hold_lease(self) -> None:
         """A job's owner is a process with a lease (the store's rule): taken before the first job
         this dispatcher owns, renewed by the lease task once started."""
@@ -163,10 +193,10 @@ class Dispatcher:
         await self._hold_lease()
         result = await self.jobs.place(
             NewJob(guild_id, requester_id, request_channel_id, verb, params),
-            now=self.clock(), owner=self.owner, queue_size=self.queue_size, rng=self.rng,
+            now=self.clock(), owner=self._owner_for(guild_id), queue_size=self.queue_size, rng=self.rng,
         )
         if result.queue_position is None:
-            self._spawn(self._run(result.job), f"run {result.job.job_id}")
+            self._run_all([result.job])
         return result
 
     async def press(
@@ -187,9 +217,9 @@ class Dispatcher:
         await self._hold_lease()
         job = await self.jobs.place_on(
             NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
-            account_channel_id=parent.account_channel_id, now=self.clock(), owner=self.owner,
+            account_channel_id=parent.account_channel_id, now=self.clock(), owner=self._owner_for(guild_id),
         )
-        self._spawn(self._run(job), f"run {job.job_id}")
+        self._run_all([job])
         return job
 
     async def get(self, job_id: Any, guild_id: str) -> Job:
@@ -310,19 +340,26 @@ class Dispatcher:
             values["error"] = error
         if error_details is not None:
             values["error_details"] = error_details
-        await self._hold_lease()  # the slot it frees may go to a waiting job, owned from then by this process
-        released = await self.jobs.release(
-            job_id, status, now=self.clock(), owner=self.owner, rng=self.rng, fields=values, expected=expected,
-        )
+        released = await self.jobs.release(job_id, status, now=self.clock(), fields=values, expected=expected)
         if released.job is None:
             return None
         self._notify(released.job)
-        self._run_all(released.promoted)
+        if released.others_waiting:
+            # The oldest waiting jobs take the freed slot, in a transaction of their own.
+            try:
+                await self.account_available(released.job.guild_id)
+            except Exception:
+                # The release is committed and reported (the member hears the job ended, once);
+                # the waiting jobs get the slot at the next sweep's promotion.
+                log.warning("Promoting the waiting jobs of server %s failed; the next sweep will",
+                            released.job.guild_id, exc_info=True)
         return released.job
 
     def _run_all(self, jobs: list[Job]) -> None:
+        """Runs the placed jobs this process owns; the others are for their shard's process."""
         for job in jobs:
-            self._spawn(self._run(job), f"run {job.job_id}")
+            if job.owner == self.owner:
+                self._spawn(self._run(job), f"run {job.job_id}")
 
     def _notify(self, job: Job) -> None:
         """Tells the listeners in the background: a command that ended a job (cancel, an
@@ -349,7 +386,8 @@ class Dispatcher:
         )
         log.warning("Account of channel %s left rotation: %s", job.account_channel_id, reason)
         if job.verb is not Verb.BUTTON and job.placement_attempts == 0:
-            moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self.owner, rng=self.rng,
+            moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self._owner_for(job.guild_id),
+                                                      rng=self.rng,
                 error=f"Moved from channel {job.account_channel_id}: {reason}",
             )
             self._run_all(([moved] if moved else []) + promoted)
@@ -370,9 +408,12 @@ class Dispatcher:
                 )
 
     async def account_available(self, guild_id: str) -> None:
-        """An account was added or put back: waiting jobs may take its slots."""
-        await self._hold_lease()
-        self._run_all(await self.jobs.promote_waiting(guild_id, now=self.clock(), owner=self.owner, rng=self.rng))
+        """A slot was freed, or an account added or put back: waiting jobs may take the slots,
+        run by this process if it follows the server, else by the process of its shard."""
+        owner = self._owner_for(guild_id)
+        if owner is not None:
+            await self._hold_lease()
+        self._run_all(await self.jobs.promote_waiting(guild_id, now=self.clock(), owner=owner, rng=self.rng))
 
     async def _account_failed(self, job: Job) -> None:
         failures = await self.accounts.record_failure(job.account_channel_id)
@@ -396,7 +437,8 @@ class Dispatcher:
 
     async def _retry_later(self, job: Job, update: JobUpdate) -> None:
         await asyncio.sleep(self.overload_retry_delay)
-        moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self.owner, rng=self.rng,
+        moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self._owner_for(job.guild_id),
+                                                  rng=self.rng,
             error=update.error_details or "PixVerse refused the job for load", allow_same=True,
         )
         self._run_all(([moved] if moved else []) + promoted)
@@ -453,6 +495,38 @@ class Dispatcher:
             return True
         return True
 
+    def pickup(self, guild_id: str | None = None) -> None:
+        """Told that a job of ``guild_id`` was placed with no owner (None: perhaps several, of any
+        server): takes those of the servers this process follows, soon, once however often told."""
+        if self._closing or (guild_id is not None and not self.follows(guild_id)):
+            return
+        if self._pickup_task is not None and not self._pickup_task.done():
+            self._pickup_again = True
+            return
+        self._pickup_task = asyncio.create_task(self._pickup(), name="dispatcher pickup")
+        self._tasks.add(self._pickup_task)
+        self._pickup_task.add_done_callback(self._tasks.discard)
+
+    async def _pickup(self) -> None:
+        while True:
+            self._pickup_again = False
+            try:
+                await self._take_unowned()
+            except Exception:
+                log.exception("Taking the jobs placed for this process failed; the next poll tries again")
+            if not self._pickup_again:
+                return
+
+    async def _take_unowned(self) -> None:
+        """Claims the placed jobs of followed servers that no process runs yet, and runs them.
+        (Jobs already sent to PixVerse with no owner are recovery's: they resume from history.)"""
+        for job in await self.jobs.unowned(UNOWNED_BATCH):
+            if job.submitted_at is not None or not self.follows(job.guild_id):
+                continue
+            await self._hold_lease()
+            if await self.jobs.claim(job, self.owner):
+                self._run_all([replace(job, owner=self.owner)])
+
     async def recover(self) -> None:
         """Takes over the jobs of processes that died: resumes them, or fails those past
         their timeout; gives waiting jobs the slots that are free."""
@@ -461,6 +535,8 @@ class Dispatcher:
         alive = [owner for owner in live | {self.owner} if self._owner_is_alive(owner, live)]
         to_resume: dict[tuple[str, str], list[Job]] = {}
         for job in await self.jobs.orphaned(alive):
+            if not self.follows(job.guild_id):
+                continue  # its shard's process takes it; the sweep's timeout ends it if none does
             if not await self.jobs.claim(job, self.owner):
                 continue
             claimed = replace(job, owner=self.owner)

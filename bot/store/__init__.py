@@ -8,8 +8,10 @@ must keep, whatever its engine:
   server can interleave with: SQLite takes its database-wide write lock (``BEGIN
   IMMEDIATE``); a server database must lock the server's account rows, or take a
   transaction-scoped lock per server. Never an isolation level hoped for.
-  A release frees the slot in its own transaction and the oldest waiting jobs take it in the
-  next; meanwhile a new job of that server queues behind them rather than taking it.
+  A release frees the slot in its own transaction and says whether jobs of its server wait;
+  the caller then gives the free slots to the oldest of them (``promote_waiting``, naming
+  the process that will run them). Meanwhile a new job of that server queues behind them
+  rather than taking the slot.
 - **Release is exactly once.** Of any number of racing paths that end a job (completion,
   cancel, timeout, account removal), one changes it; the others get ``Released(job=None)``.
 - **Compare-and-set by version.** ``Job.version`` changes each time a job is put on an
@@ -18,7 +20,10 @@ must keep, whatever its engine:
 - **A job's state is one value** (``JobState``), and the store refuses a job whose account,
   owner or submission time contradicts it.
 - **A job's owner is a process holding a lease** (``heartbeat`` first); forgetting a lease
-  leaves that process's jobs with no owner, for recovery to claim.
+  leaves that process's jobs with no owner, for recovery to claim. A job may also be placed
+  with no owner (its server's shard runs in another process): ``unowned`` finds such jobs
+  for that process to ``claim``, and an engine that can tell other processes at once
+  (``Database.listen``, topic :data:`JOBS_TOPIC`) does so when it places one.
 - **The queue is first in, first out per server**, and the choice among accounts with a free
   slot is uniform.
 - **Periodic queries cost O(work due)**: timed out, orphaned, waiting, purge (in bounded
@@ -33,12 +38,18 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from bot.accounts.crypto import TokenCipher
 from bot.accounts.models import AccountConfig
 from bot.dispatch.models import Job, JobStatus, Verb
 from bot.errors import ApiError
+
+# What Database.listen can tell: a job was placed with no owner (payload: its server id); a
+# server's API tokens were revoked (payload: the server id).
+JOBS_TOPIC = "jobs"
+TOKENS_REVOKED_TOPIC = "api_tokens_revoked"
 
 NO_ACCOUNTS = "No PixVerse account is configured in this server; a server manager can add one with /pixverse-account"
 NONE_IN_ROTATION = (
@@ -68,7 +79,7 @@ class Placement:
 @dataclass(frozen=True)
 class Released:
     job: Job | None  # the job as it ended; None when it had already ended (nothing changed)
-    promoted: list[Job]  # waiting jobs that took the freed slot, to be run by the caller
+    others_waiting: bool = False  # jobs of its server wait: the caller promotes them
 
 
 def busy(error: str, executing: list[str]) -> ApiError:
@@ -136,6 +147,11 @@ class Database(Protocol):
     async def ping(self) -> None: ...
     async def probe_write(self) -> bool: ...
 
+    async def listen(self, topic: str, callback: Callable[[str | None], None]) -> bool:
+        """Calls ``callback(payload)`` when any process (this one included) announces on ``topic``,
+        and ``callback(None)`` when announcements may have been missed (the listening connection
+        was lost and is back). False when the engine announces nothing (SQLite): poll instead."""
+
 
 class AccountStore(Protocol):
     """PixVerse account configurations; tokens are encrypted inside the adapter."""
@@ -161,19 +177,23 @@ class TokenStore(Protocol):
     async def create(self, guild_id: str, created_by: str) -> str: ...
     async def guild_of(self, token: str) -> str | None: ...
     async def revoke_all(self, guild_id: str) -> int: ...
+    def forget(self, guild_id: str | None = None) -> None:
+        """Drops what this process remembers of a server's tokens (of all with None): another
+        process revoked them."""
 
 
 class JobStore(Protocol):
     """PixVerse jobs: placement on accounts' capacity, their state, message attribution, leases."""
 
     # placement (capacity guarded, see the module's contract)
-    async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int,
+    async def place(self, new: NewJob, *, now: float, owner: str | None, queue_size: int,
                     rng: random.Random) -> Placement: ...
-    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job: ...
-    async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str | None) -> Job: ...
+    async def release(self, job_id: str, status: JobStatus, *, now: float,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released: ...
-    async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]: ...
-    async def requeue(self, expected: Job, *, now: float, owner: str, rng: random.Random, error: str,
+    async def promote_waiting(self, guild_id: str, *, now: float, owner: str | None,
+                              rng: random.Random) -> list[Job]: ...
+    async def requeue(self, expected: Job, *, now: float, owner: str | None, rng: random.Random, error: str,
                       allow_same: bool = False) -> tuple[Job | None, list[Job]]: ...
     async def queue_position(self, job: Job) -> int | None: ...
 
@@ -198,6 +218,7 @@ class JobStore(Protocol):
     async def timed_out(self, *, now: float, timeout: float) -> list[Job]: ...
     async def orphaned(self, live_owners: list[str]) -> list[Job]: ...
     async def claim(self, job: Job, owner: str) -> bool: ...
+    async def unowned(self, limit: int = 100) -> list[Job]: ...
     async def guilds_with_waiting_jobs(self) -> list[str]: ...
     async def purge(self, *, before: float) -> int: ...
     async def heartbeat(self, owner: str, now: float) -> None: ...

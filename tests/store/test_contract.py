@@ -88,7 +88,7 @@ async def test_release_is_exactly_once_among_racing_paths(stores):
     await account(stores, A, max_jobs=1)
     job = (await place(stores)).job
     outcomes = await asyncio.gather(*(
-        stores.jobs.release(job.job_id, status, now=NOW + 1, owner=OWNER, rng=random.Random(2))
+        stores.jobs.release(job.job_id, status, now=NOW + 1)
         for status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.COMPLETED)
     ))
     ended = [o.job for o in outcomes if o.job is not None]
@@ -103,13 +103,16 @@ async def test_a_freed_slot_goes_to_the_oldest_waiting_job_and_positions_follow(
     waiting = [await place(stores, queue_size=5) for _ in range(3)]
     assert [w.queue_position for w in waiting] == [1, 2, 3]
     assert [await stores.jobs.queue_position(w.job) for w in waiting] == [1, 2, 3]
-    released = await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1, owner=OWNER,
-                                         rng=random.Random(3))
-    assert [p.job_id for p in released.promoted] == [waiting[0].job.job_id]
-    assert released.promoted[0].account_channel_id == A and released.promoted[0].slot_held
+    released = await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1)
+    assert released.others_waiting  # the caller gives the freed slot to the waiting jobs
+    # Until it does, a new job queues behind them rather than taking the free slot.
+    assert (await place(stores, queue_size=5)).queue_position == 4
+    promoted = await stores.jobs.promote_waiting(GUILD, now=NOW + 1, owner=OWNER, rng=random.Random(3))
+    assert [p.job_id for p in promoted] == [waiting[0].job.job_id]
+    assert promoted[0].account_channel_id == A and promoted[0].slot_held and promoted[0].owner == OWNER
     second, third = [await stores.jobs.get(w.job.job_id) for w in waiting[1:]]
     assert [await stores.jobs.queue_position(j) for j in (second, third)] == [1, 2]
-    assert [j.job_id for j in await stores.jobs.waiting(GUILD)] == [second.job_id, third.job_id]
+    assert [j.job_id for j in await stores.jobs.waiting(GUILD)][:2] == [second.job_id, third.job_id]
     assert await stores.jobs.guilds_with_waiting_jobs() == [GUILD]
 
 
@@ -134,7 +137,7 @@ async def test_requeue_moves_a_job_to_another_free_account_once(stores):
     # The same refusal seen twice (the job as it was before the move) moves nothing.
     assert await stores.jobs.requeue(job, now=NOW + 2, owner=OWNER, rng=random.Random(6), error="refused") == (None, [])
     # A release decided from the old read does not end the moved job either.
-    stale = await stores.jobs.release(job.job_id, JobStatus.FAILED, now=NOW + 3, owner=OWNER, rng=random.Random(7),
+    stale = await stores.jobs.release(job.job_id, JobStatus.FAILED, now=NOW + 3,
                                       expected=job)
     assert stale.job is None and (await stores.jobs.get(job.job_id)).slot_held
 
@@ -227,10 +230,11 @@ async def test_timeouts_and_purge_read_only_what_is_due(stores):
     assert await stores.jobs.timed_out(now=NOW + 10, timeout=900) == []
     due = await stores.jobs.timed_out(now=NOW + 1000, timeout=900)
     assert [j.job_id for j in due] == [running.job_id, waiting.job_id]  # in submission order
-    released = await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1, owner=OWNER,
-                                         rng=random.Random(8))
-    assert [p.job_id for p in released.promoted] == [waiting.job_id]
-    await stores.jobs.release(waiting.job_id, JobStatus.CANCELLED, now=NOW + 2, owner=OWNER, rng=random.Random(8))
+    released = await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1)
+    assert released.others_waiting
+    promoted = await stores.jobs.promote_waiting(GUILD, now=NOW + 1, owner=OWNER, rng=random.Random(8))
+    assert [p.job_id for p in promoted] == [waiting.job_id]
+    await stores.jobs.release(waiting.job_id, JobStatus.CANCELLED, now=NOW + 2)
     assert not (await stores.jobs.get(waiting.job_id)).slot_held
     assert await stores.jobs.purge(before=NOW - 1) == 0  # nothing is that old
     assert await stores.jobs.purge(before=NOW + 10**6) == 2  # both ended: gone
@@ -263,7 +267,7 @@ async def test_the_choice_among_free_accounts_is_uniform(stores):
     for _ in range(300):
         placed = await place(stores, rng=rng)
         picked[placed.job.account_channel_id] = picked.get(placed.job.account_channel_id, 0) + 1
-        await stores.jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=NOW, owner=OWNER, rng=rng)
+        await stores.jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=NOW)
     # 100 expected each; below 60 is five standard deviations off (a store that always picks one
     # account, or never the last, fails at once).
     assert set(picked) == {A, B, third} and min(picked.values()) >= 60, picked

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +41,14 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 # failed retry up to the maximum; the first success ends it.
 BACKOFF_FIRST_SECONDS = 0.25
 BACKOFF_MAX_SECONDS = 8.0
+# The listening connection is asked a trivial query this often, so that one silently cut (no
+# reset ever arrives) is found and replaced.
+LISTEN_KEEPALIVE_SECONDS = 30.0
+
+
+def channel_of(topic: str) -> str:
+    """The NOTIFY channel of a topic of the port (bot.store.JOBS_TOPIC, …)."""
+    return "pixverse_" + topic
 
 
 def describe_url(url: str) -> str:
@@ -92,12 +100,17 @@ class Database:
 
     engine = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool, *, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, url: str, server_settings: dict[str, str] | None = None) -> None:
         self.pool = pool
         self.name = describe_url(url)
         self.write_problem: str | None = None  # the server reports its own (never set here)
+        self._url = url
+        self._server_settings = server_settings
         self._down_until = 0.0
         self._backoff = 0.0
+        self._callbacks: dict[str, list[Callable[[str | None], None]]] = {}  # channel -> callbacks
+        self._listening: asyncpg.Connection | None = None
+        self._listener_task: asyncio.Task | None = None
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, migrations: list[Migration] | None = None,
@@ -123,9 +136,13 @@ class Database:
             if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)):
                 raise StartupError(f"Cannot migrate the database {name}: {_reason(exc)}") from None
             raise
-        return cls(pool, url=url)
+        return cls(pool, url=url, server_settings=server_settings)
 
     async def close(self) -> None:
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            await asyncio.gather(self._listener_task, return_exceptions=True)
+            self._listener_task = None
         try:
             await asyncio.wait_for(self.pool.close(), timeout=10)
         except asyncio.TimeoutError:
@@ -227,6 +244,77 @@ class Database:
 
     async def probe_write(self) -> bool:
         return True
+
+    # --- LISTEN/NOTIFY ------------------------------------------------------------------------
+
+    async def listen(self, topic: str, callback: Callable[[str | None], None]) -> bool:
+        """Calls ``callback(payload)`` on each ``NOTIFY`` of the topic's channel (sent by any process
+        when its transaction commits), and ``callback(None)`` after the listening connection was
+        lost and made again (notifications may have been missed meanwhile).
+
+        One connection of its own, outside the pool, kept by a task that reconnects with backoff."""
+        channel = channel_of(topic)
+        self._callbacks.setdefault(channel, []).append(callback)
+        if self._listener_task is None:
+            first = asyncio.get_running_loop().create_future()
+            self._listener_task = asyncio.create_task(self._keep_listening(first), name="database listener")
+            await first  # connected (or failed once: it goes on trying in the background)
+        elif self._listening is not None and len(self._callbacks[channel]) == 1:
+            await self._listening.add_listener(channel, self._notified)
+        return True
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._deliver(channel, payload)
+
+    def _deliver(self, channel: str | None, payload: str | None) -> None:
+        for name, callbacks in self._callbacks.items():
+            if channel is not None and name != channel:
+                continue
+            for callback in callbacks:
+                try:
+                    callback(payload)
+                except Exception:
+                    log.exception("A notification callback on %s failed", name)
+
+    async def _keep_listening(self, first: asyncio.Future) -> None:
+        backoff, connected_before = BACKOFF_FIRST_SECONDS, False
+        while True:
+            try:
+                conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS,
+                                             server_settings=self._server_settings)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if not first.done():
+                    log.error("Cannot listen for notifications on %s (%s); retrying", self.name, _reason(exc))
+                    first.set_result(None)
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_MAX_SECONDS, backoff * 2)
+                continue
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn: lost.set())
+            try:
+                for channel in list(self._callbacks):
+                    await conn.add_listener(channel, self._notified)
+                self._listening = conn
+                if connected_before:
+                    log.warning("Listening for notifications on %s again", self.name)
+                    self._deliver(None, None)  # anything may have happened meanwhile
+                connected_before = True
+                backoff = BACKOFF_FIRST_SECONDS
+                if not first.done():
+                    first.set_result(None)
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), timeout=LISTEN_KEEPALIVE_SECONDS)
+                    except asyncio.TimeoutError:
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=CONNECT_TIMEOUT_SECONDS)
+            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("Lost the notification connection to %s (%s); reconnecting", self.name, _reason(exc))
+            finally:
+                self._listening = None
+                conn.terminate()
+            if lost.is_set():
+                log.warning("Lost the notification connection to %s; reconnecting", self.name)
+            await asyncio.sleep(backoff)
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 
 from bot.dispatch.models import Job, JobState, JobStatus, job_from_row, new_job_id
-from bot.store import NewJob, Placement, Released, rules
-from bot.store.postgres.database import Database
+from bot.store import JOBS_TOPIC, NewJob, Placement, Released, rules
+from bot.store.postgres.database import Database, channel_of
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ _ASSIGN = (
 )
 
 
+async def _announce_unowned(conn: asyncpg.Connection, guild_id: str, owner: str | None) -> None:
+    """A job placed with no owner (its server's shard runs elsewhere): every listening process
+    hears of it when the transaction commits (``NOTIFY`` is transactional), and the one of
+    the server's shard takes it."""
+    if owner is None:
+        await conn.execute("SELECT pg_notify($1, $2)", channel_of(JOBS_TOPIC), guild_id)
+
+
 def _new_args(new: NewJob, *, now: float, owner: str | None) -> list[Any]:
     return [new_job_id(), new.guild_id, new.requester_id, new.request_channel_id, new.verb.value,
             json.dumps(new.params, ensure_ascii=False), new.parent_job_id, owner, now]
@@ -120,6 +128,8 @@ async def _promote(conn: asyncpg.Connection, guild_id: str, *, now: float, owner
         if not free:
             return promoted
         promoted.append(await _assign(conn, waiting, rng.choice(free), owner=owner, now=now))
+        if len(promoted) == 1:
+            await _announce_unowned(conn, guild_id, owner)
 
 
 class JobRepository:
@@ -138,6 +148,7 @@ class JobRepository:
             args = _new_args(new, now=now, owner=owner)
             row = await conn.fetchrow(PLACE_FREE, *args, rng.random())
             if row is not None:
+                await _announce_unowned(conn, new.guild_id, owner)
                 return Placement(job_from_row(row), None)
             accounts = await conn.fetch(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1", new.guild_id)
             waiting = await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND queued", new.guild_id)
@@ -145,6 +156,7 @@ class JobRepository:
                                        executing_ids=lambda: _executing_ids(conn, "guild_id", new.guild_id))
             if free and not waiting:
                 # A release (which takes no lock) freed a slot after PLACE_FREE read: take it.
+                await _announce_unowned(conn, new.guild_id, owner)
                 return Placement(await _insert_placed(conn, args, rng.choice(free)), None)
             args[7] = None  # a waiting job has no owner
             return Placement(job_from_row(await conn.fetchrow(QUEUE, *args)), waiting + 1)
@@ -154,6 +166,7 @@ class JobRepository:
             await conn.execute(LOCK_SERVER, new.guild_id)
             row = await conn.fetchrow(PLACE_ON_FREE, *_new_args(new, now=now, owner=owner), account_channel_id)
             if row is not None:
+                await _announce_unowned(conn, new.guild_id, owner)
                 return job_from_row(row)
             account = await conn.fetchrow(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1 AND a.channel_id = $2",
                                           new.guild_id, account_channel_id)
@@ -161,7 +174,7 @@ class JobRepository:
                                executing_ids=lambda: _executing_ids(conn, "account_channel_id", account_channel_id))
             raise AssertionError("the account has a free slot, yet PLACE_ON_FREE did not take it")
 
-    async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+    async def release(self, job_id: str, status: JobStatus, *, now: float,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
         assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
         values = {"status": status.value, "state": JobState.DONE.value, "owner": None, "updated_at": now,
@@ -180,19 +193,11 @@ class JobRepository:
             *args,
         )
         if ended is None:
-            return Released(None, [])
-        job = job_from_row(ended)
-        if not ended["others_waiting"]:
-            return Released(job, [])
-        try:
-            promoted = await self.promote_waiting(job.guild_id, now=now, owner=owner, rng=rng)
-        except Exception:
-            log.warning("Promoting the waiting jobs of server %s failed; the next sweep will", job.guild_id,
-                        exc_info=True)
-            promoted = []
-        return Released(job, promoted)
+            return Released(None)
+        return Released(job_from_row(ended), ended["others_waiting"])
 
-    async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
+    async def promote_waiting(self, guild_id: str, *, now: float, owner: str | None,
+                              rng: random.Random) -> list[Job]:
         if await self._db.fetchval("SELECT 1 FROM jobs WHERE guild_id = $1 AND queued LIMIT 1", guild_id) is None:
             return []
         async with self._db.transaction() as conn:
@@ -215,6 +220,7 @@ class JobRepository:
                 free = [own] if own is not None else []
             if not free:
                 return None, []
+            await _announce_unowned(conn, row["guild_id"], owner)
             moved = await _assign(
                 conn, expected.job_id, rng.choice(free), owner=owner, now=now,
                 more=", status = 'created', submitted_at = NULL, message_id = NULL, progress = NULL,"
@@ -342,6 +348,11 @@ class JobRepository:
             "UPDATE jobs SET owner = $1 WHERE job_id = $2 AND slot_held AND owner IS NOT DISTINCT FROM $3",
             owner, job.job_id, job.owner,
         ) > 0
+
+    async def unowned(self, limit: int = 100) -> list[Job]:
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE slot_held AND owner IS NULL ORDER BY seq LIMIT $1", limit
+        )
 
     async def guilds_with_waiting_jobs(self) -> list[str]:
         return [row[0] for row in await self._db.fetch("SELECT DISTINCT guild_id FROM jobs WHERE queued")]

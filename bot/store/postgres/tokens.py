@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 
-from bot.store.postgres.database import Database
+from bot.store import TOKENS_REVOKED_TOPIC
+from bot.store.postgres.database import Database, channel_of
 from bot.store.tokens import CachedTokens
 
-# The channel a revocation is announced on; its payload is the server id.
-REVOKED_CHANNEL = "pixverse_api_tokens_revoked"
 
 
 class ApiTokenRepository(CachedTokens):
@@ -35,5 +34,5 @@ class ApiTokenRepository(CachedTokens):
                 " RETURNING 1) SELECT COUNT(*) FROM revoked", now, guild_id,
             )
             # Delivered to every listening process when this transaction commits, not before.
-            await conn.execute("SELECT pg_notify($1, $2)", REVOKED_CHANNEL, guild_id)
+            await conn.execute("SELECT pg_notify($1, $2)", channel_of(TOKENS_REVOKED_TOPIC), guild_id)
         return int(count)

@@ -374,6 +374,9 @@ class Database:
         row = await self.fetchone("SELECT token_encrypted FROM accounts LIMIT 1")
         return None if row is None else row[0]
 
+    async def listen(self, topic: str, callback) -> bool:
+        return False  # processes sharing the file learn of changes by polling
+
     @property
     def name(self) -> str:
         return str(self.path)

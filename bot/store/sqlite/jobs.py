@@ -68,29 +68,19 @@ class JobRepository:
             lambda tx: placement.place_on(tx, new, account_channel_id=account_channel_id, now=now, owner=owner)
         )
 
-    async def release(self, job_id: str, status: JobStatus, *, now: float, owner: str, rng: random.Random,
+    async def release(self, job_id: str, status: JobStatus, *, now: float,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
+        # One statement; it also says whether jobs of the server wait. In the moment before the
+        # caller promotes them a new job cannot take the freed slot: it sees them waiting and
+        # queues behind them (placement.place).
         sql, params = placement.release_statement(job_id, status, now=now, fields=fields or {}, expected=expected)
         ended = await self._db.fetchone(sql, params)
         if ended is None:
-            return Released(None, [])
-        job = job_from_row(ended)
-        if not ended["others_waiting"]:
-            return Released(job, [])
-        # Jobs wait for this server's slots: the oldest take the one just freed. In the moment
-        # between the two transactions a new job cannot take it: it sees them waiting and
-        # queues behind them (placement.place).
-        try:
-            promoted = await self._db.run(lambda tx: placement.promote(tx, job.guild_id, now=now, owner=owner, rng=rng))
-        except Exception:
-            # The release is committed and must be reported as such (the member hears the job
-            # ended, once); the waiting jobs get the slot at the next sweep's promotion.
-            log.warning("Promoting the waiting jobs of server %s failed; the next sweep will", job.guild_id,
-                        exc_info=True)
-            promoted = []
-        return Released(job, promoted)
+            return Released(None)
+        return Released(job_from_row(ended), bool(ended["others_waiting"]))
 
-    async def promote_waiting(self, guild_id: str, *, now: float, owner: str, rng: random.Random) -> list[Job]:
+    async def promote_waiting(self, guild_id: str, *, now: float, owner: str | None,
+                              rng: random.Random) -> list[Job]:
         """Gives free slots to waiting jobs (after an account is added or put back in rotation)."""
         # Most saves find nobody waiting: a lookup answers that without a write transaction.
         # No race: the save committed before this look, so a job queued after it has seen the
@@ -256,6 +246,13 @@ class JobRepository:
             "UPDATE jobs SET owner = ? WHERE job_id = ? AND slot_held = 1 AND owner IS ?",
             (owner, job.job_id, job.owner),
         ) > 0
+
+    async def unowned(self, limit: int = 100) -> list[Job]:
+        """Jobs holding a slot that no process runs yet (placed for another shard's process)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM jobs WHERE slot_held = 1 AND owner IS NULL ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [job_from_row(row) for row in rows]
 
     async def guilds_with_waiting_jobs(self) -> list[str]:
         rows = await self._db.fetchall("SELECT DISTINCT guild_id FROM jobs WHERE queued = 1")
