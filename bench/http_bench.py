@@ -249,7 +249,7 @@ async def progress_writes(db, per_second: float, on: asyncio.Event) -> None:
 class BenchDiscord:
     """BENCH ONLY: the Core's view of Discord, with every channel visible and the gateway up."""
 
-    def channel_visible(self, guild_id: str, channel_id: str) -> bool:
+    async def channel_visible(self, guild_id: str, channel_id: str) -> bool:
         return True
 
     def gateway_problem(self) -> None:

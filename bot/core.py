@@ -61,9 +61,10 @@ def shard_filter(settings: Settings) -> Callable[[str], bool] | None:
 class DiscordView(Protocol):
     """What the Core asks of the Discord side (the bot's gateway session and REST)."""
 
-    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+    async def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
         """True when the channel (or thread) is the server's and the bot sees it; None while
-        the bot cannot tell yet (its gateway session has not delivered the servers)."""
+        the bot cannot tell (its gateway session has not delivered the servers yet, or Discord
+        could not be asked about a server of another process's shard)."""
 
     def gateway_problem(self) -> str | None:
         """None while connected to the gateway, else the reason."""

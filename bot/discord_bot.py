@@ -46,7 +46,11 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-class PixverseBot(commands.Bot):
+class PixverseBot(commands.AutoShardedBot):
+    """Sharded as the settings say: every shard Discord recommends in this process by default;
+    SHARD_COUNT and SHARD_IDS run some of them here and the rest in other processes sharing
+    the database."""
+
     def __init__(self, settings: Settings, **client_options) -> None:
         point_discord_py_at(settings)
         # The bot never joins voice: its missing voice libraries are not worth a warning.
@@ -63,6 +67,8 @@ class PixverseBot(commands.Bot):
             help_command=None,
             tree_cls=BotTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
             **client_options,
         )
         self.settings = settings
@@ -102,18 +108,39 @@ class PixverseBot(commands.Bot):
 
     # --- the Core's view of Discord ----------------------------------------------------
 
-    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+    def runs_shard_of(self, guild_id: int) -> bool:
+        """True when the server's shard runs in this process (its gateway events come here)."""
+        if self.shard_ids is None or not self.shard_count:
+            return True
+        return (guild_id >> 22) % self.shard_count in self.shard_ids
+
+    async def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
         # The HTTP API listens from setup_hook on, before the gateway has delivered the servers.
         if not self.is_ready() or self._reloading_servers:
             return None
-        guild = self.get_guild(int(guild_id))
-        return guild is not None and guild.get_channel_or_thread(int(channel_id)) is not None
+        if self.runs_shard_of(int(guild_id)):
+            guild = self.get_guild(int(guild_id))
+            return guild is not None and guild.get_channel_or_thread(int(channel_id)) is not None
+        # A server of another process's shard: this process has none of its channels cached,
+        # so Discord is asked (with the bot's token: only a channel the bot can see answers).
+        try:
+            channel = await self.http.get_channel(int(channel_id))
+        except (discord.NotFound, discord.Forbidden):
+            return False
+        except (discord.HTTPException, OSError, TimeoutError):
+            return None
+        return str(channel.get("guild_id")) == guild_id
 
     def gateway_problem(self) -> str | None:
-        # is_ready() stays true while discord.py reconnects: ask the socket itself.
-        if self.is_closed() or not self.is_ready() or not getattr(self.ws, "open", False):
+        # is_ready() stays true while discord.py reconnects: ask each shard's socket itself.
+        if self.is_closed() or not self.is_ready():
             return "not connected to the Discord gateway"
-        return None
+        down = sorted(shard_id for shard_id, shard in self.shards.items() if shard.is_closed())
+        if not down:
+            return None
+        if len(self.shards) == 1:
+            return "not connected to the Discord gateway"
+        return "not connected to the Discord gateway (shard " + ", ".join(map(str, down)) + ")"
 
     async def read_history(self, channel_id: str, after: int):
         """A channel's messages after a snowflake, oldest first, with the bot's token."""

@@ -16,7 +16,7 @@ from tests.e2e.test_http_api import free_port
 class QuietDiscord:
     """A DiscordView for tests: every channel visible, the gateway connected, no history."""
 
-    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+    async def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
         return True
 
     def gateway_problem(self) -> str | None:

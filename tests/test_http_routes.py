@@ -37,11 +37,15 @@ class _Accounts:
     max_concurrent_jobs = 25  # PIXVERSE_MAX_CONCURRENT_JOBS set above the default 10
 
 
+async def _invisible(guild_id, channel_id):
+    return False
+
+
 async def _client(problem):
     async def health_problem():
         return problem
 
-    context = ApiContext(accounts=_Accounts(), dispatcher=None, tokens=_Tokens(), channel_visible=lambda g, c: False,
+    context = ApiContext(accounts=_Accounts(), dispatcher=None, tokens=_Tokens(), channel_visible=_invisible,
                          health_problem=health_problem)
     client = TestClient(TestServer(create_app(context)))
     await client.start_server()

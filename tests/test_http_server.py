@@ -31,13 +31,17 @@ async def _healthy():
     return None
 
 
+async def _visible(guild_id, channel_id):
+    return True
+
+
 @pytest.fixture
 async def server():
     servers = []
 
     async def start(**limits) -> LimitedServer:
         context = ApiContext(accounts=_Accounts(), dispatcher=None, tokens=_Tokens(),
-                             channel_visible=lambda g, c: True, health_problem=_healthy,
+                             channel_visible=_visible, health_problem=_healthy,
                              request_timeout=limits.get("request_timeout", 10.0))
         running = LimitedServer(create_app(context), "127.0.0.1", 0, HttpLimits(**limits))
         await running.start()

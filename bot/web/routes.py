@@ -46,7 +46,7 @@ class ApiContext:
     tokens: TokenStore
     # True when the channel (or thread) belongs to the server and the bot can see it; None
     # while the bot cannot tell yet (its gateway session has not loaded the servers).
-    channel_visible: Callable[[str, str], bool | None]
+    channel_visible: Callable[[str, str], Awaitable[bool | None]]
     # None when healthy, else the reason.
     health_problem: Callable[[], Awaitable[str | None]]
     # replyUrl may point at private or loopback addresses (REPLY_URL_ALLOW_PRIVATE).
@@ -210,7 +210,7 @@ async def post_account(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     path_channel = request.match_info["channel"]
     account_request = await ctx.accounts.prepare(body, path_channel=path_channel, guild_id=guild_id)
-    visible = ctx.channel_visible(guild_id, account_request.channel)
+    visible = await ctx.channel_visible(guild_id, account_request.channel)
     if visible is None:
         # Not "your channel is wrong": the bot does not know its servers' channels yet.
         raise ApiError(503, NOT_CONNECTED)

@@ -389,6 +389,10 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, _InteractionState] = {}
 
         # --- gateway -------------------------------------------------------------------
+        # The shard count /gateway/bot recommends. A session that IDENTIFYs with a shard
+        # [id, count] gets only the servers of that shard ((guild_id >> 22) % count == id):
+        # in READY, GUILD_CREATE, and every event that names a guild, as Discord does.
+        self.shard_count = 1
         self._sessions: dict[str, _GatewaySession] = {}
         self._connections: set[_GatewayConnection] = set()
 
@@ -852,7 +856,7 @@ class FakeDiscord:
         return _json(
             {
                 "url": self.gateway_url,
-                "shards": 1,
+                "shards": self.shard_count,
                 "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
             }
         )
@@ -1532,6 +1536,8 @@ class FakeDiscord:
     async def _emit_message_event(self, t: str, msg: dict) -> None:
         self.message_events.append((t, copy.deepcopy(msg)))
         for session in list(self._sessions.values()):
+            if not self._serves(session, msg.get("guild_id")):
+                continue
             d = self._message_event_for(session, msg)
             if d is not None:
                 with contextlib.suppress(ConnectionError):
@@ -2322,11 +2328,30 @@ class FakeDiscord:
         """
         if t == "INTERACTION_CREATE":
             self._register_interaction(d)
-        sessions = list(self._sessions.values())
+        sessions = [s for s in self._sessions.values() if self._serves(s, d.get("guild_id"))]
         if not sessions:
-            raise AssertionError(f"send_event({t}): no bot session on the fake gateway (did the bot connect?)")
+            raise AssertionError(f"send_event({t}): no bot session on the fake gateway serves it (did the bot connect?)")
         for session in sessions:
             await self._dispatch(session, t, d)
+
+    @staticmethod
+    def shard_of(guild_id: int | str, count: int) -> int:
+        return (int(guild_id) >> 22) % count
+
+    def _serves(self, session: _GatewaySession, guild_id: int | str | None) -> bool:
+        """Whether a session receives the events of a server: all of them unsharded, else its shard's."""
+        shard = session.identify.get("shard")
+        if guild_id is None or not shard:
+            return True
+        return self.shard_of(guild_id, shard[1]) == shard[0]
+
+    def sessions_by_shard(self) -> dict[int, int]:
+        """Shard id -> number of live sessions identified for it (unsharded sessions count as 0)."""
+        counts: dict[int, int] = {}
+        for session in self._sessions.values():
+            shard = (session.identify.get("shard") or [0, 1])[0]
+            counts[shard] = counts.get(shard, 0) + 1
+        return counts
 
     async def request_reconnect(self) -> None:
         """Send op 7 RECONNECT to every connected bot (discord.py then reconnects and RESUMEs)."""
@@ -2398,6 +2423,10 @@ class FakeDiscord:
         if d.get("token") != self.bot_token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
+        shard = d.get("shard")
+        if shard is not None and (len(shard) != 2 or not 0 <= shard[0] < shard[1]):
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
         self.identify_payloads.append(d)
         session = _GatewaySession(session_id=secrets.token_hex(16), identify=d, conn=conn)
         conn.session = session
@@ -2405,7 +2434,7 @@ class FakeDiscord:
         ready: dict[str, Any] = {
             "v": 10,
             "user": self.bot_user_payload(),
-            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds],
+            "guilds": [{"id": str(gid), "unavailable": True} for gid in self.guilds if self._serves(session, gid)],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
@@ -2424,7 +2453,8 @@ class FakeDiscord:
         # Guilds arrive unavailable in READY and are filled in by GUILD_CREATE. discord.py
         # fires on_ready `guild_ready_timeout` (default 2s) after the last GUILD_CREATE.
         for guild_id in self.guilds:
-            await self._dispatch(session, "GUILD_CREATE", self.guild_create_payload(guild_id))
+            if self._serves(session, guild_id):
+                await self._dispatch(session, "GUILD_CREATE", self.guild_create_payload(guild_id))
         self._identified.set()
 
     async def _on_resume(self, conn: _GatewayConnection, d: dict) -> None:

@@ -39,7 +39,7 @@ def worker_logging() -> None:
 class NoDiscord:
     """The Core's view of Discord in a worker: no gateway, no channel, no history."""
 
-    def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
+    async def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
         return None
 
     def gateway_problem(self) -> str | None:
