@@ -250,12 +250,23 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     # --- observing PixVerse --------------------------------------------------------------
 
     async def _observe(self, payload: dict[str, Any]) -> None:
-        observe = getattr(self.dispatcher.backend if self.dispatcher else None, "observe", None)
+        try:
+            dispatcher = self.dispatcher
+        except RuntimeError:
+            return  # the Core is closed: the next start reads it from the channel's history
+        if dispatcher is None or dispatcher.closing:
+            return  # shutting down: likewise
+        observe = getattr(dispatcher.backend, "observe", None)
         if observe is None:
             return
         try:
             await observe(payload)
         except Exception:
+            if dispatcher.closing:
+                # Shutting down under it (the database closes after the gateway): nothing is lost,
+                # the next start reads the message again from the channel's history.
+                log.debug("A PixVerse message was left for the next start's recovery", exc_info=True)
+                return
             log.exception("Reading a PixVerse message failed")
 
     @commands.Cog.listener()

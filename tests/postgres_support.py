@@ -28,9 +28,10 @@ def postgres_url() -> str:
 
 
 def url_with_schema(url: str, schema: str) -> str:
-    """The URL whose connections use ``schema`` first (libpq's ``options``, which asyncpg reads too)."""
+    """The URL whose connections use ``schema`` (asyncpg passes unknown query parameters on as
+    server settings): what a bot process in a test is given as DATABASE_URL."""
     separator = "&" if "?" in url else "?"
-    return f"{url}{separator}options=-csearch_path%3D{schema}"
+    return f"{url}{separator}search_path={schema}"
 
 
 @contextlib.asynccontextmanager

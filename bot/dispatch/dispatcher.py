@@ -162,6 +162,11 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def closing(self) -> bool:
+        """True once close() began: PixVerse's messages are no longer acted on here."""
+        return self._closing
+
     def follows(self, guild_id: str) -> bool:
         """True when this process follows the server's jobs (its shard is here)."""
         return self._follows is None or self._follows(guild_id)
@@ -283,6 +288,7 @@ class Dispatcher:
                 await self.backend.press(job, parent, token)
             else:
                 await self.backend.submit(job, token)
+            log.info("Job %s sent to PixVerse on channel %s", job.job_id, job.account_channel_id)
         except SubmitError as exc:
             # It never reached PixVerse: no message of PixVerse's may be attributed to it.
             await self.jobs.close_at_pixverse(job.job_id)
@@ -343,6 +349,7 @@ class Dispatcher:
         released = await self.jobs.release(job_id, status, now=self.clock(), fields=values, expected=expected)
         if released.job is None:
             return None
+        log.info("Job %s ended: %s", job_id, status.value)
         self._notify(released.job)
         if released.others_waiting:
             # The oldest waiting jobs take the freed slot, in a transaction of their own.

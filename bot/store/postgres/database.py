@@ -111,6 +111,7 @@ class Database:
         self._callbacks: dict[str, list[Callable[[str | None], None]]] = {}  # channel -> callbacks
         self._listening: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, migrations: list[Migration] | None = None,
@@ -139,6 +140,7 @@ class Database:
         return cls(pool, url=url, server_settings=server_settings)
 
     async def close(self) -> None:
+        self._closed = True
         if self._listener_task is not None:
             self._listener_task.cancel()
             await asyncio.gather(self._listener_task, return_exceptions=True)
@@ -152,6 +154,8 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:
+        if self._closed:
+            raise StoreUnavailable("the database is closed (shutting down)")
         if self._down_until and time.monotonic() < self._down_until:
             raise StoreUnavailable("backing off")
         try:
