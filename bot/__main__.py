@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import discord
 from pydantic import ValidationError
@@ -68,7 +70,50 @@ def database_password(settings: Settings) -> str | None:
     return urlsplit(settings.database_url.get_secret_value()).password or None
 
 
-def main() -> int:
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="The PixVerse Discord bot. Without a command it runs the bot; settings come from the"
+                    " environment or .env (see .env.example).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    copy = commands.add_parser(
+        "copy-to-postgres",
+        help="copy a SQLite database into the empty PostgreSQL database of DATABASE_URL",
+        description="Copies accounts, API tokens and jobs from a SQLite database into the empty PostgreSQL"
+                    " database named by DATABASE_URL, with the same TOKEN_ENCRYPTION_KEY, then compares the"
+                    " counts. A non-empty target is refused. Stop the bot first.",
+    )
+    copy.add_argument("--from", dest="source", required=True, type=Path, metavar="SQLITE_FILE",
+                      help="the SQLite database (the bot's DATABASE_PATH, for example data/pixverse.db)")
+    return parser.parse_args(argv)
+
+
+def copy_to_postgres(settings: Settings, source: Path) -> int:
+    from bot.store.copy import copy_to_postgres as copy
+    from bot.store.postgres.database import describe_url
+
+    if settings.database_url is None:
+        print("DATABASE_URL must name the PostgreSQL database to copy into (postgresql://user:password@host:5432/"
+              "dbname)", file=sys.stderr)
+        return EXIT_CONFIG
+    key = settings.token_encryption_key
+    key_file = source.with_name(source.name + ".key")
+    try:
+        copied = asyncio.run(copy(source, settings.database_url.get_secret_value(), key.get_secret_value(),
+                                  pool_size=2))
+    except StartupError as exc:
+        log.critical("%s", exc)
+        return EXIT_STARTUP
+    log.info("Copied %s into %s: %s", source, describe_url(settings.database_url.get_secret_value()),
+             ", ".join(f"{count} {table}" for table, count in copied.items()))
+    if key_file.exists():
+        log.info("Keep %s's key: every bot process on PostgreSQL needs it as TOKEN_ENCRYPTION_KEY", key_file)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -83,6 +128,8 @@ def main() -> int:
             database_password(settings),
         ],
     )
+    if arguments.command == "copy-to-postgres":
+        return copy_to_postgres(settings, arguments.source)
     try:
         return asyncio.run(run(settings))
     except StartupError as exc:
