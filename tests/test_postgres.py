@@ -1,0 +1,206 @@
+"""PostgreSQL as several bot processes share it: migrations raced, a lost connection, revocations and
+jobs announced to the other processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+import aiohttp
+import pytest
+from cryptography.fernet import Fernet
+
+from bot.accounts.crypto import TokenCipher
+from bot.core import Core
+from bot.dispatch.dispatcher import Dispatcher
+from bot.dispatch.models import Verb
+from bot.errors import DATABASE_UNREACHABLE, StoreUnavailable, from_exception
+from bot.settings import Settings
+from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC
+from bot.store.postgres.database import Database
+from bot.store.migrations import load_migrations
+from bot.store.postgres.database import MIGRATIONS_DIR
+from tests.dispatch_support import ManualBackend, add_account
+from tests.e2e.test_http_api import free_port
+from tests.postgres_support import fresh_schema, url_with_schema
+from tests.test_core import QuietDiscord
+
+GUILD = "111111111111111111"
+
+
+@contextlib.asynccontextmanager
+async def schema_db(**kwargs):
+    async with fresh_schema() as (url, schema):
+        db = await Database.open(url, pool_size=kwargs.pop("pool_size", 4), server_settings={"search_path": schema},
+                                 **kwargs)
+        try:
+            yield db, url, schema
+        finally:
+            await db.close()
+
+
+async def test_processes_starting_together_apply_each_migration_once(caplog):
+    caplog.set_level(logging.INFO, logger="bot.store.postgres.database")
+    async with fresh_schema() as (url, schema):
+        opened = await asyncio.gather(*(
+            Database.open(url, pool_size=1, server_settings={"search_path": schema}) for _ in range(4)
+        ))
+        try:
+            rows = await opened[0].fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+            expected = [(m.version, m.name) for m in load_migrations(MIGRATIONS_DIR)]
+            assert [(r["version"], r["name"]) for r in rows] == expected
+            applied = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Applied migration")]
+            assert applied == [f"Applied migration {name}" for _, name in expected]  # once, by one process
+            assert [await db.schema_version() for db in opened] == [expected[-1][0]] * 4
+        finally:
+            for db in opened:
+                await db.close()
+
+
+class CuttableProxy:
+    """A TCP proxy in front of PostgreSQL whose cut drops every connection and refuses new ones,
+    as a database host that went away does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.pipes: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in list(self.pipes):
+            writer.transport.abort()
+        self.pipes.clear()
+
+    async def _serve(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.pipes.update({writer, up_writer})
+
+        async def pump(source, sink):
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+def through(url: str, proxy: CuttableProxy) -> str:
+    scheme, rest = url.split("://", 1)
+    userinfo, _, hostpart = rest.rpartition("@")
+    path = hostpart.split("/", 1)[1]
+    return f"{scheme}://{userinfo + '@' if userinfo else ''}127.0.0.1:{proxy.port}/{path}"
+
+
+async def test_a_lost_connection_answers_503_nothing_half_written_and_the_process_reconnects(tmp_path):
+    async with fresh_schema() as (url, schema):
+        host, port = url.split("@", 1)[1].split("/", 1)[0].split(":")
+        proxy = CuttableProxy(host, int(port))
+        await proxy.open()
+        key = Fernet.generate_key().decode()
+        settings = Settings(_env_file=None, discord_token="x", token_encryption_key=key, pixverse_backend="simulated",
+                            database_url=url_with_schema(through(url, proxy), schema), http_port=free_port(),
+                            http_host="127.0.0.1")
+        core = await Core.open(settings, QuietDiscord())
+        try:
+            token = await core.api_tokens.create(GUILD, "admin")
+            api = f"http://127.0.0.1:{settings.http_port}/v1/pixverse/account"
+            headers = {"Authorization": f"Bearer {token}"}
+            async with aiohttp.ClientSession() as http:
+                # The database answers: the server has no account yet (useapi's 404).
+                async with http.get(api, headers=headers) as response:
+                    assert response.status == 404
+
+                # A transaction cut half-way is rolled back by the server: nothing of it is kept.
+                with pytest.raises(StoreUnavailable) as info:
+                    async with core.db.transaction() as conn:
+                        await conn.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
+                        await proxy.cut()
+                        await conn.execute("INSERT INTO meta (key, value) VALUES ('other', 'half')")
+                assert from_exception(info.value).to_dict() == {"error": DATABASE_UNREACHABLE, "code": 503}
+
+                # While the database is away, requests answer 503 at once with a clear text.
+                started = time.monotonic()
+                async with http.get(api, headers=headers) as response:
+                    assert response.status == 503
+                    assert await response.json() == {"error": DATABASE_UNREACHABLE, "code": 503}
+                assert time.monotonic() - started < 5
+
+                await proxy.open()  # the same port: the database is back
+                deadline = time.monotonic() + 15
+                while True:
+                    async with http.get(api, headers=headers) as response:
+                        if response.status == 404:
+                            break
+                        assert response.status == 503
+                    assert time.monotonic() < deadline, "the process did not reconnect"
+                    await asyncio.sleep(0.1)
+            assert await core.db.get_meta("half") is None and await core.db.get_meta("other") is None
+        finally:
+            await core.close()
+            await proxy.cut()
+
+
+async def test_a_revocation_through_one_process_reaches_the_others_at_once():
+    async with schema_db() as (first, url, schema):
+        second = await Database.open(url, pool_size=2, server_settings={"search_path": schema})
+        try:
+            cipher = TokenCipher(Fernet.generate_key())
+            one, other = first.stores(cipher).tokens, second.stores(cipher).tokens
+            assert await second.listen(TOKENS_REVOKED_TOPIC, other.forget)
+            token = await one.create(GUILD, "admin")
+            assert await other.guild_of(token) == GUILD  # now remembered there for CACHE_SECONDS (5 s)
+            await one.revoke_all(GUILD)
+            started = time.monotonic()
+            while await other.guild_of(token) is not None:
+                assert time.monotonic() - started < 1.0, "the revocation did not reach the other process"
+                await asyncio.sleep(0.01)
+        finally:
+            await second.close()
+
+
+async def test_a_job_asked_through_another_process_is_taken_by_its_shards_process_at_once():
+    """The process of the server's shard hears of the job by NOTIFY, long before its poll."""
+    async with schema_db() as (first, url, schema):
+        second = await Database.open(url, pool_size=2, server_settings={"search_path": schema})
+        cipher = TokenCipher(Fernet.generate_key())
+        elsewhere_backend, owner_backend = ManualBackend(), ManualBackend()
+        elsewhere = Dispatcher(first.stores(cipher).jobs, first.stores(cipher).accounts, elsewhere_backend,
+                               follows=lambda guild: False, rng=random.Random(1))
+        owning = Dispatcher(second.stores(cipher).jobs, second.stores(cipher).accounts, owner_backend,
+                            follows=lambda guild: guild == GUILD, pickup_interval=60, rng=random.Random(2))
+        try:
+            assert await second.listen(JOBS_TOPIC, owning.pickup)
+            await owning.start()
+            await add_account(first.stores(cipher).accounts, GUILD, "333333333333333333", max_jobs=2, user="7001")
+            started = time.monotonic()
+            placed = await elsewhere.submit(guild_id=GUILD, requester_id="api", request_channel_id="api",
+                                            verb=Verb.CREATE, body={"prompt": "a fox", "style": "Anime"})
+            assert placed.job.owner is None  # placed in the database for the process of its shard
+            while not owner_backend.submitted:
+                assert time.monotonic() - started < 1.0, "the owning process did not take the job"
+                await asyncio.sleep(0.01)
+            assert [job_id for job_id, _ in owner_backend.submitted] == [placed.job.job_id]
+            assert elsewhere_backend.submitted == []
+            assert (await owning.get(placed.job.job_id, GUILD)).owner == owning.owner
+        finally:
+            await owning.close()
+            await elsewhere.close()
+            await second.close()
