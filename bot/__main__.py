@@ -90,7 +90,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def copy_to_postgres(settings: Settings, source: Path) -> int:
-    from bot.store.copy import copy_to_postgres as copy
+    from bot.store.postgres.copy import copy_to_postgres as copy
     from bot.store.postgres.database import describe_url
 
     if settings.database_url is None:

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from bot.accounts.crypto import TokenCipher
 from bot.dispatch.models import JobState, JobStatus, Verb
 from bot.store import NewJob
-from bot.store.copy import CopyRefused, copy_to_postgres
+from bot.store.postgres.copy import CopyRefused, copy_to_postgres
 from bot.store.postgres.database import Database as PostgresDatabase
 from bot.store.postgres.database import describe_url
 from bot.store.sqlite.database import Database as SQLiteDatabase
