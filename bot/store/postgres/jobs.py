@@ -50,27 +50,10 @@ _JOB_COLUMNS = (
 # $1 job_id, $2 guild, $3 requester, $4 asked_in, $5 verb, $6 params, $7 parent, $8 owner, $9 now
 _NEW = "$1, $2, {account}, {user}, {max_jobs}, $3, $4, $5, $6, $7, 'created', {state}, {owner}, $9, $9"
 
-# A new job on a random account of its server with a free slot ($10 in [0, 1) picks uniformly),
-# unless jobs wait (they go first). Run under the server's lock.
-PLACE_FREE = (
-    "WITH free AS ("
-    " SELECT a.channel_id, a.discord_user_id, a.max_jobs,"
-    " ROW_NUMBER() OVER (ORDER BY a.channel_id) - 1 AS n, COUNT(*) OVER () AS total"
-    f" FROM accounts a WHERE a.guild_id = $2 AND a.in_rotation AND {_LOAD} < a.max_jobs"
-    " AND NOT EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = $2 AND w.queued))"
-    f" INSERT INTO jobs ({_JOB_COLUMNS})"
-    " SELECT " + _NEW.format(account="channel_id", user="discord_user_id", max_jobs="max_jobs",
-                             state="'placed'", owner="$8")
-    + " FROM free WHERE n = floor($10::float8 * total) RETURNING *"
-)
-# A follow-up job on one given account ($10) while it is in rotation with a free slot.
-PLACE_ON_FREE = (
-    f"INSERT INTO jobs ({_JOB_COLUMNS})"
-    " SELECT " + _NEW.format(account="a.channel_id", user="a.discord_user_id", max_jobs="a.max_jobs",
-                             state="'placed'", owner="$8")
-    + f" FROM accounts a WHERE a.guild_id = $2 AND a.channel_id = $10 AND a.in_rotation AND {_LOAD} < a.max_jobs"
-    " RETURNING *"
-)
+# The fast paths, one round trip each: lock, count and insert inside one server-side function
+# (migrations/postgres/0002_placement_functions.sql); no row when the slower path must decide.
+PLACE_FREE = "SELECT * FROM pixverse_place_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"  # $10: the pick
+PLACE_ON_FREE = "SELECT * FROM pixverse_place_on_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"  # $10: the account
 QUEUE = (
     f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ("
     + _NEW.format(account="NULL", user="NULL", max_jobs="NULL", state="'waiting'", owner="$8") + ") RETURNING *"  # $8: None
@@ -142,37 +125,49 @@ class JobRepository:
 
     # --- placement: each under its server's lock ------------------------------------------
 
-    async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
+    async def place(self, new: NewJob, *, now: float, owner: str | None, queue_size: int,
+                    rng: random.Random) -> Placement:
+        args = _new_args(new, now=now, owner=owner)
+        # Most often a slot is free and nobody waits: one round trip, the lock held only while it runs.
+        row = await self._db.fetchrow(PLACE_FREE, *args, rng.random())
+        if row is not None:
+            await self._announce_unowned(new.guild_id, owner)
+            return Placement(job_from_row(row), None)
+        # Otherwise the refusal, or the queue, decided under the server's lock.
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_SERVER, new.guild_id)
-            args = _new_args(new, now=now, owner=owner)
-            row = await conn.fetchrow(PLACE_FREE, *args, rng.random())
-            if row is not None:
-                await _announce_unowned(conn, new.guild_id, owner)
-                return Placement(job_from_row(row), None)
             accounts = await conn.fetch(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1", new.guild_id)
             waiting = await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND queued", new.guild_id)
             free = await rules.new_job(accounts, waiting, queue_size=queue_size,
                                        executing_ids=lambda: _executing_ids(conn, "guild_id", new.guild_id))
             if free and not waiting:
-                # A release (which takes no lock) freed a slot after PLACE_FREE read: take it.
+                # A release (which takes no lock) freed a slot after the first try read: take it.
                 await _announce_unowned(conn, new.guild_id, owner)
                 return Placement(await _insert_placed(conn, args, rng.choice(free)), None)
             args[7] = None  # a waiting job has no owner
             return Placement(job_from_row(await conn.fetchrow(QUEUE, *args)), waiting + 1)
 
-    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
+    async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str | None) -> Job:
+        args = _new_args(new, now=now, owner=owner)
+        row = await self._db.fetchrow(PLACE_ON_FREE, *args, account_channel_id)
+        if row is not None:
+            await self._announce_unowned(new.guild_id, owner)
+            return job_from_row(row)
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_SERVER, new.guild_id)
-            row = await conn.fetchrow(PLACE_ON_FREE, *_new_args(new, now=now, owner=owner), account_channel_id)
-            if row is not None:
-                await _announce_unowned(conn, new.guild_id, owner)
-                return job_from_row(row)
             account = await conn.fetchrow(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1 AND a.channel_id = $2",
                                           new.guild_id, account_channel_id)
-            await rules.button(account, account_channel_id,
-                               executing_ids=lambda: _executing_ids(conn, "account_channel_id", account_channel_id))
-            raise AssertionError("the account has a free slot, yet PLACE_ON_FREE did not take it")
+            account = await rules.button(
+                account, account_channel_id,
+                executing_ids=lambda: _executing_ids(conn, "account_channel_id", account_channel_id))
+            # Free after all: a release (which takes no lock) freed it after the first try read.
+            await _announce_unowned(conn, new.guild_id, owner)
+            return await _insert_placed(conn, args, account)
+
+    async def _announce_unowned(self, guild_id: str, owner: str | None) -> None:
+        if owner is None:
+            async with self._db.connection() as conn:
+                await _announce_unowned(conn, guild_id, owner)
 
     async def release(self, job_id: str, status: JobStatus, *, now: float,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
