@@ -19,7 +19,7 @@ from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import Verb
 from bot.errors import DATABASE_UNREACHABLE, StoreUnavailable, from_exception
 from bot.settings import Settings
-from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC
+from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, NewJob
 from bot.store.postgres.database import Database
 from bot.store.migrations import load_migrations
 from bot.store.postgres.database import MIGRATIONS_DIR
@@ -204,3 +204,29 @@ async def test_a_job_asked_through_another_process_is_taken_by_its_shards_proces
             await owning.close()
             await elsewhere.close()
             await second.close()
+
+
+async def test_dropping_a_lease_that_loses_a_deadlock_is_run_again():
+    """A process dropping its lease (its jobs' owner set to NULL through the foreign key) while a
+    transaction that holds one of those jobs claims another for that same lease (the foreign key
+    check): PostgreSQL aborts one of the two; the lease's single statement is run again rather
+    than failing the shutdown."""
+    async with schema_db() as (db, url, schema):
+        stores = db.stores(TokenCipher(Fernet.generate_key()))
+        await add_account(stores.accounts, GUILD, "333333333333333333", max_jobs=2, user="7001")
+        await stores.jobs.heartbeat("leaving", 1.0)
+        await stores.jobs.heartbeat("other", 1.0)
+        new = NewJob(GUILD, "1", "2", Verb.CREATE, {"prompt": "x"})
+        mine = (await stores.jobs.place(new, now=1.0, owner="leaving", queue_size=0, rng=random.Random(1))).job
+        theirs = (await stores.jobs.place(new, now=1.0, owner="other", queue_size=0, rng=random.Random(2))).job
+        async with db.transaction() as conn:
+            # A transaction holds the leaving process's job (its row lock) …
+            await conn.execute("UPDATE jobs SET updated_at = 2.0 WHERE job_id = $1", mine.job_id)
+            # … the process drops its lease: the DELETE holds the lease row and waits for that job …
+            forget = asyncio.create_task(stores.jobs.forget_owner("leaving"))
+            await asyncio.sleep(0.3)
+            # … and the transaction now gives another job to that lease (a key share on its row).
+            with contextlib.suppress(Exception):
+                await conn.execute("UPDATE jobs SET owner = 'leaving' WHERE job_id = $1", theirs.job_id)
+        await asyncio.wait_for(forget, timeout=20)
+        assert await db.fetchval("SELECT COUNT(*) FROM processes WHERE owner = 'leaving'") == 0

@@ -146,7 +146,12 @@ class Dispatcher:
         await self.backend.close()
         # Jobs still executing stay in the database; dropping the lease lets the next
         # start (or another process) take them over at once instead of after the TTL.
-        await self.jobs.forget_owner(self.owner)
+        try:
+            await self.jobs.forget_owner(self.owner)
+        except Exception as exc:
+            # Shutting down must not fail for it: the lease expires by itself.
+            log.warning("Could not drop this process's lease (%s); it expires in %g s", type(exc).__name__,
+                        self.lease_ttl)
         self._leased = False
 
     async def wait_idle(self) -> None:

@@ -31,6 +31,8 @@ from bot.store.migrations import Migration, load_migrations, migrations_dir
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = migrations_dir("postgres")
+# A single statement that lost a deadlock (or a serialization failure) is run again this often.
+STATEMENT_RETRIES = 3
 # pg_advisory_lock's two-key form (its key space is apart from the one-key form that placement
 # uses per server): held while a process applies migrations.
 MIGRATION_LOCK = (0x50495856, 1)  # "PIXV", 1
@@ -196,22 +198,32 @@ class Database:
             async with conn.transaction():
                 yield conn
 
+    async def _statement(self, method: str, sql: str, args: tuple) -> Any:
+        """One statement in its own transaction. A deadlock or serialization failure rolled the
+        statement back whole, so it is run again (a few times) before the caller hears of it:
+        PostgreSQL picks a victim when, say, a process drops its lease (its jobs' owner set to
+        NULL through the foreign key) while another claims one of those jobs."""
+        for attempt in range(STATEMENT_RETRIES + 1):
+            try:
+                async with self.connection() as conn:
+                    return await getattr(conn, method)(sql, *args)
+            except StoreBusy as exc:
+                if attempt == STATEMENT_RETRIES or not isinstance(exc.__context__, asyncpg.TransactionRollbackError):
+                    raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        async with self.connection() as conn:
-            return await conn.fetch(sql, *args)
+        return await self._statement("fetch", sql, args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        async with self.connection() as conn:
-            return await conn.fetchrow(sql, *args)
+        return await self._statement("fetchrow", sql, args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        async with self.connection() as conn:
-            return await conn.fetchval(sql, *args)
+        return await self._statement("fetchval", sql, args)
 
     async def execute(self, sql: str, *args: Any) -> int:
         """One statement in its own transaction; returns the rows it changed."""
-        async with self.connection() as conn:
-            return changed(await conn.execute(sql, *args))
+        return changed(await self._statement("execute", sql, args))
 
     # --- the database as a whole ------------------------------------------------------------
 
