@@ -105,6 +105,10 @@ def copy_to_postgres(settings: Settings, source: Path) -> int:
     except StartupError as exc:
         log.critical("%s", exc)
         return EXIT_STARTUP
+    except Exception as exc:  # a row the target refuses, the server lost: one line, nothing kept
+        log.critical("The copy failed and nothing was kept in PostgreSQL: %s: %s", type(exc).__name__,
+                     str(exc).splitlines()[0] if str(exc) else "")
+        return EXIT_STARTUP
     log.info("Copied %s into %s: %s", source, describe_url(settings.database_url.get_secret_value()),
              ", ".join(f"{count} {table}" for table, count in copied.items()))
     if key_file.exists():
@@ -114,8 +118,10 @@ def copy_to_postgres(settings: Settings, source: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(sys.argv[1:] if argv is None else argv)
+    # The copy never connects to Discord: it needs no bot token.
+    overrides = {"discord_token": "not-used-by-the-copy"} if arguments.command == "copy-to-postgres" else {}
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except ValidationError as exc:
         print(settings_error_line(exc), file=sys.stderr)
         return EXIT_CONFIG

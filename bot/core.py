@@ -50,12 +50,11 @@ PICKUP_POLL_SECONDS = 1.0
 PICKUP_POLL_NOTIFIED_SECONDS = 5.0
 
 
-def shard_filter(settings: Settings) -> Callable[[str], bool] | None:
+def own_shards(settings: Settings) -> tuple[int, frozenset[int]] | None:
     """Which servers' jobs this process follows: those of its shards (SHARD_IDS); None for all."""
     if settings.shard_ids is None or settings.shard_count is None:
         return None
-    mine = frozenset(settings.shard_ids)
-    return lambda guild_id: settings.shard_of(guild_id) in mine
+    return settings.shard_count, frozenset(settings.shard_ids)
 
 
 class DiscordView(Protocol):
@@ -129,7 +128,7 @@ class Core:
             dispatcher = Dispatcher(
                 stores.jobs, stores.accounts, backend,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
-                follows=shard_filter(settings),
+                shards=own_shards(settings),
                 lease_interval=settings.lease_heartbeat_seconds, lease_ttl=settings.lease_expiry_seconds,
                 pickup_interval=PICKUP_POLL_SECONDS,
             )

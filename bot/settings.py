@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     def _shards_in_range(cls, value: tuple[int, ...] | None, info: ValidationInfo) -> tuple[int, ...] | None:
         if value is None:
             return None
-        count = info.data.get("shard_count")
+        if "shard_count" not in info.data:
+            return value  # SHARD_COUNT itself is wrong, and named so
+        count = info.data["shard_count"]
         if count is None:
             raise ValueError("needs SHARD_COUNT, the number of shards of all processes together")
         if len(set(value)) != len(value):

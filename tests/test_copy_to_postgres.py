@@ -107,6 +107,12 @@ async def test_a_target_that_holds_anything_is_refused_and_kept_as_it_was(tmp_pa
             await copy_to_postgres(tmp_path / "pixverse.db", url, key, server_settings={"search_path": schema})
         assert str(info.value) == (f"The PostgreSQL database {describe_url(url)} is not empty"
                                    " (2 accounts, 2 api_tokens, 3 jobs): copy into an empty database only")
+        db = await PostgresDatabase.open(url, pool_size=1, server_settings={"search_path": schema})
+        try:  # kept as it was: nothing added, nothing removed
+            assert [await db.fetchval(f"SELECT COUNT(*) FROM {table}") for table in
+                    ("meta", "accounts", "api_tokens", "jobs", "pixverse_messages")] == [1, 2, 2, 3, 1]
+        finally:
+            await db.close()
 
 
 async def test_the_wrong_key_is_refused_before_anything_is_written(tmp_path):
@@ -119,6 +125,12 @@ async def test_the_wrong_key_is_refused_before_anything_is_written(tmp_path):
             f"TOKEN_ENCRYPTION_KEY cannot decrypt the tokens stored in {tmp_path / 'pixverse.db'}: set it to the key"
             f" that database used (its key file, if the bot made one, is beside it: {tmp_path / 'pixverse.db.key'})"
         )
+        import asyncpg
+        conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+        try:  # the target was not even touched: no table was made in it
+            assert await conn.fetchval("SELECT COUNT(*) FROM pg_tables WHERE schemaname = $1", schema) == 0
+        finally:
+            await conn.close()
 
 
 async def test_the_command_as_an_admin_runs_it(tmp_path):
@@ -126,8 +138,8 @@ async def test_the_command_as_an_admin_runs_it(tmp_path):
     await sqlite_with_everything(tmp_path / "pixverse.db", key)
     async with fresh_schema() as (url, schema):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "DATABASE_", "TOKEN_", "LOG_"))}
-        env.update(PYTHONPATH=str(ROOT), DISCORD_TOKEN="x", TOKEN_ENCRYPTION_KEY=key,
-                   DATABASE_URL=url_with_schema(url, schema))
+        # No DISCORD_TOKEN: the copy never connects to Discord.
+        env.update(PYTHONPATH=str(ROOT), TOKEN_ENCRYPTION_KEY=key, DATABASE_URL=url_with_schema(url, schema))
         result = subprocess.run([sys.executable, "-m", "bot", "copy-to-postgres", "--from", "pixverse.db"],
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr

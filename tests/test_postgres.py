@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from bot.accounts.crypto import TokenCipher
 from bot.core import Core
 from bot.dispatch.dispatcher import Dispatcher
-from bot.dispatch.models import Verb
+from bot.dispatch.models import JobStatus, Verb
 from bot.errors import DATABASE_UNREACHABLE, StoreUnavailable, from_exception
 from bot.settings import Settings
 from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, NewJob
@@ -230,3 +230,72 @@ async def test_dropping_a_lease_that_loses_a_deadlock_is_run_again():
                 await conn.execute("UPDATE jobs SET owner = 'leaving' WHERE job_id = $1", theirs.job_id)
         await asyncio.wait_for(forget, timeout=20)
         assert await db.fetchval("SELECT COUNT(*) FROM processes WHERE owner = 'leaving'") == 0
+
+
+async def test_the_listening_connection_comes_back_and_says_it_may_have_missed_something():
+    async with fresh_schema() as (url, schema):
+        host, port = url.split("@", 1)[1].split("/", 1)[0].split(":")
+        proxy = CuttableProxy(host, int(port))
+        await proxy.open()
+        db = await Database.open(through(url, proxy), pool_size=1, server_settings={"search_path": schema})
+        direct = await Database.open(url, pool_size=1, server_settings={"search_path": schema})
+        heard: list[str | None] = []
+        try:
+            assert await db.listen(JOBS_TOPIC, heard.append)
+            await direct.execute("SELECT pg_notify('pixverse_jobs', 'one')")
+            await until(lambda: heard == ["one"])
+            await proxy.cut()
+            await direct.execute("SELECT pg_notify('pixverse_jobs', 'lost')")  # nobody listens: missed
+            await proxy.open()
+            await until(lambda: heard == ["one", None], timeout=15)  # back, and told it may have missed some
+            await direct.execute("SELECT pg_notify('pixverse_jobs', 'two')")
+            await until(lambda: heard == ["one", None, "two"])
+        finally:
+            await db.close()
+            await direct.close()
+            await proxy.cut()
+        assert not await db.listen(JOBS_TOPIC, heard.append)  # closed: nothing is opened again
+
+
+async def until(check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_placement_reads_committed_data_whatever_the_database_default():
+    """The guard needs READ COMMITTED: a database (or URL) asking for another default is overridden."""
+    async with fresh_schema() as (url, schema):
+        db = await Database.open(url + "?default_transaction_isolation=serializable", pool_size=1,
+                                 server_settings={"search_path": schema})
+        try:
+            assert await db.fetchval("SHOW transaction_isolation") == "read committed"
+            async with db.transaction() as conn:
+                assert await conn.fetchval("SHOW transaction_isolation") == "read committed"
+        finally:
+            await db.close()
+
+
+async def test_a_release_waits_for_its_servers_lock():
+    """A release takes the server's lock like every placement: one that frees a slot while a new job
+    is being queued (which holds the lock) waits, then sees that job waiting and says so."""
+    from bot.store.postgres.jobs import LOCK_SERVER
+
+    async with schema_db() as (db, url, schema):
+        stores = db.stores(TokenCipher(Fernet.generate_key()))
+        await add_account(stores.accounts, GUILD, "333333333333333333", max_jobs=1, user="7001")
+        await stores.jobs.heartbeat("p", 1.0)
+        new = NewJob(GUILD, "1", "2", Verb.CREATE, {"prompt": "x"})
+        running = (await stores.jobs.place(new, now=1.0, owner="p", queue_size=5, rng=random.Random(1))).job
+        async with db.transaction() as conn:
+            await conn.execute(LOCK_SERVER, GUILD)  # a placement of this server, mid-way
+            release = asyncio.create_task(stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=2.0))
+            await asyncio.sleep(0.3)
+            assert not release.done()  # it waits for the lock
+            await conn.execute(
+                "INSERT INTO jobs (job_id, guild_id, requester_id, request_channel_id, verb, params, status, state,"
+                " created_at, updated_at) VALUES ('job:w', $1, '1', '2', 'create', '{}', 'created', 'waiting', 1, 1)",
+                GUILD)
+        released = await asyncio.wait_for(release, timeout=10)
+        assert released.job is not None and released.others_waiting  # it saw the job queued meanwhile

@@ -119,6 +119,10 @@ def test_shard_ids_need_a_count_in_range_without_repeats(tmp_path):
     assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "one"}, tmp_path) == (
         "Configuration error: SHARD_IDS: Value error, must be shard numbers separated by commas, for example 0,1"
     )
+    # A bad count is named once, not again as a missing count of SHARD_IDS.
+    assert config_error({"SHARD_COUNT": "0", "SHARD_IDS": "0"}, tmp_path) == (
+        "Configuration error: SHARD_COUNT: Input should be greater than or equal to 1"
+    )
 
 
 def test_valid_shard_settings_are_read_as_written(monkeypatch):
@@ -126,8 +130,9 @@ def test_valid_shard_settings_are_read_as_written(monkeypatch):
 
     settings = Settings(_env_file=None, discord_token="x", shard_count=4, shard_ids=" 3, 1")
     assert (settings.shard_count, settings.shard_ids) == (4, (3, 1))
-    # Discord's rule: (server id >> 22) % shard count.
-    assert settings.shard_of(81384788765712384) == (81384788765712384 >> 22) % 4
+    # Discord's rule, (server id >> 22) % shard count: 81384788765712384 >> 22 is 19403645698.
+    assert settings.shard_of(81384788765712384) == 2
+    assert settings.shard_of("81384788765712384") == 2
 
 
 async def test_an_unreachable_postgresql_is_one_line_without_the_password(caplog):

@@ -68,6 +68,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         listeners: list[JobListener] | None = None,
         follows: Callable[[str], bool] | None = None,
+        shards: tuple[int, frozenset[int]] | None = None,
         lease_interval: float | None = None,
         lease_ttl: float | None = None,
         pickup_interval: float = 1.0,
@@ -87,7 +88,12 @@ class Dispatcher:
         self.lease_ttl = lease_ttl or 3 * self.lease_interval
         # The servers whose jobs this process follows: those of its gateway shards (only it
         # receives their PixVerse messages). None: every server (one process, or all shards here).
+        if follows is None and shards is not None:
+            count, ids = shards
+            follows = lambda guild_id: (int(guild_id) >> 22) % count in ids  # noqa: E731 - Discord's rule
         self._follows = follows
+        self._shards = shards  # the same, for the store to filter with
+        self._started = False
         # Jobs of followed servers placed elsewhere (an HTTP request to another process) wait
         # with no owner until this process takes them: told at once where the store notifies
         # (pickup()), looked for every pickup_interval all the same.
@@ -108,6 +114,7 @@ class Dispatcher:
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._started = True
         try:
             await self._hold_lease()
             await self.recover()
@@ -362,9 +369,14 @@ class Dispatcher:
                 await self.account_available(released.job.guild_id)
             except Exception:
                 # The release is committed and reported (the member hears the job ended, once);
-                # the waiting jobs get the slot at the next sweep's promotion.
-                log.warning("Promoting the waiting jobs of server %s failed; the next sweep will",
-                            released.job.guild_id, exc_info=True)
+                # the waiting jobs get the slot at the next sweep's promotion (or, shutting down
+                # under it, the next start's).
+                if self._closing:
+                    log.debug("Promoting the waiting jobs of server %s is left for the next start",
+                              released.job.guild_id, exc_info=True)
+                else:
+                    log.warning("Promoting the waiting jobs of server %s failed; the next sweep will",
+                                released.job.guild_id, exc_info=True)
         return released.job
 
     def _run_all(self, jobs: list[Job]) -> None:
@@ -510,8 +522,8 @@ class Dispatcher:
     def pickup(self, guild_id: str | None = None) -> None:
         """Told that a job of ``guild_id`` was placed with no owner (None: perhaps several, of any
         server): takes those of the servers this process follows, soon, once however often told."""
-        if self._closing or (guild_id is not None and not self.follows(guild_id)):
-            return
+        if not self._started or self._closing or (guild_id is not None and not self.follows(guild_id)):
+            return  # before start(): the gateway has not delivered the servers; recovery takes them then
         if self._pickup_task is not None and not self._pickup_task.done():
             self._pickup_again = True
             return
@@ -532,8 +544,8 @@ class Dispatcher:
     async def _take_unowned(self) -> None:
         """Claims the placed jobs of followed servers that no process runs yet, and runs them.
         (Jobs already sent to PixVerse with no owner are recovery's: they resume from history.)"""
-        for job in await self.jobs.unowned(UNOWNED_BATCH):
-            if job.submitted_at is not None or not self.follows(job.guild_id):
+        for job in await self.jobs.unowned(UNOWNED_BATCH, shards=self._shards):
+            if not self.follows(job.guild_id):
                 continue
             await self._hold_lease()
             if await self.jobs.claim(job, self.owner):

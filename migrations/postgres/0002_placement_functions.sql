@@ -1,4 +1,4 @@
--- Placement of a new job in one round trip. Each function takes its server's transaction-scoped
+-- Placement and release of a job in one round trip each. Each function takes its server's transaction-scoped
 -- advisory lock, then counts and inserts in a statement of its own: in a PL/pgSQL function under
 -- READ COMMITTED each statement reads what was committed before it started, so it sees every
 -- placement that held the lock before this one (bot/store/postgres/jobs.py explains the guard).
@@ -6,13 +6,14 @@
 --
 -- Nothing is inserted (no row returned) when no account of the server is in rotation with a
 -- free slot, or when jobs of the server wait (they go first): the caller then decides, under
--- the same lock, between a refusal and the queue.
+-- the same lock, between a refusal and the queue. A job placed with no owner (its server's shard
+-- runs in another process) is announced on p_announce (NOTIFY is delivered at commit).
 
 -- A new job on a random account of its server with a free slot: p_pick in [0, 1) chooses
 -- uniformly among them.
 CREATE FUNCTION pixverse_place_free(
     p_job_id TEXT, p_guild TEXT, p_requester TEXT, p_asked_in TEXT, p_verb TEXT, p_params TEXT,
-    p_parent TEXT, p_owner TEXT, p_now DOUBLE PRECISION, p_pick DOUBLE PRECISION
+    p_parent TEXT, p_owner TEXT, p_now DOUBLE PRECISION, p_pick DOUBLE PRECISION, p_announce TEXT
 ) RETURNS SETOF jobs LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_guild, 0));
@@ -33,13 +34,16 @@ BEGIN
         RETURNING *
     )
     SELECT * FROM placed;
+    IF FOUND AND p_announce IS NOT NULL THEN
+        PERFORM pg_notify(p_announce, p_guild);
+    END IF;
 END
 $$;
 
 -- A follow-up job (a button) on one given account while it is in rotation with a free slot.
 CREATE FUNCTION pixverse_place_on_free(
     p_job_id TEXT, p_guild TEXT, p_requester TEXT, p_asked_in TEXT, p_verb TEXT, p_params TEXT,
-    p_parent TEXT, p_owner TEXT, p_now DOUBLE PRECISION, p_account TEXT
+    p_parent TEXT, p_owner TEXT, p_now DOUBLE PRECISION, p_account TEXT, p_announce TEXT
 ) RETURNS SETOF jobs LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_guild, 0));
@@ -55,5 +59,43 @@ BEGIN
         RETURNING *
     )
     SELECT * FROM placed;
+    IF FOUND AND p_announce IS NOT NULL THEN
+        PERFORM pg_notify(p_announce, p_guild);
+    END IF;
+END
+$$;
+
+-- Ends a job and frees its slot, exactly once: only while it holds its slot or waits (and, with
+-- p_version, only at that version). Under its server's lock, so that a job queued at the same
+-- moment is either seen waiting here (others_waiting: the caller promotes it) or sees this slot
+-- free and takes it: never both missed. p_fields sets the result columns it names.
+CREATE FUNCTION pixverse_release(
+    p_job_id TEXT, p_version INTEGER, p_status TEXT, p_now DOUBLE PRECISION, p_fields JSONB
+) RETURNS TABLE (released jobs, others_waiting BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    server TEXT;
+BEGIN
+    SELECT guild_id INTO server FROM jobs WHERE job_id = p_job_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended(server, 0));
+    RETURN QUERY
+    WITH ended AS (
+        UPDATE jobs SET
+            status = p_status, state = 'done', owner = NULL, updated_at = p_now,
+            pixverse_open = CASE WHEN p_fields ? 'pixverse_open' THEN (p_fields ->> 'pixverse_open')::boolean
+                                 ELSE pixverse_open END,
+            message_id = CASE WHEN p_fields ? 'message_id' THEN p_fields ->> 'message_id' ELSE message_id END,
+            content = CASE WHEN p_fields ? 'content' THEN p_fields ->> 'content' ELSE content END,
+            attachments = CASE WHEN p_fields ? 'attachments' THEN p_fields ->> 'attachments' ELSE attachments END,
+            buttons = CASE WHEN p_fields ? 'buttons' THEN p_fields ->> 'buttons' ELSE buttons END,
+            error = CASE WHEN p_fields ? 'error' THEN p_fields ->> 'error' ELSE error END,
+            error_details = CASE WHEN p_fields ? 'error_details' THEN p_fields ->> 'error_details'
+                                 ELSE error_details END
+        WHERE job_id = p_job_id AND state <> 'done' AND (p_version IS NULL OR version = p_version)
+        RETURNING *
+    )
+    SELECT ROW(e.*)::jobs, EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = server AND w.queued) FROM ended e;
 END
 $$;

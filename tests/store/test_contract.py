@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from bot.dispatch.models import JobStatus, Verb
+from bot.dispatch.models import JobState, JobStatus, Verb
 from bot.errors import ApiError
 from bot.store import BUSY, NO_ACCOUNTS, NONE_IN_ROTATION, NewJob
 
@@ -271,3 +271,47 @@ async def test_the_choice_among_free_accounts_is_uniform(stores):
     # 100 expected each; below 60 is five standard deviations off (a store that always picks one
     # account, or never the last, fails at once).
     assert set(picked) == {A, B, third} and min(picked.values()) >= 60, picked
+
+
+async def test_a_release_racing_a_queued_placement_never_strands_the_waiting_job(connect):
+    """The last slot is freed while a new job of the server is being queued: either the new job
+    sees the slot free and takes it, or the release sees the job waiting and says so (the caller
+    then promotes it). Never both missed: a job waiting beside a free slot."""
+    async with connect() as first, connect() as second:
+        await first.jobs.heartbeat(OWNER, NOW)
+        await account(first, A, max_jobs=1)
+        for n in range(25):
+            running = (await place(first, queue_size=5, rng=random.Random(n))).job
+            assert running.slot_held
+            released, placed = await asyncio.gather(
+                first.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW),
+                place(second, queue_size=5, rng=random.Random(100 + n)),
+            )
+            assert released.job is not None
+            assert placed.queue_position is None or released.others_waiting, n
+            if placed.queue_position is not None:
+                promoted = await first.jobs.promote_waiting(GUILD, now=NOW, owner=OWNER, rng=random.Random(n))
+                assert [j.job_id for j in promoted] == [placed.job.job_id]
+            await first.jobs.release(placed.job.job_id, JobStatus.COMPLETED, now=NOW)
+            assert await first.jobs.executing(GUILD) == []
+
+
+async def test_a_requeue_racing_a_release_never_brings_an_ended_job_back(connect):
+    async with connect() as first, connect() as second:
+        await first.jobs.heartbeat(OWNER, NOW)
+        await account(first, A, max_jobs=1)
+        await account(first, B, max_jobs=1, user="700000000000000099")
+        for n in range(20):
+            job = (await place(first, rng=random.Random(n))).job
+            (moved, _), released = await asyncio.gather(
+                first.jobs.requeue(job, now=NOW, owner=OWNER, rng=random.Random(n), error="refused"),
+                second.jobs.release(job.job_id, JobStatus.CANCELLED, now=NOW, expected=None),
+            )
+            final = await first.jobs.get(job.job_id)
+            if released.job is not None and released.job.version == job.version:
+                # Cancelled where it was: it stays ended, whatever the requeue did first or after.
+                assert final.state is JobState.DONE and final.status is JobStatus.CANCELLED, n
+            assert not (moved is not None and final.state is not JobState.DONE and released.job is not None), n
+            if final.state is not JobState.DONE:
+                await first.jobs.release(job.job_id, JobStatus.COMPLETED, now=NOW)
+            assert await first.jobs.executing(GUILD) == []

@@ -31,6 +31,8 @@ from bot.store.migrations import Migration, load_migrations, migrations_dir
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = migrations_dir("postgres")
+# Every connection of the bot's, whatever the server's defaults.
+SESSION_SETTINGS = {"default_transaction_isolation": "read committed"}
 # A single statement that lost a deadlock (or a serialization failure) is run again this often.
 STATEMENT_RETRIES = 3
 # pg_advisory_lock's two-key form (its key space is apart from the one-key form that placement
@@ -113,6 +115,7 @@ class Database:
         self._callbacks: dict[str, list[Callable[[str | None], None]]] = {}  # channel -> callbacks
         self._listening: asyncpg.Connection | None = None
         self._listener_task: asyncio.Task | None = None
+        self._listen_ready: asyncio.Future | None = None
         self._closed = False
 
     @classmethod
@@ -123,6 +126,9 @@ class Database:
         A server that cannot be reached or refuses the login is a StartupError naming the
         database (never its password)."""
         name = describe_url(url)
+        # Placement's guard relies on READ COMMITTED (each statement after the lock reads what was
+        # committed before it): set here, whatever the server's or the database's default is.
+        server_settings = {**(server_settings or {}), **SESSION_SETTINGS}
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
@@ -265,24 +271,30 @@ class Database:
 
     async def listen(self, topic: str, callback: Callable[[str | None], None]) -> bool:
         """Calls ``callback(payload)`` on each ``NOTIFY`` of the topic's channel (sent by any process
-        when its transaction commits), and ``callback(None)`` after the listening connection was
-        lost and made again (notifications may have been missed meanwhile).
+        when its transaction commits), and ``callback(None)`` whenever notifications may have been
+        missed (the listening connection was lost, or could not be made at first, and is up again).
 
-        One connection of its own, outside the pool, kept by a task that reconnects with backoff."""
+        One connection of its own, outside the pool, kept by a task that reconnects with backoff.
+        Returns once that connection is up or its first attempt failed (it goes on trying)."""
+        if self._closed:
+            return False
         channel = channel_of(topic)
         self._callbacks.setdefault(channel, []).append(callback)
         if self._listener_task is None:
-            first = asyncio.get_running_loop().create_future()
-            self._listener_task = asyncio.create_task(self._keep_listening(first), name="database listener")
-            await first  # connected (or failed once: it goes on trying in the background)
-        elif self._listening is not None and len(self._callbacks[channel]) == 1:
-            await self._listening.add_listener(channel, self._notified)
+            self._listen_ready = asyncio.get_running_loop().create_future()
+            self._listener_task = asyncio.create_task(self._keep_listening(), name="database listener")
+        await asyncio.shield(self._listen_ready)
+        if self._listening is not None and len(self._callbacks[channel]) == 1:
+            with contextlib.suppress(Exception):  # lost meanwhile: the reconnection listens to every channel
+                await self._listening.add_listener(channel, self._notified)
         return True
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         self._deliver(channel, payload)
 
     def _deliver(self, channel: str | None, payload: str | None) -> None:
+        if self._closed:
+            return
         for name, callbacks in self._callbacks.items():
             if channel is not None and name != channel:
                 continue
@@ -292,45 +304,53 @@ class Database:
                 except Exception:
                     log.exception("A notification callback on %s failed", name)
 
-    async def _keep_listening(self, first: asyncio.Future) -> None:
-        backoff, connected_before = BACKOFF_FIRST_SECONDS, False
-        while True:
-            try:
-                conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS,
-                                             server_settings=self._server_settings)
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if not first.done():
-                    log.error("Cannot listen for notifications on %s (%s); retrying", self.name, _reason(exc))
-                    first.set_result(None)
+    def _listening_settled(self) -> None:
+        if self._listen_ready is not None and not self._listen_ready.done():
+            self._listen_ready.set_result(None)
+
+    async def _keep_listening(self) -> None:
+        backoff, missed = BACKOFF_FIRST_SECONDS, False
+        try:
+            while True:
+                try:
+                    await self._listen_once(missed)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # whatever it was, notifications must come back
+                    if not missed:
+                        log.warning("Not listening for notifications on %s (%s); retrying", self.name, _reason(exc))
+                    else:
+                        backoff = min(BACKOFF_MAX_SECONDS, backoff * 2)
+                else:
+                    backoff = BACKOFF_FIRST_SECONDS
+                    log.warning("Lost the notification connection to %s; reconnecting", self.name)
+                missed = True
+                self._listening_settled()
                 await asyncio.sleep(backoff)
-                backoff = min(BACKOFF_MAX_SECONDS, backoff * 2)
-                continue
-            lost = asyncio.Event()
-            conn.add_termination_listener(lambda _conn: lost.set())
-            try:
-                for channel in list(self._callbacks):
-                    await conn.add_listener(channel, self._notified)
-                self._listening = conn
-                if connected_before:
-                    log.warning("Listening for notifications on %s again", self.name)
-                    self._deliver(None, None)  # anything may have happened meanwhile
-                connected_before = True
-                backoff = BACKOFF_FIRST_SECONDS
-                if not first.done():
-                    first.set_result(None)
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), timeout=LISTEN_KEEPALIVE_SECONDS)
-                    except asyncio.TimeoutError:
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=CONNECT_TIMEOUT_SECONDS)
-            except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("Lost the notification connection to %s (%s); reconnecting", self.name, _reason(exc))
-            finally:
-                self._listening = None
-                conn.terminate()
-            if lost.is_set():
-                log.warning("Lost the notification connection to %s; reconnecting", self.name)
-            await asyncio.sleep(backoff)
+        finally:
+            self._listening_settled()
+
+    async def _listen_once(self, missed: bool) -> None:
+        """One listening connection, from connecting to its loss (returns) or a failure (raises)."""
+        conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=self._server_settings)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            for channel in list(self._callbacks):
+                await conn.add_listener(channel, self._notified)
+            self._listening = conn
+            if missed:
+                log.warning("Listening for notifications on %s again", self.name)
+                self._deliver(None, None)  # anything may have happened meanwhile
+            self._listening_settled()
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), timeout=LISTEN_KEEPALIVE_SECONDS)
+                except asyncio.TimeoutError:
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=CONNECT_TIMEOUT_SECONDS)
+        finally:
+            self._listening = None
+            conn.terminate()
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.dispatch.models import Job, JobState, JobStatus, job_from_row, new_job_id
+from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
 from bot.store import JOBS_TOPIC, NewJob, Placement, Released, rules
 from bot.store.postgres.database import Database, channel_of
 
@@ -52,17 +52,30 @@ _NEW = "$1, $2, {account}, {user}, {max_jobs}, $3, $4, $5, $6, $7, 'created', {s
 
 # The fast paths, one round trip each: lock, count and insert inside one server-side function
 # (migrations/postgres/0002_placement_functions.sql); no row when the slower path must decide.
-PLACE_FREE = "SELECT * FROM pixverse_place_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"  # $10: the pick
-PLACE_ON_FREE = "SELECT * FROM pixverse_place_on_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"  # $10: the account
+# $10: the pick (or the account); $11: the channel to announce an unowned job on, or NULL.
+PLACE_FREE = "SELECT * FROM pixverse_place_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+PLACE_ON_FREE = "SELECT * FROM pixverse_place_on_free($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+# Release under the server's lock, one round trip (the same migration).
+RELEASE = "SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)"
+# What a release may set beside the status (bot.store.result_fields and the errors).
+RELEASE_FIELDS = frozenset({"pixverse_open", "message_id", "content", "attachments", "buttons", "error",
+                            "error_details"})
 QUEUE = (
     f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ("
     + _NEW.format(account="NULL", user="NULL", max_jobs="NULL", state="'waiting'", owner="$8") + ") RETURNING *"  # $8: None
 )
 # Puts a job on an account afresh: placed, not sent, a new version.
+# Only from where the caller's read saw the job ({where}). Releases take the server's lock too, so
+# the job cannot have ended since that read; the condition keeps it so if that ever changes.
 _ASSIGN = (
     "UPDATE jobs SET state = 'placed', version = version + 1, account_channel_id = $2, account_user_id = $3,"
-    " max_jobs = $4, owner = $5, updated_at = $6{more} WHERE job_id = $1 RETURNING *"
+    " max_jobs = $4, owner = $5, updated_at = $6{more} WHERE job_id = $1 AND {where} RETURNING *"
 )
+
+
+def _announce_on(owner: str | None) -> str | None:
+    """The channel a job placed with this owner is announced on: only a job with no owner is."""
+    return channel_of(JOBS_TOPIC) if owner is None else None
 
 
 async def _announce_unowned(conn: asyncpg.Connection, guild_id: str, owner: str | None) -> None:
@@ -88,13 +101,13 @@ async def _free_accounts(conn: asyncpg.Connection, guild_id: str) -> list[asyncp
                                                 guild_id))
 
 
-async def _assign(conn: asyncpg.Connection, job_id: str, account: Any, *, owner: str, now: float,
-                  more: str = "", extra: tuple = ()) -> Job:
+async def _assign(conn: asyncpg.Connection, job_id: str, account: Any, *, owner: str | None, now: float,
+                  where: str, more: str = "", extra: tuple = ()) -> Job | None:
     row = await conn.fetchrow(
-        _ASSIGN.format(more=more), job_id, account["channel_id"], account["discord_user_id"], account["max_jobs"],
-        owner, now, *extra,
+        _ASSIGN.format(more=more, where=where), job_id, account["channel_id"], account["discord_user_id"],
+        account["max_jobs"], owner, now, *extra,
     )
-    return job_from_row(row)
+    return None if row is None else job_from_row(row)
 
 
 async def _promote(conn: asyncpg.Connection, guild_id: str, *, now: float, owner: str,
@@ -110,7 +123,10 @@ async def _promote(conn: asyncpg.Connection, guild_id: str, *, now: float, owner
         free = await _free_accounts(conn, guild_id)
         if not free:
             return promoted
-        promoted.append(await _assign(conn, waiting, rng.choice(free), owner=owner, now=now))
+        job = await _assign(conn, waiting, rng.choice(free), owner=owner, now=now, where="state = 'waiting'")
+        if job is None:
+            return promoted
+        promoted.append(job)
         if len(promoted) == 1:
             await _announce_unowned(conn, guild_id, owner)
 
@@ -129,9 +145,8 @@ class JobRepository:
                     rng: random.Random) -> Placement:
         args = _new_args(new, now=now, owner=owner)
         # Most often a slot is free and nobody waits: one round trip, the lock held only while it runs.
-        row = await self._db.fetchrow(PLACE_FREE, *args, rng.random())
+        row = await self._db.fetchrow(PLACE_FREE, *args, rng.random(), _announce_on(owner))
         if row is not None:
-            await self._announce_unowned(new.guild_id, owner)
             return Placement(job_from_row(row), None)
         # Otherwise the refusal, or the queue, decided under the server's lock.
         async with self._db.transaction() as conn:
@@ -149,9 +164,8 @@ class JobRepository:
 
     async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str | None) -> Job:
         args = _new_args(new, now=now, owner=owner)
-        row = await self._db.fetchrow(PLACE_ON_FREE, *args, account_channel_id)
+        row = await self._db.fetchrow(PLACE_ON_FREE, *args, account_channel_id, _announce_on(owner))
         if row is not None:
-            await self._announce_unowned(new.guild_id, owner)
             return job_from_row(row)
         async with self._db.transaction() as conn:
             await conn.execute(LOCK_SERVER, new.guild_id)
@@ -164,32 +178,20 @@ class JobRepository:
             await _announce_unowned(conn, new.guild_id, owner)
             return await _insert_placed(conn, args, account)
 
-    async def _announce_unowned(self, guild_id: str, owner: str | None) -> None:
-        if owner is None:
-            async with self._db.connection() as conn:
-                await _announce_unowned(conn, guild_id, owner)
-
     async def release(self, job_id: str, status: JobStatus, *, now: float,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
         assert status not in (JobStatus.CREATED, JobStatus.STARTED, JobStatus.PROGRESS)
-        values = {"status": status.value, "state": JobState.DONE.value, "owner": None, "updated_at": now,
-                  **(fields or {})}
-        if "pixverse_open" in values:
-            values["pixverse_open"] = bool(values["pixverse_open"])
-        assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(values, start=1))
-        args = [*values.values(), job_id]
-        where = f"job_id = ${len(args)} AND state <> 'done'"
-        if expected is not None:
-            args.append(expected.version)
-            where += f" AND version = ${len(args)}"
-        ended = await self._db.fetchrow(
-            f"UPDATE jobs SET {assignments} WHERE {where} RETURNING *,"
-            " EXISTS (SELECT 1 FROM jobs w WHERE w.guild_id = jobs.guild_id AND w.queued) AS others_waiting",
-            *args,
-        )
-        if ended is None:
+        fields = dict(fields or {})
+        unknown = set(fields) - RELEASE_FIELDS
+        if unknown:
+            raise ValueError(f"a release cannot set {sorted(unknown)}")
+        if "pixverse_open" in fields:
+            fields["pixverse_open"] = bool(fields["pixverse_open"])
+        row = await self._db.fetchrow(RELEASE, job_id, None if expected is None else expected.version,
+                                      status.value, now, json.dumps(fields, ensure_ascii=False))
+        if row is None:
             return Released(None)
-        return Released(job_from_row(ended), ended["others_waiting"])
+        return Released(job_from_row(row["released"]), row["others_waiting"])
 
     async def promote_waiting(self, guild_id: str, *, now: float, owner: str | None,
                               rng: random.Random) -> list[Job]:
@@ -218,10 +220,13 @@ class JobRepository:
             await _announce_unowned(conn, row["guild_id"], owner)
             moved = await _assign(
                 conn, expected.job_id, rng.choice(free), owner=owner, now=now,
+                where="state IN ('placed', 'submitted') AND version = $8",
                 more=", status = 'created', submitted_at = NULL, message_id = NULL, progress = NULL,"
                      " pixverse_open = FALSE, placement_attempts = placement_attempts + 1, error_details = $7",
-                extra=(error,),
+                extra=(error, expected.version),
             )
+            if moved is None:
+                return None, []
             return moved, await _promote(conn, row["guild_id"], now=now, owner=owner, rng=rng)
 
     async def queue_position(self, job: Job) -> int | None:
@@ -344,9 +349,16 @@ class JobRepository:
             owner, job.job_id, job.owner,
         ) > 0
 
-    async def unowned(self, limit: int = 100) -> list[Job]:
+    async def unowned(self, limit: int = 100, *, shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
+        if shards is None:
+            return await self._fetch_jobs(
+                "SELECT * FROM jobs WHERE state = 'placed' AND owner IS NULL ORDER BY seq LIMIT $1", limit
+            )
+        count, ids = shards
         return await self._fetch_jobs(
-            "SELECT * FROM jobs WHERE slot_held AND owner IS NULL ORDER BY seq LIMIT $1", limit
+            "SELECT * FROM jobs WHERE state = 'placed' AND owner IS NULL"
+            " AND ((guild_id::bigint >> 22) % $2) = ANY($3::bigint[]) ORDER BY seq LIMIT $1",
+            limit, count, sorted(ids),
         )
 
     async def guilds_with_waiting_jobs(self) -> list[str]:

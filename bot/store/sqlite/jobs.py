@@ -247,10 +247,16 @@ class JobRepository:
             (owner, job.job_id, job.owner),
         ) > 0
 
-    async def unowned(self, limit: int = 100) -> list[Job]:
-        """Jobs holding a slot that no process runs yet (placed for another shard's process)."""
+    async def unowned(self, limit: int = 100, *, shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
+        """Jobs placed (not yet sent) that no process runs yet: placed for another shard's process."""
+        where, params = "", [limit]
+        if shards is not None:
+            count, ids = shards
+            where = f" AND ((CAST(guild_id AS INTEGER) >> 22) % ?) IN ({','.join('?' * len(ids))})"
+            params = [count, *sorted(ids), limit]
         rows = await self._db.fetchall(
-            "SELECT * FROM jobs WHERE slot_held = 1 AND owner IS NULL ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT * FROM jobs WHERE slot_held = 1 AND state = 'placed' AND owner IS NULL{where} ORDER BY seq LIMIT ?",
+            params,
         )
         return [job_from_row(row) for row in rows]
 
