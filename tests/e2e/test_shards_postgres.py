@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography.fernet import Fernet
 
 from bot.accounts.crypto import TokenCipher
@@ -124,6 +125,7 @@ def bot_env(fake: FakeDiscord, url: str, **extra: str) -> dict[str, str]:
         DISCORD_API_BASE_URL=fake.api_base_url, DISCORD_GATEWAY_URL=fake.gateway_url, HTTP_HOST="127.0.0.1",
         LOG_LEVEL="INFO", SHARD_COUNT="2", PIXVERSE_QUEUE_SIZE="400", PIXVERSE_SUBMIT_INTERVAL_SECONDS="0",
         LEASE_HEARTBEAT_SECONDS="1", LEASE_EXPIRY_SECONDS="3", PIXVERSE_JOB_TIMEOUT_SECONDS="120",
+        REPLY_URL_ALLOW_PRIVATE="true",  # the test's replyUrl receiver listens on 127.0.0.1
     )
     env.update(extra)
     return env
@@ -188,10 +190,11 @@ async def _async(value):
     return value
 
 
-async def http_create(http: aiohttp.ClientSession, cluster: Cluster, bot: BotProcess, guild: int, n: int) -> dict:
+async def http_create(http: aiohttp.ClientSession, cluster: Cluster, bot: BotProcess, guild: int, n: int,
+                      **extra: str) -> dict:
     async with http.post(
         f"http://127.0.0.1:{bot.port}/v1/pixverse/create",
-        json={"prompt": f"fox {guild} {n} via {bot.shard}", "style": "Realistic"},
+        json={"prompt": f"fox {guild} {n} via {bot.shard}", "style": "Realistic", **extra},
         headers={"Authorization": f"Bearer {cluster.tokens[guild]}"},
     ) as response:
         body = await response.json()
@@ -218,20 +221,51 @@ def ended_by(bot: BotProcess) -> set[str]:
 
 async def test_500_jobs_through_both_processes_each_followed_by_its_shards_process(cluster):
     fake = cluster.fake
-    async with aiohttp.ClientSession() as http:
-        asks = []
-        for guild in GUILDS:
-            for n in range(200):
-                asks.append(http_create(http, cluster, cluster.bots[n % 2], guild, n))
-            for n in range(50):
-                asks.append(slash_create(cluster, guild, n))
-        await asyncio.gather(*asks)
+    # A replyUrl receiver: the final callback comes from the process of the job's shard, whichever
+    # process took the request.
+    callbacks: list[dict] = []
 
-    async def all_done() -> bool:
-        counts = await cluster.counts()
-        return counts[(GUILDS[0], "completed")] == 250 and counts[(GUILDS[1], "completed")] == 250
+    async def receive(request: web.Request) -> web.Response:
+        callbacks.append(await request.json())
+        return web.Response(status=204)
 
-    await cluster.until(all_done, 240, "500 completed jobs")
+    app = web.Application()
+    app.router.add_post("/done", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    reply_url = f"http://127.0.0.1:{port}/done"
+    asked_with_reply: dict[str, str] = {}  # job id -> its replyRef
+    try:
+        async with aiohttp.ClientSession() as http:
+            asks = []
+            for guild in GUILDS:
+                for n in range(200):
+                    extra = {"replyUrl": reply_url, "replyRef": f"{guild}-{n}"} if n < 20 else {}
+                    asks.append(http_create(http, cluster, cluster.bots[n % 2], guild, n, **extra))
+                for n in range(50):
+                    asks.append(slash_create(cluster, guild, n))
+            for answer in await asyncio.gather(*asks):
+                if isinstance(answer, dict) and "replyRef" in answer:
+                    asked_with_reply[answer["jobid"]] = answer["replyRef"]
+            assert len(asked_with_reply) == 40
+
+            async def all_done() -> bool:
+                counts = await cluster.counts()
+                return counts[(GUILDS[0], "completed")] == 250 and counts[(GUILDS[1], "completed")] == 250
+
+            await cluster.until(all_done, 240, "500 completed jobs")
+
+            async def all_called_back() -> bool:
+                return {c["jobid"] for c in callbacks if c["status"] == "completed"} == set(asked_with_reply)
+
+            await cluster.until(all_called_back, 30, "every replyUrl called back")
+    finally:
+        await runner.cleanup()
+    finals = [c for c in callbacks if c["status"] == "completed"]
+    assert len(finals) == 40  # once each
+    assert {c["jobid"]: c["replyRef"] for c in finals} == asked_with_reply
     # PixVerse never saw an account above its maxJobs, and every account was used.
     for user, max_jobs in MAX_JOBS.items():
         assert 1 <= fake.pixverse_max_executing[user] <= max_jobs, (user, fake.pixverse_max_executing)
