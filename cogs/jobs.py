@@ -21,7 +21,7 @@ from discord.utils import escape_markdown
 
 from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, require_guild
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
-from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, SEED_MAX, STYLES
+from bot.dispatch.catalogue import BUTTONS, CATALOGUE
 from bot.tree import answer_failure, reply
 
 if TYPE_CHECKING:
@@ -42,9 +42,8 @@ class _Asker:
 
 
 def describe(job: Job) -> str:
-    if job.verb is Verb.BUTTON:
-        return f"button {job.params.get('button')} on jobid: {job.parent_job_id}"
-    return f"{job.verb.value} “{escape_markdown(job.prompt or '')}” ({job.params.get('style')})"
+    params = {**job.params, "prompt": escape_markdown(job.prompt or "")}
+    return CATALOGUE[job.verb].describe(params, job.parent_job_id)
 
 
 def job_text(job: Job) -> str:
@@ -125,30 +124,29 @@ def result_view(job: Job) -> discord.ui.View | None:
     return view
 
 
-STYLE_CHOICES = [app_commands.Choice(name=s, value=s) for s in STYLES]
-RATIO_CHOICES = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
-BUTTON_CHOICES = [app_commands.Choice(name=b, value=b) for b in BUTTONS]
-CREATE_DESCRIPTIONS = {
-    "prompt": "What the video shows (at most 512 characters)",
-    "style": "Realistic, Anime or 3D Animation",
-    "aspect_ratio": "Shape of the video (default 16:9)",
-    "negative_prompt": "What the video should not show",
-    "character": "A character name (Anime only)",
-}
-CREATE_FIELDS = (*CREATE_DESCRIPTIONS, "seed")
+def choices(verb: Verb, name: str) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=value, value=value) for value in CATALOGUE[verb].param(name).choices]
 
 
-def create_body(options: dict[str, Any]) -> dict[str, Any]:
-    """The request body of /create, from a command's options (the same names)."""
-    return {name: options[name] for name in CREATE_FIELDS if name in options}
+def descriptions(verb: Verb) -> dict[str, str]:
+    return {param.name: param.description for param in CATALOGUE[verb].params}
 
 
-CREATE_ADVERTISED: dict[str, dict[str, Any]] = {
-    "prompt": {"required": True, "max_length": 512},
-    "style": {"required": True},
-    "negative_prompt": {"max_length": 512},
-    "character": {"max_length": 100},
-}
+def advertised(verb: Verb) -> dict[str, dict[str, Any]]:
+    """What Discord's client is told of each option beyond its type (required, limits), from the
+    catalogue; the bot itself accepts anything and answers with the catalogue's texts."""
+    told: dict[str, dict[str, Any]] = {}
+    for param in CATALOGUE[verb].params:
+        facts: dict[str, Any] = {"required": True} if param.required else {}
+        facts.update(param.limits("max_length", "min_value", "max_value"))
+        if facts:
+            told[param.name] = facts
+    return told
+
+
+def body_of(verb: Verb, options: dict[str, Any]) -> dict[str, Any]:
+    """The request body of a command, from its options (the catalogue's names)."""
+    return {param.name: options[param.name] for param in CATALOGUE[verb].params if param.name in options}
 
 
 class JobsCog(commands.Cog, name="PixVerse jobs"):
@@ -282,12 +280,11 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
 
     # --- commands ---------------------------------------------------------------------
 
-    @core_validated_command(
-        name="pixverse-create", description="Create 4 PixVerse videos from a prompt", advertised=CREATE_ADVERTISED
-    )
+    @core_validated_command(name=CATALOGUE[Verb.CREATE].slash_name, description=CATALOGUE[Verb.CREATE].description,
+                            advertised=advertised(Verb.CREATE))
     @app_commands.guild_only()
-    @app_commands.choices(style=STYLE_CHOICES, aspect_ratio=RATIO_CHOICES)
-    @app_commands.describe(**CREATE_DESCRIPTIONS)
+    @app_commands.choices(style=choices(Verb.CREATE, "style"), aspect_ratio=choices(Verb.CREATE, "aspect_ratio"))
+    @app_commands.describe(**descriptions(Verb.CREATE))
     async def create(
         self,
         interaction: discord.Interaction,
@@ -297,16 +294,15 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         negative_prompt: str | None = None,
         character: str | None = None,
     ) -> None:
-        await self._submit(interaction, Verb.CREATE, create_body(locals()))
+        await self._submit(interaction, Verb.CREATE, body_of(Verb.CREATE, locals()))
 
-    @core_validated_command(
-        name="pixverse-create-single",
-        description="Create one PixVerse video from a prompt",
-        advertised={**CREATE_ADVERTISED, "seed": {"min_value": 0, "max_value": SEED_MAX}},
-    )
+    @core_validated_command(name=CATALOGUE[Verb.CREATE_SINGLE].slash_name,
+                            description=CATALOGUE[Verb.CREATE_SINGLE].description,
+                            advertised=advertised(Verb.CREATE_SINGLE))
     @app_commands.guild_only()
-    @app_commands.choices(style=STYLE_CHOICES, aspect_ratio=RATIO_CHOICES)
-    @app_commands.describe(**CREATE_DESCRIPTIONS, seed="Seed for a repeatable result (0–2147483647)")
+    @app_commands.choices(style=choices(Verb.CREATE_SINGLE, "style"),
+                          aspect_ratio=choices(Verb.CREATE_SINGLE, "aspect_ratio"))
+    @app_commands.describe(**descriptions(Verb.CREATE_SINGLE))
     async def create_single(
         self,
         interaction: discord.Interaction,
@@ -315,18 +311,15 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         aspect_ratio: str | None = None,
         negative_prompt: str | None = None,
         character: str | None = None,
-        seed: int | None = None,
+        seed_value: int | None = None,
     ) -> None:
-        await self._submit(interaction, Verb.CREATE_SINGLE, create_body(locals()))
+        await self._submit(interaction, Verb.CREATE_SINGLE, body_of(Verb.CREATE_SINGLE, locals()))
 
-    @core_validated_command(
-        name="pixverse-button",
-        description="Press a result button of a completed PixVerse job",
-        advertised={"jobid": {"required": True}, "button": {"required": True}},
-    )
+    @core_validated_command(name=CATALOGUE[Verb.BUTTON].slash_name, description=CATALOGUE[Verb.BUTTON].description,
+                            advertised=advertised(Verb.BUTTON))
     @app_commands.guild_only()
-    @app_commands.choices(button=BUTTON_CHOICES)
-    @app_commands.describe(jobid="The completed job's id", button="U1–U4 upscale, V1–V4 variation, ReDo, 🔀")
+    @app_commands.choices(button=choices(Verb.BUTTON, "button"))
+    @app_commands.describe(**descriptions(Verb.BUTTON))
     async def button(self, interaction: discord.Interaction, jobid: str | None = None, button: str | None = None) -> None:
         await self.press(interaction, jobid, button)
 

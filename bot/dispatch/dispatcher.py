@@ -17,7 +17,8 @@ from bot.accounts.crypto import mask_token
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
-from bot.dispatch.validation import validate_button, validate_create, validate_job_id
+from bot.dispatch.catalogue import CATALOGUE
+from bot.dispatch.validation import validate_button, validate_job_id
 from bot.errors import ApiError
 from bot.logs import register_secrets
 
@@ -206,7 +207,7 @@ class Dispatcher:
     ) -> Placement:
         """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef)."""
         self._refuse_when_closing()
-        params = {**validate_create(body, verb), **(extra or {})}
+        params = {**CATALOGUE[verb].validate(body), **(extra or {})}
         await self._hold_lease()
         result = await self.jobs.place(
             NewJob(guild_id, requester_id, request_channel_id, verb, params),

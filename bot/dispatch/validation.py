@@ -9,15 +9,10 @@ from typing import Any
 
 from bot.accounts.validation import echo
 from bot.addresses import client_host, host_verdict
-from bot.dispatch.models import Verb
+from bot.dispatch.catalogue import BUTTONS
 from bot.errors import bad_request
 
-PROMPT_LIMIT = 512
-CHARACTER_LIMIT = 100
-SEED_MAX = 2_147_483_647
-STYLES = ("Realistic", "Anime", "3D Animation")
-ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
-BUTTONS = ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo", "🔀")
+# The PixVerse commands' own rules live in bot/dispatch/catalogue.py.
 JOB_ID = re.compile(r"[A-Za-z0-9_:\-]{1,100}")
 REPLY_LIMIT = 1024
 
@@ -29,51 +24,6 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise bad_request(f"Param {name} must be a string")
     return value.strip() or None
-
-
-def _required_text(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise bad_request(f"Required param {name} must be a string")
-    if value is None or not value.strip():
-        raise bad_request(f"Required param {name} is missing or empty")
-    return value.strip()
-
-
-def validate_create(body: Mapping[str, Any], verb: Verb) -> dict[str, Any]:
-    """The parameters of ``create`` / ``create_single``, checked; raises ApiError 400."""
-    prompt = _required_text(body, "prompt")
-    if len(prompt) > PROMPT_LIMIT:
-        raise bad_request(f"Required param prompt is longer than {PROMPT_LIMIT} characters")
-    style = _required_text(body, "style")
-    if style not in STYLES:
-        raise bad_request(f"Required param style ({echo(style)}) is not one of {', '.join(STYLES)}")
-    params: dict[str, Any] = {"prompt": prompt, "style": style}
-
-    aspect_ratio = _optional_text(body, "aspect_ratio")
-    if aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
-        raise bad_request(f"Param aspect_ratio ({echo(aspect_ratio)}) is not one of {', '.join(ASPECT_RATIOS)}")
-    negative_prompt = _optional_text(body, "negative_prompt")
-    if negative_prompt is not None and len(negative_prompt) > PROMPT_LIMIT:
-        raise bad_request(f"Param negative_prompt is longer than {PROMPT_LIMIT} characters")
-    character = _optional_text(body, "character")
-    if character is not None:
-        if len(character) > CHARACTER_LIMIT:
-            raise bad_request(f"Param character is longer than {CHARACTER_LIMIT} characters")
-        if style != "Anime":
-            raise bad_request(f"Param character is supported only with style Anime, not {style}")
-    for name, value in (("aspect_ratio", aspect_ratio), ("negative_prompt", negative_prompt), ("character", character)):
-        if value is not None:
-            params[name] = value
-
-    if verb is Verb.CREATE_SINGLE and body.get("seed") is not None:
-        seed = body["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-            raise bad_request(f"Param seed ({echo(seed)}) must be an integer from 0 to {SEED_MAX}")
-        params["seed"] = seed
-    elif verb is Verb.CREATE and body.get("seed") is not None:
-        raise bad_request("Param seed is supported only by create_single")
-    return params
 
 
 def validate_job_id(value: Any) -> str:

@@ -28,7 +28,7 @@ Decisions on points the protocol page leaves open (all documented at the code th
   deliberately *not* enough: ``"in the style: Anime of old"`` inside a prompt must not cut
   it short when the real style is one this module does not know yet. Known limitation: a
   prompt containing ``style: Anime aspect-ratio:`` together with a style unknown here is cut
-  at the prompt's own label; add new styles to :data:`KNOWN_STYLES`.
+  at the prompt's own label; new styles are added to the catalogue (bot/dispatch/catalogue.py).
 * **Keywords are never looked for inside the prompt.** ``Waiting to start``, ``(NN%)``,
   ``Too many``, ``queue is full`` and ``<@id>`` mentions are searched in the content with
   the prompt cut out, and in embeds with the prompt text removed, so a prompt such as
@@ -48,6 +48,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from bot.dispatch.catalogue import STYLES
 
 __all__ = [
     "Attachment",
@@ -71,7 +73,7 @@ PROMPT_LABEL = re.compile(r"prompt:")
 STYLE_LABEL = re.compile(r"\sstyle:[ \t]*")
 #: Style values PixVerse shows (as the dispatcher issue spells them); used to tell the real
 #: ``style:`` label from one inside the prompt.
-KNOWN_STYLES: tuple[str, ...] = ("Realistic", "Anime", "3D Animation")
+KNOWN_STYLES: tuple[str, ...] = STYLES  # the catalogue's: a new style is added there
 #: What follows a style value in the assumed layout ``style: S aspect-ratio: R)``.
 AFTER_STYLE_FIELD = re.compile(r"\s+aspect-ratio:|\s*\)|\s*\Z")
 

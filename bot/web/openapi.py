@@ -5,7 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from bot.dispatch.validation import ASPECT_RATIOS, BUTTONS, REPLY_LIMIT, SEED_MAX, STYLES
+from bot.dispatch.catalogue import CATALOGUE
+from bot.dispatch.models import Verb
+from bot.dispatch.validation import REPLY_LIMIT
 
 _ERROR = {
     "type": "object",
@@ -39,27 +41,9 @@ _REPLY = {
     "replyUrl": {"type": "string", "maxLength": REPLY_LIMIT, "description": "http(s) URL the finished job is POSTed to"},
     "replyRef": {"type": "string", "maxLength": REPLY_LIMIT},
 }
-_CREATE_BODY = {
-    "type": "object",
-    "properties": {
-        "prompt": {"type": "string", "maxLength": 512},
-        "style": {"type": "string", "enum": list(STYLES)},
-        "aspect_ratio": {"type": "string", "enum": list(ASPECT_RATIOS)},
-        "negative_prompt": {"type": "string", "maxLength": 512},
-        "character": {"type": "string", "maxLength": 100, "description": "Anime only"},
-        **_REPLY,
-    },
-    "required": ["prompt", "style"],
-}
-_CREATE_SINGLE_BODY = {
-    **_CREATE_BODY,
-    "properties": {**_CREATE_BODY["properties"], "seed": {"type": "integer", "minimum": 0, "maximum": SEED_MAX}},
-}
-_BUTTON_BODY = {
-    "type": "object",
-    "properties": {"jobid": {"type": "string"}, "button": {"type": "string", "enum": list(BUTTONS)}, **_REPLY},
-    "required": ["jobid", "button"],
-}
+_CREATE_BODY = CATALOGUE[Verb.CREATE].openapi_body(_REPLY)
+_CREATE_SINGLE_BODY = CATALOGUE[Verb.CREATE_SINGLE].openapi_body(_REPLY)
+_BUTTON_BODY = CATALOGUE[Verb.BUTTON].openapi_body(_REPLY)
 _JOB = {
     "type": "object",
     "properties": {

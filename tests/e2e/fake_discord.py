@@ -152,7 +152,7 @@ _PIXVERSE_CREATE_OPTIONS = [
 ]
 PIXVERSE_COMMAND_OPTIONS: dict[str, list[dict]] = {
     "create": _PIXVERSE_CREATE_OPTIONS,
-    "create_single": [*_PIXVERSE_CREATE_OPTIONS, _opt(OPTION_INTEGER, "seed", "Seed")],
+    "create_single": [*_PIXVERSE_CREATE_OPTIONS, _opt(OPTION_INTEGER, "seed_value", "Seed")],
     # Invented (nothing public documents them): an image plus a prompt.
     "animate": [_opt(OPTION_ATTACHMENT, "image", "Image to animate", True), _opt(OPTION_STRING, "prompt", "Describe the motion")],
     "meme_face": [_opt(OPTION_ATTACHMENT, "image", "Face image", True), _opt(OPTION_STRING, "prompt", "Describe the video", True)],

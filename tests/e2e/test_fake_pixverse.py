@@ -177,7 +177,7 @@ async def test_command_index_lists_pixverse_and_the_decoy(fake: FakeDiscord, htt
         ("negative_prompt", 3, False),
         ("character", 3, False),
     ]
-    assert [(o["name"], o["type"], o["required"]) for o in mine["create_single"]["options"]] == [*create_opts, ("seed", 4, False)]
+    assert [(o["name"], o["type"], o["required"]) for o in mine["create_single"]["options"]] == [*create_opts, ("seed_value", 4, False)]
     assert [o["type"] for o in mine["animate"]["options"]][0] == 11
     assert mine["create"]["id"] != first_create["id"]
     assert mine == fake.pixverse_commands
@@ -251,7 +251,7 @@ async def test_create_flow_posts_waiting_progress_and_result(fake: FakeDiscord, 
 
 
 async def test_create_single_gives_one_video(fake: FakeDiscord, http: aiohttp.ClientSession) -> None:
-    options = {"prompt": "city at night", "style": "3D Animation", "aspect_ratio": "9:16", "seed": 42, "negative_prompt": "blur"}
+    options = {"prompt": "city at night", "style": "3D Animation", "aspect_ratio": "9:16", "seed_value": 42, "negative_prompt": "blur"}
     assert await interact(http, fake, command_body(fake, "create_single", options)) == (204, None)
     final = await fake.wait_for_channel_message(CHANNEL_ID, is_final)
     assert final["content"] == f"{head(USER_A, 'city at night', '3D Animation', '9:16')} Author: <@{USER_A}>"
@@ -259,7 +259,7 @@ async def test_create_single_gives_one_video(fake: FakeDiscord, http: aiohttp.Cl
     assert (video["filename"], video["content_type"], video["width"], video["height"]) == ("pixverse_1.mp4", "video/mp4", 720, 1280)
     assert [button_name(b) for b in buttons(final)] == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo", SHUFFLE]
     await fake.wait_for_pixverse_idle()
-    assert fake.pixverse_jobs[0]["options"]["seed"] == 42
+    assert fake.pixverse_jobs[0]["options"]["seed_value"] == 42
 
 
 async def test_buttons_reply_to_the_result(fake: FakeDiscord, http: aiohttp.ClientSession) -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
+from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.models import Job, JobStatus, Verb
 from bot.store import AccountStore, JobStore
 from bot.pixverse.client import (
@@ -34,7 +35,6 @@ from bot.pixverse.parser import (
 
 log = logging.getLogger(__name__)
 
-CREATE_OPTIONS = ("prompt", "style", "aspect_ratio", "negative_prompt", "character", "seed")
 
 # Reads a channel's messages after a snowflake with the bot's own token, oldest first.
 HistoryReader = Callable[[str, int], AsyncIterator[dict[str, Any]]]
@@ -113,7 +113,7 @@ class DiscordBackend(PixverseBackend):
             )
 
     async def submit(self, job: Job, token: str) -> None:
-        options = {name: job.params[name] for name in CREATE_OPTIONS if name in job.params}
+        options = CATALOGUE[job.verb].pixverse_options(job.params)
         await self._act(
             job,
             token,

@@ -1,0 +1,178 @@
+"""Every PixVerse command, declared once: its parameters and how a job of it is described.
+
+From a :class:`Command` come the request validation (with the seed's style of texts), the slash
+command's options (names, types, choices, limits, descriptions: see ``cogs/jobs.py``), the
+OpenAPI document's request bodies (``bot/web/openapi.py``), the options sent to PixVerse
+(``bot/dispatch/backends/discord.py``) and the job's one-line description. A new parameter or
+command is a change here; ``tests/test_catalogue.py`` checks that the slash commands, the OpenAPI
+document and the validator agree with this module for every verb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bot.accounts.validation import echo
+from bot.dispatch.models import Verb
+from bot.errors import bad_request
+
+PROMPT_LIMIT = 512
+CHARACTER_LIMIT = 100
+SEED_MAX = 2_147_483_647
+STYLES = ("Realistic", "Anime", "3D Animation")
+ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
+BUTTONS = ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo", "🔀")
+
+Kind = Literal["text", "integer"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a command, under one name everywhere: the HTTP field, the slash option, the
+    key in the job's parameters and (``pixverse``) the option PixVerse's command declares."""
+
+    name: str
+    kind: Kind
+    description: str
+    required: bool = False
+    max_length: int | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    pixverse: str | None = None  # the PixVerse option it becomes; None: not sent to PixVerse
+    aliases: tuple[str, ...] = ()  # older names the HTTP API still accepts
+    requires: tuple[str, str] | None = None  # (other param, value): only allowed together
+
+    def limits(self, max_length: str, minimum: str, maximum: str) -> dict[str, int]:
+        """The limits that are set, under the names a consumer gives them (OpenAPI's, Discord's)."""
+        named = ((max_length, self.max_length), (minimum, self.minimum), (maximum, self.maximum))
+        return {name: value for name, value in named if value is not None}
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: Verb
+    slash_name: str
+    description: str
+    params: tuple[Param, ...]
+    videos: int  # how many videos PixVerse answers with
+
+    def param(self, name: str) -> Param:
+        return next(p for p in self.params if p.name == name)
+
+    def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters of a request, checked in declaration order; raises ApiError 400 with the
+        seed's style of texts. Absent or empty optional parameters are left out; a parameter that
+        only another command takes is refused last."""
+        params: dict[str, Any] = {}
+        for param in self.params:
+            given = next((alias for alias in (param.name, *param.aliases) if body.get(alias) is not None), None)
+            value = _check(param, given or param.name, None if given is None else body[given])
+            if value is None:
+                continue
+            if param.requires is not None and params.get(param.requires[0]) != param.requires[1]:
+                other, wanted = param.requires
+                raise bad_request(f"Param {param.name} is supported only with {other} {wanted},"
+                                  f" not {params.get(other)}")
+            params[param.name] = value
+        for name, value in body.items():
+            if value is None or _declares(self, name) or name not in _PARAM_NAMES:
+                continue
+            owners = [c.verb.value for c in CATALOGUE.values() if _declares(c, name)]
+            raise bad_request(f"Param {name} is supported only by {', '.join(owners)}")
+        return params
+
+    def pixverse_options(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The options sent to PixVerse's command for a job's parameters (older names included)."""
+        options = {}
+        for param in self.params:
+            if param.pixverse is None:
+                continue
+            for key in (param.name, *param.aliases):
+                if params.get(key) is not None:
+                    options[param.pixverse] = params[key]
+                    break
+        return options
+
+    def openapi_body(self, extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON schema of this command's request body (``extra``: fields every job request takes)."""
+        properties: dict[str, Any] = {}
+        for param in self.params:
+            schema: dict[str, Any] = {"type": "string" if param.kind == "text" else "integer",
+                                      "description": param.description}
+            if param.choices:
+                schema["enum"] = list(param.choices)
+            schema.update(param.limits("maxLength", "minimum", "maximum"))
+            properties[param.name] = schema
+            for alias in param.aliases:
+                properties[alias] = {**schema, "description": f"older name of {param.name}", "deprecated": True}
+        return {"type": "object", "properties": {**properties, **extra},
+                "required": [p.name for p in self.params if p.required]}
+
+    def describe(self, params: Mapping[str, Any], parent_job_id: str | None = None) -> str:
+        """A job's one-line description, as members read it."""
+        if self.verb is Verb.BUTTON:
+            return f"button {params.get('button')} on jobid: {parent_job_id}"
+        return f"{self.verb.value} “{params.get('prompt') or ''}” ({params.get('style')})"
+
+
+def _declares(command: Command, name: str) -> bool:
+    return any(name == p.name or name in p.aliases for p in command.params)
+
+
+def _check(param: Param, name: str, value: Any) -> Any:
+    """One parameter's value, checked (``name``: as the request spelled it)."""
+    label = f"Required param {name}" if param.required else f"Param {name}"
+    if param.kind == "integer":
+        if value is None:
+            if param.required:
+                raise bad_request(f"{label} is missing or empty")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not (
+            (param.minimum is None or value >= param.minimum) and (param.maximum is None or value <= param.maximum)
+        ):
+            raise bad_request(f"{label} ({echo(value)}) must be an integer from {param.minimum} to {param.maximum}")
+        return value
+    if value is not None and not isinstance(value, str):
+        raise bad_request(f"{label} must be a string")
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        if param.required:
+            raise bad_request(f"{label} is missing or empty")
+        return None
+    if param.max_length is not None and len(text) > param.max_length:
+        raise bad_request(f"{label} is longer than {param.max_length} characters")
+    if param.choices and text not in param.choices:
+        raise bad_request(f"{label} ({echo(text)}) is not one of {', '.join(param.choices)}")
+    return text
+
+
+_PROMPT = Param("prompt", "text", f"What the video shows (at most {PROMPT_LIMIT} characters)", required=True,
+                max_length=PROMPT_LIMIT, pixverse="prompt")
+_STYLE = Param("style", "text", "Realistic, Anime or 3D Animation", required=True, choices=STYLES, pixverse="style")
+_ASPECT_RATIO = Param("aspect_ratio", "text", "Shape of the video (default 16:9)", choices=ASPECT_RATIOS,
+                      pixverse="aspect_ratio")
+_NEGATIVE_PROMPT = Param("negative_prompt", "text", "What the video should not show", max_length=PROMPT_LIMIT,
+                         pixverse="negative_prompt")
+_CHARACTER = Param("character", "text", "A character name (Anime only)", max_length=CHARACTER_LIMIT,
+                   pixverse="character", requires=("style", "Anime"))
+_SEED_VALUE = Param("seed_value", "integer", f"Seed for a repeatable result (0–{SEED_MAX})", minimum=0,
+                    maximum=SEED_MAX, pixverse="seed_value", aliases=("seed",))
+
+CATALOGUE: dict[Verb, Command] = {
+    Verb.CREATE: Command(Verb.CREATE, "pixverse-create", "Create 4 PixVerse videos from a prompt",
+                         (_PROMPT, _STYLE, _ASPECT_RATIO, _NEGATIVE_PROMPT, _CHARACTER), videos=4),
+    Verb.CREATE_SINGLE: Command(Verb.CREATE_SINGLE, "pixverse-create-single", "Create one PixVerse video from a prompt",
+                                (_PROMPT, _STYLE, _ASPECT_RATIO, _NEGATIVE_PROMPT, _CHARACTER, _SEED_VALUE),
+                                videos=1),
+    Verb.BUTTON: Command(Verb.BUTTON, "pixverse-button", "Press a result button of a completed PixVerse job", (
+        Param("jobid", "text", "The completed job's id", required=True),
+        Param("button", "text", "U1–U4 upscale, V1–V4 variation, ReDo, 🔀", required=True, choices=BUTTONS),
+    ), videos=1),
+}
+# The names of PixVerse's parameters (a field no PixVerse command takes, such as useapi's
+# `discord` or `maxJobs`, is left to the route; a button's own fields are not PixVerse options).
+_PARAM_NAMES = frozenset(name for c in CATALOGUE.values() if c.verb is not Verb.BUTTON
+                         for p in c.params for name in (p.name, *p.aliases))
