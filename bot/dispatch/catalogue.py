@@ -118,6 +118,11 @@ class Command:
         return f"{self.verb.value} “{params.get('prompt') or ''}” ({params.get('style')})"
 
 
+def integer_fields() -> set[str]:
+    """Every parameter name (older names included) that takes an integer, in any command."""
+    return {name for c in CATALOGUE.values() for p in c.params if p.kind == "integer" for name in (p.name, *p.aliases)}
+
+
 def _declares(command: Command, name: str) -> bool:
     return any(name == p.name or name in p.aliases for p in command.params)
 

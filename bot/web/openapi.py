@@ -75,7 +75,9 @@ _JOB_REF = {"$ref": "#/components/schemas/Job"}
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+    # useapi's v1 clients send forms (numbers as text, empty fields absent) as well as JSON.
+    return {"required": True, "content": {media: {"schema": schema} for media in (
+        "application/json", "multipart/form-data", "application/x-www-form-urlencoded")}}
 
 
 def _job_post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +91,7 @@ def _job_post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
             "404": _error("No account configured, or job not found"),
             "409": _error("The job's account is out of rotation"),
             "413": _error("Body over 64 KiB"),
+            "415": _error("A Content-Type other than JSON or a form"),
             "429": _error("All accounts busy; executingJobs lists the executing job ids"),
             "503": _error("Every account is out of rotation"),
         },
@@ -128,6 +131,7 @@ def openapi_document(max_jobs: int = 10) -> dict[str, Any]:
                     "requestBody": _body(_account_body(max_jobs)),
                     "responses": {"204": {"description": "Saved"}, "400": _error("Validation error, in the seed's order"),
                                   **_AUTH_ERRORS, "413": _error("Body over 64 KiB"),
+                                  "415": _error("A Content-Type other than JSON or a form"),
                                   "503": _error("Discord could not be reached to check the token, or the bot"
                                                 " is not connected to Discord yet")},
                 },

@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 from bot.accounts.service import AccountService
 from bot.accounts.validation import echo, validate_channel_param
+from bot.dispatch.catalogue import integer_fields
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
@@ -149,11 +150,15 @@ def _not_json(constant: str) -> None:
 SUPPORTED_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request body, decoded, within the time allowed; a slow body is a 408, not a held connection."""
+def check_encoding(request: web.Request) -> None:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in SUPPORTED_ENCODINGS:
         raise ApiError(415, UNSUPPORTED_ENCODING)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decoded, within the time allowed; a slow body is a 408, not a held connection."""
+    check_encoding(request)
     if request.content.is_eof():
         return await request.read()  # all there already (the usual small body): no timer to arm
     try:
@@ -163,8 +168,63 @@ async def read_body(request: web.Request) -> bytes:
         raise ApiError(408, REQUEST_TIMEOUT) from None
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    raw = await read_body(request)
+JSON = "application/json"
+FORMS = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+def unsupported_type(content_type: str) -> ApiError:
+    return ApiError(415, f"Content-Type {echo(content_type)} is not supported: send application/json,"
+                         " multipart/form-data or application/x-www-form-urlencoded")
+
+
+async def request_body(request: web.Request) -> dict[str, Any]:
+    """A POST's fields, from JSON or, as useapi's v1 clients send them, a form.
+
+    In a form every value is text: an empty field counts as absent, and the numbers the API takes
+    (``seed_value`` …; ``maxJobs`` has the seed's own rules for text) are read as numbers when written as one, so they
+    meet the same rules as JSON numbers. Any other Content-Type is a 415."""
+    content_type = request.content_type if request.headers.get("Content-Type") else ""
+    if content_type == "application/x-www-form-urlencoded":
+        raw = await read_body(request)  # kept by aiohttp: the form is parsed from it
+        if raw.lstrip()[:1] == b"{":
+            # curl -d '{"…"}' without -H 'Content-Type: application/json' says form but sends JSON.
+            return json_object(raw)
+        return await form_fields(request)
+    if content_type == "multipart/form-data":
+        check_encoding(request)
+        return await form_fields(request)  # parts streamed from the connection, within the limits
+    if content_type not in ("", JSON) and not content_type.endswith("+json"):
+        raise unsupported_type(content_type)
+    return json_object(await read_body(request))
+
+
+async def form_fields(request: web.Request) -> dict[str, Any]:
+    try:
+        async with asyncio.timeout(request.app[CONTEXT].request_timeout):
+            form = await request.post()  # the body read above is reused; over client_max_size: 413
+    except TimeoutError:
+        raise ApiError(408, REQUEST_TIMEOUT) from None
+    except ValueError:
+        raise bad_request("Request body is not a valid form") from None
+    fields: dict[str, Any] = {}
+    for name in form.keys():
+        values = form.getall(name)
+        if len(values) > 1:
+            raise bad_request(f"Param {echo(name)} is given more than once")
+        value = values[0]
+        if not isinstance(value, str):
+            raise bad_request(f"Param {echo(name)} must be a text field, not a file")
+        if value.strip():
+            fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
+    return fields
+
+
+# Fields that are numbers in JSON: in a form they arrive as text.
+INTEGER_FIELDS = frozenset(integer_fields())  # maxJobs: the seed's own rules read numeric text already
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
@@ -206,7 +266,7 @@ def dispatcher_of(request: web.Request) -> Dispatcher:
 
 async def post_account(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
-    body = await json_body(request)
+    body = await request_body(request)
     ctx = request.app[CONTEXT]
     path_channel = request.match_info["channel"]
     account_request = await ctx.accounts.prepare(body, path_channel=path_channel, guild_id=guild_id)
@@ -264,7 +324,7 @@ async def public_job(request: web.Request, job: Job, **extra: Any) -> web.Respon
 def _create(verb: Verb):
     async def handler(request: web.Request) -> web.Response:
         guild_id = await guild_of(request)
-        body = await json_body(request)
+        body = await request_body(request)
         dispatcher = dispatcher_of(request)
         placed = await dispatcher.submit(
             guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,
@@ -278,7 +338,7 @@ def _create(verb: Verb):
 
 async def post_button(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
-    body = await json_body(request)
+    body = await request_body(request)
     job = await dispatcher_of(request).press(
         guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
         job_id=body.get("jobid"), button=body.get("button"), extra=reply_params(request, body),

@@ -53,6 +53,8 @@ class Api:
         headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {self.token if token == 'default' else token}"
+        if data is not None and isinstance(data, bytes):
+            headers.setdefault("Content-Type", "application/json")  # raw bytes meant as JSON
         kwargs = {"json": body} if body is not None else {"data": data} if data is not None else {}
         async with self.session.request(method, self.base + path, headers=headers, **kwargs) as response:
             text = await response.text()
@@ -392,3 +394,59 @@ async def test_healthz_and_openapi_need_no_token(api):
     assert (status, body) == (200, {"status": "ok", "code": 200})
     status, body, _ = await api.call("GET", "/openapi.json", token=None)
     assert status == 200 and body["openapi"].startswith("3.")
+
+
+async def post_form(api, path: str, fields: list[tuple[str, str]], *, multipart: bool, files=()) -> tuple[int, dict | None]:
+    """A POST as useapi's v1 clients send it: a form, every value text."""
+    form = aiohttp.FormData(default_to_multipart=multipart)
+    for name, value in fields:
+        form.add_field(name, value)
+    for name, filename, content in files:
+        form.add_field(name, content, filename=filename, content_type="image/png")
+    async with api.session.post(api.base + path, data=form, headers={"Authorization": f"Bearer {api.token}"}) as response:
+        text = await response.text()
+        return response.status, (json.loads(text) if text else None)
+
+
+async def test_forms_as_useapi_v1_clients_send_them(api):
+    # An account saved from a multipart form: maxJobs as text, the empty fields absent.
+    saved = await post_form(api, f"/v1/pixverse/account/{CHANNEL_ID}", [
+        ("discord", TOKEN), ("server", str(GUILD_ID)), ("channel", str(CHANNEL_ID)), ("maxJobs", "3"),
+    ], multipart=True)
+    assert saved == (204, None)
+    assert (await api.call("GET", f"/v1/pixverse/account/{CHANNEL_ID}"))[1]["maxJobs"] == 3
+
+    # A job from a URL-encoded form: seed_value as text, empty fields absent.
+    status, job = await post_form(api, "/v1/pixverse/create_single", [
+        ("prompt", "a fox"), ("style", "Anime"), ("seed_value", "42"), ("negative_prompt", ""), ("character", ""),
+        ("discord", ""), ("maxJobs", "3"), ("replyUrl", ""), ("replyRef", ""),
+    ], multipart=False)
+    assert status == 200, job
+    stored = await api.bot.core.dispatcher.get(job["jobid"], str(GUILD_ID))
+    assert stored.params == {"prompt": "a fox", "style": "Anime", "seed_value": 42}
+
+    # The same rules as JSON numbers, with the same texts.
+    assert await post_form(api, "/v1/pixverse/create_single", [
+        ("prompt", "a fox"), ("style", "Anime"), ("seed_value", "4x2")], multipart=True) == (
+        400, {"error": "Param seed_value (4x2) must be an integer from 0 to 2147483647", "code": 400})
+    assert await post_form(api, "/v1/pixverse/create_single", [
+        ("prompt", "a fox"), ("style", "Anime"), ("seed_value", "-1")], multipart=False) == (
+        400, {"error": "Param seed_value (-1) must be an integer from 0 to 2147483647", "code": 400})
+    assert await post_form(api, "/v1/pixverse/create", [("prompt", "a"), ("prompt", "b")], multipart=True) == (
+        400, {"error": "Param prompt is given more than once", "code": 400})
+    assert await post_form(api, "/v1/pixverse/create", [("style", "Anime")], multipart=True,
+                           files=[("prompt", "p.png", b"\x89PNG\r\n")]) == (
+        400, {"error": "Param prompt must be a text field, not a file", "code": 400})
+
+
+async def test_other_content_types_are_415_and_curls_default_still_works(api):
+    status, answer, _ = await api.call("POST", "/v1/pixverse/create", data=b"prompt=a fox",
+                                       headers={"Content-Type": "text/plain"})
+    assert (status, answer) == (415, {"error": "Content-Type text/plain is not supported: send application/json,"
+                                               " multipart/form-data or application/x-www-form-urlencoded",
+                                      "code": 415})
+    # curl -d '{…}' without a Content-Type header says it sends a form: the JSON is read as JSON.
+    status, answer, _ = await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}",
+                                       data=json.dumps(account_body()).encode(),
+                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (status, answer) == (204, None)
