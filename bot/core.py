@@ -141,7 +141,7 @@ class Core:
             await db.listen(TOKENS_REVOKED_TOPIC, stores.tokens.forget)
 
             async def reply_body(job: Job) -> dict:
-                return {**await dispatcher.public_job(job, with_reply=True), "code": 200}
+                return await dispatcher.public_job(job, with_reply=True)
 
             replies = ReplyPoster(reply_body, allow_private=settings.reply_url_allow_private)
             # Closed after the dispatcher (pushed first): its last notices still go out.

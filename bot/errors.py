@@ -20,6 +20,8 @@ class ApiError(Exception):
         self.error_details = error_details
         # Extra fields of the endpoint's model (for example ``executingJobs`` on a 429).
         self.extra = extra
+        # A 429's estimate of the seconds until trying again is worth it (the Retry-After header).
+        self.retry_after: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.error, "code": self.code}

@@ -192,7 +192,7 @@ async def test_cancel_rules(dispatcher, repository):
     )
     with pytest.raises(ApiError) as info:
         await dispatcher.cancel(job.job_id, guild_id="another-guild", user_id=MEMBER, is_manager=True)
-    assert (info.value.code, info.value.error) == (404, f"Job {job.job_id} not found")
+    assert (info.value.code, info.value.error) == (404, f"Unable to locate job {job.job_id}")
     cancelled = await dispatcher.cancel(job.job_id, guild_id=G, user_id="a-manager", is_manager=True)
     assert cancelled.status is JobStatus.CANCELLED
     with pytest.raises(ApiError) as info:
@@ -509,3 +509,16 @@ async def test_a_polled_job_answers_what_the_row_holds_now_even_within_one_clock
     changed = await dispatcher.public_job_by_id(job.job_id, G)
     assert (changed["status"], changed["updated"], changed["messageId"]) == ("progress", first["updated"], "5001")
     assert changed == await dispatcher.public_job(await dispatcher.get(job.job_id, G))  # the other path agrees
+
+
+def test_a_jobs_useapi_code_says_how_it_ended():
+    from dataclasses import replace
+
+    from bot.dispatch.models import Job, JobState
+
+    job = Job("job:x", G, A1, "1", 1, MEMBER, ASKED_IN, Verb.CREATE, dict(BODY), None, JobStatus.PROGRESS,
+              JobState.SUBMITTED, None, 0, 1, 1, 1.0, 1.0, submitted_at=1.0)
+    ended = {status: replace(job, status=status, state=JobState.DONE) for status in
+             (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.MODERATED, JobStatus.FAILED)}
+    assert [job.to_public()["code"]] + [j.to_public()["code"] for j in ended.values()] == [200, 200, 200, 422, 500]
+    assert replace(ended[JobStatus.FAILED], error="Timed out").to_public()["code"] == 408

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import socket
+import statistics
 import time
 import uuid
+from collections import deque
 from dataclasses import replace
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -16,7 +19,7 @@ from typing import Any, Protocol
 from bot.accounts.crypto import mask_token
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
-from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
+from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobStatus, Verb
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.validation import validate_button, validate_job_id
 from bot.errors import ApiError
@@ -27,6 +30,10 @@ log = logging.getLogger(__name__)
 RETENTION_SECONDS = 31 * 24 * 3600
 OVERLOAD_RETRIES = 2
 MAX_CONSECUTIVE_FAILURES = 3
+# A 429's Retry-After counts on this run time until jobs have completed here; then on the median
+# of the last RUN_TIMES_KEPT.
+TYPICAL_RUN_SECONDS = 60.0
+RUN_TIMES_KEPT = 50
 # Jobs with no owner read per pickup (the servers of other shards' among them).
 UNOWNED_BATCH = 500
 
@@ -38,7 +45,7 @@ class JobListener(Protocol):
 
 
 def job_not_found(job_id: str) -> ApiError:
-    return ApiError(404, f"Job {job_id} not found")
+    return ApiError(404, f"Unable to locate job {job_id}")  # useapi's text
 
 
 def _pid_namespace() -> str:
@@ -100,6 +107,7 @@ class Dispatcher:
         # (pickup()), looked for every pickup_interval all the same.
         self.pickup_interval = pickup_interval
         self._pickup_task: asyncio.Task | None = None
+        self._run_times: deque[float] = deque(maxlen=RUN_TIMES_KEPT)  # of jobs completed here, for Retry-After
         self._pickup_again = False
         self.owner = owner or process_owner()
         self.rng = rng or random.SystemRandom()
@@ -209,10 +217,14 @@ class Dispatcher:
         self._refuse_when_closing()
         params = {**CATALOGUE[verb].validate(body), **(extra or {})}
         await self._hold_lease()
-        result = await self.jobs.place(
-            NewJob(guild_id, requester_id, request_channel_id, verb, params),
-            now=self.clock(), owner=self._owner_for(guild_id), queue_size=self.queue_size, rng=self.rng,
-        )
+        try:
+            result = await self.jobs.place(
+                NewJob(guild_id, requester_id, request_channel_id, verb, params),
+                now=self.clock(), owner=self._owner_for(guild_id), queue_size=self.queue_size, rng=self.rng,
+            )
+        except ApiError as exc:
+            await self._estimate_retry(exc, guild_id)
+            raise
         if result.queue_position is None:
             self._run_all([result.job])
         return result
@@ -233,10 +245,14 @@ class Dispatcher:
         # The parent's message id lets PixVerse's replies (message_reference) find this job.
         params = {"button": button, "parent_message_id": parent.message_id, **(extra or {})}
         await self._hold_lease()
-        job = await self.jobs.place_on(
-            NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
-            account_channel_id=parent.account_channel_id, now=self.clock(), owner=self._owner_for(guild_id),
-        )
+        try:
+            job = await self.jobs.place_on(
+                NewJob(guild_id, requester_id, request_channel_id, Verb.BUTTON, params, parent_job_id=job_id),
+                account_channel_id=parent.account_channel_id, now=self.clock(), owner=self._owner_for(guild_id),
+            )
+        except ApiError as exc:
+            await self._estimate_retry(exc, guild_id, account_channel_id=parent.account_channel_id)
+            raise
         self._run_all([job])
         return job
 
@@ -363,6 +379,8 @@ class Dispatcher:
         if released.job is None:
             return None
         log.info("Job %s ended: %s", job_id, status.value)
+        if status is JobStatus.COMPLETED and released.job.submitted_at is not None:
+            self._run_times.append(released.job.updated_at - released.job.submitted_at)
         self._notify(released.job)
         if released.others_waiting:
             # The oldest waiting jobs take the freed slot, in a transaction of their own.
@@ -379,6 +397,22 @@ class Dispatcher:
                     log.warning("Promoting the waiting jobs of server %s failed; the next sweep will",
                                 released.job.guild_id, exc_info=True)
         return released.job
+
+    async def _estimate_retry(self, exc: ApiError, guild_id: str, *, account_channel_id: str | None = None) -> None:
+        """On a 429, the seconds until a slot is likely free (the Retry-After header): the typical
+        run time of a job, less the age of the oldest running one, at least 1."""
+        if exc.code != 429:
+            return
+        try:
+            running = await (self.jobs.holding_slots(account_channel_id) if account_channel_id
+                             else self.jobs.executing(guild_id))
+        except Exception:
+            running = []
+        now = self.clock()
+        ages = [now - (job.submitted_at or job.updated_at) for job in running if job.slot_held]
+        typical = statistics.median(self._run_times) if self._run_times else TYPICAL_RUN_SECONDS
+        soonest = min((typical - age for age in ages), default=typical)
+        exc.retry_after = max(1, min(math.ceil(soonest), math.ceil(self.job_timeout)))
 
     def _run_all(self, jobs: list[Job]) -> None:
         """Runs the placed jobs this process owns; the others are for their shard's process."""
@@ -492,7 +526,7 @@ class Dispatcher:
         for job in await self.jobs.timed_out(now=now, timeout=self.job_timeout):
             what = "No PixVerse account was free" if job.queued else "PixVerse did not finish the job"
             await self.finish(
-                job.job_id, JobStatus.FAILED, error="Timed out",
+                job.job_id, JobStatus.FAILED, error=TIMED_OUT,
                 error_details=f"{what} within {self.job_timeout:g} seconds", expected=job,
             )
         await self.recover()
@@ -567,7 +601,7 @@ class Dispatcher:
             claimed = replace(job, owner=self.owner)
             if (job.submitted_at or job.updated_at) + self.job_timeout < now:
                 await self.finish(
-                    job.job_id, JobStatus.FAILED, error="Timed out",
+                    job.job_id, JobStatus.FAILED, error=TIMED_OUT,
                     error_details="The bot stopped while the job ran and it was past its timeout when the bot came back",
                     expected=claimed,
                 )

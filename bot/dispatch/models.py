@@ -36,6 +36,9 @@ class JobState(StrEnum):
     DONE = "done"  # ended; the status says how
 
 
+# The error of a job that ran out of time (its useapi code is 408).
+TIMED_OUT = "Timed out"
+
 # requester and request channel of jobs asked through the HTTP API (no Discord member).
 API_REQUESTER = "api"
 
@@ -100,6 +103,15 @@ class Job:
     def executing(self) -> bool:
         return self.status.executing
 
+    @property
+    def code(self) -> int:
+        """useapi's ``code`` of a job: 200 unless it failed; 422 moderated, 408 timed out, 500 failed."""
+        if self.status is JobStatus.MODERATED:
+            return 422
+        if self.status is JobStatus.FAILED:
+            return 408 if self.error == TIMED_OUT else 500
+        return 200
+
     def to_public(self, *, masked_token: str | None = None, with_reply: bool = False) -> dict[str, Any]:
         """The useapi job fields; the account token only ever masked.
 
@@ -129,6 +141,7 @@ class Job:
             "attachments": self.attachments,
             "error": self.error,
             "errorDetails": self.error_details,
+            "code": self.code,
         }
         if masked_token is not None:
             public["discord"] = masked_token

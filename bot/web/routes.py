@@ -72,6 +72,8 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def error_response(error: ApiError) -> web.Response:
     response = json_response(error.to_dict(), status=error.code)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     if error.code == 408:
         response.force_close()  # the rest of that body is not worth waiting for
     return response
@@ -318,7 +320,7 @@ async def delete_account(request: web.Request) -> web.Response:
 
 async def public_job(request: web.Request, job: Job, **extra: Any) -> web.Response:
     public = await dispatcher_of(request).public_job(job, with_reply=True)
-    return json_response({**public, **extra, "code": 200})
+    return json_response({**public, **extra})
 
 
 def _create(verb: Verb):
@@ -351,18 +353,24 @@ async def get_jobs(request: web.Request) -> web.Response:
     dispatcher = dispatcher_of(request)
     jobid = query_param(request, "jobid")
     if jobid is not None or request.path.endswith("/"):
-        public = await dispatcher.public_job_by_id(jobid, guild_id, with_reply=True)
-        return json_response({**public, "code": 200})
+        public = await dispatcher.public_job_by_id(required_jobid(jobid), guild_id, with_reply=True)
+        return json_response(public)
     return json_response([job.job_id for job in await dispatcher.executing(guild_id)])
+
+
+def required_jobid(value: str | None) -> str:
+    if value is None or not value.strip():
+        raise bad_request("Query param jobid not provided")  # useapi's text
+    return value
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     guild_id = await guild_of(request)
     # An API token acts for its server: like a Manage Server member, it may cancel any job.
     job = await dispatcher_of(request).cancel(
-        query_param(request, "jobid"), guild_id=guild_id, user_id=API_REQUESTER, is_manager=True
+        required_jobid(query_param(request, "jobid")), guild_id=guild_id, user_id=API_REQUESTER, is_manager=True
     )
-    return await public_job(request, job)
+    return json_response({"jobid": job.job_id, "status": job.status.value, "code": 200})  # useapi's answer
 
 
 # --- service ---------------------------------------------------------------------------

@@ -450,3 +450,29 @@ async def test_other_content_types_are_415_and_curls_default_still_works(api):
                                        data=json.dumps(account_body()).encode(),
                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert (status, answer) == (204, None)
+
+
+async def test_job_endpoints_answer_with_useapis_texts_and_a_429_says_when_to_retry(api, fake):
+    assert (await api.call("GET", "/v1/pixverse/jobs/?jobid="))[:2] == (
+        400, {"error": "Query param jobid not provided", "code": 400})
+    assert (await api.call("GET", "/v1/pixverse/jobs/"))[:2] == (
+        400, {"error": "Query param jobid not provided", "code": 400})
+    assert (await api.call("GET", "/v1/pixverse/jobs/?jobid=job:nope"))[:2] == (
+        404, {"error": "Unable to locate job job:nope", "code": 404})
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=1)))[0] == 204
+    fake.pixverse_hold = True
+    status, job, _ = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"})
+    assert status == 200 and job["code"] == 200
+    await fake.wait_for_pixverse_held(1)
+    # Busy: the body as before, and Retry-After, in whole seconds, at least 1.
+    status, busy, response = await api.call("POST", "/v1/pixverse/create", body={"prompt": "b", "style": "Anime"})
+    assert (status, busy) == (429, {"error": "All PixVerse accounts are busy", "code": 429,
+                                    "errorDetails": f"1 executing: {job['jobid']}", "executingJobs": [job["jobid"]]})
+    assert 1 <= int(response.headers["Retry-After"]) <= 900
+    # Cancelled: useapi's short answer; the job then reads as cancelled, code 200 (not a failure).
+    assert (await api.call("GET", f"/v1/pixverse/jobs/cancel/?jobid={job['jobid']}"))[:2] == (
+        200, {"jobid": job["jobid"], "status": "cancelled", "code": 200})
+    status, shown, _ = await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}")
+    assert (status, shown["status"], shown["code"]) == (200, "cancelled", 200)
+    fake.pixverse_hold = False
+    fake.pixverse_release()

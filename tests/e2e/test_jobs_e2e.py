@@ -200,7 +200,7 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
     assert shown.ephemeral
     assert f'"jobid": "{job_id}"' in shown.content and '"status": "moderated"' in shown.content
     assert '"discord": "…1234"' in shown.content and TOKEN not in shown.content
-    assert (await member(fake, "pixverse-job", {"jobid": "job:nope"})).content == "404 · Job job:nope not found"
+    assert (await member(fake, "pixverse-job", {"jobid": "job:nope"})).content == "404 · Unable to locate job job:nope"
 
     fake.pixverse_hold = True
     running = await create(fake, prompt="a calm lake")
