@@ -22,7 +22,8 @@ from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobStatus, Verb
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.validation import validate_button, validate_job_id
-from bot.errors import ApiError
+from bot.accounts.validation import echo, is_snowflake
+from bot.errors import CONFIGURATION_NOT_FOUND, ApiError
 from bot.logs import register_secrets
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,18 @@ class JobListener(Protocol):
     """Told when a member should hear about their job (started, and the final state)."""
 
     async def job_changed(self, job: Job) -> None: ...
+
+
+def _given(body: dict[str, Any], name: str) -> str | None:
+    """A text field as v1 clients send it: absent, empty or blank all mean not given."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+        if value is None:
+            raise ApiError(400, f"Param {name} must be a string")
+    return value.strip() or None
 
 
 def job_not_found(job_id: str) -> ApiError:
@@ -211,12 +224,24 @@ class Dispatcher:
 
     async def submit(
         self, *, guild_id: str, requester_id: str, request_channel_id: str, verb: Verb, body: dict[str, Any],
-        extra: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None, account_channel_id: str | None = None,
     ) -> Placement:
-        """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef)."""
+        """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef).
+        ``account_channel_id``: on that account only (useapi's per-request account), not the random
+        choice among free ones; refused (429, 409) rather than queued when it cannot take it."""
         self._refuse_when_closing()
         params = {**CATALOGUE[verb].validate(body), **(extra or {})}
         await self._hold_lease()
+        if account_channel_id is not None:
+            new = NewJob(guild_id, requester_id, request_channel_id, verb, params)
+            try:
+                job = await self.jobs.place_on(new, account_channel_id=account_channel_id, now=self.clock(),
+                                               owner=self._owner_for(guild_id))
+            except ApiError as exc:
+                await self._estimate_retry(exc, guild_id, account_channel_id=account_channel_id)
+                raise
+            self._run_all([job])
+            return Placement(job, None)
         try:
             result = await self.jobs.place(
                 NewJob(guild_id, requester_id, request_channel_id, verb, params),
@@ -229,14 +254,54 @@ class Dispatcher:
             self._run_all([result.job])
         return result
 
+    async def chosen_account(self, guild_id: str, body: dict[str, Any]) -> str | None:
+        """The account a job request names with useapi's optional ``channel`` (and ``server``) or
+        ``discord`` fields, checked against the server's configurations; None when it names none
+        (``maxJobs`` alone, as v1 clients send it on every request, chooses nothing)."""
+        server, channel, token = (_given(body, name) for name in ("server", "channel", "discord"))
+        if channel is None and token is None:
+            return None
+        if server is not None and server != guild_id:
+            raise ApiError(400, f"Param server ({echo(server)}) not matching to this Discord server ({guild_id})")
+        by_token = None if token is None else await self.accounts.find_by_token(token)
+        if by_token is not None and by_token.guild_id != guild_id:
+            by_token = None
+        if channel is not None:
+            if not is_snowflake(channel):
+                raise ApiError(400, f"Param channel ({echo(channel)}) is not valid Discord channel id")
+            config = await self.accounts.get(guild_id, channel)
+            if config is None:
+                raise ApiError(404, CONFIGURATION_NOT_FOUND)
+            if token is not None and (by_token is None or by_token.channel_id != channel):
+                raise ApiError(400, f"Param discord is not the token of the PixVerse account of channel {channel}")
+        else:
+            if by_token is None:
+                raise ApiError(400, "Param discord is not the token of a PixVerse account configured in this server")
+            config = by_token
+        max_jobs = body.get("maxJobs")
+        if max_jobs is not None and str(max_jobs).strip() and str(max_jobs).strip() != str(config.max_jobs):
+            raise ApiError(400, f"Param maxJobs ({echo(max_jobs)}) does not match the configuration of channel"
+                                f" {config.channel_id} (maxJobs {config.max_jobs})")
+        return config.channel_id
+
     async def press(
         self, *, guild_id: str, requester_id: str, request_channel_id: str, job_id: Any, button: Any,
-        extra: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None, prompt: Any = None, account_token: Any = None,
     ) -> Job:
+        """``prompt`` and ``account_token`` are what v1 clients send with every press: a prompt
+        cannot reach PixVerse (it asks for it in a window only the presser's own client sees), and
+        a token, when given, must be the one of the account that made the job."""
         self._refuse_when_closing()
         job_id = validate_job_id(job_id)
         button = validate_button(button)
+        if isinstance(prompt, str) and prompt.strip():
+            raise ApiError(400, "Param prompt cannot be sent with a button: PixVerse asks for it in a window that"
+                                " only the pressing member's own Discord app receives")
         parent = await self.get(job_id, guild_id)
+        if isinstance(account_token, str) and account_token.strip():
+            owner = await self.accounts.find_by_token(account_token.strip())
+            if owner is None or owner.guild_id != guild_id or owner.channel_id != parent.account_channel_id:
+                raise ApiError(400, f"Param discord is not the token of the PixVerse account that made job {job_id}")
         if parent.status is not JobStatus.COMPLETED:
             raise ApiError(400, f"Job {job_id} is {parent.status.value}; only a completed job's buttons can be pressed")
         labels = [b["label"] for b in parent.buttons]

@@ -41,9 +41,24 @@ _REPLY = {
     "replyUrl": {"type": "string", "maxLength": REPLY_LIMIT, "description": "http(s) URL the finished job is POSTed to"},
     "replyRef": {"type": "string", "maxLength": REPLY_LIMIT},
 }
-_CREATE_BODY = CATALOGUE[Verb.CREATE].openapi_body(_REPLY)
-_CREATE_SINGLE_BODY = CATALOGUE[Verb.CREATE_SINGLE].openapi_body(_REPLY)
-_BUTTON_BODY = CATALOGUE[Verb.BUTTON].openapi_body(_REPLY)
+# useapi's optional per-request account, as v1 clients send it (empty means absent).
+ACCOUNT_FIELDS = {
+    "channel": {"type": "string", "description": "run on this channel's configured account"},
+    "server": {"type": "string", "description": "with channel: the API token's server"},
+    "discord": {"type": "string", "description": "run on the configured account with this token"},
+    "maxJobs": {"type": "integer", "description": "with channel or discord: must be that account's maxJobs;"
+                                                  " alone: ignored"},
+}
+# What v1 clients send with every press: no prompt can reach PixVerse, the token must be the job's account's.
+PRESS_FIELDS = {
+    "prompt": {"type": "string", "description": "must be empty: PixVerse asks for a button's prompt in a window"
+                                                " only the presser's Discord app receives"},
+    "discord": {"type": "string", "description": "the token of the account that made the job, or empty"},
+    "maxJobs": {"type": "integer", "description": "ignored"},
+}
+_CREATE_BODY = CATALOGUE[Verb.CREATE].openapi_body({**ACCOUNT_FIELDS, **_REPLY})
+_CREATE_SINGLE_BODY = CATALOGUE[Verb.CREATE_SINGLE].openapi_body({**ACCOUNT_FIELDS, **_REPLY})
+_BUTTON_BODY = CATALOGUE[Verb.BUTTON].openapi_body({**PRESS_FIELDS, **_REPLY})
 _JOB = {
     "type": "object",
     "properties": {

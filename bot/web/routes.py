@@ -330,7 +330,7 @@ def _create(verb: Verb):
         dispatcher = dispatcher_of(request)
         placed = await dispatcher.submit(
             guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,
-            extra=reply_params(request, body),
+            extra=reply_params(request, body), account_channel_id=await dispatcher.chosen_account(guild_id, body),
         )
         extra = {} if placed.queue_position is None else {"queuePosition": placed.queue_position}
         return await public_job(request, placed.job, **extra)
@@ -344,6 +344,7 @@ async def post_button(request: web.Request) -> web.Response:
     job = await dispatcher_of(request).press(
         guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
         job_id=body.get("jobid"), button=body.get("button"), extra=reply_params(request, body),
+        prompt=body.get("prompt"), account_token=body.get("discord"),
     )
     return await public_job(request, job)
 

@@ -8,7 +8,7 @@ import pytest
 from bot.dispatch.catalogue import CATALOGUE, Param
 from bot.dispatch.models import Verb
 from bot.errors import ApiError
-from bot.web.openapi import openapi_document
+from bot.web.openapi import ACCOUNT_FIELDS, PRESS_FIELDS, openapi_document
 
 OPTION_TYPES = {"text": 3, "integer": 4}
 PATHS = {Verb.CREATE: "/v1/pixverse/create", Verb.CREATE_SINGLE: "/v1/pixverse/create_single",
@@ -52,7 +52,8 @@ def test_the_openapi_bodies_are_the_catalogues():
             for alias in param.aliases:
                 assert schema["properties"][alias]["deprecated"] is True
         declared = {name for p in command.params for name in (p.name, *p.aliases)}
-        assert set(schema["properties"]) - declared == {"replyUrl", "replyRef"}
+        request_fields = PRESS_FIELDS if verb is Verb.BUTTON else ACCOUNT_FIELDS
+        assert set(schema["properties"]) - declared == {"replyUrl", "replyRef", *request_fields}
 
 
 def refusal(verb: Verb, body: dict) -> str:

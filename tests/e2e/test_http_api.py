@@ -476,3 +476,74 @@ async def test_job_endpoints_answer_with_useapis_texts_and_a_429_says_when_to_re
     assert (status, shown["status"], shown["code"]) == (200, "cancelled", 200)
     fake.pixverse_hold = False
     fake.pixverse_release()
+
+
+async def test_a_job_names_its_account_as_v1_clients_do(api, fake):
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=2)))[0] == 204
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_2_ID}", body=account_body(
+        discord=TOKEN_2, channel=str(CHANNEL_2_ID), maxJobs=3)))[0] == 204
+    base = {"prompt": "a fox", "style": "Anime"}
+
+    async def create(**fields):
+        return (await api.call("POST", "/v1/pixverse/create", body={**base, **fields}))[:2]
+
+    # channel (with or without server), or the account's token: that account, every time.
+    for fields in ({"channel": str(CHANNEL_2_ID)}, {"channel": str(CHANNEL_2_ID), "server": str(GUILD_ID)},
+                   {"discord": TOKEN_2, "maxJobs": "3"}, {"discord": TOKEN, "channel": str(CHANNEL_ID)}):
+        status, job = await create(**fields)
+        assert status == 200 and job["channel"] == fields.get("channel", str(CHANNEL_2_ID)), (fields, job)
+        await api.call("GET", f"/v1/pixverse/jobs/cancel/?jobid={job['jobid']}")
+    # maxJobs alone (sent on every request by v1 clients), and empty fields, choose nothing.
+    status, job = await create(maxJobs=7, channel="", discord="")
+    assert status == 200
+    await api.call("GET", f"/v1/pixverse/jobs/cancel/?jobid={job['jobid']}")
+
+    assert await create(channel="810000000000000099") == (404, {"error": "Configuration not found", "code": 404})
+    assert await create(channel="general") == (
+        400, {"error": "Param channel (general) is not valid Discord channel id", "code": 400})
+    assert await create(channel=str(CHANNEL_ID), server="820000000000000001") == (
+        400, {"error": f"Param server (820000000000000001) not matching to this Discord server ({GUILD_ID})",
+              "code": 400})
+    unknown = "MTExMTExMTExMTExMTExMTEx.GaBcDe.unknown-token-value-xyz9"
+    status, answer = await create(discord=unknown)
+    assert (status, answer) == (400, {"error": "Param discord is not the token of a PixVerse account configured in"
+                                               " this server", "code": 400})
+    assert await create(discord=TOKEN, channel=str(CHANNEL_2_ID)) == (
+        400, {"error": f"Param discord is not the token of the PixVerse account of channel {CHANNEL_2_ID}",
+              "code": 400})
+    assert await create(discord=TOKEN_2, maxJobs=5) == (
+        400, {"error": f"Param maxJobs (5) does not match the configuration of channel {CHANNEL_2_ID} (maxJobs 3)",
+              "code": 400})
+    # Full: that account's own 429, never another account.
+    fake.pixverse_hold = True
+    for _ in range(2):
+        assert (await create(channel=str(CHANNEL_ID)))[0] == 200
+    status, busy = await create(channel=str(CHANNEL_ID))
+    assert (status, busy["error"]) == (429, f"The PixVerse account of channel {CHANNEL_ID} is busy")
+    fake.pixverse_hold = False
+    fake.pixverse_release()
+
+
+async def test_a_button_press_as_v1_clients_send_it(api, fake):
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=2)))[0] == 204
+    status, job, _ = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"})
+    assert status == 200
+
+    async def completed() -> bool:
+        return (await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}"))[1]["status"] == "completed"
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await completed():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    press = {"jobid": job["jobid"], "button": "V1"}
+    assert (await api.call("POST", "/v1/pixverse/button", body={**press, "prompt": "a red fox"}))[:2] == (
+        400, {"error": "Param prompt cannot be sent with a button: PixVerse asks for it in a window that only the"
+                       " pressing member's own Discord app receives", "code": 400})
+    assert (await api.call("POST", "/v1/pixverse/button", body={**press, "discord": TOKEN_2}))[:2] == (
+        400, {"error": f"Param discord is not the token of the PixVerse account that made job {job['jobid']}",
+              "code": 400})
+    # As v1 clients send it: an empty prompt, the account's own token, maxJobs (ignored).
+    status, pressed, _ = await api.call("POST", "/v1/pixverse/button", body={
+        **press, "prompt": "", "discord": TOKEN, "maxJobs": 9})
+    assert status == 200 and pressed["verb"] == "pixverse-button" and pressed["channel"] == str(CHANNEL_ID)
