@@ -522,3 +522,27 @@ def test_a_jobs_useapi_code_says_how_it_ended():
              (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.MODERATED, JobStatus.FAILED)}
     assert [job.to_public()["code"]] + [j.to_public()["code"] for j in ended.values()] == [200, 200, 200, 422, 500]
     assert replace(ended[JobStatus.FAILED], error="Timed out").to_public()["code"] == 408
+
+
+async def test_progress_is_told_at_most_once_every_five_seconds_to_listeners_that_want_it(dispatcher, repository,
+                                                                                         backend, listener):
+    class Progress:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int | None]] = []
+
+        async def job_changed(self, job) -> None:
+            pass
+
+        async def job_progressed(self, job) -> None:
+            self.seen.append((job.status.value, job.progress))
+
+    watcher = Progress()
+    dispatcher.listeners.append(watcher)
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    job = (await submit(dispatcher)).job
+    await dispatcher.job_update(job.job_id, JobUpdate(JobStatus.STARTED, message_id="m1"))
+    for percent in (10, 20, 30):
+        await dispatcher.job_update(job.job_id, JobUpdate(JobStatus.PROGRESS, message_id="m1", progress=percent))
+    await dispatcher.wait_idle()
+    assert watcher.seen == [("progress", 10)]  # the later steps fall within the 5 s
+    assert listener.seen == [(job.job_id, "started")]  # listeners without job_progressed hear nothing of it

@@ -13,13 +13,13 @@ import time
 import uuid
 from collections import deque
 from dataclasses import replace
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from bot.accounts.crypto import mask_token
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
-from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobStatus, Verb
+from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobState, JobStatus, Verb
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.validation import validate_button, validate_job_id
 from bot.accounts.validation import echo, is_snowflake
@@ -34,13 +34,18 @@ MAX_CONSECUTIVE_FAILURES = 3
 # A 429's Retry-After counts on this run time until jobs have completed here; then on the median
 # of the last RUN_TIMES_KEPT.
 TYPICAL_RUN_SECONDS = 60.0
+# Progress notices (replyUrl): at most one per job this often; jobs tracked at most.
+PROGRESS_EVERY_SECONDS = 5.0
+PROGRESS_TRACKED = 10_000
 RUN_TIMES_KEPT = 50
 # Jobs with no owner read per pickup (the servers of other shards' among them).
 UNOWNED_BATCH = 500
 
 
 class JobListener(Protocol):
-    """Told when a member should hear about their job (started, and the final state)."""
+    """Told when a member should hear about their job (started, and the final state). A listener
+    that also has ``job_progressed(job)`` is told of PixVerse's progress, at most once every
+    PROGRESS_EVERY_SECONDS per job."""
 
     async def job_changed(self, job: Job) -> None: ...
 
@@ -121,6 +126,7 @@ class Dispatcher:
         self.pickup_interval = pickup_interval
         self._pickup_task: asyncio.Task | None = None
         self._run_times: deque[float] = deque(maxlen=RUN_TIMES_KEPT)  # of jobs completed here, for Retry-After
+        self._progress_told: dict[str, float] = {}  # job id -> when its last progress notice went out
         self._pickup_again = False
         self.owner = owner or process_owner()
         self.rng = rng or random.SystemRandom()
@@ -418,6 +424,12 @@ class Dispatcher:
             )
             if started is not None:
                 self._notify(started)
+            elif update.status is JobStatus.PROGRESS and job.state is JobState.SUBMITTED and self._progress_due(job_id):
+                # The job as this update left it, without reading it again.
+                self._notify(replace(job, status=JobStatus.PROGRESS, progress=update.progress or job.progress,
+                                     content=update.content or job.content,
+                                     message_id=update.message_id or job.message_id, updated_at=self.clock()),
+                             progress=True)
             return
         if update.status in FINAL:
             ended = await self.finish(job_id, update.status, fields=result_fields(update))
@@ -485,18 +497,33 @@ class Dispatcher:
             if job.owner == self.owner:
                 self._spawn(self._run(job), f"run {job.job_id}")
 
-    def _notify(self, job: Job) -> None:
+    def _notify(self, job: Job, *, progress: bool = False) -> None:
         """Tells the listeners in the background: a command that ended a job (cancel, an
         account deleted) answers at once, however slow telling the members is."""
+        if job.status in FINAL:
+            self._progress_told.pop(job.job_id, None)
         for listener in self.listeners:
-            task = asyncio.create_task(self._tell(listener, job), name=f"notify {job.job_id}")
+            tell = getattr(listener, "job_progressed", None) if progress else listener.job_changed
+            if tell is None:
+                continue
+            task = asyncio.create_task(self._tell(listener, tell, job), name=f"notify {job.job_id}")
             self._notifications.add(task)
             task.add_done_callback(self._notifications.discard)
 
+    def _progress_due(self, job_id: str) -> bool:
+        """At most one progress notice per job every PROGRESS_EVERY_SECONDS (bounded memory)."""
+        now = time.monotonic()
+        if now - self._progress_told.get(job_id, float("-inf")) < PROGRESS_EVERY_SECONDS:
+            return False
+        if len(self._progress_told) >= PROGRESS_TRACKED and job_id not in self._progress_told:
+            self._progress_told.pop(next(iter(self._progress_told)))
+        self._progress_told[job_id] = now
+        return True
+
     @staticmethod
-    async def _tell(listener: JobListener, job: Job) -> None:
+    async def _tell(listener: JobListener, tell: Callable[[Job], Awaitable[None]], job: Job) -> None:
         try:
-            await listener.job_changed(job)
+            await tell(job)
         except Exception:
             log.exception("Telling %s about job %s failed", type(listener).__name__, job.job_id)
 

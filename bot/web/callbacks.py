@@ -1,4 +1,5 @@
-"""replyUrl: the finished job is POSTed to the URL its HTTP caller gave."""
+"""replyUrl: each state of a job (started, progress, the final one) is POSTed to the URL its HTTP
+caller gave, in order, one request at a time per job; only the final state is retried."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ class PublicOnlyResolver(AbstractResolver):
 
 
 class ReplyPoster:
-    """A dispatcher listener: POSTs each finished API job with a replyUrl, with retries."""
+    """A dispatcher listener: POSTs an API job's states to its replyUrl: started, progress (as often as
+    the dispatcher tells, at most every 5 s), and the final state, which alone is retried."""
 
     def __init__(
         self,
@@ -60,10 +62,14 @@ class ReplyPoster:
         self._allow_private = allow_private
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._last: dict[str, asyncio.Task] = {}  # job id -> its latest POST: the next waits for it
+
+    async def job_progressed(self, job: Job) -> None:
+        await self.job_changed(job)
 
     async def job_changed(self, job: Job) -> None:
         url = job.params.get("replyUrl")
-        if job.request_channel_id != API_REQUESTER or job.status not in FINAL or not url:
+        if job.request_channel_id != API_REQUESTER or not url:
             return
         # Validated at submission; checked again here on the very URL object that is posted to,
         # so the host judged is the host aiohttp connects to.
@@ -78,16 +84,34 @@ class ReplyPoster:
             log.warning("replyUrl of job %s points to a private or local address; not posted", job.job_id)
             return
         body = await self._public_job(job)
-        task = asyncio.create_task(self._post(job.job_id, target, body), name=f"replyUrl {job.job_id}")
+        final = job.status in FINAL
+        previous = self._last.get(job.job_id)
+        task = asyncio.create_task(self._post_after(previous, job.job_id, target, body, final),
+                                   name=f"replyUrl {job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if final:
+            self._last.pop(job.job_id, None)
+        else:
+            self._last[job.job_id] = task
+            task.add_done_callback(lambda done, job_id=job.job_id: self._forget(job_id, done))
 
-    async def _post(self, job_id: str, url: yarl.URL, body: dict) -> None:
+    def _forget(self, job_id: str, done: asyncio.Task) -> None:
+        if self._last.get(job_id) is done:
+            del self._last[job_id]
+
+    async def _post_after(self, previous: asyncio.Task | None, job_id: str, url: yarl.URL, body: dict,
+                          final: bool) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # in order: the earlier state first
+        await self._post(job_id, url, body, attempts=self._attempts if final else 1)
+
+    async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int) -> None:
         if self._session is None:
             connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         data = json.dumps(body, ensure_ascii=False)
-        for attempt in range(1, self._attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 async with self._session.post(
                     url, data=data, headers={"Content-Type": "application/json"}, allow_redirects=False
@@ -99,9 +123,9 @@ class ReplyPoster:
                     reason = f"HTTP {response.status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 reason = type(exc).__name__
-            if attempt < self._attempts:
+            if attempt < attempts:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-        log.warning("replyUrl of job %s failed %d times (last: %s)", job_id, self._attempts, reason)
+        log.warning("replyUrl of job %s failed %d time(s) (last: %s)", job_id, attempts, reason)
 
     async def close(self, *, grace: float = 5.0) -> None:
         # Replies already under way get a moment: their jobs are final and never re-sent.

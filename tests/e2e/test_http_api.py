@@ -313,10 +313,15 @@ async def test_jobs_through_http_with_reply_url(api, fake):
 
         fake.pixverse_hold = False
         fake.pixverse_release()
-        posted = await asyncio.wait_for(received.get(), timeout=10)
-        assert posted["jobid"] == job["jobid"] and posted["status"] == "completed"
-        assert posted["replyRef"] == "ref-1" and len(posted["attachments"]) == 4
-        assert TOKEN not in json.dumps(posted)
+        # Each state, in order, each once: started, PixVerse's progress, and the result.
+        calls = [await asyncio.wait_for(received.get(), timeout=10)]
+        while calls[-1]["status"] != "completed":
+            calls.append(await asyncio.wait_for(received.get(), timeout=10))
+        assert [c["status"] for c in calls] == ["started", "progress", "completed"]
+        assert all(c["jobid"] == job["jobid"] and c["replyRef"] == "ref-1" and c["code"] == 200 for c in calls)
+        posted = calls[-1]
+        assert len(posted["attachments"]) == 4 and posted["buttons"][:2] == ["U1", "U2"]
+        assert TOKEN not in json.dumps(calls)
         status, shown, _ = await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}")
         assert status == 200 and shown["status"] == "completed" and shown["buttons"][:2] == ["U1", "U2"]
         # The other server cannot see it.
