@@ -525,7 +525,7 @@ def test_a_jobs_useapi_code_says_how_it_ended():
 
 
 async def test_progress_is_told_at_most_once_every_five_seconds_to_listeners_that_want_it(dispatcher, repository,
-                                                                                         backend, listener):
+                                                                                         backend, listener, clock):
     class Progress:
         def __init__(self) -> None:
             self.seen: list[tuple[str, int | None]] = []
@@ -538,11 +538,44 @@ async def test_progress_is_told_at_most_once_every_five_seconds_to_listeners_tha
 
     watcher = Progress()
     dispatcher.listeners.append(watcher)
+    await add_account(repository, G, A1, max_jobs=2, user="1")
+    job = (await submit(dispatcher)).job
+    other = (await submit(dispatcher, body={"prompt": "other", "style": "Anime"})).job
+    for each in (job, other):
+        await dispatcher.job_update(each.job_id, JobUpdate(JobStatus.STARTED, message_id=f"m-{each.job_id}"))
+
+    async def progress(each, percent: int) -> None:
+        await dispatcher.job_update(each.job_id, JobUpdate(JobStatus.PROGRESS, message_id=f"m-{each.job_id}",
+                                                           progress=percent))
+        await dispatcher.wait_idle()
+
+    for percent in (10, 20, 30):
+        await progress(job, percent)
+    assert watcher.seen == [("progress", 10)]  # the later steps fall within the 5 s
+    await progress(other, 15)  # each job has its own 5 s
+    clock.now += 4.9
+    await progress(job, 40)
+    clock.now += 0.2
+    await progress(job, 50)
+    assert watcher.seen == [("progress", 10), ("progress", 15), ("progress", 50)]
+    # Listeners without job_progressed hear only of the start.
+    assert listener.seen == [(job.job_id, "started"), (other.job_id, "started")]
+
+
+async def test_a_429_says_when_a_slot_is_likely_free(dispatcher, repository, clock):
     await add_account(repository, G, A1, max_jobs=1, user="1")
     job = (await submit(dispatcher)).job
-    await dispatcher.job_update(job.job_id, JobUpdate(JobStatus.STARTED, message_id="m1"))
-    for percent in (10, 20, 30):
-        await dispatcher.job_update(job.job_id, JobUpdate(JobStatus.PROGRESS, message_id="m1", progress=percent))
-    await dispatcher.wait_idle()
-    assert watcher.seen == [("progress", 10)]  # the later steps fall within the 5 s
-    assert listener.seen == [(job.job_id, "started")]  # listeners without job_progressed hear nothing of it
+    await dispatcher.jobs.mark_submitted(job, clock.now, owner=dispatcher.owner)
+
+    async def retry_after() -> int:
+        with pytest.raises(ApiError) as info:
+            await submit(dispatcher, body={"prompt": "next", "style": "Anime"})
+        assert info.value.code == 429
+        return info.value.retry_after
+
+    clock.now += 10
+    assert await retry_after() == 50  # the typical 60 s run, less the 10 s it has run
+    clock.now += 48
+    assert await retry_after() == 5  # overdue: not sooner than 5 s, never a retry every second
+    dispatcher._run_times.extend([100.0, 120.0, 140.0])  # jobs completed here ran 2 minutes
+    assert await retry_after() == 62

@@ -68,7 +68,10 @@ class Command:
         only another command takes is refused last."""
         params: dict[str, Any] = {}
         for param in self.params:
-            given = next((alias for alias in (param.name, *param.aliases) if body.get(alias) is not None), None)
+            names = [alias for alias in (param.name, *param.aliases) if body.get(alias) is not None]
+            if len(names) > 1:
+                raise bad_request(f"Param {' and '.join(names)} are one parameter: send {param.name} only")
+            given = names[0] if names else None
             value = _check(param, given or param.name, None if given is None else body[given])
             if value is None:
                 continue

@@ -34,6 +34,7 @@ MAX_CONSECUTIVE_FAILURES = 3
 # A 429's Retry-After counts on this run time until jobs have completed here; then on the median
 # of the last RUN_TIMES_KEPT.
 TYPICAL_RUN_SECONDS = 60.0
+RETRY_AFTER_OVERDUE_SECONDS = 5.0
 # Progress notices (replyUrl): at most one per job this often; jobs tracked at most.
 PROGRESS_EVERY_SECONDS = 5.0
 PROGRESS_TRACKED = 10_000
@@ -230,13 +231,15 @@ class Dispatcher:
 
     async def submit(
         self, *, guild_id: str, requester_id: str, request_channel_id: str, verb: Verb, body: dict[str, Any],
-        extra: dict[str, Any] | None = None, account_channel_id: str | None = None,
+        extra: dict[str, Any] | None = None, named_account: bool = False,
     ) -> Placement:
         """``extra``: stored with the parameters but not sent to PixVerse (replyUrl/replyRef).
-        ``account_channel_id``: on that account only (useapi's per-request account), not the random
-        choice among free ones; refused (429, 409) rather than queued when it cannot take it."""
+        ``named_account``: the body may name its account as useapi's clients do (:meth:`chosen_account`);
+        the job then goes on that account only, not the random choice among free ones, refused (429,
+        409) rather than queued when it cannot take it."""
         self._refuse_when_closing()
         params = {**CATALOGUE[verb].validate(body), **(extra or {})}
+        account_channel_id = await self.chosen_account(guild_id, body) if named_account else None
         await self._hold_lease()
         if account_channel_id is not None:
             new = NewJob(guild_id, requester_id, request_channel_id, verb, params)
@@ -285,9 +288,14 @@ class Dispatcher:
                 raise ApiError(400, "Param discord is not the token of a PixVerse account configured in this server")
             config = by_token
         max_jobs = body.get("maxJobs")
-        if max_jobs is not None and str(max_jobs).strip() and str(max_jobs).strip() != str(config.max_jobs):
-            raise ApiError(400, f"Param maxJobs ({echo(max_jobs)}) does not match the configuration of channel"
-                                f" {config.channel_id} (maxJobs {config.max_jobs})")
+        if max_jobs is not None and not isinstance(max_jobs, bool) and str(max_jobs).strip():
+            try:
+                same = float(str(max_jobs).strip()) == config.max_jobs
+            except ValueError:
+                same = False
+            if not same:
+                raise ApiError(400, f"Param maxJobs ({echo(max_jobs)}) does not match the configuration of channel"
+                                    f" {config.channel_id} (maxJobs {config.max_jobs})")
         return config.channel_id
 
     async def press(
@@ -300,12 +308,13 @@ class Dispatcher:
         self._refuse_when_closing()
         job_id = validate_job_id(job_id)
         button = validate_button(button)
-        if isinstance(prompt, str) and prompt.strip():
+        if _given({"prompt": prompt}, "prompt") is not None:
             raise ApiError(400, "Param prompt cannot be sent with a button: PixVerse asks for it in a window that"
                                 " only the pressing member's own Discord app receives")
         parent = await self.get(job_id, guild_id)
-        if isinstance(account_token, str) and account_token.strip():
-            owner = await self.accounts.find_by_token(account_token.strip())
+        account_token = _given({"discord": account_token}, "discord")
+        if account_token is not None:
+            owner = await self.accounts.find_by_token(account_token)
             if owner is None or owner.guild_id != guild_id or owner.channel_id != parent.account_channel_id:
                 raise ApiError(400, f"Param discord is not the token of the PixVerse account that made job {job_id}")
         if parent.status is not JobStatus.COMPLETED:
@@ -489,7 +498,10 @@ class Dispatcher:
         ages = [now - (job.submitted_at or job.updated_at) for job in running if job.slot_held]
         typical = statistics.median(self._run_times) if self._run_times else TYPICAL_RUN_SECONDS
         soonest = min((typical - age for age in ages), default=typical)
-        exc.retry_after = max(1, min(math.ceil(soonest), math.ceil(self.job_timeout)))
+        if soonest < RETRY_AFTER_OVERDUE_SECONDS:
+            # The oldest job runs longer than usual: no sooner than this (not a retry every second).
+            soonest = RETRY_AFTER_OVERDUE_SECONDS
+        exc.retry_after = max(1, math.ceil(min(soonest, self.job_timeout, 3600.0)))
 
     def _run_all(self, jobs: list[Job]) -> None:
         """Runs the placed jobs this process owns; the others are for their shard's process."""
@@ -512,7 +524,7 @@ class Dispatcher:
 
     def _progress_due(self, job_id: str) -> bool:
         """At most one progress notice per job every PROGRESS_EVERY_SECONDS (bounded memory)."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self._progress_told.get(job_id, float("-inf")) < PROGRESS_EVERY_SECONDS:
             return False
         if len(self._progress_told) >= PROGRESS_TRACKED and job_id not in self._progress_told:

@@ -42,6 +42,10 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
+# Jobs whose final state was posted, remembered so that no later state follows it.
+ENDED_REMEMBERED = 10_000
+
+
 class ReplyPoster:
     """A dispatcher listener: POSTs an API job's states to its replyUrl: started, progress (as often as
     the dispatcher tells, at most every 5 s), and the final state, which alone is retried."""
@@ -63,6 +67,7 @@ class ReplyPoster:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
         self._last: dict[str, asyncio.Task] = {}  # job id -> its latest POST: the next waits for it
+        self._ended: dict[str, None] = {}  # jobs whose final state is told (bounded, oldest dropped)
 
     async def job_progressed(self, job: Job) -> None:
         await self.job_changed(job)
@@ -83,11 +88,19 @@ class ReplyPoster:
         if not self._allow_private and host_verdict(host) is False:
             log.warning("replyUrl of job %s points to a private or local address; not posted", job.job_id)
             return
-        body = await self._public_job(job)
+        # Its place in the job's line is taken now, before anything is awaited: states go out in
+        # the order they were told, whatever each one's body takes to make.
         final = job.status in FINAL
+        if job.job_id in self._ended:
+            return  # a state told after the final one (a progress raced a cancel): never after it
         previous = self._last.get(job.job_id)
-        task = asyncio.create_task(self._post_after(previous, job.job_id, target, body, final),
-                                   name=f"replyUrl {job.job_id}")
+        if not final and previous is not None and not previous.done():
+            return  # the receiver has not taken the last one yet: a newer state replaces this one
+        if final:
+            self._ended[job.job_id] = None
+            if len(self._ended) > ENDED_REMEMBERED:
+                self._ended.pop(next(iter(self._ended)))
+        task = asyncio.create_task(self._post_after(previous, job, target, final), name=f"replyUrl {job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if final:
@@ -100,11 +113,11 @@ class ReplyPoster:
         if self._last.get(job_id) is done:
             del self._last[job_id]
 
-    async def _post_after(self, previous: asyncio.Task | None, job_id: str, url: yarl.URL, body: dict,
-                          final: bool) -> None:
+    async def _post_after(self, previous: asyncio.Task | None, job: Job, url: yarl.URL, final: bool) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # in order: the earlier state first
-        await self._post(job_id, url, body, attempts=self._attempts if final else 1)
+        body = await self._public_job(job)
+        await self._post(job.job_id, url, body, attempts=self._attempts if final else 1)
 
     async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int) -> None:
         if self._session is None:

@@ -206,7 +206,9 @@ async def form_fields(request: web.Request) -> dict[str, Any]:
             form = await request.post()  # the body read above is reused; over client_max_size: 413
     except TimeoutError:
         raise ApiError(408, REQUEST_TIMEOUT) from None
-    except ValueError:
+    except web.HTTPException:
+        raise  # 413: over the body limit
+    except (ValueError, LookupError, RuntimeError, UnicodeError):  # a bad charset, transfer encoding, boundary
         raise bad_request("Request body is not a valid form") from None
     fields: dict[str, Any] = {}
     for name in form.keys():
@@ -214,6 +216,11 @@ async def form_fields(request: web.Request) -> dict[str, Any]:
         if len(values) > 1:
             raise bad_request(f"Param {echo(name)} is given more than once")
         value = values[0]
+        if isinstance(value, (bytes, bytearray)):  # a part with no file name but a non-text type
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise bad_request(f"Param {echo(name)} must be text") from None
         if not isinstance(value, str):
             raise bad_request(f"Param {echo(name)} must be a text field, not a file")
         if value.strip():
@@ -330,7 +337,7 @@ def _create(verb: Verb):
         dispatcher = dispatcher_of(request)
         placed = await dispatcher.submit(
             guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,
-            extra=reply_params(request, body), account_channel_id=await dispatcher.chosen_account(guild_id, body),
+            extra=reply_params(request, body), named_account=True,
         )
         extra = {} if placed.queue_position is None else {"queuePosition": placed.queue_position}
         return await public_job(request, placed.job, **extra)

@@ -93,6 +93,8 @@ def test_seed_value_is_the_name_and_seed_still_works_over_http():
     assert refusal(Verb.CREATE_SINGLE, {**base, "seed": -1}) == "Param seed (-1) must be an integer from 0 to 2147483647"
     assert refusal(Verb.CREATE, {**base, "seed_value": 7}) == "Param seed_value is supported only by create_single"
     assert refusal(Verb.CREATE, {**base, "seed": 7}) == "Param seed is supported only by create_single"
+    assert refusal(Verb.CREATE_SINGLE, {**base, "seed_value": 5, "seed": -7}) == (
+        "Param seed_value and seed are one parameter: send seed_value only")
     # What PixVerse is sent: its own option names, a job stored under the older name included.
     assert command.pixverse_options({**base, "seed_value": 7}) == {**base, "seed_value": 7}
     assert command.pixverse_options({**base, "seed": 7}) == {**base, "seed_value": 7}
