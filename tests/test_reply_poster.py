@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from aiohttp import web
-
 from bot.dispatch.models import API_REQUESTER, Job, JobState, JobStatus, Verb
 from bot.web.callbacks import ReplyPoster
-from tests.e2e.test_http_api import free_port
+from tests.receiver import reply_receiver
 
 
 def api_job(url: str) -> Job:
@@ -18,31 +16,16 @@ def api_job(url: str) -> Job:
 
 
 async def test_states_go_out_in_order_and_nothing_follows_the_final_one():
-    received: list[str] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        received.append((await request.json())["status"])
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/cb", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-
     async def body(job: Job) -> dict:
         # The started state's body is slow to make, the final one's fast: the order must hold anyway.
         await asyncio.sleep(0.3 if job.status is JobStatus.STARTED else 0)
         return {"status": job.status.value}
 
-    poster = ReplyPoster(body, allow_private=True)
-    try:
-        started = api_job(f"http://127.0.0.1:{port}/cb")
+    async with reply_receiver() as receiver:
+        poster = ReplyPoster(body, allow_private=True)
+        started = api_job(receiver.url)
         ended = replace(started, status=JobStatus.CANCELLED, state=JobState.DONE)
         await asyncio.gather(poster.job_changed(started), poster.job_changed(ended))
         await poster.job_progressed(replace(started, status=JobStatus.PROGRESS, progress=40))  # raced the cancel
         await poster.close()
-        assert received == ["started", "cancelled"]
-    finally:
-        await runner.cleanup()
+        assert [b["status"] for b in receiver.bodies] == ["started", "cancelled"]

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bot.discord_bot import PixverseBot
 from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
+from tests.receiver import reply_receiver
 from tests.e2e.conftest import (
     ADMIN_ID,
     CHANNEL_2_ID,
@@ -278,19 +278,8 @@ async def test_bad_requests_get_json_errors(api, method, path, data, status, err
 
 
 async def test_jobs_through_http_with_reply_url(api, fake):
-    received: asyncio.Queue = asyncio.Queue()
-
-    async def receiver(request: web.Request) -> web.Response:
-        await received.put(await request.json())
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/hook", receiver)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with reply_receiver(status=200) as receiver:
+        received = receiver.queue
         assert (await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"}))[:2] == (
             404, {"error": "No PixVerse account is configured in this server; a server manager can add one with"
                            " /pixverse-account", "code": 404},
@@ -302,7 +291,7 @@ async def test_jobs_through_http_with_reply_url(api, fake):
 
         fake.pixverse_hold = True
         status, job, _ = await api.call("POST", "/v1/pixverse/create", body={
-            "prompt": "a fox", "style": "Anime", "replyUrl": f"http://127.0.0.1:{port}/hook", "replyRef": "ref-1"})
+            "prompt": "a fox", "style": "Anime", "replyUrl": receiver.url, "replyRef": "ref-1"})
         assert status == 200 and job["status"] == "created" and job["verb"] == "pixverse-create"
         assert job["discord"] == "…1234" and job["replyRef"] == "ref-1" and job["code"] == 200
         await fake.wait_for_pixverse_held(1)
@@ -328,8 +317,6 @@ async def test_jobs_through_http_with_reply_url(api, fake):
         assert (await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}", token=api.other_token))[0] == 404
         cancelled = await api.call("GET", f"/v1/pixverse/jobs/cancel/?jobid={job['jobid']}")
         assert cancelled[:2] == (409, {"error": f"Job {job['jobid']} is already completed", "code": 409})
-    finally:
-        await runner.cleanup()
 
 
 async def test_head_is_answered_on_get_paths(api):

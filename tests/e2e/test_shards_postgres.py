@@ -22,13 +22,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from cryptography.fernet import Fernet
 
 from bot.accounts.crypto import TokenCipher
 from tests.e2e.conftest import BOT_TOKEN, MEMBER_ID, SEND_MESSAGES
 from tests.e2e.fake_discord import FakeDiscord
 from tests.postgres_support import fresh_schema, url_with_schema
+from tests.receiver import reply_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = Fernet.generate_key().decode()
@@ -221,21 +221,11 @@ def ended_by(bot: BotProcess) -> set[str]:
 
 async def test_500_jobs_through_both_processes_each_followed_by_its_shards_process(cluster):
     fake = cluster.fake
+    stack_receiver = AsyncExitStack()
     # A replyUrl receiver: the final callback comes from the process of the job's shard, whichever
     # process took the request.
-    callbacks: list[dict] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        callbacks.append(await request.json())
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/done", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    reply_url = f"http://127.0.0.1:{port}/done"
+    receiver = await stack_receiver.enter_async_context(reply_receiver())
+    callbacks, reply_url = receiver.bodies, receiver.url
     asked_with_reply: dict[str, str] = {}  # job id -> its replyRef
     try:
         async with aiohttp.ClientSession() as http:
@@ -262,7 +252,7 @@ async def test_500_jobs_through_both_processes_each_followed_by_its_shards_proce
 
             await cluster.until(all_called_back, 30, "every replyUrl called back")
     finally:
-        await runner.cleanup()
+        await stack_receiver.aclose()
     finals = [c for c in callbacks if c["status"] == "completed"]
     assert len(finals) == 40  # once each
     assert {c["jobid"]: c["replyRef"] for c in finals} == asked_with_reply

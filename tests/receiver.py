@@ -1,0 +1,42 @@
+"""A replyUrl receiver on 127.0.0.1 for the tests: every JSON body POSTed to it, in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Receiver:
+    url: str
+    bodies: list[dict] = field(default_factory=list)
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+
+
+@contextlib.asynccontextmanager
+async def reply_receiver(status: int = 204) -> AsyncIterator[Receiver]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    received = Receiver(f"http://127.0.0.1:{port}/hook")
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.json()
+        received.bodies.append(body)
+        await received.queue.put(body)
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield received
+    finally:
+        await runner.cleanup()
