@@ -116,8 +116,9 @@ class Job:
         """The useapi job fields; the account token only ever masked.
 
         Made once per job and arguments, and handed out as a copy the caller may change: a
-        client polling an unchanged job gets the same Job back from the store (the SQLite
-        adapter keeps the one decoded from an unchanged row), so its answer is not made again."""
+        client polling an unchanged job gets the same Job back from the store (every adapter
+        keeps the one decoded from an unchanged row: bot/store/decoded.py), so its answer is not
+        made again."""
         key = (masked_token, with_reply)
         made = self._answers.get(key)
         if made is None:

@@ -13,6 +13,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 TOKEN_PREFIX = "pvb_"
 CACHE_SECONDS = 5.0
@@ -27,7 +28,8 @@ def hash_token(token: str) -> str:
 class CachedTokens:
     """The TokenStore's logic; an adapter subclasses it with its statements."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, db: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._db = db  # the adapter's database, for its statements
         self._clock = clock
         self._cache: dict[str, tuple[str, float]] = {}  # token hash -> (guild id, expiry)
         # Bumped around every revocation: a lookup that raced with one is not cached.

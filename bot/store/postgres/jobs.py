@@ -16,18 +16,17 @@ import asyncio
 import json
 import logging
 import random
-from collections import OrderedDict
 from typing import Any
 
 import asyncpg
 
 from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
+from bot.store.decoded import DecodedJobs
 from bot.store import JOBS_TOPIC, NewJob, Placement, Released, rules
 from bot.store.postgres.database import Database, channel_of
 
 log = logging.getLogger(__name__)
 
-DECODED_ROWS = 1024
 PURGE_BATCH = 500
 
 # One key per server in pg_advisory_xact_lock's one-key space (migrations use the two-key one).
@@ -134,7 +133,7 @@ async def _promote(conn: asyncpg.Connection, guild_id: str, *, now: float, owner
 class JobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._decoded: OrderedDict[tuple, tuple[Job, str | None]] = OrderedDict()
+        self._decoded = DecodedJobs()  # the polled path's memo (bot/store/decoded.py)
 
     async def _fetch_jobs(self, sql: str, *args: Any) -> list[Job]:
         return [job_from_row(row) for row in await self._db.fetch(sql, *args)]
@@ -253,17 +252,7 @@ class JobRepository:
         )
         if row is None:
             return None
-        # The polled path reads the same unchanged row again and again: its decoded Job is kept
-        # for that exact row (every column), bounded.
-        key = tuple(row)
-        found = self._decoded.get(key)
-        if found is not None:
-            self._decoded.move_to_end(key)
-            return found
-        found = self._decoded[key] = (job_from_row(row), row["account_token_last4"])
-        if len(self._decoded) > DECODED_ROWS:
-            self._decoded.popitem(last=False)
-        return found
+        return self._decoded.of(row)
 
     async def executing(self, guild_id: str) -> list[Job]:
         return await self._fetch_jobs(

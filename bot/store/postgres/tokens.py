@@ -3,18 +3,13 @@ revocation that reaches every process at once (``NOTIFY`` in the revoking transa
 
 from __future__ import annotations
 
-import time
-
 from bot.store import TOKENS_REVOKED_TOPIC
 from bot.store.postgres.database import Database, channel_of
 from bot.store.tokens import CachedTokens
 
 
-
 class ApiTokenRepository(CachedTokens):
-    def __init__(self, db: Database, *, clock=time.monotonic) -> None:
-        super().__init__(clock=clock)
-        self._db = db
+    _db: Database
 
     async def _insert(self, token_hash: str, guild_id: str, created_by: str, now: float) -> None:
         await self._db.execute(

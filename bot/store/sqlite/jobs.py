@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import OrderedDict
 from typing import Any
 
 from bot.store.sqlite import placement
 from bot.store.sqlite.database import Database
+from bot.store.decoded import DecodedJobs
 from bot.store import NewJob, Placement, Released
 from bot.dispatch.models import Job, JobStatus, job_from_row
 
 log = logging.getLogger(__name__)
 
-# Polled jobs whose decoded form is kept (see JobRepository.get_with_token_last4).
-DECODED_ROWS = 1024
 
 # Takes or renews a process's lease: (owner, heartbeat_at).
 LEASE = (
@@ -31,10 +29,7 @@ PURGE_BATCH = 500
 class JobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
-        # The polled path (GET /jobs/?jobid=) reads the same unchanged row again and again: the
-        # Job decoded from a row is kept for that exact row, every column of it, so it is right
-        # whatever the clock (two writes in one tick change other columns). Bounded.
-        self._decoded: OrderedDict[tuple, tuple[Job, str | None]] = OrderedDict()
+        self._decoded = DecodedJobs()  # the polled path's memo (bot/store/decoded.py)
 
     # --- placement: capacity guarded in one transaction each (see placement.py) -----------
 
@@ -124,15 +119,7 @@ class JobRepository:
         )
         if row is None:
             return None
-        key = tuple(row)
-        found = self._decoded.get(key)
-        if found is not None:
-            self._decoded.move_to_end(key)
-            return found
-        found = self._decoded[key] = (job_from_row(row), row["account_token_last4"])
-        if len(self._decoded) > DECODED_ROWS:
-            self._decoded.popitem(last=False)
-        return found
+        return self._decoded.of(row)
 
     async def executing(self, guild_id: str) -> list[Job]:
         """The server's jobs that hold a slot or wait for one, oldest first."""

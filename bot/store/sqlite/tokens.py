@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from bot.store.sqlite.database import Database
 from bot.store.tokens import CACHE_SECONDS, TOKEN_PREFIX, CachedTokens, hash_token
 
@@ -11,9 +9,7 @@ __all__ = ["ApiTokenRepository", "CACHE_SECONDS", "TOKEN_PREFIX", "hash_token"]
 
 
 class ApiTokenRepository(CachedTokens):
-    def __init__(self, db: Database, *, clock=time.monotonic) -> None:
-        super().__init__(clock=clock)
-        self._db = db
+    _db: Database
 
     async def _insert(self, token_hash: str, guild_id: str, created_by: str, now: float) -> None:
         await self._db.execute(
