@@ -9,6 +9,7 @@ from bot.store.sqlite.accounts import AccountRepository
 from bot.accounts.service import AccountService
 from bot.errors import ApiError
 from bot.logs import install_redaction
+from tests.engines import ENGINES
 
 # Redaction on for the whole run: a failing test's captured log must not show a token either.
 install_redaction()
@@ -62,19 +63,11 @@ def repository(database, cipher) -> AccountRepository:
     return database.stores(cipher).accounts
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=sorted(ENGINES))
 async def any_database(request, tmp_path):
     """A fresh database of each engine in turn (a module uses it as its ``database``)."""
-    if request.param == "sqlite":
-        opened = await db.Database.open(tmp_path / "test.db")
-        yield opened
-        await opened.close()
-        return
-    from bot.store.postgres.database import Database
-    from tests.postgres_support import fresh_schema
-
-    async with fresh_schema() as (url, schema):
-        opened = await Database.open(url, pool_size=4, server_settings={"search_path": schema})
+    async with ENGINES[request.param](tmp_path) as open_database:
+        opened = await open_database()
         yield opened
         await opened.close()
 

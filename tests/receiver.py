@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.net import free_port
 
 
 @dataclass
@@ -20,9 +21,7 @@ class Receiver:
 
 @contextlib.asynccontextmanager
 async def reply_receiver(status: int = 204) -> AsyncIterator[Receiver]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     received = Receiver(f"http://127.0.0.1:{port}/hook")
 
     async def receive(request: web.Request) -> web.Response:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 from bot.discord_bot import PixverseBot
 from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
+from tests.net import free_port
 from tests.receiver import reply_receiver
 from tests.e2e.conftest import (
     ADMIN_ID,
@@ -34,11 +34,6 @@ from tests.e2e.conftest import (
 
 NOT_FOUND = "Configuration not found. To create configuration use pixverse/account/channel."
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -28,6 +27,7 @@ from bot.accounts.crypto import TokenCipher
 from tests.e2e.conftest import BOT_TOKEN, MEMBER_ID, SEND_MESSAGES
 from tests.e2e.fake_discord import FakeDiscord
 from tests.postgres_support import fresh_schema, url_with_schema
+from tests.net import free_port
 from tests.receiver import reply_receiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,11 +53,6 @@ ACCOUNTS = {
 }
 MAX_JOBS = {user: max_jobs for accounts in ACCOUNTS.values() for _, user, max_jobs in accounts}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

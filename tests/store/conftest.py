@@ -1,80 +1,38 @@
 """The store contract suite's fixture: one bundle of stores per adapter, the same tests for each.
 
-An adapter joins by adding an entry to ``ADAPTERS``: a factory that opens a fresh, empty store
-(and a second connection to the same one, for races between processes) and closes it after.
+An engine joins by adding an entry to ``tests/engines.py``'s ``ENGINES``: an opener of a fresh,
+empty database (called again for a second connection to the same one, for races between
+processes); each connection's stores are the adapter's own (``Database.stores``).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import pytest
 from cryptography.fernet import Fernet
 
 from bot.accounts.crypto import TokenCipher
-from bot.store import AccountStore, JobStore, TokenStore
+from bot.store import Stores
+from tests.engines import ENGINES
 
 
-@dataclass
-class Stores:
-    accounts: AccountStore
-    jobs: JobStore
-    tokens: TokenStore
-
-
-@contextlib.asynccontextmanager
-async def sqlite_stores(tmp_path) -> AsyncIterator[Callable[[], contextlib.AbstractAsyncContextManager[Stores]]]:
-    from bot.store.sqlite.accounts import AccountRepository
-    from bot.store.sqlite.database import Database
-    from bot.store.sqlite.jobs import JobRepository
-    from bot.store.sqlite.tokens import ApiTokenRepository
-
+@pytest.fixture(params=sorted(ENGINES))
+async def connect(request, tmp_path) -> AsyncIterator[Callable[[], contextlib.AbstractAsyncContextManager[Stores]]]:
+    """Opens a connection (a process's view) to one fresh store of the engine under test."""
     cipher = TokenCipher(Fernet.generate_key())
-    path = tmp_path / "contract.db"
-
-    @contextlib.asynccontextmanager
-    async def connect() -> AsyncIterator[Stores]:
-        db = await Database.open(path)
-        try:
-            yield Stores(AccountRepository(db, cipher), JobRepository(db), ApiTokenRepository(db))
-        finally:
-            await db.close()
-
-    yield connect
-
-
-@contextlib.asynccontextmanager
-async def postgres_stores(tmp_path) -> AsyncIterator[Callable[[], contextlib.AbstractAsyncContextManager[Stores]]]:
-    from bot.store.postgres.accounts import AccountRepository
-    from bot.store.postgres.database import Database
-    from bot.store.postgres.jobs import JobRepository
-    from bot.store.postgres.tokens import ApiTokenRepository
-    from tests.postgres_support import fresh_schema
-
-    cipher = TokenCipher(Fernet.generate_key())
-    async with fresh_schema() as (url, schema):
+    async with ENGINES[request.param](tmp_path) as open_database:
 
         @contextlib.asynccontextmanager
-        async def connect() -> AsyncIterator[Stores]:
-            db = await Database.open(url, pool_size=4, server_settings={"search_path": schema})
+        async def connection() -> AsyncIterator[Stores]:
+            db = await open_database()
             try:
-                yield Stores(AccountRepository(db, cipher), JobRepository(db), ApiTokenRepository(db))
+                yield db.stores(cipher)
             finally:
                 await db.close()
 
-        yield connect
-
-
-ADAPTERS = {"sqlite": sqlite_stores, "postgres": postgres_stores}
-
-
-@pytest.fixture(params=sorted(ADAPTERS))
-async def connect(request, tmp_path):
-    """Opens a connection (a process's view) to one fresh store of the adapter under test."""
-    async with ADAPTERS[request.param](tmp_path) as factory:
-        yield factory
+        yield connection
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """What every store adapter guarantees, written once against the port (bot/store/__init__.py).
 
-Run against each adapter of tests/store/conftest.py's ADAPTERS: capacity never over-committed,
+Run against each engine of tests/engines.py's ENGINES: capacity never over-committed,
 even by placements racing from two connections; release exactly once; first in, first out per
 server with the positions to match; requeue; leases and orphans; message attribution; purge.
 """
