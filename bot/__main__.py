@@ -61,15 +61,6 @@ async def run(settings: Settings) -> int:
     return 0
 
 
-def database_password(settings: Settings) -> str | None:
-    """The password inside DATABASE_URL, redacted from every log line like the other secrets."""
-    if settings.database_url is None:
-        return None
-    from urllib.parse import urlsplit
-
-    return urlsplit(settings.database_url.get_secret_value()).password or None
-
-
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bot",
@@ -131,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
             settings.discord_token.get_secret_value(),
             settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None,
             settings.database_url.get_secret_value() if settings.database_url else None,
-            database_password(settings),
         ],
     )
     if arguments.command == "copy-to-postgres":

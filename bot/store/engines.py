@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bot.logs import register_secrets
 from bot.settings import Settings
 from bot.store import Database
 
@@ -13,8 +12,5 @@ async def open_database(settings: Settings) -> Database:
 
         return await SQLiteDatabase.open(settings.database_path)
     from bot.store.postgres.database import Database as PostgresDatabase
-    from bot.store.postgres.database import url_password
 
-    url = settings.database_url.get_secret_value()
-    register_secrets(url_password(url), pinned=True)  # never in a log line, whatever logs it
-    return await PostgresDatabase.open(url, pool_size=settings.database_pool_size)
+    return await PostgresDatabase.open(settings.database_url.get_secret_value(), pool_size=settings.database_pool_size)

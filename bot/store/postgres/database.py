@@ -25,6 +25,7 @@ import asyncpg
 
 from bot.accounts.crypto import TokenCipher
 from bot.errors import StartupError, StoreBusy, StoreUnavailable, StoreUnwritable
+from bot.logs import register_secrets
 from bot.store import Stores
 from bot.store.migrations import Migration, load_migrations, migrations_dir
 
@@ -65,7 +66,7 @@ def describe_url(url: str) -> str:
 
 
 def url_password(url: str) -> str | None:
-    """The password in the URL (to be registered with the log redactor), if any."""
+    """The password in the URL (registered with the log redactor when the database opens), if any."""
     return urlsplit(url).password or None
 
 
@@ -126,6 +127,8 @@ class Database:
         A server that cannot be reached or refuses the login is a StartupError naming the
         database (never its password)."""
         name = describe_url(url)
+        # The password, whoever opens the database (the bot, the copy tool, a test), is never logged.
+        register_secrets(url_password(url), pinned=True)
         # Placement's guard relies on READ COMMITTED (each statement after the lock reads what was
         # committed before it): set here, whatever the server's or the database's default is.
         server_settings = {**(server_settings or {}), **SESSION_SETTINGS}
