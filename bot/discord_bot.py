@@ -20,6 +20,7 @@ from discord.ext import commands
 from bot.core import Core
 from bot.errors import StartupError
 from bot.settings import Settings
+from bot.shards import shard_of
 from bot.tree import BotTree
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class PixverseBot(commands.AutoShardedBot):
         """True when the server's shard runs in this process (its gateway events come here)."""
         if self.shard_ids is None or not self.shard_count:
             return True
-        return (guild_id >> 22) % self.shard_count in self.shard_ids
+        return shard_of(guild_id, self.shard_count) in self.shard_ids
 
     async def channel_visible(self, guild_id: str, channel_id: str) -> bool | None:
         # The HTTP API listens from setup_hook on, before the gateway has delivered the servers.

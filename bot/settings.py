@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.shards import shard_of
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
@@ -165,7 +166,7 @@ class Settings(BaseSettings):
     def shard_of(self, guild_id: int | str) -> int:
         """The shard of a server (Discord's rule), with SHARD_COUNT set."""
         assert self.shard_count is not None
-        return (int(guild_id) >> 22) % self.shard_count
+        return shard_of(guild_id, self.shard_count)
 
     @property
     def key_file(self) -> Path:

@@ -177,15 +177,16 @@ async def test_a_revocation_through_one_process_reaches_the_others_at_once():
 
 
 async def test_a_job_asked_through_another_process_is_taken_by_its_shards_process_at_once():
-    """The process of the server's shard hears of the job by NOTIFY, long before its poll."""
+    """The process of the server's shard hears of the job by NOTIFY, long before its poll. GUILD is on
+    shard 1 of 2: the process running shard 0 takes the request, the one running shard 1 runs it."""
     async with schema_db() as (first, url, schema):
         second = await Database.open(url, pool_size=2, server_settings={"search_path": schema})
         cipher = TokenCipher(Fernet.generate_key())
         elsewhere_backend, owner_backend = ManualBackend(), ManualBackend()
         elsewhere = Dispatcher(first.stores(cipher).jobs, first.stores(cipher).accounts, elsewhere_backend,
-                               follows=lambda guild: False, rng=random.Random(1))
+                               shards=(2, frozenset({0})), rng=random.Random(1))
         owning = Dispatcher(second.stores(cipher).jobs, second.stores(cipher).accounts, owner_backend,
-                            follows=lambda guild: guild == GUILD, pickup_interval=60, rng=random.Random(2))
+                            shards=(2, frozenset({1})), pickup_interval=60, rng=random.Random(2))
         try:
             assert await second.listen(JOBS_TOPIC, owning.pickup)
             await owning.start()

@@ -25,6 +25,7 @@ from bot.dispatch.validation import validate_button, validate_job_id
 from bot.accounts.validation import echo, is_snowflake
 from bot.errors import CONFIGURATION_NOT_FOUND, ApiError
 from bot.logs import register_secrets
+from bot.shards import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,6 @@ class Dispatcher:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         listeners: list[JobListener] | None = None,
-        follows: Callable[[str], bool] | None = None,
         shards: tuple[int, frozenset[int]] | None = None,
         lease_interval: float | None = None,
         lease_ttl: float | None = None,
@@ -114,12 +114,9 @@ class Dispatcher:
         self.lease_interval = lease_interval or self.sweep_interval
         self.lease_ttl = lease_ttl or 3 * self.lease_interval
         # The servers whose jobs this process follows: those of its gateway shards (only it
-        # receives their PixVerse messages). None: every server (one process, or all shards here).
-        if follows is None and shards is not None:
-            count, ids = shards
-            follows = lambda guild_id: (int(guild_id) >> 22) % count in ids  # noqa: E731 - Discord's rule
-        self._follows = follows
-        self._shards = shards  # the same, for the store to filter with
+        # receives their PixVerse messages), as (shard count, shard ids). None: every server (one
+        # process, or all shards here).
+        self._shards = shards
         self._started = False
         # Jobs of followed servers placed elsewhere (an HTTP request to another process) wait
         # with no owner until this process takes them: told at once where the store notifies
@@ -155,7 +152,7 @@ class Dispatcher:
                 asyncio.create_task(self._every(self.lease_interval, self._renew_lease), name="dispatcher lease"),
                 asyncio.create_task(self._every(self.sweep_interval, self.sweep), name="dispatcher sweep"),
             ]
-            if self._follows is not None:
+            if self._shards is not None:
                 self._loops.append(
                     asyncio.create_task(self._every(self.pickup_interval, self._take_unowned), name="dispatcher pickup")
                 )
@@ -210,7 +207,7 @@ class Dispatcher:
 
     def follows(self, guild_id: str) -> bool:
         """True when this process follows the server's jobs (its shard is here)."""
-        return self._follows is None or self._follows(guild_id)
+        return self._shards is None or shard_of(guild_id, self._shards[0]) in self._shards[1]
 
     def _owner_for(self, guild_id: str) -> str | None:
         """Who runs a job of this server placed now: this process, or (another shard's server)
