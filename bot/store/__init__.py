@@ -117,6 +117,14 @@ class DuplicateAccount(Exception):
         self.other = other
 
 
+async def duplicate_of(accounts: AccountStore, *, token: str, discord_user_id: str,
+                       channel_id: str) -> DuplicateAccount | None:
+    """After a save a unique index refused: the other channel's configuration with the same token
+    or Discord user, as the error to raise; None when the refusal was something else."""
+    other = await accounts.find_by_token(token) or await accounts.find_by_user(discord_user_id)
+    return DuplicateAccount(other) if other is not None and other.channel_id != channel_id else None
+
+
 class ChannelOwnedElsewhere(Exception):
     """The channel's configuration belongs to another server."""
 

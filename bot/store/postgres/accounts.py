@@ -9,7 +9,7 @@ import asyncpg
 
 from bot.accounts.crypto import TokenCipher
 from bot.accounts.models import AccountConfig
-from bot.store import ChannelOwnedElsewhere, DuplicateAccount
+from bot.store import ChannelOwnedElsewhere, duplicate_of
 from bot.store.postgres.database import Database
 
 _FIELDS = tuple(f.name for f in fields(AccountConfig))
@@ -70,9 +70,9 @@ class AccountRepository:
                 token[-4:], discord_user_id, max_jobs, time.time(),
             )
         except asyncpg.UniqueViolationError:
-            other = await self.find_by_token(token) or await self.find_by_user(discord_user_id)
-            if other is not None and other.channel_id != channel_id:
-                raise DuplicateAccount(other) from None
+            duplicate = await duplicate_of(self, token=token, discord_user_id=discord_user_id, channel_id=channel_id)
+            if duplicate is not None:
+                raise duplicate from None
             raise
         if row is None:
             raise ChannelOwnedElsewhere(channel_id)

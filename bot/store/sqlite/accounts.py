@@ -8,7 +8,7 @@ import time
 
 from bot.accounts.crypto import TokenCipher
 from bot.accounts.models import AccountConfig
-from bot.store import ChannelOwnedElsewhere, DuplicateAccount
+from bot.store import ChannelOwnedElsewhere, duplicate_of
 from bot.store.sqlite.database import Database, IntegrityError
 
 
@@ -119,9 +119,9 @@ class AccountRepository:
                 ),
             )
         except IntegrityError:
-            other = await self.find_by_token(token) or await self.find_by_user(discord_user_id)
-            if other is not None and other.channel_id != channel_id:
-                raise DuplicateAccount(other) from None
+            duplicate = await duplicate_of(self, token=token, discord_user_id=discord_user_id, channel_id=channel_id)
+            if duplicate is not None:
+                raise duplicate from None
             raise
         if row is None:
             # The WHERE of the upsert refused: the channel is another server's.
