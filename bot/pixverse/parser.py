@@ -2,11 +2,12 @@
 
 This module is the **single place** where the PixVerse bot's undocumented message format is
 interpreted: everything part 4 of ``pixverse-protocol.md`` marks as *assumed* (the content
-layout ``<@user> (prompt: P style: S aspect-ratio: R) ...``, ``Waiting to start``, ``(NN%)``,
-the moderation / block / load embed wordings, which message belongs to which account and
-job). Every wording and pattern is a named module-level constant below, so that adapting to
-what the live bot really sends is a change to this module only; the rest of the project sees
-only :class:`PixverseEvent` and :func:`match_job`.
+layouts ``<@user> (prompt: P style: S aspect-ratio: R) ...``, ``(prompt: P motion: M)`` and
+``(prompt: P)``, ``Waiting to start``, ``(NN%)``, the moderation / block / load embed
+wordings, which message belongs to which account and job). Every wording and pattern is a
+named module-level constant below, so that adapting to what the live bot really sends is a
+change to this module only; the rest of the project sees only :class:`PixverseEvent` and
+:func:`match_job`.
 
 Pure and synchronous: no discord.py, no I/O. Messages are the raw Discord API message dicts
 as JSON-decoded from the gateway ``MESSAGE_CREATE`` / ``MESSAGE_UPDATE`` events or from
@@ -17,7 +18,26 @@ button inside an otherwise good message is skipped.
 
 Decisions on points the protocol page leaves open (all documented at the code they govern):
 
-* **Where the prompt ends.** The prompt is the text after the first ``prompt:`` label and
+* **Which parameter group.** Each command's replies show one group (the catalogue names which,
+  by command): ``create`` ``(prompt: P style: S aspect-ratio: R)`` (create, create_single),
+  ``animate`` ``(prompt: P motion: M)``, ``meme_face`` ``(prompt: P)``. The group is read from
+  the content, after the first ``prompt:`` label, in this order: (1) ``animate`` if a
+  `` motion: M)`` closes the content's group, i.e. only the trailer follows it (status groups
+  ``(Waiting to start)`` / ``(NN%)``, ``Author: <@id>``, whitespace, the end:
+  :data:`GROUP_TRAILER`); a create group ends in ``aspect-ratio: R)`` so this never takes a
+  create reply, and it keeps an animate prompt containing ``style: Anime)`` from being read as
+  a create; (2) ``create`` if there is a whitespace-preceded ``style:`` label (the rule below,
+  unchanged); (3) ``animate`` with the last `` motion: M)`` of all (a trailer unknown here);
+  (4) ``meme_face``: the prompt ends at the first ``)`` after which only the trailer follows,
+  else at the last ``)``. No ``prompt:`` label, or none of these: no group (None), no prompt.
+  Known limitations, inherent in the layouts: a ``meme_face`` prompt containing `` style:`` is
+  read as a create, one containing `` motion: 3)`` (or ending in ``motion: 3``) as an animate;
+  a prompt that itself contains ``) (Waiting to start`` (or ``) (50%``) can be cut short at
+  its own ``)`` when only trailer-like text follows it up to the group's ``)``: meme_face
+  ``"x) (Waiting to start"`` is read as ``"x"`` (``"x) (Waiting to start) y"`` is read whole).
+  Such a reply does not match its job (:func:`match_job` wants the same group and prompt),
+  and the job ends by its timeout.
+* **Where the create prompt ends.** The prompt is the text after the first ``prompt:`` label and
   before a whitespace-preceded ``style:`` label. A prompt may itself contain ``style:``, so
   the delimiter is the *last* ``style:`` whose value is a known style (:data:`KNOWN_STYLES`)
   followed by ``aspect-ratio:``, ``)`` or the end of the content, i.e. one that looks like
@@ -37,8 +57,12 @@ Decisions on points the protocol page leaves open (all documented at the code th
   content), then content starting with ``Failed``, then completion, progress, started. A
   load refusal worded ``Failed: too many ...`` is therefore OVERLOADED (retried), not FAILED:
   of the two mistakes, retrying a failure at most twice is the cheaper one.
-* **Started** needs ``Waiting to start``, or a prompt in the content with no percentage and
-  no attachments; a PixVerse message with neither (help texts, unknown embeds, ...) is None.
+* **Started** needs ``Waiting to start``, or a prompt in the content (for an animate group, an
+  empty one will do) with no percentage and no attachments; a PixVerse message with neither
+  (help texts, unknown embeds, ...) is None.
+* **Which job.** A new message goes to a job of the group the content shows with the same
+  prompt; an animate group with an empty prompt goes to an animate job without one. An event
+  with no group (no ``prompt:`` label) only matches by message id or reply reference.
 """
 
 from __future__ import annotations
@@ -52,6 +76,10 @@ from typing import Any
 from bot.dispatch.catalogue import STYLES
 
 __all__ = [
+    "GROUP_ANIMATE",
+    "GROUP_CREATE",
+    "GROUP_MEME_FACE",
+    "REPLY_GROUPS",
     "Attachment",
     "Button",
     "EventKind",
@@ -66,6 +94,13 @@ __all__ = [
 
 # --- The assumed format: every wording PixVerse is expected to use --------------------------
 
+#: The parameter groups a reply's content shows; the catalogue (bot/dispatch/catalogue.py)
+#: names, for each command, the group its replies use.
+GROUP_CREATE = "create"  # (prompt: P style: S aspect-ratio: R): create, create_single
+GROUP_ANIMATE = "animate"  # (prompt: P motion: M), M an integer; P may be empty
+GROUP_MEME_FACE = "meme_face"  # (prompt: P)
+REPLY_GROUPS: tuple[str, ...] = (GROUP_CREATE, GROUP_ANIMATE, GROUP_MEME_FACE)
+
 #: The label that opens the prompt in the content (the first occurrence is the label).
 PROMPT_LABEL = re.compile(r"prompt:")
 #: The label that ends the prompt: ``style:`` preceded by whitespace (the match starts at the
@@ -76,6 +111,14 @@ STYLE_LABEL = re.compile(r"\sstyle:[ \t]*")
 KNOWN_STYLES: tuple[str, ...] = STYLES  # the catalogue's: a new style is added there
 #: What follows a style value in the assumed layout ``style: S aspect-ratio: R)``.
 AFTER_STYLE_FIELD = re.compile(r"\s+aspect-ratio:|\s*\)|\s*\Z")
+
+#: The field that ends an animate's prompt: whitespace, ``motion:``, the integer M and the
+#: group's closing ``)`` (the match starts at the whitespace, which is not the prompt's). An
+#: animate without a prompt shows ``prompt:  motion: M)``: that whitespace may be the space
+#: right after ``prompt:``.
+MOTION_FIELD = re.compile(r"\smotion:[ \t]*\d+[ \t]*\)")
+#: The closing ``)`` of a group (a meme_face's prompt ends before it).
+GROUP_CLOSE = re.compile(r"\)")
 
 #: ``(NN%)`` in the content: progress. Decimals are accepted and truncated.
 PROGRESS_PATTERN = re.compile(r"\(\s*(\d{1,3})(?:[.,]\d+)?\s*%\s*\)")
@@ -105,6 +148,13 @@ VIDEO_FILENAME_SUFFIX = ".mp4"
 USER_MENTION = re.compile(r"<@!?(\d+)>")
 #: Mentions (and whitespace) at the start of the content, dropped before reading its words.
 LEADING_MENTIONS = re.compile(r"^(?:\s*<@!?\d+>)*\s*")
+
+#: What may follow a group's closing ``)`` (matched right after it): any number of status
+#: groups ``(Waiting to start)`` / ``(NN%)`` and ``Author: <@id>``, whitespace, the end of the
+#: content. Possessive quantifiers keep it linear on long runs of whitespace.
+_STATUS_GROUP = rf"\(\s*{WAITING_TO_START.pattern}\s*\)|{PROGRESS_PATTERN.pattern}"
+_AUTHOR = rf"author:\s*{USER_MENTION.pattern}"
+GROUP_TRAILER = re.compile(rf"(?:\s*+(?:{_STATUS_GROUP}|{_AUTHOR}))*+\s*\Z", re.IGNORECASE)
 
 #: Discord component types: action row, button. Buttons are looked for in rows and in any
 #: newer nesting (``components`` / ``accessory``); link buttons have no ``custom_id``.
@@ -164,6 +214,8 @@ class PixverseEvent:
     error_details: str | None = None
     reference_message_id: str | None = None
     message_flags: int = 0
+    #: The parameter group the content showed (:data:`REPLY_GROUPS`); None when none was read.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +226,8 @@ class JobCandidate:
     parent_message_id: str | None
     message_id: str | None
     submitted_order: int
+    #: The parameter group its command's replies show (ignored for follow-ups).
+    group: str = GROUP_CREATE
 
 
 # --- Prompt ----------------------------------------------------------------------------------
@@ -192,43 +246,96 @@ def _style_value_fits(content: str, value_start: int) -> bool:
     return False
 
 
-def _prompt_span(content: str) -> tuple[int, int, int] | None:
-    """``(label_start, prompt_start, prompt_end)`` of the prompt in ``content``, or None.
+def _followed_by_trailer(content: str, pos: int) -> bool:
+    """Only :data:`GROUP_TRAILER` follows ``pos`` (the index right after a group's ``)``)."""
+    return GROUP_TRAILER.match(content, pos) is not None
 
-    ``content[prompt_start:prompt_end]`` is the raw prompt; ``content[label_start:prompt_end]``
-    is what to cut out before looking for keywords. See the module docstring for the choice
-    of the ``style:`` delimiter.
-    """
-    label = PROMPT_LABEL.search(content)
-    if label is None:
-        return None
-    start = label.end()
+
+def _create_end(content: str, start: int) -> int | None:
+    """Where a create prompt starting at ``start`` ends: the chosen `` style:`` label, or None."""
     # The delimiter's whitespace may be the very space after "prompt:" (an empty prompt).
     delimiters = list(STYLE_LABEL.finditer(content, start))
     if not delimiters:
         return None
     fitting = [d for d in delimiters if _style_value_fits(content, d.end())]
-    chosen = fitting[-1] if fitting else delimiters[-1]
-    return label.start(), start, max(start, chosen.start())
+    return (fitting or delimiters)[-1].start()
 
 
-def extract_prompt(content: str) -> str | None:
-    """The text between ``prompt: `` and `` style:``, whitespace-normalised; None if absent or empty."""
+def _animate_end(content: str, start: int, *, closing_only: bool) -> int | None:
+    """The last `` motion: M)`` (only one that closes the group if ``closing_only``), or None."""
+    fields = [
+        m for m in MOTION_FIELD.finditer(content, start) if not closing_only or _followed_by_trailer(content, m.end())
+    ]
+    return fields[-1].start() if fields else None
+
+
+def _meme_face_end(content: str, start: int) -> int | None:
+    """The first ``)`` followed by only the trailer, else the last ``)``, or None."""
+    closes = [m.start() for m in GROUP_CLOSE.finditer(content, start)]
+    for close in closes:
+        if _followed_by_trailer(content, close + 1):
+            return close
+    return closes[-1] if closes else None
+
+
+def _read_group(content: str, group: str | None = None) -> tuple[str, int, int, int] | None:
+    """``(group, label_start, prompt_start, prompt_end)`` of the prompt in ``content``, or None.
+
+    ``content[prompt_start:prompt_end]`` is the raw prompt; ``content[label_start:prompt_end]``
+    is what to cut out before looking for keywords. With ``group`` None, the group is the
+    content's (see the module docstring for the order); else the content is read as ``group``.
+    """
+    label = PROMPT_LABEL.search(content)
+    if label is None:
+        return None
+    start = label.end()
+    if group is None:
+        steps = [
+            (GROUP_ANIMATE, lambda: _animate_end(content, start, closing_only=True)),
+            (GROUP_CREATE, lambda: _create_end(content, start)),
+            (GROUP_ANIMATE, lambda: _animate_end(content, start, closing_only=False)),
+            (GROUP_MEME_FACE, lambda: _meme_face_end(content, start)),
+        ]
+    elif group == GROUP_CREATE:
+        steps = [(GROUP_CREATE, lambda: _create_end(content, start))]
+    elif group == GROUP_ANIMATE:
+        steps = [
+            (GROUP_ANIMATE, lambda: _animate_end(content, start, closing_only=True)),
+            (GROUP_ANIMATE, lambda: _animate_end(content, start, closing_only=False)),
+        ]
+    elif group == GROUP_MEME_FACE:
+        steps = [(GROUP_MEME_FACE, lambda: _meme_face_end(content, start))]
+    else:
+        return None
+    for name, find_end in steps:
+        end = find_end()
+        if end is not None:
+            return name, label.start(), start, max(start, end)
+    return None
+
+
+def extract_prompt(content: str, group: str | None = GROUP_CREATE) -> str | None:
+    """The prompt of ``content`` read as ``group``'s layout, whitespace-normalised; None if absent or empty.
+
+    The default reads the create layout (between ``prompt: `` and `` style:``), as before the
+    other groups existed; ``group=None`` reads whichever group the content shows, as
+    :func:`parse_message` does.
+    """
     if not isinstance(content, str):
         return None
-    span = _prompt_span(content)
-    if span is None:
+    read = _read_group(content, group)
+    if read is None:
         return None
-    prompt = normalise_prompt(content[span[1] : span[2]])
+    prompt = normalise_prompt(content[read[2] : read[3]])
     return prompt or None
 
 
 def _without_prompt(content: str) -> str:
     """The content with the prompt cut out, where keywords and mentions are looked for."""
-    span = _prompt_span(content)
-    if span is None:
+    read = _read_group(content)
+    if read is None:
         return content
-    return content[: span[0]] + content[span[2] :]
+    return content[: read[1]] + content[read[3] :]
 
 
 # --- Reading the raw message -----------------------------------------------------------------
@@ -390,11 +497,12 @@ def _parse(message: Any) -> PixverseEvent | None:
     attachments = _attachments(message)
     buttons = _buttons(message)
 
-    span = _prompt_span(content)
-    raw_prompt = content[span[1] : span[2]] if span else None
+    read = _read_group(content)
+    group = read[0] if read else None
+    raw_prompt = content[read[2] : read[3]] if read else None
     prompt = normalise_prompt(raw_prompt) if raw_prompt is not None else None
     prompt = prompt or None
-    status_text = _without_prompt(content)
+    status_text = content[: read[1]] + content[read[3] :] if read else content
     stripped_content = _strip_leading_mentions(content)
 
     def event(kind: EventKind, **fields: Any) -> PixverseEvent:
@@ -407,6 +515,7 @@ def _parse(message: Any) -> PixverseEvent | None:
             buttons=buttons,
             reference_message_id=reference_id,
             message_flags=flags,
+            group=group,
             **fields,
         )
 
@@ -441,8 +550,9 @@ def _parse(message: Any) -> PixverseEvent | None:
     if percentages:
         return event(EventKind.PROGRESS, progress=min(int(percentages[-1]), 100))
 
-    # 6. Started: "Waiting to start", or a prompt with nothing else yet.
-    if WAITING_TO_START.search(status_text) or (prompt is not None and not attachments):
+    # 6. Started: "Waiting to start", or a prompt (an animate's may be empty) with nothing else yet.
+    has_prompt = prompt is not None or group == GROUP_ANIMATE
+    if WAITING_TO_START.search(status_text) or (has_prompt and not attachments):
         return event(EventKind.STARTED)
     return None
 
@@ -519,8 +629,11 @@ def match_job(event: PixverseEvent, candidates: Sequence[JobCandidate]) -> str |
     2. A reply (``reference_message_id``): the follow-up job whose ``parent_message_id`` is the
        referenced message; else a job that owns the referenced message; else the oldest
        follow-up job. With no follow-up job at all, the reply is matched like any message.
-    3. The oldest non-follow-up job whose prompt equals ``event.prompt``, both
-       whitespace-normalised, case-sensitive (equality: "cat" never matches "black cat").
+    3. The oldest non-follow-up job of the event's group (``candidate.group == event.group``)
+       whose prompt equals ``event.prompt``, both whitespace-normalised, case-sensitive
+       (equality: "cat" never matches "black cat"). An animate event with an empty prompt
+       goes to the oldest animate job whose prompt is None or empty; an event of another
+       group without a prompt, or of no group, matches nothing here.
 
     "Oldest" is the lowest ``submitted_order``, preferring for a first reply (started,
     moderated, overloaded) a job with no message yet, and for progress/completion a job that
@@ -543,14 +656,14 @@ def match_job(event: PixverseEvent, candidates: Sequence[JobCandidate]) -> str |
         if followups:
             return _pick(event, followups)
 
-    if event.prompt is None:
+    if event.group is None:
         return None
-    wanted = normalise_prompt(event.prompt)
-    if not wanted:
+    wanted = normalise_prompt(event.prompt or "")
+    if not wanted and event.group != GROUP_ANIMATE:
         return None
     same_prompt = [
         job
         for job in jobs
-        if not job.is_followup and job.prompt is not None and normalise_prompt(job.prompt) == wanted
+        if not job.is_followup and job.group == event.group and normalise_prompt(job.prompt or "") == wanted
     ]
     return _pick(event, same_prompt)
