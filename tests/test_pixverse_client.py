@@ -8,6 +8,7 @@ import random
 import re
 import time
 import traceback
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from bot.pixverse.client import (
     CommandUnavailable,
     DiscordUnavailable,
     DiscordUserClient,
+    MAX_UPLOAD_BYTES,
     PixverseClientError,
+    UploadFile,
 )
 
 # Not token-shaped and never registered with the log redactor (installed by conftest), so
@@ -60,6 +63,34 @@ CREATE_SINGLE = {
         {"type": 10, "name": "strength"},
     ],
 }
+ANIMATE = {
+    "id": "5000000000000000003",
+    "application_id": PIXVERSE_ID,
+    "version": "6000000000000000003",
+    "name": "animate",
+    "type": 1,
+    "options": [
+        {"type": 11, "name": "image", "required": True},
+        {"type": 3, "name": "prompt"},
+        {"type": 4, "name": "motion"},
+    ],
+}
+# Not a PixVerse command as documented: two images, to see the ids follow the option order.
+TWO_IMAGES = {
+    "id": "5000000000000000004",
+    "application_id": PIXVERSE_ID,
+    "version": "6000000000000000004",
+    "name": "meme_face",
+    "type": 1,
+    "options": [
+        {"type": 3, "name": "prompt", "required": True},
+        {"type": 11, "name": "face", "required": True},
+        {"type": 11, "name": "backdrop"},
+    ],
+}
+# The signature in every upload URL the stub hands out: it must never be logged or raised.
+UPLOAD_SIG = "SIGNATURE-0f1e2d3c4b5a"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 DECOY_CREATE = {
     "id": "5000000000000000009",
     "application_id": DECOY_ID,
@@ -110,10 +141,14 @@ class Stub:
         self.requests: list[dict[str, Any]] = []
         self.index_body: dict = index(DECOY_CREATE, CREATE, CREATE_SINGLE)
         # Scripted answers, consumed first: (status, json body or None, headers)
-        self.script: dict[str, list[tuple[int, Any, dict[str, str]]]] = {"index": [], "interactions": []}
+        self.script: dict[str, list[tuple[int, Any, dict[str, str]]]] = {
+            "index": [], "interactions": [], "attachments": [], "upload": [],
+        }
         self.hold: dict[str, asyncio.Event] = {}  # Authorization -> event the answer waits for
         self.arrived = asyncio.Event()
         self.base = ""
+        self.root = ""  # the server without the API prefix: where the upload URLs point
+        self.slots = 0  # upload slots handed out so far
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["kind"] == kind]
@@ -152,6 +187,38 @@ class Stub:
         await self._record(request, "interactions")
         return self._scripted("interactions") or web.Response(status=204)
 
+    async def attachments(self, request: web.Request) -> web.Response:
+        """POST /channels/{C}/attachments: a signed upload slot per file, as Discord answers."""
+        await self._record(request, "attachments")
+        scripted = self._scripted("attachments")
+        if scripted is not None:
+            return scripted
+        out = []
+        for file in self.requests[-1]["json"]["files"]:
+            self.slots += 1
+            out.append({
+                "id": file["id"],
+                "upload_url": f"{self.root}/upload/slot-{self.slots}?upload_id=UPLOAD{self.slots}&signature={UPLOAD_SIG}",
+                "upload_filename": f"up/{self.slots}/{file['filename']}",
+            })
+        return web.json_response({"attachments": out})
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """PUT to a signed upload URL (a storage host, not Discord's API)."""
+        self.requests.append(
+            {
+                "kind": "upload",
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "authorization": request.headers.get("Authorization"),
+                "content_type": request.headers.get("Content-Type"),
+                "data": await request.read(),
+                "at": self.ftime.now,
+            }
+        )
+        return self._scripted("upload") or web.Response(status=200)
+
 
 @pytest.fixture
 def ftime() -> FakeTime:
@@ -161,15 +228,18 @@ def ftime() -> FakeTime:
 @pytest.fixture
 async def stub(ftime):
     state = Stub(ftime)
-    app = web.Application()
+    app = web.Application(client_max_size=2 * MAX_UPLOAD_BYTES)  # room for an image of the cap
     app.router.add_get("/api/v10/guilds/{guild}/application-command-index", state.command_index)
     app.router.add_post("/api/v10/interactions", state.interactions)
+    app.router.add_post("/api/v10/channels/{channel}/attachments", state.attachments)
+    app.router.add_put("/upload/{slot}", state.upload)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     state.base = f"http://127.0.0.1:{port}/api/v10/"  # trailing slash on purpose
+    state.root = f"http://127.0.0.1:{port}"
     yield state
     for event in state.hold.values():
         event.set()
@@ -788,3 +858,330 @@ async def test_no_log_line_or_exception_carries_the_token(stub, make_client, cap
         assert TOKEN not in record.getMessage() and TOKEN_2 not in record.getMessage()
     assert TOKEN not in caplog.text and TOKEN_2 not in caplog.text
     assert TOKEN not in repr(client) and TOKEN not in repr(vars(client))
+
+
+# ---------------------------------------------------------------- image options (type 11)
+
+
+def image_index() -> dict:
+    return index(DECOY_CREATE, CREATE, ANIMATE, TWO_IMAGES)
+
+
+def assert_no_secret(exc: BaseException) -> None:
+    """Neither token nor an upload URL's signed query string is in the exception."""
+    assert_no_token(exc)
+    text = str(exc) + repr(exc) + "".join(traceback.format_exception(exc))
+    assert UPLOAD_SIG not in text and "upload_id=" not in text
+
+
+async def test_an_image_option_is_uploaded_and_referred_to_by_its_id(stub, make_client):
+    stub.index_body = image_index()
+    client = make_client()
+    nonce = await client.run_command(
+        TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+        options={"image": UploadFile("cat.png", PNG), "prompt": "the cat waves", "motion": 6},
+    )
+    index_get, slots, put, post = stub.requests
+    assert index_get["kind"] == "index"
+
+    assert (slots["method"], slots["path"]) == ("POST", f"/api/v10/channels/{CHANNEL}/attachments")
+    assert (slots["authorization"], slots["content_type"]) == (TOKEN, "application/json")
+    assert slots["json"] == {"files": [{"filename": "cat.png", "file_size": len(PNG), "id": "0"}]}
+
+    assert (put["kind"], put["method"], put["path"]) == ("upload", "PUT", "/upload/slot-1")
+    assert put["query"] == {"upload_id": "UPLOAD1", "signature": UPLOAD_SIG}  # the signed URL as given
+    assert put["authorization"] is None  # the token never goes to the storage host
+    assert put["data"] == PNG
+    assert put["content_type"] == "image/png"
+
+    assert (post["kind"], post["authorization"]) == ("interactions", TOKEN)
+    body = post["json"]
+    assert body["nonce"] == nonce
+    assert body["data"]["options"] == [
+        {"type": 11, "name": "image", "value": "0"},
+        {"type": 3, "name": "prompt", "value": "the cat waves"},
+        {"type": 4, "name": "motion", "value": 6},
+    ]
+    assert body["data"]["attachments"] == [{"id": "0", "filename": "cat.png", "uploaded_filename": "up/1/cat.png"}]
+    assert body["data"]["application_command"] == ANIMATE
+
+
+async def test_several_images_go_in_one_request_with_ids_in_option_order(stub, make_client):
+    stub.index_body = image_index()
+    client = make_client()
+    face, backdrop = b"face-bytes", b"backdrop-bytes"
+    # Duck-typed: any object with filename and data will do.
+    await client.run_command(
+        TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="meme_face",
+        options={"backdrop": SimpleNamespace(filename="b.jpg", data=backdrop), "prompt": "p",
+                 "face": UploadFile("f.webp", face)},
+    )
+    (slots,) = stub.of("attachments")
+    assert slots["json"] == {"files": [
+        {"filename": "b.jpg", "file_size": len(backdrop), "id": "0"},
+        {"filename": "f.webp", "file_size": len(face), "id": "1"},
+    ]}
+    puts = stub.of("upload")
+    assert [(p["path"], p["data"], p["authorization"]) for p in puts] == [
+        ("/upload/slot-1", backdrop, None), ("/upload/slot-2", face, None),
+    ]
+    data = stub.of("interactions")[0]["json"]["data"]
+    assert data["options"] == [
+        {"type": 11, "name": "backdrop", "value": "0"},
+        {"type": 3, "name": "prompt", "value": "p"},
+        {"type": 11, "name": "face", "value": "1"},
+    ]
+    assert data["attachments"] == [
+        {"id": "0", "filename": "b.jpg", "uploaded_filename": "up/1/b.jpg"},
+        {"id": "1", "filename": "f.webp", "uploaded_filename": "up/2/f.webp"},
+    ]
+
+
+async def test_slots_are_matched_by_id_not_by_position(stub, make_client):
+    stub.index_body = image_index()
+    client = make_client()
+    stub.script["attachments"].append((200, {"attachments": [
+        {"id": "1", "upload_url": f"{stub.root}/upload/second?sig=x", "upload_filename": "up/second"},
+        {"id": 0, "upload_url": f"{stub.root}/upload/first?sig=y", "upload_filename": "up/first"},
+    ]}, {}))
+    await client.run_command(
+        TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="meme_face",
+        options={"prompt": "p", "face": UploadFile("a.png", b"A"), "backdrop": UploadFile("b.png", b"B")},
+    )
+    assert [(p["path"], p["data"]) for p in stub.of("upload")] == [("/upload/first", b"A"), ("/upload/second", b"B")]
+    assert stub.of("interactions")[0]["json"]["data"]["attachments"] == [
+        {"id": "0", "filename": "a.png", "uploaded_filename": "up/first"},
+        {"id": "1", "filename": "b.png", "uploaded_filename": "up/second"},
+    ]
+
+
+async def test_a_command_without_images_uploads_nothing(stub, make_client):
+    stub.index_body = image_index()
+    client = make_client()
+    await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                             options={"image": UploadFile("x.png", b"x"), "prompt": None})
+    await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="create",
+                             options={"prompt": "p", "style": "Anime"})
+    assert len(stub.of("attachments")) == 1 and len(stub.of("upload")) == 1
+    assert stub.of("interactions")[1]["json"]["data"]["attachments"] == []
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_rejected_token_on_the_attachments_request_is_account_rejected(stub, make_client, ftime, status):
+    stub.index_body = image_index()
+    client = make_client()
+    stub.script["attachments"].append((status, {"code": 0, "message": "401: Unauthorized"}, {}))
+    with pytest.raises(AccountRejected) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": UploadFile("cat.png", PNG)})
+    assert info.value.status == status
+    assert "POST /channels/{channel}/attachments" in str(info.value)
+    assert len(stub.of("attachments")) == 1
+    assert stub.of("upload") == [] and stub.of("interactions") == []
+    assert ftime.waits == []
+    assert_no_secret(info.value)
+
+
+async def test_the_attachments_request_is_paced_and_retried_like_any_other(stub, make_client, ftime):
+    stub.index_body = image_index()
+    client = make_client(submit_interval=2.0)
+    stub.script["attachments"] += [(429, {"retry_after": 0.5}, {}), (502, None, {})]
+    await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                             options={"image": UploadFile("cat.png", PNG)})
+    kinds = [r["kind"] for r in stub.requests]
+    assert kinds == ["index", "attachments", "attachments", "attachments", "upload", "interactions"]
+    api = [r["at"] for r in stub.requests if r["kind"] != "upload"]
+    assert all(b - a >= 2.0 for a, b in zip(api, api[1:]))  # one account: every API request paced
+    put = stub.of("upload")[0]
+    assert put["at"] == stub.requests[3]["at"]  # the storage host's PUT does not wait for the account
+
+
+async def test_a_5xx_on_the_upload_is_retried_then_succeeds(stub, make_client, ftime):
+    stub.index_body = image_index()
+    client = make_client()
+    stub.script["upload"].append((500, None, {}))
+    nonce = await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                     options={"image": UploadFile("cat.png", PNG)})
+    puts = stub.of("upload")
+    assert len(puts) == 2
+    assert all(p["data"] == PNG and p["authorization"] is None and p["path"] == "/upload/slot-1" for p in puts)
+    assert ftime.waits == [1]
+    assert len(stub.of("attachments")) == 1  # the same slot, uploaded again
+    (post,) = stub.of("interactions")
+    assert post["json"]["nonce"] == nonce
+    assert post["json"]["data"]["attachments"][0]["uploaded_filename"] == "up/1/cat.png"
+
+
+async def test_a_5xx_on_the_upload_that_keeps_coming_is_discord_unavailable(stub, make_client, ftime):
+    stub.index_body = image_index()
+    client = make_client(max_attempts=3)
+    stub.script["upload"] += [(503, None, {})] * 3
+    with pytest.raises(DiscordUnavailable) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": UploadFile("cat.png", PNG)})
+    assert len(stub.of("upload")) == 3 and ftime.waits == [1, 2]
+    assert "after 3 attempts" in str(info.value) and "HTTP 503" in str(info.value)
+    assert stub.of("interactions") == []
+    assert_no_secret(info.value)
+
+
+async def test_network_errors_on_the_upload_are_retried_and_keep_the_url_secret(stub, make_client, ftime):
+    stub.index_body = image_index()
+    client = make_client(max_attempts=2)
+    stub.script["attachments"].append((200, {"attachments": [
+        {"id": "0", "upload_url": f"http://127.0.0.1:9/upload/x?upload_id=1&signature={UPLOAD_SIG}",
+         "upload_filename": "up/x"},
+    ]}, {}))
+    with pytest.raises(DiscordUnavailable) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": UploadFile("cat.png", PNG)})
+    assert ftime.waits == [1]
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or info.value.__suppress_context__
+    assert stub.of("interactions") == []
+    assert_no_secret(info.value)
+
+
+async def test_a_4xx_on_the_upload_is_a_client_error_without_secrets(stub, make_client, ftime):
+    stub.index_body = image_index()
+    client = make_client()
+    stub.script["upload"].append((403, {"error": f"SignatureDoesNotMatch {UPLOAD_SIG}"}, {}))
+    with pytest.raises(PixverseClientError) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": UploadFile("cat.png", PNG)})
+    assert type(info.value) is PixverseClientError  # not AccountRejected: the storage host refused
+    assert info.value.status == 403
+    assert "403" in str(info.value) and "cat.png" in str(info.value)
+    assert len(stub.of("upload")) == 1 and ftime.waits == []
+    assert stub.of("interactions") == []
+    assert_no_secret(info.value)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        {"attachments": "nope"},
+        {"attachments": [{"id": "0", "upload_filename": "up/x"}]},
+        {"attachments": [{"id": "0", "upload_url": "file:///etc/passwd", "upload_filename": "up/x"}]},
+        {"attachments": [{"id": "0", "upload_url": "http://[::1/x", "upload_filename": "up/x"}]},
+        {"attachments": [{"id": "0", "upload_url": "http://127.0.0.1:9/x", "upload_filename": ""}]},
+        {"attachments": [{"id": "7", "upload_url": "http://127.0.0.1:9/x", "upload_filename": "up/x"}]},
+    ],
+)
+async def test_a_malformed_attachments_answer_is_a_client_error(stub, make_client, answer):
+    stub.index_body = image_index()
+    client = make_client()
+    stub.script["attachments"].append((200, answer, {}))
+    with pytest.raises(PixverseClientError) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": UploadFile("cat.png", PNG)})
+    assert type(info.value) is PixverseClientError
+    assert "POST /channels/{channel}/attachments" in str(info.value) and "malformed" in str(info.value)
+    assert stub.of("upload") == [] and stub.of("interactions") == []
+    assert_no_secret(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("cat.png", "takes a file with filename (str) and data (bytes), got str"),
+        (b"raw bytes", "got bytes"),
+        (SimpleNamespace(filename="cat.png"), "got SimpleNamespace"),
+        (SimpleNamespace(data=b"x"), "got SimpleNamespace"),
+        (SimpleNamespace(filename=None, data=b"x"), "got SimpleNamespace"),
+        (SimpleNamespace(filename="cat.png", data="not bytes"), "got SimpleNamespace"),
+        (UploadFile("", b"x"), "needs a plain file name"),
+        (UploadFile("../cat.png", b"x"), "needs a plain file name"),
+        (UploadFile("cat.png", b""), "is empty"),
+        (UploadFile("big.png", b"\0" * (MAX_UPLOAD_BYTES + 1)), "more than the 10485760 bytes allowed"),
+    ],
+)
+async def test_bad_images_are_refused_before_anything_is_sent(stub, make_client, value, fragment):
+    stub.index_body = image_index()
+    client = make_client()
+    await client.command(TOKEN, GUILD, "animate")  # the index is cached: nothing at all is sent below
+    sent = len(stub.requests)
+    with pytest.raises(PixverseClientError) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": value, "prompt": "p"})
+    assert fragment in str(info.value)
+    assert "'image'" in str(info.value)
+    assert len(stub.requests) == sent
+    assert len(str(info.value)) < 300  # never the bytes
+
+
+async def test_a_file_for_an_option_that_is_not_an_attachment_is_refused(stub, make_client):
+    stub.index_body = image_index()
+    client = make_client()
+    with pytest.raises(PixverseClientError) as info:
+        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                 options={"image": UploadFile("a.png", b"a"), "prompt": UploadFile("b.png", b"b")})
+    assert "'prompt'" in str(info.value) and "cannot take a file" in str(info.value)
+    assert stub.of("attachments") == [] and stub.of("interactions") == []
+
+
+async def test_an_image_of_exactly_the_cap_is_uploaded(stub, make_client):
+    assert MAX_UPLOAD_BYTES == 10 * 1024 * 1024
+    stub.index_body = image_index()
+    client = make_client(timeout=10)
+    data = b"\1" * MAX_UPLOAD_BYTES
+    await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                             options={"image": UploadFile("big.mp4", data)})
+    assert stub.of("attachments")[0]["json"]["files"][0]["file_size"] == MAX_UPLOAD_BYTES
+    assert stub.of("upload")[0]["data"] == data
+
+
+def test_upload_file_is_frozen_and_its_repr_has_no_bytes():
+    file = UploadFile("cat.png", b"SECRET-BYTES")
+    with pytest.raises(AttributeError):
+        file.filename = "dog.png"  # type: ignore[misc]
+    assert "SECRET-BYTES" not in repr(file)
+    assert "cat.png" in repr(file) and "12" in repr(file)
+
+
+async def test_stale_command_with_an_image_uploads_again_for_the_second_attempt(stub, make_client):
+    stub.index_body = image_index()
+    client = make_client()
+    await client.command(TOKEN, GUILD, "animate")
+    # PixVerse changed /animate: new version, and the image option now comes after the prompt.
+    new_animate = dict(ANIMATE, version="6000000000000000778",
+                       options=[{"type": 3, "name": "prompt"}, {"type": 11, "name": "image", "required": True}])
+    stub.index_body = index(new_animate)
+    stub.script["interactions"].append((400, STALE_ANSWERS[0], {}))
+
+    nonce = await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="animate",
+                                     options={"prompt": "p", "image": UploadFile("cat.png", PNG)})
+    assert [r["kind"] for r in stub.requests] == [
+        "index", "attachments", "upload", "interactions", "index", "attachments", "upload", "interactions",
+    ]
+    first_put, second_put = stub.of("upload")
+    assert (first_put["path"], second_put["path"]) == ("/upload/slot-1", "/upload/slot-2")
+    assert first_put["data"] == second_put["data"] == PNG
+    assert second_put["authorization"] is None
+    first, second = (p["json"] for p in stub.of("interactions"))
+    assert first["data"]["version"] == ANIMATE["version"]
+    assert second["data"]["version"] == "6000000000000000778"
+    assert second["data"]["application_command"] == new_animate
+    assert second["data"]["options"] == [
+        {"type": 3, "name": "prompt", "value": "p"},
+        {"type": 11, "name": "image", "value": "0"},
+    ]
+    assert second["data"]["attachments"] == [{"id": "0", "filename": "cat.png", "uploaded_filename": "up/2/cat.png"}]
+    assert second["nonce"] == nonce != first["nonce"]
+
+
+async def test_no_log_line_carries_the_token_or_an_upload_signature(stub, make_client, caplog):
+    caplog.set_level(logging.DEBUG)
+    stub.index_body = image_index()
+    client = make_client()
+    ok = dict(guild_id=GUILD, channel_id=CHANNEL, name="animate", options={"image": UploadFile("cat.png", PNG)})
+    stub.script["upload"] += [(500, None, {})]
+    await client.run_command(TOKEN, **ok)
+    stub.script["upload"] += [(403, None, {})]
+    with pytest.raises(PixverseClientError):
+        await client.run_command(TOKEN, **ok)
+    assert any("PUT upload_url" in r.getMessage() for r in caplog.records)
+    assert any("POST /channels/{channel}/attachments" in r.getMessage() for r in caplog.records)
+    for text in [r.getMessage() for r in caplog.records] + [caplog.text]:
+        assert TOKEN not in text and UPLOAD_SIG not in text and "upload_id=" not in text

@@ -10,6 +10,12 @@ no aiohttp exception (some carry the request headers) travels along with ours.
 Requests of one account (one token) are paced: at least ``submit_interval`` seconds apart, plus
 up to 20% random jitter, enforced with a per-token lock so concurrent callers queue. Different
 tokens never wait for each other.
+
+Image options (type 11, ``animate`` and ``meme_face``) take an :class:`UploadFile` (or any object
+with ``filename: str`` and ``data: bytes``): the client asks Discord for upload slots with the
+token, ``PUT``s the bytes to each signed ``upload_url`` *without* the token, and refers to the
+uploads from the interaction (protocol part 3). An upload URL's query string is a signature: it
+is never logged nor put in an exception's text either.
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ import hashlib
 import itertools
 import json
 import logging
+import mimetypes
 import random
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
+import yarl
 
 from bot.accounts.token_check import TOKEN_CHARS
 
@@ -40,6 +49,13 @@ DISCORD_EPOCH_MS = 1420070400000
 INTERACTIONS = "/interactions"
 ROUTE_INTERACTIONS = "POST /interactions"
 ROUTE_COMMAND_INDEX = "GET /guilds/{guild}/application-command-index"
+ROUTE_ATTACHMENTS = "POST /channels/{channel}/attachments"
+ROUTE_UPLOAD = "PUT upload_url"  # never the URL itself: its query string is a signature
+
+# Largest image this client uploads for an attachment option, refused before anything is sent.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# The PUT of up to MAX_UPLOAD_BYTES gets at least this long, whatever the request timeout.
+_UPLOAD_TIMEOUT = 120.0
 
 # Application-command option types this client knows how to send.
 OPTION_STRING = 3
@@ -92,6 +108,20 @@ class CommandUnavailable(PixverseClientError):
 
 class DiscordUnavailable(PixverseClientError):
     """5xx, network errors, timeouts or 429 still failing after the bounded retries."""
+
+
+@dataclass(frozen=True, repr=False)
+class UploadFile:
+    """An image for an attachment option: its file name and its bytes.
+
+    Any object with ``filename: str`` and ``data: bytes`` attributes is accepted as well.
+    """
+
+    filename: str
+    data: bytes
+
+    def __repr__(self) -> str:  # never the bytes
+        return f"UploadFile(filename={self.filename!r}, size={len(self.data)})"
 
 
 class _Retry(Exception):
@@ -448,13 +478,22 @@ class DiscordUserClient:
     # ------------------------------------------------------------------ slash commands
 
     @staticmethod
-    def _typed_options(command: dict[str, Any], options: Mapping[str, object]) -> list[dict[str, Any]]:
-        """The ``data.options`` list: caller's order, types from the command's definitions."""
+    def _typed_options(
+        command: dict[str, Any], options: Mapping[str, object]
+    ) -> tuple[list[dict[str, Any]], list[UploadFile]]:
+        """The ``data.options`` list (caller's order, types from the command's definitions) and
+        the images to upload.
+
+        An attachment option's value is the id of its upload, ``"0"``, ``"1"``... in option order;
+        the images come back in that order (image ``i`` has id ``str(i)``). Every check is done
+        here, before anything is uploaded or submitted.
+        """
         name = command.get("name")
         definitions = {
             d["name"]: d for d in command.get("options") or [] if isinstance(d, dict) and isinstance(d.get("name"), str)
         }
         result: list[dict[str, Any]] = []
+        files: list[UploadFile] = []
         for option_name, value in options.items():
             if value is None:
                 continue
@@ -466,15 +505,23 @@ class DiscordUserClient:
                 )
             option_type = definition.get("type")
             typed = _typed_value(name, option_name, option_type, value)
+            if isinstance(typed, UploadFile):
+                files.append(typed)
+                typed = str(len(files) - 1)
             result.append({"type": option_type, "name": option_name, "value": typed})
         given = {o["name"] for o in result}
         missing = [n for n, d in definitions.items() if d.get("required") and n not in given]
         if missing:
             raise PixverseClientError(f"PixVerse's /{name} needs the option(s) {', '.join(missing)}")
-        return result
+        return result, files
 
     def _interaction_body(
-        self, command: dict[str, Any], guild_id: str, channel_id: str, options: Mapping[str, object]
+        self,
+        command: dict[str, Any],
+        guild_id: str,
+        channel_id: str,
+        typed_options: list[dict[str, Any]],
+        attachments: list[dict[str, str]],
     ) -> dict[str, Any]:
         return {
             "type": 2,
@@ -488,22 +535,33 @@ class DiscordUserClient:
                 "id": command["id"],
                 "name": command["name"],
                 "type": 1,
-                "options": self._typed_options(command, options),
+                "options": typed_options,
                 "application_command": command,
-                "attachments": [],
+                "attachments": attachments,
             },
         }
+
+    async def _prepare(
+        self, token: str, command: dict[str, Any], guild_id: str, channel_id: str, options: Mapping[str, object]
+    ) -> dict[str, Any]:
+        """The interaction's body for ``command``, its images uploaded first (if it has any)."""
+        typed_options, files = self._typed_options(command, options)
+        attachments = await self._upload(token, channel_id, command.get("name"), files) if files else []
+        return self._interaction_body(command, guild_id, channel_id, typed_options, attachments)
 
     async def run_command(
         self, token: str, *, guild_id: str, channel_id: str, name: str, options: dict[str, object]
     ) -> str:
         """Runs PixVerse's ``/name`` in the channel as the account; returns the interaction's nonce.
 
+        An attachment option (type 11) takes an :class:`UploadFile` (or any object with
+        ``filename`` and ``data``); it is uploaded to the channel first (see :meth:`_upload`).
+
         A 400 saying the command is unknown or outdated refetches the server's index once and
         submits again; a 400 after that is :class:`CommandUnavailable`.
         """
         command = await self.command(token, guild_id, name)
-        body = self._interaction_body(command, guild_id, channel_id, options)
+        body = await self._prepare(token, command, guild_id, channel_id, options)
         status, data = await self._request(token, "POST", INTERACTIONS, ROUTE_INTERACTIONS, body)
         if 200 <= status < 300:
             return body["nonce"]
@@ -512,7 +570,11 @@ class DiscordUserClient:
 
         log.info("%s answered 400 (stale /%s); refetching the command index once", ROUTE_INTERACTIONS, name)
         command = await self.command(token, guild_id, name, refresh=True)
-        body = self._interaction_body(command, guild_id, channel_id, options)
+        # The images are uploaded again rather than reused: the refetched command may declare
+        # its options differently (other names, order, a second image), the refused interaction
+        # may or may not have consumed the first upload slots, and the rare stale path is not
+        # worth an upload that Discord might no longer accept.
+        body = await self._prepare(token, command, guild_id, channel_id, options)
         status, data = await self._request(token, "POST", INTERACTIONS, ROUTE_INTERACTIONS, body)
         if 200 <= status < 300:
             return body["nonce"]
@@ -525,6 +587,75 @@ class DiscordUserClient:
                 code=_error_code(data),
             )
         raise self._other_error(status, data, ROUTE_INTERACTIONS)
+
+    # ------------------------------------------------------------------ images (attachment options)
+
+    async def _upload(
+        self, token: str, channel_id: str, command_name: Any, files: list[UploadFile]
+    ) -> list[dict[str, str]]:
+        """Uploads ``files`` to the channel; returns ``data.attachments`` (file ``i`` has id ``str(i)``).
+
+        One ``POST /channels/{C}/attachments`` with the token asks for a slot per file, then each
+        file's bytes are ``PUT`` to its slot's signed ``upload_url`` without the token.
+        """
+        ids = [str(i) for i in range(len(files))]
+        request = {
+            "files": [{"filename": f.filename, "file_size": len(f.data), "id": i} for i, f in zip(ids, files)]
+        }
+        path = f"/channels/{quote(str(channel_id), safe='')}/attachments"
+        status, data = await self._request(token, "POST", path, ROUTE_ATTACHMENTS, request)
+        if not 200 <= status < 300:
+            raise self._other_error(status, data, ROUTE_ATTACHMENTS)
+        slots = _upload_slots(data, ids)
+        attachments: list[dict[str, str]] = []
+        for attachment_id, file, (upload_url, upload_filename) in zip(ids, files, slots):
+            await self._put_upload(upload_url, file, command_name)
+            attachments.append({"id": attachment_id, "filename": file.filename, "uploaded_filename": upload_filename})
+        return attachments
+
+    async def _put_upload(self, upload_url: str, file: UploadFile, command_name: Any) -> None:
+        """``PUT``s one file's bytes to its signed upload URL, with bounded retries on 5xx and network errors.
+
+        No ``Authorization`` header: the URL is a storage host's, signed by Discord, and the token
+        must never reach it. Logs and errors name the host only, never the URL's query string.
+        """
+        host = urlsplit(upload_url).hostname or "?"
+        what = f"the upload of {file.filename!r} for PixVerse's /{command_name} (to {host})"
+        content_type = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
+        timeout = aiohttp.ClientTimeout(total=max(self._timeout.total or 0.0, _UPLOAD_TIMEOUT))
+        url = yarl.URL(upload_url, encoded=True)  # the signed query string exactly as given
+        last_reason, last_status = "", None
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                async with self._client().put(
+                    url, data=file.data, headers={"Content-Type": content_type}, timeout=timeout
+                ) as resp:
+                    status = resp.status
+                    await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # Only the type: aiohttp exceptions carry the URL, signature included.
+                last_reason, last_status = type(exc).__name__, None
+            else:
+                log.debug("%s (%s) -> %d", ROUTE_UPLOAD, host, status)
+                if 200 <= status < 300:
+                    return
+                if status < 500:
+                    log.warning("%s (%s) answered %d", ROUTE_UPLOAD, host, status)
+                    raise PixverseClientError(f"The storage host refused {what}: HTTP {status}", status=status)
+                last_reason, last_status = f"HTTP {status}", status
+            if attempt >= self._max_attempts:
+                break
+            delay = min(2.0 ** (attempt - 1), _BACKOFF_CAP)
+            log.warning(
+                "%s (%s) failed: %s; retrying in %.0f s (attempt %d/%d)",
+                ROUTE_UPLOAD, host, last_reason, delay, attempt, self._max_attempts,
+            )
+            await self._sleep(delay)
+        log.warning("%s (%s) gave up after %d attempts: %s", ROUTE_UPLOAD, host, self._max_attempts, last_reason)
+        raise DiscordUnavailable(
+            f"{what[0].upper()}{what[1:]} failed after {self._max_attempts} attempts (last: {last_reason})",
+            status=last_status,
+        )
 
     # ------------------------------------------------------------------ buttons
 
@@ -566,6 +697,14 @@ def _typed_value(command: Any, option: str, option_type: Any, value: object) -> 
     def bad(kind: str) -> PixverseClientError:
         return PixverseClientError(f"Option '{option}' of PixVerse's /{command} must be {kind}, got {value!r}")
 
+    if option_type == OPTION_ATTACHMENT:
+        return _upload_file(command, option, value)
+    if _looks_like_upload(value):
+        raise PixverseClientError(
+            f"Option '{option}' of PixVerse's /{command} is not an attachment (type {option_type!r}); "
+            "it cannot take a file"
+        )
+
     if option_type == OPTION_STRING:
         if isinstance(value, (dict, list, tuple, set, bytes)):
             raise bad("a string")
@@ -599,10 +738,72 @@ def _typed_value(command: Any, option: str, option_type: Any, value: object) -> 
         raise bad("a number")
     if option_type in _SNOWFLAKE_OPTION_TYPES:
         return str(value)
-    if option_type == OPTION_ATTACHMENT:
-        raise PixverseClientError(
-            f"Option '{option}' of PixVerse's /{command} is an attachment; this client does not upload files"
-        )
     raise PixverseClientError(
         f"Option '{option}' of PixVerse's /{command} has a type this client cannot send ({option_type!r})"
     )
+
+
+def _looks_like_upload(value: object) -> bool:
+    return hasattr(value, "filename") and hasattr(value, "data")
+
+
+def _upload_file(command: Any, option: str, value: object) -> UploadFile:
+    """An attachment option's value as an :class:`UploadFile`; PixverseClientError when it is not an image file.
+
+    The messages name the value's type and size, never its bytes.
+    """
+    where = f"Option '{option}' of PixVerse's /{command}"
+    filename = getattr(value, "filename", None)
+    data = getattr(value, "data", None)
+    if not isinstance(filename, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PixverseClientError(
+            f"{where} is an attachment: it takes a file with filename (str) and data (bytes), "
+            f"got {type(value).__name__}"
+        )
+    if not filename.strip() or any(ord(c) < 32 or c in "/\\" for c in filename):
+        raise PixverseClientError(f"{where} needs a plain file name, got {filename!r}")
+    data = bytes(data)
+    if not data:
+        raise PixverseClientError(f"{where}: the file {filename!r} is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise PixverseClientError(
+            f"{where}: the file {filename!r} is {len(data)} bytes, more than the {MAX_UPLOAD_BYTES} bytes allowed"
+        )
+    return value if type(value) is UploadFile and isinstance(value.data, bytes) else UploadFile(filename, data)
+
+
+def _upload_slots(answer: Any, ids: list[str]) -> list[tuple[str, str]]:
+    """``(upload_url, upload_filename)`` for each id, from Discord's answer to the attachments request.
+
+    Entries are matched by their ``id``; an answer whose entries carry no id at all is matched
+    by position when it has one entry per file. Anything else is a PixverseClientError.
+    """
+
+    def malformed(why: str) -> PixverseClientError:
+        return PixverseClientError(f"Discord's answer to {ROUTE_ATTACHMENTS} is malformed: {why}")
+
+    entries = answer.get("attachments") if isinstance(answer, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise malformed("no list of attachments")
+    if entries and all(e.get("id") is None for e in entries):
+        if len(entries) != len(ids):
+            raise malformed(f"{len(entries)} upload slots without ids for {len(ids)} files")
+        by_id = dict(zip(ids, entries))
+    else:
+        by_id = {str(e.get("id")): e for e in entries if e.get("id") is not None and not isinstance(e.get("id"), bool)}
+    slots: list[tuple[str, str]] = []
+    for attachment_id in ids:
+        entry = by_id.get(attachment_id)
+        if entry is None:
+            raise malformed(f"no upload slot for file id {attachment_id}")
+        upload_url, upload_filename = entry.get("upload_url"), entry.get("upload_filename")
+        try:
+            parts = urlsplit(upload_url) if isinstance(upload_url, str) else None
+        except ValueError:  # for example a broken IPv6 host
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise malformed(f"file id {attachment_id} has no http(s) upload_url")
+        if not isinstance(upload_filename, str) or not upload_filename:
+            raise malformed(f"file id {attachment_id} has no upload_filename")
+        slots.append((upload_url, upload_filename))
+    return slots
