@@ -31,6 +31,12 @@ Layout (to make adding behaviour easy):
   release) and read ``pixverse_executing`` / ``pixverse_max_executing`` /
   ``pixverse_interactions`` / ``pixverse_jobs`` / ``message_events``. A decoy application
   with its own ``create`` is listed first in the command index and never answers.
+  ``animate`` / ``meme_face`` take an image uploaded first (``POST /channels/{C}/attachments``
+  + PUT); the job records it under ``images``; their messages carry the part-4 group
+  (``(prompt: P motion: M)`` / ``(prompt: P)``) and their results only ``U1`` / ``ReDo``;
+* a member's file for the bot's own slash command: pass a :class:`MemberFile` as the value
+  of a type-11 option to ``make_interaction`` / ``invoke``; it lands in
+  ``data.resolved.attachments`` and the fake CDN (``/cdn/attachments/...``) serves its bytes.
 
 Wire details that matter (all checked against discord.py 2.7 source):
 
@@ -69,12 +75,21 @@ import json
 import re
 import secrets
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-__all__ = ["FakeDiscord", "InteractionResult", "RecordedRequest", "RecordedFile", "PIXVERSE_APPLICATION_ID", "DECOY_APPLICATION_ID"]
+__all__ = [
+    "FakeDiscord",
+    "InteractionResult",
+    "MemberFile",
+    "RecordedRequest",
+    "RecordedFile",
+    "PIXVERSE_APPLICATION_ID",
+    "DECOY_APPLICATION_ID",
+]
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
@@ -136,10 +151,14 @@ DECOY_APPLICATION_ID = 950000000000000777
 PIXVERSE_PROGRESS_PERCENT = 37
 PIXVERSE_BUTTON_LABELS = ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo")
 PIXVERSE_SHUFFLE_EMOJI = "\N{TWISTED RIGHTWARDS ARROWS}"  # the emoji-only button
+# animate / meme_face results (and the results of their buttons) carry only these (part 4).
+PIXVERSE_IMAGE_BUTTON_LABELS = ("U1", "ReDo")
+PIXVERSE_IMAGE_COMMANDS = ("animate", "meme_face")
+PIXVERSE_DEFAULT_MOTION = 5
 
 
-def _opt(otype: int, name: str, description: str, required: bool = False) -> dict:
-    return {"type": otype, "name": name, "description": description, "required": required}
+def _opt(otype: int, name: str, description: str, required: bool = False, **extra: Any) -> dict:
+    return {"type": otype, "name": name, "description": description, "required": required, **extra}
 
 
 # PixVerse's command options (names as useapi.net names its fields; see the protocol page, part 3).
@@ -153,9 +172,20 @@ _PIXVERSE_CREATE_OPTIONS = [
 PIXVERSE_COMMAND_OPTIONS: dict[str, list[dict]] = {
     "create": _PIXVERSE_CREATE_OPTIONS,
     "create_single": [*_PIXVERSE_CREATE_OPTIONS, _opt(OPTION_INTEGER, "seed_value", "Seed")],
-    # Invented (nothing public documents them): an image plus a prompt.
-    "animate": [_opt(OPTION_ATTACHMENT, "image", "Image to animate", True), _opt(OPTION_STRING, "prompt", "Describe the motion")],
-    "meme_face": [_opt(OPTION_ATTACHMENT, "image", "Face image", True), _opt(OPTION_STRING, "prompt", "Describe the video", True)],
+    "animate": [
+        _opt(OPTION_ATTACHMENT, "image", "Image to animate", True),
+        _opt(OPTION_STRING, "prompt", "Describe the motion"),
+        _opt(OPTION_INTEGER, "motion", "Strength of the motion (1-10, default 5)", min_value=1, max_value=10),
+        _opt(OPTION_INTEGER, "seed_value", "Seed"),
+        _opt(OPTION_STRING, "hd_quality", "HD quality (Yes or No)"),
+    ],
+    "meme_face": [
+        _opt(OPTION_ATTACHMENT, "face", "Face image", True),
+        _opt(OPTION_STRING, "prompt", "Describe the video", True),
+        _opt(OPTION_STRING, "negative_prompt", "What to keep out of the video"),
+        _opt(OPTION_INTEGER, "seed_value", "Seed"),
+        _opt(OPTION_STRING, "aspect_ratio", "Aspect ratio"),
+    ],
 }
 PIXVERSE_COMMAND_DESCRIPTIONS = {
     "create": "Create 4 videos from a prompt",
@@ -242,6 +272,21 @@ class RecordedFile:
     filename: str | None
     content_type: str | None
     data: bytes
+
+
+@dataclass
+class MemberFile:
+    """A file a member attaches to a type-11 option of the bot's own slash command.
+
+    Pass it as the option's value to :meth:`FakeDiscord.make_interaction` / ``invoke``: the
+    interaction then carries the attachment id as the value and the attachment under
+    ``data.resolved.attachments``, served with exactly ``data`` by the fake CDN.
+    ``content_type=None`` leaves ``content_type`` out of the attachment object.
+    """
+
+    filename: str
+    data: bytes
+    content_type: str | None = "image/png"
 
 
 @dataclass
@@ -424,7 +469,8 @@ class FakeDiscord:
         self.pixverse_jobs: list[dict] = []  # one record per accepted PixVerse interaction (see _pixverse_accept)
         self.pixverse_errors: list[BaseException] = []  # exceptions inside job tasks (re-raised by wait_for_pixverse_idle)
         self.uploads: dict[str, dict] = {}  # upload_filename -> {"filename", "file_size", "data", "channel_id", "user_id"}
-        self._cdn_files: dict[str, dict] = {}  # attachment id -> {filename, size, content_type} served by the fake CDN
+        # attachment id -> {filename, size, content_type, data} served by the fake CDN (data None: a fake video)
+        self._cdn_files: dict[str, dict] = {}
         self._pixverse_results: dict[str, dict] = {}  # result message id -> {"job": ..., "buttons": {custom_id: label}}
         self._pixverse_tasks: set[asyncio.Task] = set()
         self._pixverse_pending = 0  # accepted jobs whose task has not ended
@@ -1024,7 +1070,10 @@ class FakeDiscord:
         ``name`` may contain spaces to address a subcommand ("group sub" / "cmd sub"): the
         subcommand nesting is built and a dict of ``options`` applies to the leaf.
         ``options`` dict -> typed options from the registered definition (unknown names
-        raise); a list is used verbatim as the leaf's options. ``focused`` marks that
+        raise); a list is used verbatim as the leaf's options. A :class:`MemberFile` value
+        (only for an option registered with type 11, attachment) becomes an attachment the
+        member uploaded: the option's value is its id and ``data.resolved.attachments``
+        holds it, downloadable from the fake CDN. ``focused`` marks that
         option as focused (added with value "" if absent) and makes this an autocomplete
         interaction (type 4). ``guild_id=None`` builds a DM with the bot.
         """
@@ -1053,17 +1102,33 @@ class FakeDiscord:
             container = node
             definitions = d.get("options") or []
 
+        resolved_attachments: dict[str, dict] = {}
+
+        def attach(opt_name: str, otype: Any, value: MemberFile) -> str:
+            if otype != OPTION_ATTACHMENT:
+                raise AssertionError(f"{name!r}: option {opt_name!r} has type {otype}, a MemberFile needs an attachment option (11)")
+            att = self._member_attachment(channel_id, value)
+            resolved_attachments[att["id"]] = att
+            return att["id"]
+
         if options is None:
             leaf: list[dict] = []
         elif isinstance(options, list):
             leaf = [dict(o) for o in options]
+            for o in leaf:
+                if isinstance(o.get("value"), MemberFile):
+                    o.setdefault("type", OPTION_ATTACHMENT)
+                    o["value"] = attach(o.get("name"), o["type"], o["value"])
         else:
             by_name = {o["name"]: o for o in definitions}
             leaf = []
             for opt_name, value in options.items():
                 if opt_name not in by_name:
                     raise AssertionError(f"{name!r} has no option {opt_name!r} (has: {sorted(by_name)})")
-                leaf.append({"name": opt_name, "type": by_name[opt_name]["type"], "value": value})
+                otype = by_name[opt_name]["type"]
+                if isinstance(value, MemberFile):
+                    value = attach(opt_name, otype, value)
+                leaf.append({"name": opt_name, "type": otype, "value": value})
         if focused is not None:
             type = INTERACTION_AUTOCOMPLETE
             target = next((o for o in leaf if o.get("name") == focused), None)
@@ -1076,6 +1141,8 @@ class FakeDiscord:
             target["focused"] = True
         if leaf or container is not data:
             container["options"] = leaf
+        if resolved_attachments:
+            data["resolved"] = {"attachments": resolved_attachments}
 
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         payload: dict[str, Any] = {
@@ -1145,6 +1212,26 @@ class FakeDiscord:
                 }
             )
         return payload
+
+    def _member_attachment(self, channel_id: int, f: MemberFile) -> dict:
+        """The attachment object of a file a member gave to a slash command (served by the fake CDN)."""
+        if not isinstance(f.data, (bytes, bytearray)) or not f.filename:
+            raise AssertionError(f"MemberFile needs a filename and bytes, got {f!r}")
+        att_id = self.snowflake()
+        data = bytes(f.data)
+        self._cdn_files[att_id] = {"filename": f.filename, "size": len(data), "content_type": f.content_type, "data": data}
+        url, proxy_url = self._cdn_urls(channel_id, att_id, f.filename)
+        att: dict[str, Any] = {"id": att_id, "filename": f.filename, "size": len(data), "url": url, "proxy_url": proxy_url}
+        if f.content_type is not None:
+            att["content_type"] = f.content_type
+        return att
+
+    def _cdn_urls(self, channel_id: int | str, att_id: str, filename: str) -> tuple[str, str]:
+        """(url, proxy_url) of an attachment on the fake CDN, with Discord's signed query (keep it whole)."""
+        now = int(time.time())
+        path = f"attachments/{channel_id}/{att_id}/{urllib.parse.quote(filename)}"
+        query = f"?ex={now + 86400:x}&is={now:x}&hm={secrets.token_hex(32)}&"
+        return f"{self.base_url}/cdn/{path}{query}", f"{self.base_url}/media/{path}{query}"
 
     # ---------------------------------------------------------------- interactions: driving
 
@@ -1942,13 +2029,15 @@ class FakeDiscord:
         return web.Response(status=200)
 
     async def _h_cdn(self, request: web.Request) -> web.Response:
-        """The fake CDN: PixVerse's video attachments can be downloaded (bytes of the announced size)."""
+        """The fake CDN: members' files (their exact bytes) and PixVerse's videos (bytes of the announced size)."""
         info = self._cdn_files.get(request.match_info["attachment_id"])
         if info is None or info["filename"] != request.match_info["filename"]:
             return web.Response(status=404, text="not found")
-        head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
-        data = (head + b"\x00" * info["size"])[: info["size"]]
-        return web.Response(status=200, body=data, content_type=info["content_type"])
+        data = info.get("data")
+        if data is None:
+            head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+            data = (head + b"\x00" * info["size"])[: info["size"]]
+        return web.Response(status=200, body=data, content_type=info["content_type"] or "application/octet-stream")
 
     def _interaction_problems(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
@@ -2039,11 +2128,28 @@ class FakeDiscord:
             style=values.get("style") or name,
             aspect_ratio=values.get("aspect_ratio") or "16:9",
             videos=PIXVERSE_VIDEO_COUNTS[name],
+            group=self._pixverse_group(name, values),
         )
         job["options"] = values
+        # The image(s) PixVerse received: option name -> the declared filename and the uploaded bytes.
+        job["images"] = {
+            oname: {"filename": v["declared_filename"], "uploaded_filename": v["upload_filename"], "data": v["data"]}
+            for oname, v in values.items()
+            if any(o["name"] == oname and o["type"] == OPTION_ATTACHMENT for o in cmd["options"])
+        }
         self.pixverse_interactions.append({**body, "_user_id": user_id})
         self._pixverse_accept(job)
         return web.Response(status=204)
+
+    @staticmethod
+    def _pixverse_group(command: str, values: dict[str, Any]) -> str:
+        """The parameter group of PixVerse's messages for a command (part 4)."""
+        prompt = values.get("prompt") or ""
+        if command == "animate":
+            return f"(prompt: {prompt} motion: {values.get('motion', PIXVERSE_DEFAULT_MOTION)})"
+        if command == "meme_face":
+            return f"(prompt: {prompt})"
+        return f"(prompt: {prompt} style: {values.get('style') or command} aspect-ratio: {values.get('aspect_ratio') or '16:9'})"
 
     def _check_options(self, cmd: dict, data: dict) -> tuple[dict[str, Any], list[str]]:
         definitions = {o["name"]: o for o in cmd["options"]}
@@ -2071,13 +2177,17 @@ class FakeDiscord:
                 problems.append(f"data.options.{oname}: must not be empty")
             elif otype == OPTION_INTEGER and (not isinstance(value, int) or isinstance(value, bool)):
                 problems.append(f"data.options.{oname}: value must be an integer")
+            elif otype == OPTION_INTEGER and not definition.get("min_value", value) <= value <= definition.get("max_value", value):
+                problems.append(f"data.options.{oname}: must be between {definition.get('min_value')} and {definition.get('max_value')}")
             elif otype == OPTION_ATTACHMENT:
                 att = attachments.get(str(value))
                 upload = self.uploads.get((att or {}).get("uploaded_filename") or "")
                 if att is None or upload is None or upload["data"] is None:
                     problems.append(f"data.options.{oname}: no uploaded attachment with id {value!r} in data.attachments")
                 else:
-                    value = upload
+                    # The upload record, plus what the interaction declared for it.
+                    value = {**upload, "upload_filename": att["uploaded_filename"],
+                             "declared_filename": att.get("filename") or upload["filename"]}
             values[oname] = value
         for oname, definition in definitions.items():
             if definition["required"] and oname not in values:
@@ -2105,6 +2215,7 @@ class FakeDiscord:
             style=origin["style"],
             aspect_ratio=origin["aspect_ratio"],
             videos=1 if label.startswith("U") else 4,
+            group=origin["group"],
         )
         job["button"] = label
         job["reference"] = entry["message"]
@@ -2115,7 +2226,7 @@ class FakeDiscord:
     # ---------------------------------------------------------------- PixVerse: jobs
 
     def _new_job(self, *, user_id: int, body: dict, guild_id: int, interaction_type: int, command: str, prompt: str,
-                 style: str, aspect_ratio: str, videos: int) -> dict:
+                 style: str, aspect_ratio: str, videos: int, group: str) -> dict:
         """One record of ``pixverse_jobs``."""
         lowered = prompt.lower()
         if any(w.lower() in lowered for w in self.pixverse_moderated_words):
@@ -2136,6 +2247,8 @@ class FakeDiscord:
             "prompt": prompt,
             "style": style,
             "aspect_ratio": aspect_ratio,
+            "group": group,  # the parameter group in every message's content, e.g. "(prompt: P motion: 5)"
+            "images": {},  # type-11 options received: name -> {"filename", "uploaded_filename", "data"}
             "videos": videos,
             "outcome": outcome,  # decided at submission: completed | moderated | overloaded
             "state": "scheduled",  # scheduled -> started -> progress [-> held -> progress] -> completed | moderated | overloaded
@@ -2164,7 +2277,7 @@ class FakeDiscord:
     async def _pixverse_run(self, job: dict) -> None:
         delay = self.pixverse_step_delay
         uid = job["user_id"]
-        head = f"<@{uid}> (prompt: {job['prompt']} style: {job['style']} aspect-ratio: {job['aspect_ratio']})"
+        head = f"<@{uid}> {job['group']}"
         cancelled = False
         fut: asyncio.Future | None = None
         try:
@@ -2193,7 +2306,7 @@ class FakeDiscord:
                 await fut
                 job["state"] = "progress"
             await asyncio.sleep(delay)
-            components, buttons = self._pixverse_components()
+            components, buttons = self._pixverse_components(job["command"])
             # Counted down before the final message goes out: whoever sees it may submit at once.
             self._pixverse_end(job, "completed")
             final = await self._pixverse_post(
@@ -2260,23 +2373,20 @@ class FakeDiscord:
 
     def _pixverse_attachments(self, job: dict) -> list[dict]:
         width, height = _ASPECT_SIZES.get(job["aspect_ratio"], (1024, 1024))
-        now = int(time.time())
         out = []
         for index in range(1, job["videos"] + 1):
             att_id = self.snowflake()
             filename = f"pixverse_{index}.mp4"
             size = 4096 + index
-            path = f"attachments/{job['channel_id']}/{att_id}/{filename}"
-            # Discord's signed CDN query (clients must keep the whole URL).
-            query = f"?ex={now + 86400:x}&is={now:x}&hm={secrets.token_hex(32)}&"
-            self._cdn_files[att_id] = {"filename": filename, "size": size, "content_type": "video/mp4"}
+            url, proxy_url = self._cdn_urls(job["channel_id"], att_id, filename)
+            self._cdn_files[att_id] = {"filename": filename, "size": size, "content_type": "video/mp4", "data": None}
             out.append(
                 {
                     "id": att_id,
                     "filename": filename,
                     "size": size,
-                    "url": f"{self.base_url}/cdn/{path}{query}",
-                    "proxy_url": f"{self.base_url}/media/{path}{query}",
+                    "url": url,
+                    "proxy_url": proxy_url,
                     "content_type": "video/mp4",
                     "width": width,
                     "height": height,
@@ -2285,8 +2395,9 @@ class FakeDiscord:
         return out
 
     @staticmethod
-    def _pixverse_components() -> tuple[list[dict], dict[str, str]]:
-        """Action rows U1-U4 / V1-V4 / ReDo + the emoji-only shuffle; opaque random custom_ids."""
+    def _pixverse_components(command: str = "create") -> tuple[list[dict], dict[str, str]]:
+        """Action rows U1-U4 / V1-V4 / ReDo + the emoji-only shuffle (animate / meme_face: one row
+        U1, ReDo); opaque random custom_ids."""
         buttons: dict[str, str] = {}
 
         def button(label: str | None = None, emoji: str | None = None) -> dict:
@@ -2299,6 +2410,8 @@ class FakeDiscord:
             buttons[custom_id] = label or emoji or ""
             return b
 
+        if command in PIXVERSE_IMAGE_COMMANDS:
+            return [{"type": 1, "components": [button(label) for label in PIXVERSE_IMAGE_BUTTON_LABELS]}], buttons
         rows = [
             {"type": 1, "components": [button(label) for label in PIXVERSE_BUTTON_LABELS[0:4]]},
             {"type": 1, "components": [button(label) for label in PIXVERSE_BUTTON_LABELS[4:8]]},

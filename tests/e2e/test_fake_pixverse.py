@@ -4,12 +4,16 @@ These tests pin the behaviour other e2e tests rely on (shared/pixverse-protocol.
 part 5): the command index with its decoy, the create / create_single / button flows
 and their exact messages, moderation, overload, blocked tokens, stale versions, history
 paging, hold/release with the executing counters, and (with a minimal discord.py client)
-that the messages arrive over the gateway as discord.py expects them.
+that the messages arrive over the gateway as discord.py expects them. Also: animate and
+meme_face with their uploaded images, and a member's attachment given to the bot's own
+slash command (MemberFile), downloadable from the fake CDN.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import secrets
 import time
@@ -21,11 +25,12 @@ import aiohttp
 import pytest
 import yarl
 
-from tests.e2e.fake_discord import DECOY_APPLICATION_ID, DISCORD_EPOCH_MS, PIXVERSE_APPLICATION_ID, FakeDiscord
+from tests.e2e.fake_discord import DECOY_APPLICATION_ID, DISCORD_EPOCH_MS, PIXVERSE_APPLICATION_ID, FakeDiscord, MemberFile
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="'audioop' is deprecated", category=DeprecationWarning)
     import discord
+    from discord import app_commands
 
 BOT_TOKEN = "pixverse-e2e-bot-token"
 BOT_ID = 910000000000000001
@@ -41,6 +46,7 @@ TOKEN_B = "user-token-b"
 SHUFFLE = "\N{TWISTED RIGHTWARDS ARROWS}"
 UNKNOWN_COMMAND = {"message": "Unknown application command", "code": 10063}
 UNKNOWN_INTERACTION = {"message": "Unknown interaction", "code": 10062}
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 3  # any bytes; PixVerse must get exactly these
 
 
 @pytest.fixture
@@ -144,6 +150,25 @@ def head(user: int, prompt: str, style: str, ratio: str = "16:9") -> str:
 
 def is_final(message: dict) -> bool:
     return bool(message["attachments"])
+
+
+async def upload(http: aiohttp.ClientSession, fake: FakeDiscord, filename: str, data: bytes) -> str:
+    """Part 3's image upload: an upload slot, then the PUT of the bytes. Returns the upload_filename."""
+    status, slots = await post(http, f"{fake.api_base_url}/channels/{CHANNEL_ID}/attachments", TOKEN_A,
+                               {"files": [{"filename": filename, "file_size": len(data), "id": "0"}]})
+    assert status == 200, slots
+    (slot,) = slots["attachments"]
+    async with http.put(slot["upload_url"], data=data) as resp:
+        assert resp.status == 200
+    return slot["upload_filename"]
+
+
+def image_body(fake: FakeDiscord, name: str, options: dict[str, Any], image_option: str, filename: str,
+               uploaded_filename: str) -> dict:
+    """A slash command whose ``image_option`` is the uploaded file (value "0", as part 3 prescribes)."""
+    body = command_body(fake, name, {image_option: "0", **options})
+    body["data"]["attachments"] = [{"id": "0", "filename": filename, "uploaded_filename": uploaded_filename}]
+    return body
 
 
 # --------------------------------------------------------------------------- the command index
@@ -421,11 +446,173 @@ async def test_animate_uploads_the_image_first(fake: FakeDiscord, http: aiohttp.
     body["data"]["attachments"] = [{"id": "0", "filename": "face.png", "uploaded_filename": slot["upload_filename"]}]
     assert await interact(http, fake, body) == (204, None)
     final = await fake.wait_for_channel_message(CHANNEL_ID, is_final)
-    assert len(final["attachments"]) == 1 and "(prompt: smile style: animate" in final["content"]
+    assert len(final["attachments"]) == 1 and "(prompt: smile motion: 5)" in final["content"]
 
     missing = command_body(fake, "animate", {"image": "0", "prompt": "smile"})  # no data.attachments
     assert (await interact(http, fake, missing))[0] == 400
     await fake.wait_for_pixverse_idle()
+
+
+async def test_animate_flow_with_the_uploaded_image(fake: FakeDiscord, http: aiohttp.ClientSession) -> None:
+    uploaded = await upload(http, fake, "cat.png", PNG)
+    options = {"prompt": "the cat waves", "motion": 7, "seed_value": 9, "hd_quality": "Yes"}
+    body = image_body(fake, "animate", options, "image", "cat.png", uploaded)
+    assert await interact(http, fake, body) == (204, None)
+    await fake.wait_for_pixverse_idle()
+
+    h = f"<@{USER_A}> (prompt: the cat waves motion: 7)"
+    assert [(t, m["content"]) for t, m in fake.message_events] == [
+        ("MESSAGE_CREATE", f"{h} (Waiting to start)"),
+        ("MESSAGE_UPDATE", f"{h} (37%)"),
+        ("MESSAGE_CREATE", f"{h} Author: <@{USER_A}>"),
+    ]
+    (_, waiting), _, (_, final) = fake.message_events
+    assert waiting["type"] == 20 and waiting["interaction_metadata"]["name"] == "animate"
+    assert waiting["interaction_metadata"]["user"]["id"] == str(USER_A)
+    assert [(a["filename"], a["content_type"]) for a in final["attachments"]] == [("pixverse_1.mp4", "video/mp4")]
+    assert [[button_name(b) for b in row["components"]] for row in final["components"]] == [["U1", "ReDo"]]
+
+    (job,) = fake.pixverse_jobs
+    assert (job["command"], job["state"], job["prompt"], job["group"]) == ("animate", "completed", "the cat waves",
+                                                                           "(prompt: the cat waves motion: 7)")
+    assert job["images"] == {"image": {"filename": "cat.png", "uploaded_filename": uploaded, "data": PNG}}
+    assert {k: job["options"][k] for k in options} == options
+
+    # A button on the result repeats the origin's group and carries U1 / ReDo again.
+    seen = len(fake.message_events)
+    assert await interact(http, fake, button_body(final, "U1")) == (204, None)
+    await fake.wait_for_pixverse_idle()
+    events = fake.message_events[seen:]
+    assert [m["content"] for _, m in events] == [f"{h} (Waiting to start)", f"{h} (37%)", f"{h} Author: <@{USER_A}>"]
+    again = events[-1][1]
+    assert again["type"] == 19 and again["message_reference"]["message_id"] == final["id"]
+    assert len(again["attachments"]) == 1 and [button_name(b) for b in buttons(again)] == ["U1", "ReDo"]
+    assert fake.pixverse_jobs[-1]["button"] == "U1" and fake.pixverse_jobs[-1]["images"] == {}
+    # The result of an animate has no V buttons to press.
+    assert not any(button_name(b).startswith("V") for b in buttons(final))
+
+
+async def test_animate_without_prompt_and_meme_face_groups(fake: FakeDiscord, http: aiohttp.ClientSession) -> None:
+    uploaded = await upload(http, fake, "still.jpg", b"JFIF-still")
+    assert (await interact(http, fake, image_body(fake, "animate", {}, "image", "still.jpg", uploaded)))[0] == 204
+    final = await fake.wait_for_channel_message(CHANNEL_ID, is_final)
+    assert final["content"] == f"<@{USER_A}> (prompt:  motion: 5) Author: <@{USER_A}>"
+    await fake.wait_for_pixverse_idle()
+    assert fake.pixverse_jobs[0]["images"]["image"]["data"] == b"JFIF-still"
+
+    face = await upload(http, fake, "face.png", PNG[::-1])
+    options = {"prompt": "dancing in the rain", "negative_prompt": "blur", "seed_value": 3, "aspect_ratio": "9:16"}
+    seen = len(fake.message_events)
+    assert (await interact(http, fake, image_body(fake, "meme_face", options, "face", "face.png", face)))[0] == 204
+    await fake.wait_for_pixverse_idle()
+    h = f"<@{USER_A}> (prompt: dancing in the rain)"
+    events = fake.message_events[seen:]
+    assert [m["content"] for _, m in events] == [f"{h} (Waiting to start)", f"{h} (37%)", f"{h} Author: <@{USER_A}>"]
+    final = events[-1][1]
+    (video,) = final["attachments"]
+    assert (video["content_type"], video["width"], video["height"]) == ("video/mp4", 720, 1280)
+    assert [button_name(b) for b in buttons(final)] == ["U1", "ReDo"]
+    job = fake.pixverse_jobs[-1]
+    assert job["command"] == "meme_face" and job["images"] == {"face": {"filename": "face.png", "uploaded_filename": face,
+                                                                       "data": PNG[::-1]}}
+
+
+async def test_image_options_and_moderation(fake: FakeDiscord, http: aiohttp.ClientSession) -> None:
+    index = {o["name"]: (o["type"], o["required"]) for o in fake.pixverse_commands["animate"]["options"]}
+    assert index == {"image": (11, True), "prompt": (3, False), "motion": (4, False), "seed_value": (4, False),
+                     "hd_quality": (3, False)}
+    index = {o["name"]: (o["type"], o["required"]) for o in fake.pixverse_commands["meme_face"]["options"]}
+    assert index == {"face": (11, True), "prompt": (3, True), "negative_prompt": (3, False), "seed_value": (4, False),
+                     "aspect_ratio": (3, False)}
+
+    # A slot whose bytes were never PUT, an unknown uploaded_filename, no image at all, meme_face without its prompt,
+    # a motion out of 1-10: all refused, nothing runs.
+    status, slots = await post(http, f"{fake.api_base_url}/channels/{CHANNEL_ID}/attachments", TOKEN_A,
+                               {"files": [{"filename": "cat.png", "file_size": len(PNG), "id": "0"}]})
+    assert status == 200
+    not_put, upload_url = slots["attachments"][0]["upload_filename"], slots["attachments"][0]["upload_url"]
+    done = await upload(http, fake, "cat.png", PNG)
+    refused = [
+        image_body(fake, "animate", {"prompt": "p"}, "image", "cat.png", not_put),
+        image_body(fake, "animate", {"prompt": "p"}, "image", "cat.png", "nope/cat.png"),
+        command_body(fake, "animate", {"prompt": "p"}),
+        image_body(fake, "meme_face", {}, "face", "cat.png", done),
+        image_body(fake, "animate", {"motion": 11}, "image", "cat.png", done),
+    ]
+    wrong_id = image_body(fake, "animate", {}, "image", "cat.png", done)
+    wrong_id["data"]["options"][0]["value"] = "1"  # no attachment "1" in data.attachments
+    for bad in (*refused, wrong_id):
+        status, answer = await interact(http, fake, bad)
+        assert (status, answer["code"]) == (400, 50035), bad
+    assert fake.pixverse_jobs == [] and fake.pixverse_interactions == []
+
+    # Once the upload is completed, the same body goes through.
+    async with http.put(upload_url, data=PNG) as resp:
+        assert resp.status == 200
+    assert (await interact(http, fake, image_body(fake, "animate", {"prompt": "p"}, "image", "cat.png", not_put)))[0] == 204
+
+    # Moderation words apply to animate / meme_face prompts: one Banned prompt message, the group as content.
+    fake.pixverse_moderated_words = {"gore"}
+    await fake.wait_for_pixverse_idle()
+    seen = len(fake.message_events)
+    assert (await interact(http, fake, image_body(fake, "meme_face", {"prompt": "GORE face"}, "face", "cat.png", done)))[0] == 204
+    assert (await interact(http, fake, image_body(fake, "animate", {"prompt": "gore", "motion": 2}, "image", "cat.png",
+                                                  done)))[0] == 204
+    await fake.wait_for_pixverse_idle()
+    events = sorted((m for _, m in fake.message_events[seen:]), key=lambda m: m["content"])
+    assert [(m["content"], m["embeds"][0]["title"], m["embeds"][0]["description"]) for m in events] == [
+        (f"<@{USER_A}> (prompt: GORE face)", "Banned prompt", "GORE face"),
+        (f"<@{USER_A}> (prompt: gore motion: 2)", "Banned prompt", "gore"),
+    ]
+    assert all(m["attachments"] == [] and m["components"] == [] and m["interaction_metadata"] for m in events)
+    assert [j["state"] for j in fake.pixverse_jobs[-2:]] == ["moderated", "moderated"]
+
+
+# --------------------------------------------------------------------------- a member's attachment to the bot's own command
+
+
+async def test_member_attachment_is_resolved_and_served(fake: FakeDiscord, http: aiohttp.ClientSession) -> None:
+    fake.commands = [{
+        "id": "970000000000000001", "application_id": str(BOT_ID), "version": "970000000000000002", "type": 1,
+        "name": "video", "description": "Animate your picture",
+        "options": [{"type": 11, "name": "picture", "description": "The picture", "required": True},
+                    {"type": 3, "name": "prompt", "description": "The prompt", "required": False}],
+    }]
+    payload = fake.make_interaction("video", {"picture": MemberFile("my cat.png", PNG), "prompt": "go"},
+                                    guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=USER_A)
+    (picture, prompt) = payload["data"]["options"]
+    assert prompt == {"name": "prompt", "type": 3, "value": "go"}
+    assert picture["type"] == 11 and picture["name"] == "picture" and picture["value"].isdigit()
+    attachments = payload["data"]["resolved"]["attachments"]
+    assert list(attachments) == [picture["value"]]
+    att = attachments[picture["value"]]
+    assert set(att) == {"id", "filename", "size", "url", "proxy_url", "content_type"}
+    assert (att["id"], att["filename"], att["size"], att["content_type"]) == (picture["value"], "my cat.png", len(PNG), "image/png")
+    assert att["url"].startswith(f"{fake.base_url}/cdn/attachments/{CHANNEL_ID}/{att['id']}/")
+    assert att["proxy_url"].startswith(f"{fake.base_url}/media/attachments/{CHANNEL_ID}/{att['id']}/")
+    for url in (att["url"], att["proxy_url"]):
+        async with http.get(url) as resp:
+            assert resp.status == 200 and resp.content_type == "image/png"
+            assert await resp.read() == PNG
+    # Another attachment id or a wrong filename is not found.
+    async with http.get(att["url"].replace(att["id"], "1")) as resp:
+        assert resp.status == 404
+    async with http.get(f"{fake.base_url}/cdn/attachments/{CHANNEL_ID}/{att['id']}/other.png") as resp:
+        assert resp.status == 404
+
+    # No content type: left out of the attachment object. A list option may carry a MemberFile too.
+    payload = fake.make_interaction("video", [{"name": "picture", "value": MemberFile("raw.bin", b"\x00\x01", None)}],
+                                    guild_id=GUILD_ID, channel_id=CHANNEL_ID)
+    (picture,) = payload["data"]["options"]
+    att = payload["data"]["resolved"]["attachments"][picture["value"]]
+    assert picture["type"] == 11 and "content_type" not in att and att["size"] == 2
+    async with http.get(att["url"]) as resp:
+        assert resp.status == 200 and await resp.read() == b"\x00\x01"
+
+    # Without a MemberFile there is nothing resolved; a MemberFile for a string option is a test bug.
+    assert "resolved" not in fake.make_interaction("video", {"prompt": "p"}, guild_id=GUILD_ID, channel_id=CHANNEL_ID)["data"]
+    with pytest.raises(AssertionError, match="'prompt' has type 3"):
+        fake.make_interaction("video", {"prompt": MemberFile("x.png", b"x")}, guild_id=GUILD_ID, channel_id=CHANNEL_ID)
 
 
 # --------------------------------------------------------------------------- history and the bot's own posts
@@ -551,13 +738,31 @@ class Observer(discord.Client):
         await self.edits.put(payload)
 
 
-@pytest.fixture
-async def observer(fake: FakeDiscord) -> AsyncIterator[Observer]:
+class Receiver(Observer):
+    """The observer plus one slash command taking a member's attachment: it downloads it and tells what it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tree = app_commands.CommandTree(self)
+
+        @self.tree.command(name="inspect", description="Download the picture and describe it")
+        async def inspect(interaction: discord.Interaction, picture: discord.Attachment, note: str = "") -> None:
+            data = await picture.read()
+            await interaction.response.send_message(
+                f"{picture.id} {picture.filename} {picture.content_type} {picture.size} {len(data)} "
+                f"{hashlib.sha256(data).hexdigest()} {note}"
+            )
+
+    async def setup_hook(self) -> None:
+        await self.tree.sync()
+
+
+@contextlib.asynccontextmanager
+async def connected(fake: FakeDiscord, client: discord.Client) -> AsyncIterator[discord.Client]:
     old_base = discord.http.Route.BASE
     old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     discord.http.Route.BASE = fake.api_base_url
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
-    client = Observer()
     connect_task: asyncio.Task | None = None
     try:
         await client.login(BOT_TOKEN)
@@ -570,6 +775,12 @@ async def observer(fake: FakeDiscord) -> AsyncIterator[Observer]:
             await asyncio.wait_for(connect_task, timeout=10)
         discord.http.Route.BASE = old_base
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+
+@pytest.fixture
+async def observer(fake: FakeDiscord) -> AsyncIterator[Observer]:
+    async with connected(fake, Observer()) as client:
+        yield client
 
 
 async def next_item(queue: asyncio.Queue) -> Any:
@@ -664,3 +875,16 @@ async def test_message_events_follow_the_intents(fake: FakeDiscord, http: aiohtt
     assert [f["t"] for f in await events_until_marker(no_messages) if f["t"].startswith("MESSAGE_")] == []
     for ws in (full, no_content, no_messages):
         await ws.close()
+
+
+async def test_discord_py_reads_a_member_attachment(fake: FakeDiscord) -> None:
+    async with connected(fake, Receiver()):
+        result = await fake.invoke("inspect", {"picture": MemberFile("cat.png", PNG), "note": "hi"},
+                                   guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=USER_A)
+        ((att_id, att),) = result.payload["data"]["resolved"]["attachments"].items()
+        assert result.callback_type == 4
+        assert result.content == f"{att_id} cat.png image/png {len(PNG)} {len(PNG)} {hashlib.sha256(PNG).hexdigest()} hi"
+        # discord.py downloaded it from the fake CDN, with the whole signed URL.
+        (download,) = [r for r in fake.requests if r.path.startswith("/cdn/")]
+        assert (download.method, download.path) == ("GET", f"/cdn/attachments/{CHANNEL_ID}/{att_id}/cat.png")
+        assert download.status == 200 and att["url"].endswith("&") and set(download.query) == {"ex", "is", "hm"}
