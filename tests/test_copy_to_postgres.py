@@ -12,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bot.accounts.crypto import TokenCipher
+from bot.dispatch.images import Image
 from bot.dispatch.models import JobState, JobStatus, Verb
 from bot.store import NewJob
 from bot.store.postgres.copy import CopyRefused, copy_to_postgres
@@ -25,6 +26,7 @@ GUILD = "111111111111111111"
 A, B = "333333333333333333", "444444444444444444"
 OWNER = "old-host:1:42:aaaa"
 NOW = 1_800_000_000.0
+PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
 
 async def sqlite_with_everything(path: Path, key: str) -> dict:
@@ -52,7 +54,10 @@ async def sqlite_with_everything(path: Path, key: str) -> dict:
                        fields={"pixverse_open": False, "attachments": '[{"url": "https://cdn.example/v.mp4"}]'})
     running = (await jobs.place(new, now=NOW + 2, owner=OWNER, queue_size=5, rng=rng)).job
     assert await jobs.mark_submitted(running, NOW + 2, owner=OWNER)
-    waiting = (await jobs.place(new, now=NOW + 3, owner=OWNER, queue_size=5, rng=rng)).job
+    # A waiting animate job: its image goes with it.
+    animate = NewJob(GUILD, "900000000000000001", "900000000000000002", Verb.ANIMATE,
+                     {"image": {"filename": "cat.png"}}, images={"image": Image("cat.png", PNG)})
+    waiting = (await jobs.place(animate, now=NOW + 3, owner=OWNER, queue_size=5, rng=rng)).job
     assert waiting.state is JobState.WAITING
     await db.close()
     return {"live": live, "revoked": revoked, "done": done.job_id, "running": running.job_id,
@@ -64,7 +69,8 @@ async def test_everything_is_copied_and_readable_with_the_same_key(tmp_path):
     made = await sqlite_with_everything(tmp_path / "pixverse.db", key)
     async with fresh_schema() as (url, schema):
         copied = await copy_to_postgres(tmp_path / "pixverse.db", url, key, server_settings={"search_path": schema})
-        assert copied == {"meta": 1, "accounts": 2, "api_tokens": 2, "jobs": 3, "pixverse_messages": 1}
+        assert copied == {"meta": 1, "accounts": 2, "api_tokens": 2, "jobs": 3, "pixverse_messages": 1,
+                          "job_images": 1}
         db = await PostgresDatabase.open(url, pool_size=2, server_settings={"search_path": schema})
         try:
             stores = db.stores(TokenCipher(key))
@@ -87,6 +93,7 @@ async def test_everything_is_copied_and_readable_with_the_same_key(tmp_path):
             assert (running.state, running.owner) == (JobState.SUBMITTED, None)
             assert [j.job_id for j in await stores.jobs.orphaned([])] == [made["running"]]
             assert [j.job_id for j in await stores.jobs.waiting(GUILD)] == [made["waiting"]]
+            assert (await stores.jobs.images(made["waiting"]))["image"].data == PNG
             # New jobs follow the copied ones in submission order.
             await stores.jobs.heartbeat("new", NOW)
             await stores.accounts.set_rotation(GUILD, B, in_rotation=True)

@@ -46,6 +46,8 @@ API_REQUESTER = "api"
 class Verb(StrEnum):
     CREATE = "create"
     CREATE_SINGLE = "create_single"
+    ANIMATE = "animate"
+    MEME_FACE = "meme_face"
     BUTTON = "button"
 
 
@@ -82,6 +84,8 @@ class Job:
     buttons: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     error_details: str | None = None
+    message_timestamp: str | None = None  # when PixVerse posted its last message (Discord's ISO text)
+    embeds: list[dict[str, Any]] = field(default_factory=list)  # that message's embeds
     # Public answers already made from this (immutable) job, by to_public's arguments.
     _answers: dict[tuple[str | None, bool], dict[str, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -139,7 +143,9 @@ class Job:
             "maxJobs": self.max_jobs,
             "messageId": self.message_id,
             "content": self.content,
+            "timestamp": self.message_timestamp,
             "attachments": self.attachments,
+            "embeds": self.embeds,
             "error": self.error,
             "errorDetails": self.error_details,
             "code": self.code,
@@ -173,5 +179,6 @@ def job_from_row(row: Any) -> Job:
         state=JobState(values["state"]),
         attachments=json.loads(values["attachments"]) if values["attachments"] else [],
         buttons=json.loads(values["buttons"]) if values["buttons"] else [],
+        embeds=json.loads(values["embeds"]) if values["embeds"] else [],
     )
     return Job(**values)

@@ -26,6 +26,8 @@ must keep, whatever its engine:
   (``Database.listen``, topic :data:`JOBS_TOPIC`) does so when it places one.
 - **The queue is first in, first out per server**, and the choice among accounts with a free
   slot is uniform.
+- **A job's images live exactly as long as it does**: stored in the transaction that places it
+  (a refused job leaves none), readable until it ends, deleted when it ends.
 - **Periodic queries cost O(work due)**: timed out, orphaned, waiting, purge (in bounded
   batches) read only live rows.
 
@@ -37,12 +39,13 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from bot.accounts.crypto import TokenCipher
 from bot.accounts.models import AccountConfig
+from bot.dispatch.images import Image
 from bot.dispatch.models import Job, JobStatus, Verb
 from bot.errors import ApiError
 
@@ -68,6 +71,9 @@ class NewJob:
     verb: Verb
     params: dict[str, Any]
     parent_job_id: str | None = None
+    # Images the job sends (animate, meme_face), by parameter name: stored with the job in the
+    # same transaction, deleted by the store when the job ends (``JobStore.images``).
+    images: Mapping[str, Image] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,10 @@ def result_fields(update: Any) -> dict[str, Any]:
         fields["error"] = update.error
     if update.error_details is not None:
         fields["error_details"] = update.error_details
+    if update.timestamp is not None:
+        fields["message_timestamp"] = update.timestamp
+    if update.embeds:
+        fields["embeds"] = json.dumps(list(update.embeds), ensure_ascii=False)
     return fields
 
 
@@ -212,6 +222,8 @@ class JobStore(Protocol):
     async def holding_slots(self, account_channel_id: str) -> list[Job]: ...
     async def open_at_pixverse(self, account_channel_id: str) -> list[Job]: ...
     async def waiting(self, guild_id: str) -> list[Job]: ...
+    async def images(self, job_id: str) -> dict[str, Image]:
+        """The images a job was placed with, by parameter name; none once it ended."""
 
     # a job's life at PixVerse
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool: ...

@@ -315,3 +315,64 @@ async def test_a_requeue_racing_a_release_never_brings_an_ended_job_back(connect
             if final.state is not JobState.DONE:
                 await first.jobs.release(job.job_id, JobStatus.COMPLETED, now=NOW)
             assert await first.jobs.executing(GUILD) == []
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def image_job(guild: str = GUILD, data: bytes = PNG) -> NewJob:
+    from bot.dispatch.images import Image
+
+    return NewJob(guild, "900000000000000001", "900000000000000002", Verb.ANIMATE,
+                  {"image": {"filename": "cat.png", "size": len(data)}, "motion": 5},
+                  images={"image": Image("cat.png", data)})
+
+
+async def test_a_jobs_images_live_exactly_as_long_as_the_job(stores):
+    await account(stores, A, max_jobs=1)
+    running = (await stores.jobs.place(image_job(), now=NOW, owner=OWNER, queue_size=1, rng=random.Random(1))).job
+    waiting = await stores.jobs.place(image_job(data=PNG + b"2"), now=NOW, owner=OWNER, queue_size=1,
+                                      rng=random.Random(1))
+    assert waiting.queue_position == 1
+    # A refused job (the queue is full) leaves no image behind.
+    assert (await error_of(stores.jobs.place(image_job(), now=NOW, owner=OWNER, queue_size=1,
+                                             rng=random.Random(1))))[0] == 429
+    stored = await stores.jobs.images(running.job_id)
+    assert {name: (image.filename, image.data) for name, image in stored.items()} == {"image": ("cat.png", PNG)}
+    assert (await stores.jobs.images(waiting.job.job_id))["image"].data == PNG + b"2"
+    # The freed slot goes to the waiting job: it is placed with its image still there.
+    await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW + 1)
+    assert await stores.jobs.images(running.job_id) == {}
+    promoted = await stores.jobs.promote_waiting(GUILD, now=NOW + 1, owner=OWNER, rng=random.Random(1))
+    assert [job.job_id for job in promoted] == [waiting.job.job_id]
+    assert (await stores.jobs.images(waiting.job.job_id))["image"].data == PNG + b"2"
+    await stores.jobs.release(waiting.job.job_id, JobStatus.CANCELLED, now=NOW + 2)
+    assert await stores.jobs.images(waiting.job.job_id) == {}
+    assert await stores.jobs.images("job:none") == {}
+
+
+async def test_images_follow_a_job_put_on_a_given_account(stores):
+    await account(stores, A, max_jobs=1)
+    job = await stores.jobs.place_on(image_job(), account_channel_id=A, now=NOW, owner=OWNER)
+    assert (await stores.jobs.images(job.job_id))["image"].data == PNG
+    assert (await error_of(stores.jobs.place_on(image_job(), account_channel_id=A, now=NOW, owner=OWNER)))[0] == 429
+    await stores.jobs.release(job.job_id, JobStatus.FAILED, now=NOW + 1, fields={"error": "x"})
+    assert await stores.jobs.images(job.job_id) == {}
+
+
+async def test_a_final_message_keeps_its_timestamp_and_embeds(stores):
+    from bot.dispatch.backends.base import JobUpdate
+    from bot.store import result_fields
+
+    await account(stores, A, max_jobs=1)
+    job = (await place(stores)).job
+    embeds = ({"type": "rich", "title": "Banned prompt", "description": "a fox"},)
+    update = JobUpdate(JobStatus.MODERATED, message_id="1234", content="x", error="Banned prompt",
+                       timestamp="2026-12-01T10:00:00.000000+00:00", embeds=embeds)
+    ended = (await stores.jobs.release(job.job_id, JobStatus.MODERATED, now=NOW + 1, fields=result_fields(update))).job
+    again = await stores.jobs.get(job.job_id)
+    for seen in (ended, again):
+        assert seen.message_timestamp == "2026-12-01T10:00:00.000000+00:00"
+        assert seen.embeds == list(embeds)
+        assert seen.to_public()["timestamp"] == "2026-12-01T10:00:00.000000+00:00"
+        assert seen.to_public()["embeds"] == list(embeds)

@@ -21,6 +21,8 @@ class JobUpdate:
     buttons: tuple[dict[str, Any], ...] = ()  # {"label": "U1", "custom_id": "...", "message_flags": 0}
     error: str | None = None
     error_details: str | None = None
+    timestamp: str | None = None  # the message's timestamp, as Discord wrote it
+    embeds: tuple[dict[str, Any], ...] = ()  # the message's embeds, as Discord sent them
     account_rejected: str | None = None  # the account must leave rotation with this reason
     overloaded: bool = False  # PixVerse refused for load: try again later, elsewhere if possible
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from bot.dispatch.images import Image
 from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
 from bot.store.decoded import DecodedJobs
 from bot.store import JOBS_TOPIC, NewJob, Placement, Released, rules
@@ -58,7 +59,7 @@ PLACE_ON_FREE = "SELECT * FROM pixverse_place_on_free($1, $2, $3, $4, $5, $6, $7
 RELEASE = "SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)"
 # What a release may set beside the status (bot.store.result_fields and the errors).
 RELEASE_FIELDS = frozenset({"pixverse_open", "message_id", "content", "attachments", "buttons", "error",
-                            "error_details"})
+                            "error_details", "message_timestamp", "embeds"})
 QUEUE = (
     f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ("
     + _NEW.format(account="NULL", user="NULL", max_jobs="NULL", state="'waiting'", owner="$8") + ") RETURNING *"  # $8: None
@@ -143,39 +144,54 @@ class JobRepository:
     async def place(self, new: NewJob, *, now: float, owner: str | None, queue_size: int,
                     rng: random.Random) -> Placement:
         args = _new_args(new, now=now, owner=owner)
-        # Most often a slot is free and nobody waits: one round trip, the lock held only while it runs.
-        row = await self._db.fetchrow(PLACE_FREE, *args, rng.random(), _announce_on(owner))
-        if row is not None:
-            return Placement(job_from_row(row), None)
-        # Otherwise the refusal, or the queue, decided under the server's lock.
+        if not new.images:
+            # Most often a slot is free and nobody waits: one round trip, the lock held only while it runs.
+            row = await self._db.fetchrow(PLACE_FREE, *args, rng.random(), _announce_on(owner))
+            if row is not None:
+                return Placement(job_from_row(row), None)
+        # Otherwise (or with images, stored in the same transaction) the placement, the refusal
+        # or the queue, decided under the server's lock.
         async with self._db.transaction() as conn:
-            await conn.execute(LOCK_SERVER, new.guild_id)
-            accounts = await conn.fetch(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1", new.guild_id)
-            waiting = await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND queued", new.guild_id)
-            free = await rules.new_job(accounts, waiting, queue_size=queue_size,
-                                       executing_ids=lambda: _executing_ids(conn, "guild_id", new.guild_id))
-            if free and not waiting:
-                # A release (which takes no lock) freed a slot after the first try read: take it.
-                await _announce_unowned(conn, new.guild_id, owner)
-                return Placement(await _insert_placed(conn, args, rng.choice(free)), None)
-            args[7] = None  # a waiting job has no owner
-            return Placement(job_from_row(await conn.fetchrow(QUEUE, *args)), waiting + 1)
+            placed = await self._place_locked(conn, new, args, owner=owner, queue_size=queue_size, rng=rng)
+            await _store_images(conn, placed.job.job_id, new)
+            return placed
+
+    async def _place_locked(self, conn: asyncpg.Connection, new: NewJob, args: list[Any], *, owner: str | None,
+                            queue_size: int, rng: random.Random) -> Placement:
+        await conn.execute(LOCK_SERVER, new.guild_id)
+        accounts = await conn.fetch(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1", new.guild_id)
+        waiting = await conn.fetchval("SELECT COUNT(*) FROM jobs WHERE guild_id = $1 AND queued", new.guild_id)
+        free = await rules.new_job(accounts, waiting, queue_size=queue_size,
+                                   executing_ids=lambda: _executing_ids(conn, "guild_id", new.guild_id))
+        if free and not waiting:
+            # A release (which takes no lock) freed a slot after the first try read: take it.
+            await _announce_unowned(conn, new.guild_id, owner)
+            return Placement(await _insert_placed(conn, args, rng.choice(free)), None)
+        args[7] = None  # a waiting job has no owner
+        return Placement(job_from_row(await conn.fetchrow(QUEUE, *args)), waiting + 1)
 
     async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str | None) -> Job:
         args = _new_args(new, now=now, owner=owner)
-        row = await self._db.fetchrow(PLACE_ON_FREE, *args, account_channel_id, _announce_on(owner))
-        if row is not None:
-            return job_from_row(row)
+        if not new.images:
+            row = await self._db.fetchrow(PLACE_ON_FREE, *args, account_channel_id, _announce_on(owner))
+            if row is not None:
+                return job_from_row(row)
         async with self._db.transaction() as conn:
-            await conn.execute(LOCK_SERVER, new.guild_id)
-            account = await conn.fetchrow(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1 AND a.channel_id = $2",
-                                          new.guild_id, account_channel_id)
-            account = await rules.button(
-                account, account_channel_id,
-                executing_ids=lambda: _executing_ids(conn, "account_channel_id", account_channel_id))
-            # Free after all: a release (which takes no lock) freed it after the first try read.
-            await _announce_unowned(conn, new.guild_id, owner)
-            return await _insert_placed(conn, args, account)
+            job = await self._place_on_locked(conn, new, args, account_channel_id=account_channel_id, owner=owner)
+            await _store_images(conn, job.job_id, new)
+            return job
+
+    async def _place_on_locked(self, conn: asyncpg.Connection, new: NewJob, args: list[Any], *,
+                               account_channel_id: str, owner: str | None) -> Job:
+        await conn.execute(LOCK_SERVER, new.guild_id)
+        account = await conn.fetchrow(_ACCOUNTS_WITH_LOAD + " WHERE a.guild_id = $1 AND a.channel_id = $2",
+                                      new.guild_id, account_channel_id)
+        account = await rules.button(
+            account, account_channel_id,
+            executing_ids=lambda: _executing_ids(conn, "account_channel_id", account_channel_id))
+        # Free after all: a release (which takes no lock) freed it after the first try read.
+        await _announce_unowned(conn, new.guild_id, owner)
+        return await _insert_placed(conn, args, account)
 
     async def release(self, job_id: str, status: JobStatus, *, now: float,
                       fields: dict[str, Any] | None = None, expected: Job | None = None) -> Released:
@@ -236,6 +252,10 @@ class JobRepository:
         ))
 
     # --- reading ------------------------------------------------------------------------------
+
+    async def images(self, job_id: str) -> dict[str, Image]:
+        rows = await self._db.fetch("SELECT param, filename, data FROM job_images WHERE job_id = $1", job_id)
+        return {row["param"]: Image(row["filename"], bytes(row["data"])) for row in rows}
 
     async def get(self, job_id: str, guild_id: str | None = None) -> Job | None:
         if guild_id is None:
@@ -378,6 +398,12 @@ class JobRepository:
 
     async def forget_dead_owners(self, *, now: float, ttl: float) -> None:
         await self._db.execute("DELETE FROM processes WHERE heartbeat_at < $1", now - ttl * 10)
+
+
+async def _store_images(conn: asyncpg.Connection, job_id: str, new: NewJob) -> None:
+    for param, image in new.images.items():
+        await conn.execute("INSERT INTO job_images (job_id, param, filename, data) VALUES ($1, $2, $3, $4)",
+                           job_id, param, image.filename, image.data)
 
 
 async def _insert_placed(conn: asyncpg.Connection, args: list[Any], account: Any) -> Job:

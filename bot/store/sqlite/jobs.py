@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+from bot.dispatch.images import Image
 from bot.store.sqlite import placement
-from bot.store.sqlite.database import Database
+from bot.store.sqlite.database import Database, Tx
 from bot.store.decoded import DecodedJobs
 from bot.store import NewJob, Placement, Released
 from bot.dispatch.models import Job, JobStatus, job_from_row
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # Takes or renews a process's lease: (owner, heartbeat_at).
@@ -34,6 +37,11 @@ class JobRepository:
     # --- placement: capacity guarded in one transaction each (see placement.py) -----------
 
     async def place(self, new: NewJob, *, now: float, owner: str, queue_size: int, rng: random.Random) -> Placement:
+        if new.images:
+            # The job and its images in one transaction: a refusal leaves neither.
+            await placement.refuse_or_free(placement.LookupReads(self._db), new.guild_id, queue_size=queue_size)
+            return await self._db.run(lambda tx: _with_images(
+                tx, new, placement.place(tx, new, now=now, owner=owner, queue_size=queue_size, rng=rng)))
         # One statement when a slot is free and nobody waits: it counts and inserts under the
         # write lock, held only while SQLite runs it.
         row = await self._db.fetchone(
@@ -50,6 +58,11 @@ class JobRepository:
         )
 
     async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
+        if new.images:
+            await placement.refuse_on(placement.LookupReads(self._db), new.guild_id, account_channel_id)
+            placed = await self._db.run(lambda tx: _with_images(tx, new, placement.place_on(
+                tx, new, account_channel_id=account_channel_id, now=now, owner=owner)))
+            return placed
         row = await self._db.fetchone(
             placement.PLACE_ON_FREE,
             placement.new_job_params(new, now=now, owner=owner, account=account_channel_id),
@@ -99,6 +112,10 @@ class JobRepository:
         return int(row[0])
 
     # --- reading and the updates that do not touch slots ---------------------------------
+
+    async def images(self, job_id: str) -> dict[str, Image]:
+        rows = await self._db.lookup_all("SELECT param, filename, data FROM job_images WHERE job_id = ?", (job_id,))
+        return {row["param"]: Image(row["filename"], bytes(row["data"])) for row in rows}
 
     async def get(self, job_id: str, guild_id: str | None = None) -> Job | None:
         # A lookup by the unique job id: answered on the loop's thread, not queued behind the
@@ -282,3 +299,13 @@ class JobRepository:
 
     async def forget_dead_owners(self, *, now: float, ttl: float) -> None:
         await self._db.execute("DELETE FROM processes WHERE heartbeat_at < ?", (now - ttl * 10,))
+
+
+async def _with_images(tx: Tx, new: NewJob, placing: Awaitable[T]) -> T:
+    """Places a job (``placing``: a Placement or a Job) and stores its images in the same transaction."""
+    placed = await placing
+    job = placed.job if isinstance(placed, Placement) else placed
+    for param, image in new.images.items():
+        await tx.execute("INSERT INTO job_images (job_id, param, filename, data) VALUES (?, ?, ?, ?)",
+                         (job.job_id, param, image.filename, image.data))
+    return placed
