@@ -21,7 +21,10 @@ from discord.utils import escape_markdown
 
 from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, require_guild
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
+from bot.accounts.validation import echo
 from bot.dispatch.catalogue import BUTTONS, CATALOGUE
+from bot.dispatch.images import IMAGE_LIMIT, Image
+from bot.errors import ApiError
 from bot.tree import answer_failure, reply
 
 if TYPE_CHECKING:
@@ -43,7 +46,37 @@ class _Asker:
 
 def describe(job: Job) -> str:
     params = {**job.params, "prompt": escape_markdown(job.prompt or "")}
+    for param in CATALOGUE[job.verb].images:
+        if isinstance(params.get(param.name), dict):
+            params[param.name] = {**params[param.name],
+                                  "filename": escape_markdown(str(params[param.name].get("filename") or ""))}
     return CATALOGUE[job.verb].describe(params, job.parent_job_id)
+
+
+# An attachment is downloaded before the command is answered when it comes within this (Discord
+# wants an answer within 3 s); a slower download goes on after a public "thinking…" answer.
+DOWNLOAD_BEFORE_ANSWER_SECONDS = 2.0
+
+
+async def attached_image(interaction: discord.Interaction, name: str, attachment: discord.Attachment | None) -> Image | None:
+    """A member's attachment as the catalogue's image: refused by its announced size before any
+    download, then read from Discord's CDN (the bytes decide its type, in the catalogue)."""
+    if attachment is None:
+        return None
+    if attachment.size > IMAGE_LIMIT:
+        raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) is larger than {IMAGE_LIMIT // (1024 * 1024)} MB")
+    download = asyncio.ensure_future(attachment.read())
+    try:
+        done, _ = await asyncio.wait({download}, timeout=DOWNLOAD_BEFORE_ANSWER_SECONDS)
+        if not done and not interaction.response.is_done():
+            await interaction.response.defer(thinking=True)
+        data = await download
+    except discord.HTTPException as exc:
+        raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) could not be read from Discord"
+                            f" ({exc.status}); please attach it again") from None
+    finally:
+        download.cancel()
+    return Image.given(attachment.filename, data)
 
 
 def job_text(job: Job) -> str:
@@ -100,6 +133,7 @@ def message_payload(message: discord.Message) -> dict[str, Any]:
         "guild_id": str(message.guild.id) if message.guild else None,
         "author": {"id": str(message.author.id), "bot": message.author.bot},
         "content": message.content,
+        "timestamp": message.created_at.isoformat(),
         "type": message.type.value,
         "flags": message.flags.value,
         "attachments": [
@@ -174,7 +208,14 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         asker = self._askers[job.job_id] = _Asker(interaction)
         try:
             if position is None:
-                await interaction.response.defer(thinking=True)
+                if not interaction.response.is_done():  # an image's slow download deferred already
+                    await interaction.response.defer(thinking=True)
+            elif interaction.response.is_done():
+                await interaction.followup.send(
+                    f"created · jobid: {job.job_id}\n{describe(job)}\n"
+                    f"All PixVerse accounts are busy: the job waits at position {position} in this server's queue",
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
             else:
                 await interaction.response.send_message(
                     f"created · jobid: {job.job_id}\n{describe(job)}\n"
@@ -314,6 +355,40 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         seed_value: int | None = None,
     ) -> None:
         await self._submit(interaction, Verb.CREATE_SINGLE, body_of(Verb.CREATE_SINGLE, locals()))
+
+    @core_validated_command(name=CATALOGUE[Verb.ANIMATE].slash_name, description=CATALOGUE[Verb.ANIMATE].description,
+                            advertised=advertised(Verb.ANIMATE))
+    @app_commands.guild_only()
+    @app_commands.choices(hd_quality=choices(Verb.ANIMATE, "hd_quality"))
+    @app_commands.describe(**descriptions(Verb.ANIMATE))
+    async def animate(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment | None = None,
+        prompt: str | None = None,
+        motion: int | None = None,
+        seed_value: int | None = None,
+        hd_quality: str | None = None,
+    ) -> None:
+        image = await attached_image(interaction, "image", image)
+        await self._submit(interaction, Verb.ANIMATE, body_of(Verb.ANIMATE, locals()))
+
+    @core_validated_command(name=CATALOGUE[Verb.MEME_FACE].slash_name,
+                            description=CATALOGUE[Verb.MEME_FACE].description, advertised=advertised(Verb.MEME_FACE))
+    @app_commands.guild_only()
+    @app_commands.choices(aspect_ratio=choices(Verb.MEME_FACE, "aspect_ratio"))
+    @app_commands.describe(**descriptions(Verb.MEME_FACE))
+    async def meme_face(
+        self,
+        interaction: discord.Interaction,
+        face: discord.Attachment | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        seed_value: int | None = None,
+        aspect_ratio: str | None = None,
+    ) -> None:
+        face = await attached_image(interaction, "face", face)
+        await self._submit(interaction, Verb.MEME_FACE, body_of(Verb.MEME_FACE, locals()))
 
     @core_validated_command(name=CATALOGUE[Verb.BUTTON].slash_name, description=CATALOGUE[Verb.BUTTON].description,
                             advertised=advertised(Verb.BUTTON))

@@ -15,17 +15,22 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.accounts.validation import echo
+from bot.dispatch.images import IMAGE_LIMIT, Image
 from bot.dispatch.models import Verb
 from bot.errors import bad_request
 
 PROMPT_LIMIT = 512
 CHARACTER_LIMIT = 100
 SEED_MAX = 2_147_483_647
+MOTION_MIN, MOTION_MAX = 1, 10
 STYLES = ("Realistic", "Anime", "3D Animation")
 ASPECT_RATIOS = ("16:9", "9:16", "1:1", "4:3", "3:4")
 BUTTONS = ("U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "ReDo", "🔀")
+YES_NO = ("Yes", "No")
 
-Kind = Literal["text", "integer"]
+# text: a string; integer: a whole number (form bodies send it as text); image: a file (an HTTP
+# file part, a Discord attachment), checked by its bytes (bot/dispatch/images.py).
+Kind = Literal["text", "integer", "image"]
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,17 @@ class Command:
     description: str
     params: tuple[Param, ...]
     videos: int  # how many videos PixVerse answers with
+    # How PixVerse's replies to it are recognised: the parameter group its messages show
+    # (bot/pixverse/parser.py REPLY_GROUPS); None for a button (found by the message it replies to).
+    replies: str | None
 
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
+
+    @property
+    def images(self) -> tuple[Param, ...]:
+        """Its image parameters: a request with one is sent as multipart/form-data."""
+        return tuple(p for p in self.params if p.kind == "image")
 
     def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters of a request, checked in declaration order; raises ApiError 400 with the
@@ -87,11 +100,16 @@ class Command:
             raise bad_request(f"Param {name} is supported only by {', '.join(owners)}")
         return params
 
-    def pixverse_options(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The options sent to PixVerse's command for a job's parameters (older names included)."""
-        options = {}
+    def pixverse_options(self, params: Mapping[str, Any], images: Mapping[str, Image] | None = None) -> dict[str, Any]:
+        """The options sent to PixVerse's command for a job's parameters (older names included);
+        an image option takes the image itself (``images``, by parameter name, from the store)."""
+        options: dict[str, Any] = {}
         for param in self.params:
             if param.pixverse is None:
+                continue
+            if param.kind == "image":
+                if images and param.name in images:
+                    options[param.pixverse] = images[param.name]
                 continue
             for key in (param.name, *param.aliases):
                 if params.get(key) is not None:
@@ -103,8 +121,10 @@ class Command:
         """The JSON schema of this command's request body (``extra``: fields every job request takes)."""
         properties: dict[str, Any] = {}
         for param in self.params:
-            schema: dict[str, Any] = {"type": "string" if param.kind == "text" else "integer",
+            schema: dict[str, Any] = {"type": "integer" if param.kind == "integer" else "string",
                                       "description": param.description}
+            if param.kind == "image":
+                schema["format"] = "binary"
             if param.choices:
                 schema["enum"] = list(param.choices)
             schema.update(param.limits("maxLength", "minimum", "maximum"))
@@ -118,7 +138,9 @@ class Command:
         """A job's one-line description, as members read it."""
         if self.verb is Verb.BUTTON:
             return f"button {params.get('button')} on jobid: {parent_job_id}"
-        return f"{self.verb.value} “{params.get('prompt') or ''}” ({params.get('style')})"
+        shown = [params.get("style")] + [(params.get(p.name) or {}).get("filename") for p in self.images]
+        what = ", ".join(str(s) for s in shown if s)
+        return f"{self.verb.value} “{params.get('prompt') or ''}”" + (f" ({what})" if what else "")
 
 
 def integer_fields() -> set[str]:
@@ -133,6 +155,8 @@ def _declares(command: Command, name: str) -> bool:
 def _check(param: Param, name: str, value: Any) -> Any:
     """One parameter's value, checked (``name``: as the request spelled it)."""
     label = f"Required param {name}" if param.required else f"Param {name}"
+    if param.kind == "image":
+        return _check_image(param, name, label, value)
     if param.kind == "integer":
         if value is None:
             if param.required:
@@ -157,6 +181,22 @@ def _check(param: Param, name: str, value: Any) -> Any:
     return text
 
 
+def _check_image(param: Param, name: str, label: str, value: Any) -> Image | None:
+    if isinstance(value, str) and not value.strip():
+        value = None  # an empty form field is an absent one
+    if value is None or (isinstance(value, Image) and not value.data):
+        if param.required:
+            raise bad_request(f"{label} is missing or empty")
+        return None
+    if not isinstance(value, Image):
+        raise bad_request(f"Param {name} must be a file: send it as a file part of a multipart/form-data body")
+    if value.content_type is None:
+        raise bad_request(f"Param {name} ({echo(value.filename)}) is not a PNG, JPEG or WEBP image")
+    if value.size > IMAGE_LIMIT:
+        raise bad_request(f"Param {name} ({echo(value.filename)}) is larger than {IMAGE_LIMIT // (1024 * 1024)} MB")
+    return value
+
+
 _PROMPT = Param("prompt", "text", f"What the video shows (at most {PROMPT_LIMIT} characters)", required=True,
                 max_length=PROMPT_LIMIT, pixverse="prompt")
 _STYLE = Param("style", "text", "Realistic, Anime or 3D Animation", required=True, choices=STYLES, pixverse="style")
@@ -169,16 +209,31 @@ _CHARACTER = Param("character", "text", "A character name (Anime only)", max_len
 _SEED_VALUE = Param("seed_value", "integer", f"Seed for a repeatable result (0–{SEED_MAX})", minimum=0,
                     maximum=SEED_MAX, pixverse="seed_value", aliases=("seed",))
 
+_IMAGE_NOTE = "PNG, JPEG or WEBP, at most 10 MB"
+
 CATALOGUE: dict[Verb, Command] = {
     Verb.CREATE: Command(Verb.CREATE, "pixverse-create", "Create 4 PixVerse videos from a prompt",
-                         (_PROMPT, _STYLE, _ASPECT_RATIO, _NEGATIVE_PROMPT, _CHARACTER), videos=4),
+                         (_PROMPT, _STYLE, _ASPECT_RATIO, _NEGATIVE_PROMPT, _CHARACTER), videos=4, replies="create"),
     Verb.CREATE_SINGLE: Command(Verb.CREATE_SINGLE, "pixverse-create-single", "Create one PixVerse video from a prompt",
                                 (_PROMPT, _STYLE, _ASPECT_RATIO, _NEGATIVE_PROMPT, _CHARACTER, _SEED_VALUE),
-                                videos=1),
+                                videos=1, replies="create"),
+    Verb.ANIMATE: Command(Verb.ANIMATE, "pixverse-animate", "Bring an image to life as a PixVerse video", (
+        Param("image", "image", f"The image to animate ({_IMAGE_NOTE})", required=True, pixverse="image"),
+        Param("prompt", "text", f"How it moves (at most {PROMPT_LIMIT} characters)", max_length=PROMPT_LIMIT,
+              pixverse="prompt"),
+        Param("motion", "integer", f"How much it moves, {MOTION_MIN}–{MOTION_MAX} (PixVerse's default 5)",
+              minimum=MOTION_MIN, maximum=MOTION_MAX, pixverse="motion"),
+        _SEED_VALUE,
+        Param("hd_quality", "text", "Yes for HD quality", choices=YES_NO, pixverse="hd_quality"),
+    ), videos=1, replies="animate"),
+    Verb.MEME_FACE: Command(Verb.MEME_FACE, "pixverse-meme-face", "Put a face into a PixVerse video", (
+        Param("face", "image", f"A picture of the face ({_IMAGE_NOTE})", required=True, pixverse="face"),
+        _PROMPT, _NEGATIVE_PROMPT, _SEED_VALUE, _ASPECT_RATIO,
+    ), videos=1, replies="meme_face"),
     Verb.BUTTON: Command(Verb.BUTTON, "pixverse-button", "Press a result button of a completed PixVerse job", (
         Param("jobid", "text", "The completed job's id", required=True),
         Param("button", "text", "U1–U4 upscale, V1–V4 variation, ReDo, 🔀", required=True, choices=BUTTONS),
-    ), videos=1),
+    ), videos=1, replies=None),
 }
 # The names of PixVerse's parameters (a field no PixVerse command takes, such as useapi's
 # `discord` or `maxJobs`, is left to the route; a button's own fields are not PixVerse options).

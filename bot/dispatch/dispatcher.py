@@ -21,6 +21,7 @@ from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
 from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobState, JobStatus, Verb
 from bot.dispatch.catalogue import CATALOGUE
+from bot.dispatch.images import Image
 from bot.dispatch.validation import validate_button, validate_job_id
 from bot.accounts.validation import echo, is_snowflake
 from bot.errors import CONFIGURATION_NOT_FOUND, ApiError
@@ -235,11 +236,15 @@ class Dispatcher:
         the job then goes on that account only, not the random choice among free ones, refused (429,
         409) rather than queued when it cannot take it."""
         self._refuse_when_closing()
-        params = {**CATALOGUE[verb].validate(body), **(extra or {})}
+        validated = CATALOGUE[verb].validate(body)
+        # An image's bytes are stored beside the job until it ends; its parameters keep a summary.
+        images = {name: value for name, value in validated.items() if isinstance(value, Image)}
+        params = {**{name: value.summary() if isinstance(value, Image) else value for name, value in validated.items()},
+                  **(extra or {})}
+        new = NewJob(guild_id, requester_id, request_channel_id, verb, params, images=images)
         account_channel_id = await self.chosen_account(guild_id, body) if named_account else None
         await self._hold_lease()
         if account_channel_id is not None:
-            new = NewJob(guild_id, requester_id, request_channel_id, verb, params)
             try:
                 job = await self.jobs.place_on(new, account_channel_id=account_channel_id, now=self.clock(),
                                                owner=self._owner_for(guild_id))
@@ -250,8 +255,7 @@ class Dispatcher:
             return Placement(job, None)
         try:
             result = await self.jobs.place(
-                NewJob(guild_id, requester_id, request_channel_id, verb, params),
-                now=self.clock(), owner=self._owner_for(guild_id), queue_size=self.queue_size, rng=self.rng,
+                new, now=self.clock(), owner=self._owner_for(guild_id), queue_size=self.queue_size, rng=self.rng,
             )
         except ApiError as exc:
             await self._estimate_retry(exc, guild_id)

@@ -56,8 +56,6 @@ PRESS_FIELDS = {
     "discord": {"type": "string", "description": "the token of the account that made the job, or empty"},
     "maxJobs": {"type": "integer", "description": "ignored"},
 }
-_CREATE_BODY = CATALOGUE[Verb.CREATE].openapi_body({**ACCOUNT_FIELDS, **_REPLY})
-_CREATE_SINGLE_BODY = CATALOGUE[Verb.CREATE_SINGLE].openapi_body({**ACCOUNT_FIELDS, **_REPLY})
 _BUTTON_BODY = CATALOGUE[Verb.BUTTON].openapi_body({**PRESS_FIELDS, **_REPLY})
 _JOB = {
     "type": "object",
@@ -68,10 +66,11 @@ _JOB = {
             ("updated", "string"), ("prompt", "string"), ("discord", "string"), ("server", "string"),
             ("channel", "string"), ("maxJobs", "integer"), ("messageId", "string"), ("content", "string"),
             ("error", "string"), ("errorDetails", "string"), ("code", "integer"), ("queuePosition", "integer"),
-            ("replyUrl", "string"), ("replyRef", "string"),
+            ("replyUrl", "string"), ("replyRef", "string"), ("timestamp", "string"),
         )
     }
-    | {"buttons": {"type": "array", "items": {"type": "string"}}, "attachments": {"type": "array", "items": {"type": "object"}}},
+    | {"buttons": {"type": "array", "items": {"type": "string"}}, "attachments": {"type": "array", "items": {"type": "object"}},
+       "embeds": {"type": "array", "items": {"type": "object"}}},
 }
 
 
@@ -89,23 +88,26 @@ _JOBID = {"name": "jobid", "in": "query", "required": True, "schema": {"type": "
 _JOB_REF = {"$ref": "#/components/schemas/Job"}
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
+MEDIA_TYPES = ("application/json", "multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def _body(schema: dict[str, Any], media_types: tuple[str, ...] = MEDIA_TYPES) -> dict[str, Any]:
     # useapi's v1 clients send forms (numbers as text, empty fields absent) as well as JSON.
-    return {"required": True, "content": {media: {"schema": schema} for media in (
-        "application/json", "multipart/form-data", "application/x-www-form-urlencoded")}}
+    return {"required": True, "content": {media: {"schema": schema} for media in media_types}}
 
 
-def _job_post(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _job_post(summary: str, schema: dict[str, Any], *, images: bool = False) -> dict[str, Any]:
+    """A job request; one with images is a multipart/form-data body (the images as file parts)."""
     return {
         "summary": summary,
-        "requestBody": _body(schema),
+        "requestBody": _body(schema, ("multipart/form-data",) if images else MEDIA_TYPES),
         "responses": {
             "200": _json("The job (status created; queuePosition when it waits)", _JOB_REF),
             "400": _error("Invalid parameters"),
             **_AUTH_ERRORS,
             "404": _error("No account configured, or job not found"),
             "409": _error("The job's account is out of rotation"),
-            "413": _error("Body over 64 KiB"),
+            "413": _error("Body over 64 KiB (beside its images, each at most 10 MB)" if images else "Body over 64 KiB"),
             "415": _error("A Content-Type other than JSON or a form"),
             "429": _error("All accounts busy; executingJobs lists the executing job ids"),
             "503": _error("Every account is out of rotation"),
@@ -171,8 +173,12 @@ def openapi_document(max_jobs: int = 10) -> dict[str, Any]:
                     },
                 },
             },
-            "/v1/pixverse/create": {"post": _job_post("Create 4 videos", _CREATE_BODY)},
-            "/v1/pixverse/create_single": {"post": _job_post("Create 1 video", _CREATE_SINGLE_BODY)},
+            **{
+                f"/v1/pixverse/{verb.value}": {"post": _job_post(
+                    command.description, command.openapi_body({**ACCOUNT_FIELDS, **_REPLY}),
+                    images=bool(command.images))}
+                for verb, command in CATALOGUE.items() if verb is not Verb.BUTTON
+            },
             "/v1/pixverse/button": {"post": _job_post("Press a result button of a completed job", _BUTTON_BODY)},
             "/v1/pixverse/jobs": {
                 "get": {

@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 from bot.accounts.service import AccountService
 from bot.accounts.validation import echo, validate_channel_param
-from bot.dispatch.catalogue import integer_fields
+from bot.dispatch.catalogue import CATALOGUE, integer_fields
+from bot.dispatch.images import IMAGE_LIMIT, Image
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
@@ -179,7 +180,7 @@ def unsupported_type(content_type: str) -> ApiError:
                          " multipart/form-data or application/x-www-form-urlencoded")
 
 
-async def request_body(request: web.Request) -> dict[str, Any]:
+async def request_body(request: web.Request, images: frozenset[str] = frozenset()) -> dict[str, Any]:
     """A POST's fields, from JSON or, as useapi's v1 clients send them, a form.
 
     In a form every value is text: an empty field counts as absent, and the numbers the API takes
@@ -194,6 +195,8 @@ async def request_body(request: web.Request) -> dict[str, Any]:
         return await form_fields(request)
     if content_type == "multipart/form-data":
         check_encoding(request)
+        if images:
+            return await image_form_fields(request, images)
         return await form_fields(request)  # parts streamed from the connection, within the limits
     if content_type not in ("", JSON) and not content_type.endswith("+json"):
         raise unsupported_type(content_type)
@@ -223,6 +226,59 @@ async def form_fields(request: web.Request) -> dict[str, Any]:
                 raise bad_request(f"Param {echo(name)} must be text") from None
         if not isinstance(value, str):
             raise bad_request(f"Param {echo(name)} must be a text field, not a file")
+        if value.strip():
+            fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
+    return fields
+
+
+async def image_form_fields(request: web.Request, images: frozenset[str]) -> dict[str, Any]:
+    """A multipart body that may carry images (``images``: the parameters that take one), read part
+    by part: the text fields within BODY_LIMIT together, each image within IMAGE_LIMIT. Nothing
+    beyond those is kept in memory; an image over its limit is refused as soon as it is seen."""
+    try:
+        async with asyncio.timeout(request.app[CONTEXT].request_timeout):
+            return await _read_image_form(request, images)
+    except TimeoutError:
+        raise ApiError(408, REQUEST_TIMEOUT) from None
+    except (ApiError, web.HTTPException):
+        raise
+    except (ValueError, LookupError, RuntimeError, UnicodeError, AssertionError):  # a bad boundary, charset, part
+        raise bad_request("Request body is not a valid form") from None
+
+
+async def _read_image_form(request: web.Request, images: frozenset[str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    seen: set[str] = set()
+    text_bytes = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise bad_request("Request body is not a valid form")
+        name = part.name
+        if name in seen:
+            raise bad_request(f"Param {echo(name)} is given more than once")
+        seen.add(name)
+        if part.filename is not None:
+            if name not in images:
+                raise bad_request(f"Param {echo(name)} must be a text field, not a file")
+            data = bytearray()
+            while chunk := await part.read_chunk(256 * 1024):
+                data += chunk
+                if len(data) > IMAGE_LIMIT:
+                    raise bad_request(f"Param {echo(name)} ({echo(part.filename)}) is larger than"
+                                      f" {IMAGE_LIMIT // (1024 * 1024)} MB")
+            fields[name] = Image.given(part.filename, bytes(data))
+            continue
+        raw = bytearray()
+        while chunk := await part.read_chunk(16 * 1024):
+            raw += chunk
+            text_bytes += len(chunk)
+            if text_bytes > BODY_LIMIT:
+                raise ApiError(413, f"Request body is larger than {BODY_LIMIT} bytes beside its images")
+        try:
+            value = part.decode(bytes(raw)).decode(part.get_charset(default="utf-8"))
+        except UnicodeDecodeError:
+            raise bad_request(f"Param {echo(name)} must be text") from None
         if value.strip():
             fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
     return fields
@@ -331,9 +387,11 @@ async def public_job(request: web.Request, job: Job, **extra: Any) -> web.Respon
 
 
 def _create(verb: Verb):
+    images = frozenset(p.name for p in CATALOGUE[verb].images)
+
     async def handler(request: web.Request) -> web.Response:
         guild_id = await guild_of(request)
-        body = await request_body(request)
+        body = await request_body(request, images)
         dispatcher = dispatcher_of(request)
         placed = await dispatcher.submit(
             guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,
@@ -402,6 +460,8 @@ ROUTES: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamRespons
     ("DELETE", PREFIX + "/account/{channel}", delete_account),
     ("POST", PREFIX + "/create", _create(Verb.CREATE)),
     ("POST", PREFIX + "/create_single", _create(Verb.CREATE_SINGLE)),
+    ("POST", PREFIX + "/animate", _create(Verb.ANIMATE)),
+    ("POST", PREFIX + "/meme_face", _create(Verb.MEME_FACE)),
     ("POST", PREFIX + "/button", post_button),
     ("GET", PREFIX + "/jobs", get_jobs),
     ("GET", PREFIX + "/jobs/", get_jobs),

@@ -41,7 +41,7 @@ async def test_commands_are_registered_with_their_shapes(bot, fake):
     by_name = {c["name"]: c for c in fake.commands}
     assert set(by_name) == {
         "pixverse-account", "pixverse-accounts", "pixverse-account-delete", "pixverse-account-reset",
-        "pixverse-create", "pixverse-create-single", "pixverse-button", "pixverse-jobs", "pixverse-job",
+        "pixverse-create", "pixverse-create-single", "pixverse-animate", "pixverse-meme-face", "pixverse-button", "pixverse-jobs", "pixverse-job",
         "pixverse-cancel", "pixverse-api-token", "pixverse-api-token-revoke",
     }
     account = by_name["pixverse-account"]

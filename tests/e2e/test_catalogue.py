@@ -10,8 +10,9 @@ from bot.dispatch.models import Verb
 from bot.errors import ApiError
 from bot.web.openapi import ACCOUNT_FIELDS, PRESS_FIELDS, openapi_document
 
-OPTION_TYPES = {"text": 3, "integer": 4}
+OPTION_TYPES = {"text": 3, "integer": 4, "image": 11}
 PATHS = {Verb.CREATE: "/v1/pixverse/create", Verb.CREATE_SINGLE: "/v1/pixverse/create_single",
+         Verb.ANIMATE: "/v1/pixverse/animate", Verb.MEME_FACE: "/v1/pixverse/meme_face",
          Verb.BUTTON: "/v1/pixverse/button"}
 
 
@@ -40,12 +41,18 @@ async def test_the_registered_slash_commands_are_the_catalogues(bot, fake):
 
 def test_the_openapi_bodies_are_the_catalogues():
     document = openapi_document()
+    assert set(PATHS) == set(CATALOGUE)
     for verb, command in CATALOGUE.items():
-        schema = document["paths"][PATHS[verb]]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        content = document["paths"][PATHS[verb]]["post"]["requestBody"]["content"]
+        # An image travels as a file part: such a command takes multipart/form-data only.
+        assert set(content) == ({"multipart/form-data"} if command.images else
+                                {"application/json", "multipart/form-data", "application/x-www-form-urlencoded"})
+        schema = content["multipart/form-data"]["schema"]
         assert schema["required"] == [p.name for p in command.params if p.required]
         for param in command.params:
             field = schema["properties"][param.name]
-            assert field["type"] == {"text": "string", "integer": "integer"}[param.kind]
+            assert field["type"] == {"text": "string", "integer": "integer", "image": "string"}[param.kind]
+            assert field.get("format") == ("binary" if param.kind == "image" else None)
             assert field.get("enum", []) == list(param.choices)
             assert field.get("maxLength") == param.max_length
             assert (field.get("minimum"), field.get("maximum")) == (param.minimum, param.maximum)
@@ -91,8 +98,9 @@ def test_seed_value_is_the_name_and_seed_still_works_over_http():
     assert command.validate({**base, "seed_value": 7}) == {**base, "seed_value": 7}
     assert command.validate({**base, "seed": 7}) == {**base, "seed_value": 7}  # older scripts
     assert refusal(Verb.CREATE_SINGLE, {**base, "seed": -1}) == "Param seed (-1) must be an integer from 0 to 2147483647"
-    assert refusal(Verb.CREATE, {**base, "seed_value": 7}) == "Param seed_value is supported only by create_single"
-    assert refusal(Verb.CREATE, {**base, "seed": 7}) == "Param seed is supported only by create_single"
+    assert refusal(Verb.CREATE, {**base, "seed_value": 7}) == (
+        "Param seed_value is supported only by create_single, animate, meme_face")
+    assert refusal(Verb.CREATE, {**base, "seed": 7}) == "Param seed is supported only by create_single, animate, meme_face"
     assert refusal(Verb.CREATE_SINGLE, {**base, "seed_value": 5, "seed": -7}) == (
         "Param seed_value and seed are one parameter: send seed_value only")
     # What PixVerse is sent: its own option names, a job stored under the older name included.
@@ -100,3 +108,53 @@ def test_seed_value_is_the_name_and_seed_still_works_over_http():
     assert command.pixverse_options({**base, "seed": 7}) == {**base, "seed_value": 7}
     assert refusal(Verb.CREATE, {**base, "character": "Rei", "style": "Realistic"}) == (
         "Param character is supported only with style Anime, not Realistic")
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+WEBP = b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\x00" * 64
+
+
+def test_images_are_told_apart_by_their_bytes_not_their_names():
+    from bot.dispatch.images import IMAGE_LIMIT, Image
+
+    animate = CATALOGUE[Verb.ANIMATE]
+    # A PNG named .txt passes; the type is read from the bytes.
+    for data, kind in ((PNG, "image/png"), (JPEG, "image/jpeg"), (WEBP, "image/webp")):
+        params = animate.validate({"image": Image.given("notes.txt", data)})
+        assert params["image"].data == data and params["image"].content_type == kind
+    assert refusal(Verb.ANIMATE, {"image": Image.given("cat.png", b"just some text")}) == (
+        "Param image (cat.png) is not a PNG, JPEG or WEBP image")
+    assert refusal(Verb.ANIMATE, {}) == "Required param image is missing or empty"
+    assert refusal(Verb.ANIMATE, {"image": ""}) == "Required param image is missing or empty"
+    assert refusal(Verb.ANIMATE, {"image": Image.given("empty.png", b"")}) == "Required param image is missing or empty"
+    assert refusal(Verb.ANIMATE, {"image": "https://example.com/cat.png"}) == (
+        "Param image must be a file: send it as a file part of a multipart/form-data body")
+    big = PNG + b"\x00" * (IMAGE_LIMIT + 1 - len(PNG))
+    assert refusal(Verb.ANIMATE, {"image": Image.given("big.png", big)}) == "Param image (big.png) is larger than 10 MB"
+    assert animate.validate({"image": Image.given("max.png", big[:IMAGE_LIMIT])})["image"].size == IMAGE_LIMIT
+    assert refusal(Verb.MEME_FACE, {"prompt": "a dancer"}) == "Required param face is missing or empty"
+    # A path in the name is not kept.
+    assert CATALOGUE[Verb.MEME_FACE].validate(
+        {"face": Image.given("../../etc/me.jpg", JPEG), "prompt": "x"})["face"].filename == "me.jpg"
+
+
+def test_animate_and_meme_face_parameters():
+    from bot.dispatch.images import Image
+
+    image = Image.given("cat.png", PNG)
+    animate = CATALOGUE[Verb.ANIMATE]
+    assert animate.validate({"image": image, "motion": 10, "seed_value": 0, "hd_quality": "Yes"}) == {
+        "image": image, "motion": 10, "seed_value": 0, "hd_quality": "Yes"}
+    assert refusal(Verb.ANIMATE, {"image": image, "motion": 0}) == "Param motion (0) must be an integer from 1 to 10"
+    assert refusal(Verb.ANIMATE, {"image": image, "motion": 11}) == "Param motion (11) must be an integer from 1 to 10"
+    assert refusal(Verb.ANIMATE, {"image": image, "hd_quality": "yes"}) == "Param hd_quality (yes) is not one of Yes, No"
+    assert refusal(Verb.CREATE, {"prompt": "a", "style": "Anime", "motion": 5}) == (
+        "Param motion is supported only by animate")
+    assert refusal(Verb.MEME_FACE, {"face": image, "prompt": "a", "style": "Anime"}) == (
+        "Param style is supported only by create, create_single")
+    assert refusal(Verb.MEME_FACE, {"face": image}) == "Required param prompt is missing or empty"
+    # PixVerse is sent the image itself under its option's name, from the store's copy.
+    params = {"image": image.summary(), "prompt": "it blinks", "motion": 3}
+    assert animate.pixverse_options(params, {"image": image}) == {"image": image, "prompt": "it blinks", "motion": 3}
+    assert animate.describe(params) == "animate “it blinks” (cat.png)"

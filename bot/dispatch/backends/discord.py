@@ -25,6 +25,7 @@ from bot.pixverse.client import (
     PixverseClientError,
 )
 from bot.pixverse.parser import (
+    GROUP_CREATE,
     EventKind,
     JobCandidate,
     PixverseEvent,
@@ -52,7 +53,22 @@ def snowflake_at(timestamp: float) -> int:
     return max(0, int(timestamp * 1000) - DISCORD_EPOCH_MS) << 22
 
 
-def job_update(event: PixverseEvent) -> JobUpdate:
+# Discord sends at most 10 embeds per message; more is not a message to keep whole.
+EMBEDS_KEPT = 10
+
+
+def _message_extras(message: dict[str, Any]) -> dict[str, Any]:
+    """What the useapi job model shows of PixVerse's message beside the parser's reading: its
+    timestamp and its embeds, as Discord sent them."""
+    timestamp = message.get("timestamp")
+    embeds = message.get("embeds")
+    return {
+        "timestamp": timestamp if isinstance(timestamp, str) and len(timestamp) <= 64 else None,
+        "embeds": tuple(e for e in embeds[:EMBEDS_KEPT] if isinstance(e, dict)) if isinstance(embeds, list) else (),
+    }
+
+
+def job_update(event: PixverseEvent, message: dict[str, Any] | None = None) -> JobUpdate:
     """The parser's event in the dispatcher's words."""
     if event.kind is EventKind.ACCOUNT_BLOCKED:
         return JobUpdate(account_rejected=f"PixVerse: {event.error}", error_details=event.error_details)
@@ -72,6 +88,7 @@ def job_update(event: PixverseEvent) -> JobUpdate:
         ),
         error=event.error,
         error_details=event.error_details,
+        **(_message_extras(message) if message is not None else {}),
     )
 
 
@@ -80,6 +97,7 @@ def candidate(job: Job) -> JobCandidate:
         job_id=job.job_id,
         prompt=job.prompt,
         is_followup=job.verb is Verb.BUTTON,
+        group=CATALOGUE[job.verb].replies or GROUP_CREATE,
         parent_message_id=job.params.get("parent_message_id"),
         message_id=job.message_id,
         submitted_order=job.seq,
@@ -113,7 +131,13 @@ class DiscordBackend(PixverseBackend):
             )
 
     async def submit(self, job: Job, token: str) -> None:
-        options = CATALOGUE[job.verb].pixverse_options(job.params)
+        command = CATALOGUE[job.verb]
+        images = await self.jobs.images(job.job_id) if command.images else None
+        missing = [p.name for p in command.images if p.required and p.name not in (images or {})]
+        if missing:
+            # Ended meanwhile (its images go with it), or stored by a version that kept none.
+            raise SubmitError(f"The image of this job is no longer kept ({', '.join(missing)})", account_fault=False)
+        options = command.pixverse_options(job.params, images)
         await self._act(
             job,
             token,
@@ -195,7 +219,7 @@ class DiscordBackend(PixverseBackend):
             if job_id is None:
                 log.debug("PixVerse message %s in %s matches no job", event.message_id, channel_id)
                 return
-        await self.events.job_update(job_id, job_update(event))
+        await self.events.job_update(job_id, job_update(event, message))
 
     async def _attribute(self, event: PixverseEvent, account_channel_id: str) -> str | None:
         """The job a PixVerse message not seen before belongs to, remembered from now on:

@@ -1,0 +1,182 @@
+"""animate and meme_face end to end: a member's attachment or an HTTP file part goes to PixVerse
+through the upload flow of part 3, the reply is read by its parameter group, and the image's bytes
+are kept with the job exactly until it ends (a restart while it waits included)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.conftest import TOKEN
+from tests.e2e.conftest import CHANNEL_ID, GUILD_ID, MEMBER_ID, make_settings, start_bot, stop_bot
+from tests.e2e.fake_discord import MemberFile
+from tests.e2e.test_http_api import api_token
+from tests.e2e.test_jobs_e2e import create, job_id_of, member, save_account, until
+from tests.net import free_port
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 30
+
+
+@pytest.fixture
+def pixverse(fake):
+    fake.add_pixverse(step_delay=0.02)
+    return fake
+
+
+def pixverse_job(fake, command: str) -> dict:
+    jobs = [job for job in fake.pixverse_jobs if job["command"] == command and job["button"] is None]
+    assert len(jobs) == 1, [job["command"] for job in fake.pixverse_jobs]
+    return jobs[0]
+
+
+async def test_animate_from_a_members_attachment(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    # The name says text, the bytes say PNG: the bytes decide.
+    result = await member(fake, "pixverse-animate",
+                          {"image": MemberFile("cat.txt", PNG, "text/plain"), "prompt": "it blinks", "motion": 7})
+    started, completed = (m["content"] for m in await fake.wait_for_messages(result, 2))
+    job_id = job_id_of(started)
+    assert started == f"started · jobid: {job_id}\nanimate “it blinks” (cat.txt)"
+    lines = completed.splitlines()
+    assert lines[:2] == [f"completed · jobid: {job_id}", "animate “it blinks” (cat.txt)"]
+    assert len(lines) == 3 and ".mp4" in lines[2]  # one video
+    sent = pixverse_job(fake, "animate")
+    assert sent["images"]["image"]["data"] == PNG and sent["images"]["image"]["filename"] == "cat.txt"
+    assert sent["options"]["motion"] == 7 and sent["options"]["prompt"] == "it blinks"
+    job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
+    assert job.status.value == "completed" and [b["label"] for b in job.buttons] == ["U1", "ReDo"]
+    assert job.params["image"] == {"filename": "cat.txt", "size": len(PNG), "content_type": "image/png"}
+    assert await bot.core.dispatcher.jobs.images(job_id) == {}  # gone once the job ended
+
+
+async def test_meme_face_from_a_members_attachment(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    result = await member(fake, "pixverse-meme-face",
+                          {"face": MemberFile("me.jpg", JPEG, "image/jpeg"), "prompt": "a dancing astronaut",
+                           "aspect_ratio": "9:16"})
+    completed = (await fake.wait_for_messages(result, 2))[1]["content"]
+    assert completed.startswith("completed · jobid: ") and "meme_face “a dancing astronaut” (me.jpg)" in completed
+    sent = pixverse_job(fake, "meme_face")
+    assert sent["images"]["face"]["data"] == JPEG
+    assert sent["options"]["aspect_ratio"] == "9:16"
+
+
+async def test_a_bad_attachment_is_refused_and_nothing_is_sent(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    cases = [
+        ({"image": MemberFile("cat.png", b"not an image at all", "image/png")},
+         "400 · Param image (cat.png) is not a PNG, JPEG or WEBP image"),
+        ({"prompt": "no image"}, "400 · Required param image is missing or empty"),
+        ({"image": MemberFile("cat.png", PNG), "motion": 11}, "400 · Param motion (11) must be an integer from 1 to 10"),
+    ]
+    for options, text in cases:
+        result = await member(fake, "pixverse-animate", options)
+        assert result.ephemeral and result.content == text
+    result = await member(fake, "pixverse-meme-face", {"face": MemberFile("me.png", PNG)})
+    assert result.content == "400 · Required param prompt is missing or empty"
+    assert fake.pixverse_jobs == [] and fake.uploads == {}
+    assert await bot.core.dispatcher.executing(str(GUILD_ID)) == []
+
+
+async def test_animate_over_http_multipart_and_its_refusals(tmp_path, pixverse, restore_discord_endpoints):
+    fake = pixverse
+    port = free_port()
+    bot, task = await start_bot(make_settings(tmp_path, fake, http_port=port), fake)
+    try:
+        await save_account(fake, TOKEN, CHANNEL_ID, 2)
+        token = await api_token(fake, GUILD_ID, CHANNEL_ID)
+        base = f"http://127.0.0.1:{port}/v1/pixverse"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+            async def post(path: str, fields: dict, files: dict | None = None):
+                form = aiohttp.FormData()
+                for name, value in fields.items():
+                    form.add_field(name, value)
+                for name, (filename, data) in (files or {}).items():
+                    form.add_field(name, data, filename=filename, content_type="application/octet-stream")
+                async with session.post(base + path, data=form) as response:
+                    return response.status, await response.json()
+
+            # As v1 clients send it: text numbers, empty fields for what is not set.
+            status, job = await post("/animate", {"prompt": "it blinks", "motion": "3", "seed_value": "",
+                                                   "maxJobs": "2", "discord": "", "hd_quality": "Yes"},
+                                     {"image": ("photo.webp.png", PNG)})
+            assert status == 200, job
+            assert (job["verb"], job["status"], job["code"]) == ("pixverse-animate", "created", 200)
+
+            async def ended():
+                async with session.get(base + "/jobs/", params={"jobid": job["jobid"]}) as response:
+                    return (await response.json())["status"] == "completed"
+
+            await until(ended, timeout=10)
+            async with session.get(base + "/jobs/", params={"jobid": job["jobid"]}) as response:
+                done = await response.json()
+            assert done["code"] == 200 and done["buttons"] == ["U1", "ReDo"]
+            assert [a["content_type"] for a in done["attachments"]] == ["video/mp4"]
+            assert isinstance(done["timestamp"], str) and done["embeds"] == []
+            sent = pixverse_job(fake, "animate")
+            assert sent["images"]["image"]["data"] == PNG
+            assert (sent["options"]["motion"], sent["options"]["hd_quality"]) == (3, "Yes")
+            assert "seed_value" not in sent["options"]
+            assert await bot.core.dispatcher.jobs.images(job["jobid"]) == {}
+
+            refusals = [
+                ("/animate", {"prompt": "x"}, {"image": ("notes.png", b"plain text")}, 400,
+                 "Param image (notes.png) is not a PNG, JPEG or WEBP image"),
+                ("/animate", {"prompt": "x", "image": ""}, None, 400, "Required param image is missing or empty"),
+                ("/animate", {"prompt": "x"}, {"image": ("big.png", PNG + b"\0" * (10 * 1024 * 1024))}, 400,
+                 "Param image (big.png) is larger than 10 MB"),
+                ("/animate", {"prompt": "x"}, {"image": ("a.png", PNG), "prompt_file": ("b.png", PNG)}, 400,
+                 "Param prompt_file must be a text field, not a file"),
+                ("/meme_face", {"prompt": "x"}, {"face": ("a.png", PNG), "image": ("b.png", PNG)}, 400,
+                 "Param image must be a text field, not a file"),
+                ("/create", {"prompt": "x", "style": "Anime"}, {"image": ("a.png", PNG)}, 400,
+                 "Param image must be a text field, not a file"),
+                ("/meme_face", {"prompt": ""}, {"face": ("a.png", PNG)}, 400, "Required param prompt is missing or empty"),
+            ]
+            for path, fields, files, code, text in refusals:
+                status, body = await post(path, fields, files)
+                assert (status, body["error"]) == (code, text), (path, fields)
+            async with session.post(base + "/animate", json={"image": "https://example.com/cat.png"}) as response:
+                assert (response.status, (await response.json())["error"]) == (
+                    400, "Param image must be a file: send it as a file part of a multipart/form-data body")
+        assert len([j for j in fake.pixverse_jobs if j["command"] in ("animate", "meme_face")]) == 1
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_a_restart_while_an_animate_job_waits_still_sends_its_image(tmp_path, pixverse, restore_discord_endpoints):
+    fake = pixverse
+    settings = make_settings(tmp_path, fake, pixverse_queue_size=5)
+    bot, task = await start_bot(settings, fake)
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    fake.pixverse_hold = True
+    await create(fake, prompt="a slow sunrise")
+    await fake.wait_for_pixverse_held(1)
+    queued = await member(fake, "pixverse-animate", {"image": MemberFile("cat.png", PNG), "prompt": "it waits"})
+    job_id = job_id_of(queued.content)
+    assert "position 1" in queued.content
+    assert (await bot.core.dispatcher.jobs.images(job_id))["image"].data == PNG
+    await stop_bot(bot, task)
+
+    bot, task = await start_bot(settings, fake)
+    try:
+        fake.pixverse_hold = False
+        fake.pixverse_release()
+
+        async def animate_done():
+            job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
+            return job.status.value == "completed"
+
+        await until(animate_done, timeout=15)
+        assert pixverse_job(fake, "animate")["images"]["image"]["data"] == PNG
+        assert await bot.core.dispatcher.jobs.images(job_id) == {}
+        posted = await fake.wait_for_channel_message(
+            CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
+            and "completed" in m["content"], timeout=10)
+        assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}")
+    finally:
+        await stop_bot(bot, task)
