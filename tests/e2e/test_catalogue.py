@@ -70,10 +70,17 @@ def refusal(verb: Verb, body: dict) -> str:
     return info.value.error
 
 
-@pytest.mark.parametrize("verb", [Verb.CREATE, Verb.CREATE_SINGLE])
+def valid_body(verb: Verb) -> dict:
+    from bot.dispatch.images import Image
+
+    return {"prompt": "a fox", **{p.name: Image.given("a.png", PNG) for p in CATALOGUE[verb].images},
+            **({"style": "Anime"} if verb in (Verb.CREATE, Verb.CREATE_SINGLE) else {})}
+
+
+@pytest.mark.parametrize("verb", [verb for verb in CATALOGUE if verb is not Verb.BUTTON])
 def test_the_validator_applies_each_parameters_declared_rule(verb):
     command = CATALOGUE[verb]
-    valid = {"prompt": "a fox", "style": "Anime"}
+    valid = valid_body(verb)
     assert command.validate(valid) == valid
     for param in command.params:
         label = f"Required param {param.name}" if param.required else f"Param {param.name}"
