@@ -126,7 +126,7 @@ class Core:
             api_tokens = stores.tokens
             backend = backend or _backend(settings, stores.jobs, stores.accounts, discord)
             dispatcher = Dispatcher(
-                stores.jobs, stores.accounts, backend,
+                stores.jobs, stores.accounts, backend, servers=stores.servers,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
                 shards=own_shards(settings),
                 lease_interval=settings.lease_heartbeat_seconds, lease_ttl=settings.lease_expiry_seconds,

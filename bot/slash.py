@@ -83,3 +83,14 @@ def fit_lines(header: str, lines: list[str], limit: int = MESSAGE_LIMIT) -> str:
         kept.append(line)
         size += 1 + len(line)
     return "\n".join(kept)
+
+
+def reason_lines(error: str | None, details: str | None) -> list[str]:
+    """Why a job ended (or an account left rotation), each text once: the details often repeat the
+    error as their first line (PixVerse's embed title, then its description)."""
+    lines = [error] if error else []
+    if details:
+        rest = details[len(error):].lstrip("\n :") if error and details.startswith(error) else details
+        if rest and rest != error:
+            lines.append(rest)
+    return lines

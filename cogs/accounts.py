@@ -11,7 +11,7 @@ from discord.utils import escape_markdown
 
 from bot.accounts.models import AccountConfig
 from bot.accounts.validation import validate_channel_param
-from bot.slash import choice_label, core_validated_command, fit_lines, require_manager
+from bot.slash import choice_label, core_validated_command, fit_lines, reason_lines, require_manager
 from bot.tree import reply
 
 if TYPE_CHECKING:
@@ -23,9 +23,10 @@ def describe_config(config: AccountConfig) -> str:
         f" · discord {escape_markdown(config.masked_token)}"
     )
     if not config.in_rotation:
-        text += f" · out of rotation: {escape_markdown(config.error or 'no reason given')}"
-        if config.error_details:
-            text += f" ({escape_markdown(config.error_details)})"
+        error, *details = reason_lines(config.error or "no reason given", config.error_details)
+        text += f" · out of rotation: {escape_markdown(error)}"
+        if details:
+            text += f" ({escape_markdown(details[0])})"
     return text
 
 

@@ -19,7 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 from discord.utils import escape_markdown
 
-from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, require_guild
+from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, reason_lines, require_guild
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.accounts.validation import echo
 from bot.dispatch.catalogue import BUTTONS, CATALOGUE
@@ -84,10 +84,7 @@ def job_text(job: Job) -> str:
     if job.status is JobStatus.COMPLETED:
         lines += [a["url"] for a in job.attachments if a.get("url")]
     elif job.status in FINAL:
-        if job.error:
-            lines.append(job.error)
-        if job.error_details:
-            lines.append(job.error_details)
+        lines += reason_lines(job.error, job.error_details)
     return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
@@ -244,6 +241,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             request_channel_id=str(interaction.channel_id),
             job_id=job_id,
             button=button,
+            is_manager=bool(interaction.permissions.manage_guild),
         )
         await self._acknowledge(interaction, job, None)
 

@@ -40,6 +40,7 @@ async def sqlite_with_everything(path: Path, key: str) -> dict:
     await stores.accounts.upsert(guild_id=GUILD, channel_id=B, token="token-b-xxxxxxxxxxxx2222",
                                  discord_user_id="700000000000000002", max_jobs=1)
     await stores.accounts.set_rotation(GUILD, B, in_rotation=False, error="Token rejected")
+    await stores.servers.set(GUILD, buttons="everyone")
     live = await stores.tokens.create(GUILD, "admin")
     revoked = await stores.tokens.create("222222222222222222", "admin")
     await stores.tokens.revoke_all("222222222222222222")
@@ -70,7 +71,7 @@ async def test_everything_is_copied_and_readable_with_the_same_key(tmp_path):
     async with fresh_schema() as (url, schema):
         copied = await copy_to_postgres(tmp_path / "pixverse.db", url, key, server_settings={"search_path": schema})
         assert copied == {"meta": 1, "accounts": 2, "api_tokens": 2, "jobs": 3, "pixverse_messages": 1,
-                          "job_images": 1}
+                          "job_images": 1, "server_settings": 1}
         db = await PostgresDatabase.open(url, pool_size=2, server_settings={"search_path": schema})
         try:
             stores = db.stores(TokenCipher(key))
@@ -94,6 +95,7 @@ async def test_everything_is_copied_and_readable_with_the_same_key(tmp_path):
             assert [j.job_id for j in await stores.jobs.orphaned([])] == [made["running"]]
             assert [j.job_id for j in await stores.jobs.waiting(GUILD)] == [made["waiting"]]
             assert (await stores.jobs.images(made["waiting"]))["image"].data == PNG
+            assert (await stores.servers.get(GUILD)).buttons == "everyone"
             # New jobs follow the copied ones in submission order.
             await stores.jobs.heartbeat("new", NOW)
             await stores.accounts.set_rotation(GUILD, B, in_rotation=True)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from bot.accounts.crypto import mask_token
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
-from bot.store import AccountStore, JobStore, NewJob, Placement, result_fields
+from bot.store import AccountStore, JobStore, NewJob, Placement, ServerSettingsStore, result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobState, JobStatus, Verb
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.images import Image
@@ -100,8 +100,10 @@ class Dispatcher:
         lease_interval: float | None = None,
         lease_ttl: float | None = None,
         pickup_interval: float = 1.0,
+        servers: ServerSettingsStore | None = None,
     ) -> None:
         self.accounts = accounts
+        self.servers = servers  # who may press a result's buttons; None: the requester and managers
         self.jobs = jobs
         self.backend = backend
         self.queue_size = queue_size
@@ -301,7 +303,7 @@ class Dispatcher:
 
     async def press(
         self, *, guild_id: str, requester_id: str, request_channel_id: str, job_id: Any, button: Any,
-        extra: dict[str, Any] | None = None, prompt: Any = None, account_token: Any = None,
+        extra: dict[str, Any] | None = None, prompt: Any = None, account_token: Any = None, is_manager: bool = False,
     ) -> Job:
         """``prompt`` and ``account_token`` are what v1 clients send with every press: a prompt
         cannot reach PixVerse (it asks for it in a window only the presser's own client sees), and
@@ -318,6 +320,11 @@ class Dispatcher:
             owner = await self.accounts.find_by_token(account_token)
             if owner is None or owner.guild_id != guild_id or owner.channel_id != parent.account_channel_id:
                 raise ApiError(400, f"Param discord is not the token of the PixVerse account that made job {job_id}")
+        if parent.requester_id != requester_id and not is_manager and (
+            self.servers is None or (await self.servers.get(guild_id)).buttons != "everyone"
+        ):
+            raise ApiError(403, f"Only the member who asked for job {job_id} or a server manager can press its buttons"
+                                " (a manager can open them to everyone with /pixverse-settings buttons:everyone)")
         if parent.status is not JobStatus.COMPLETED:
             raise ApiError(400, f"Job {job_id} is {parent.status.value}; only a completed job's buttons can be pressed")
         labels = [b["label"] for b in parent.buttons]

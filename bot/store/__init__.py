@@ -140,12 +140,23 @@ class ChannelOwnedElsewhere(Exception):
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    """A server's own choices about the bot (``/pixverse-settings``); a server that made none has these."""
+
+    buttons: str = "requester"  # who may press a result's buttons: requester (and managers) or everyone
+
+
+BUTTONS_SETTINGS = ("requester", "everyone")
+
+
+@dataclass(frozen=True)
 class Stores:
-    """The three stores of one database, as the services use them."""
+    """The stores of one database, as the services use them."""
 
     accounts: AccountStore
     jobs: JobStore
     tokens: TokenStore
+    servers: ServerSettingsStore
 
 
 class Database(Protocol):
@@ -187,6 +198,13 @@ class AccountStore(Protocol):
     async def record_success(self, channel_id: str) -> None: ...
     async def in_rotation_count(self, guild_id: str) -> int: ...
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None: ...
+
+
+class ServerSettingsStore(Protocol):
+    """Each server's settings; the defaults for a server that set none."""
+
+    async def get(self, guild_id: str) -> ServerSettings: ...
+    async def set(self, guild_id: str, *, buttons: str) -> ServerSettings: ...
 
 
 class TokenStore(Protocol):

@@ -410,6 +410,7 @@ async def post_button(request: web.Request) -> web.Response:
         guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
         job_id=body.get("jobid"), button=body.get("button"), extra=reply_params(request, body),
         prompt=body.get("prompt"), account_token=body.get("discord"),
+        is_manager=True,  # an API token is the server's own credential, made by a manager
     )
     return await public_job(request, job)
 

@@ -194,7 +194,8 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
     result = await create(fake, prompt="a forbidden thing")
     final = (await fake.wait_for_messages(result, 1))[-1]["content"]
     job_id = job_id_of(final)
-    assert final.startswith(f"moderated · jobid: {job_id}\ncreate “a forbidden thing” (Realistic)\nBanned prompt")
+    # The reason once: PixVerse's embed title, then what its description adds.
+    assert final == f"moderated · jobid: {job_id}\ncreate “a forbidden thing” (Realistic)\nBanned prompt\na forbidden thing"
 
     shown = await member(fake, "pixverse-job", {"jobid": job_id})
     assert shown.ephemeral
@@ -263,3 +264,30 @@ async def test_a_restart_mid_job_resumes_from_history_and_posts_in_the_channel(
         assert await bot.core.dispatcher.executing(str(GUILD_ID)) == []
     finally:
         await stop_bot(bot, task)
+
+
+async def test_only_the_requester_and_managers_press_a_results_buttons_unless_the_server_opens_them(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    messages = await fake.wait_for_messages(await create(fake), 2)
+    job_id = job_id_of(messages[0]["content"])
+    refused = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U1"}, user_id=OTHER_MEMBER_ID)
+    assert refused.ephemeral and refused.content == (
+        f"403 · Only the member who asked for job {job_id} or a server manager can press its buttons"
+        " (a manager can open them to everyone with /pixverse-settings buttons:everyone)")
+    assert [i for i in fake.pixverse_interactions if i["type"] == 3] == []
+    # A manager may press them.
+    by_manager = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U1"}, user_id=ADMIN_ID,
+                              permissions=MANAGE_GUILD)
+    assert (await fake.wait_for_messages(by_manager, 2))[1]["content"].startswith("completed · jobid: ")
+
+    # Settings are a manager's; a member cannot change them.
+    assert (await member(fake, "pixverse-settings", {"buttons": "everyone"})).content == "401 · Unauthorized"
+    shown = await member(fake, "pixverse-settings", None, user_id=ADMIN_ID, permissions=MANAGE_GUILD)
+    assert shown.ephemeral and shown.content == (
+        "Result buttons: **requester** (only the member who asked for the job and server managers may press them)")
+    saved = await member(fake, "pixverse-settings", {"buttons": "everyone"}, user_id=ADMIN_ID, permissions=MANAGE_GUILD)
+    assert saved.content == "Saved. Result buttons: **everyone** (every member of the server may press them)"
+    opened = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U2"}, user_id=OTHER_MEMBER_ID)
+    assert (await fake.wait_for_messages(opened, 2))[1]["content"].startswith("completed · jobid: ")
+    assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).buttons == "everyone"

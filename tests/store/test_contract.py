@@ -376,3 +376,16 @@ async def test_a_final_message_keeps_its_timestamp_and_embeds(stores):
         assert seen.embeds == list(embeds)
         assert seen.to_public()["timestamp"] == "2026-12-01T10:00:00.000000+00:00"
         assert seen.to_public()["embeds"] == list(embeds)
+
+
+async def test_server_settings_have_defaults_and_keep_what_a_manager_set(stores):
+    from bot.store import ServerSettings
+
+    assert await stores.servers.get(GUILD) == ServerSettings(buttons="requester")
+    assert await stores.servers.set(GUILD, buttons="everyone") == ServerSettings(buttons="everyone")
+    assert await stores.servers.get(GUILD) == ServerSettings(buttons="everyone")
+    assert await stores.servers.get(OTHER) == ServerSettings(buttons="requester")  # per server
+    assert await stores.servers.set(GUILD, buttons="requester") == ServerSettings(buttons="requester")
+    with pytest.raises(Exception):
+        await stores.servers.set(GUILD, buttons="anyone")  # the schema's CHECK
+    assert await stores.servers.get(GUILD) == ServerSettings(buttons="requester")

@@ -30,6 +30,7 @@ TABLES: dict[str, tuple[str, ...]] = {
              "progress", "content", "attachments", "buttons", "error", "error_details", "message_timestamp", "embeds"),
     "pixverse_messages": ("message_id", "job_id"),
     "job_images": ("job_id", "param", "filename", "data"),
+    "server_settings": ("guild_id", "buttons", "updated_at"),
 }
 BOOLEANS = {"in_rotation", "pixverse_open"}
 

@@ -257,9 +257,11 @@ class Database:
     def stores(self, cipher: TokenCipher) -> Stores:
         from bot.store.postgres.accounts import AccountRepository
         from bot.store.postgres.jobs import JobRepository
+        from bot.store.postgres.servers import ServerSettingsRepository
         from bot.store.postgres.tokens import ApiTokenRepository
 
-        return Stores(AccountRepository(self, cipher), JobRepository(self), ApiTokenRepository(self))
+        return Stores(AccountRepository(self, cipher), JobRepository(self), ApiTokenRepository(self),
+                      ServerSettingsRepository(self))
 
     async def ping(self) -> None:
         """A trivial query on a connection of the pool; raises when the server does not answer.

@@ -384,9 +384,11 @@ class Database:
     def stores(self, cipher: TokenCipher) -> Stores:
         from bot.store.sqlite.accounts import AccountRepository
         from bot.store.sqlite.jobs import JobRepository
+        from bot.store.sqlite.servers import ServerSettingsRepository
         from bot.store.sqlite.tokens import ApiTokenRepository
 
-        return Stores(AccountRepository(self, cipher), JobRepository(self), ApiTokenRepository(self))
+        return Stores(AccountRepository(self, cipher), JobRepository(self), ApiTokenRepository(self),
+                      ServerSettingsRepository(self))
 
     def _submit(self, run: Callable[[Tx], Awaitable[Any]], *, transaction: bool = False,
                 readonly: bool = False) -> asyncio.Future:
