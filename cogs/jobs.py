@@ -8,7 +8,6 @@ minutes), otherwise a message in the channel where the job was asked for.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -51,6 +50,57 @@ def describe(job: Job) -> str:
             params[param.name] = {**params[param.name],
                                   "filename": escape_markdown(str(params[param.name].get("filename") or ""))}
     return CATALOGUE[job.verb].describe(params, job.parent_job_id)
+
+
+# Discord's embed limits.
+EMBED_TITLE, EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_FIELD_VALUE, EMBED_TOTAL = 256, 4096, 25, 1024, 6000
+COLOURS = {JobStatus.COMPLETED: 0x57F287, JobStatus.FAILED: 0xED4245, JobStatus.MODERATED: 0xED4245,
+           JobStatus.CANCELLED: 0x99AAB5}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def job_embed(job: Job) -> discord.Embed:
+    """One job as a person reads it, within Discord's embed limits whatever its prompt, reason or
+    number of videos: state, times, prompt, parameters, video links, reason. The account's
+    channel is an admin's detail and is not shown."""
+    state = "waiting" if job.queued else job.status.value
+    embed = discord.Embed(title=_cut(f"{job.verb.value} · {state}", EMBED_TITLE),
+                          description=_cut(escape_markdown(job.prompt or ""), EMBED_DESCRIPTION) or None,
+                          colour=COLOURS.get(job.status, 0x5865F2))
+    fields: list[tuple[str, str, bool]] = [("Job id", f"`{job.job_id}`", False)]
+    if job.verb is Verb.BUTTON:
+        fields += [("Button", str(job.params.get("button")), True), ("On job", f"`{job.parent_job_id}`", True)]
+    for param in CATALOGUE[job.verb].params:
+        value = job.params.get(param.name)
+        if param.name in ("prompt", "jobid", "button") or value is None:
+            continue
+        shown = value.get("filename") if isinstance(value, dict) else value
+        fields.append((param.name, escape_markdown(str(shown)), True))
+    fields.append(("Asked", f"<t:{int(job.created_at)}:f>", True))
+    fields.append(("Updated", f"<t:{int(job.updated_at)}:R>", True))
+    if job.progress is not None and job.executing:
+        fields.append(("Progress", f"{job.progress}%", True))
+    links = [f"[Video {n}]({a['url']})" for n, a in enumerate(job.attachments, 1) if a.get("url")]
+    chunk: list[str] = []
+    for link in links:  # as many fields as the links need, each within its limit
+        if chunk and len("\n".join([*chunk, link])) > EMBED_FIELD_VALUE:
+            fields.append(("Videos", "\n".join(chunk), False))
+            chunk = []
+        if len(link) <= EMBED_FIELD_VALUE:
+            chunk.append(link)
+    if chunk:
+        fields.append(("Videos", "\n".join(chunk), False))
+    reason = reason_lines(job.error, job.error_details)
+    if reason:
+        fields.append(("Reason", _cut(escape_markdown("\n".join(reason)), EMBED_FIELD_VALUE), False))
+    for name, value, inline in fields[:EMBED_FIELDS]:
+        if len(embed) + len(name) + len(value) > EMBED_TOTAL:
+            break
+        embed.add_field(name=name, value=value, inline=inline)
+    return embed
 
 
 # An attachment is downloaded before the command is answered when it comes within this (Discord
@@ -419,11 +469,9 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     async def job(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
         guild_id = require_guild(interaction)
         job = await self.dispatcher.get(jobid, guild_id)
-        body = json.dumps(await self.dispatcher.public_job(job), ensure_ascii=False, indent=1)
-        room = MESSAGE_LIMIT - 150  # the header line and the code fence
-        if len(body) > room:
-            body = body[: room - 2] + "\n…"
-        await reply(interaction, f"{job.status.value} · jobid: {job.job_id}\n```json\n{body}\n```")
+        state = "waiting" if job.queued else job.status.value
+        await interaction.response.send_message(f"{state} · jobid: {job.job_id}", embed=job_embed(job), ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
 
     @core_validated_command(
         name="pixverse-cancel", description="Cancel a PixVerse job", advertised={"jobid": {"required": True}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import pytest
@@ -198,9 +199,13 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
     assert final == f"moderated · jobid: {job_id}\ncreate “a forbidden thing” (Realistic)\nBanned prompt\na forbidden thing"
 
     shown = await member(fake, "pixverse-job", {"jobid": job_id})
-    assert shown.ephemeral
-    assert f'"jobid": "{job_id}"' in shown.content and '"status": "moderated"' in shown.content
-    assert '"discord": "…1234"' in shown.content and TOKEN not in shown.content
+    assert shown.ephemeral and shown.content == f"moderated · jobid: {job_id}"
+    [embed] = shown.messages[-1]["embeds"]
+    assert (embed["title"], embed["description"]) == ("create · moderated", "a forbidden thing")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Job id"] == f"`{job_id}`" and fields["style"] == "Realistic"
+    assert fields["Reason"] == "Banned prompt\na forbidden thing"
+    assert TOKEN not in json.dumps(shown.messages) and str(CHANNEL_ID) not in json.dumps(embed)
     assert (await member(fake, "pixverse-job", {"jobid": "job:nope"})).content == "404 · Unable to locate job job:nope"
 
     fake.pixverse_hold = True
@@ -291,3 +296,23 @@ async def test_only_the_requester_and_managers_press_a_results_buttons_unless_th
     opened = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U2"}, user_id=OTHER_MEMBER_ID)
     assert (await fake.wait_for_messages(opened, 2))[1]["content"].startswith("completed · jobid: ")
     assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).buttons == "everyone"
+
+
+async def test_pixverse_job_shows_a_four_video_job_as_a_readable_embed_within_limits(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    prompt = "a very long and winding description of a fox " * 11  # 506 characters
+    messages = await fake.wait_for_messages(await create(fake, prompt=prompt.strip(), aspect_ratio="9:16"), 2)
+    job_id = job_id_of(messages[0]["content"])
+    shown = await member(fake, "pixverse-job", {"jobid": job_id})
+    assert shown.content == f"completed · jobid: {job_id}"
+    [embed] = shown.messages[-1]["embeds"]
+    job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
+    videos = "\n".join(f["value"] for f in embed["fields"] if f["name"] == "Videos")
+    assert videos.splitlines() == [f"[Video {n}]({a['url']})" for n, a in enumerate(job.attachments, 1)]
+    assert {f["name"]: f["value"] for f in embed["fields"]}["aspect_ratio"] == "9:16"
+    # Within Discord's embed limits.
+    total = len(embed["title"]) + len(embed.get("description", "")) + sum(
+        len(f["name"]) + len(f["value"]) for f in embed["fields"])
+    assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096 and len(embed["fields"]) <= 25
+    assert all(len(f["value"]) <= 1024 for f in embed["fields"]) and total <= 6000

@@ -85,7 +85,8 @@ async def test_a_schema_3_database_is_intact_and_usable(tmp_path, fake, restore_
         assert TOKEN not in listing.content and TOKEN_2 not in listing.content
         shown = await fake.invoke("pixverse-job", {"jobid": facts["jobs"]["moderated"]["jobid"]},
                                   guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=ADMIN_ID)
-        assert '"status": "moderated"' in shown.content
+        assert shown.content == f"moderated · jobid: {facts['jobs']['moderated']['jobid']}"
+        assert shown.messages[-1]["embeds"][0]["title"].endswith("· moderated")
     finally:
         await stop_bot(bot, task)
 
