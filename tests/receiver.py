@@ -20,9 +20,23 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def reply_receiver(status: int = 204) -> AsyncIterator[Receiver]:
+async def local_post_server(path: str, handler) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 answering POSTs to ``path`` with ``handler``; yields its URL."""
     port = free_port()
-    received = Receiver(f"http://127.0.0.1:{port}/hook")
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}{path}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def reply_receiver(status: int = 204) -> AsyncIterator[Receiver]:
+    received = Receiver("")
 
     async def receive(request: web.Request) -> web.Response:
         body = await request.json()
@@ -30,12 +44,6 @@ async def reply_receiver(status: int = 204) -> AsyncIterator[Receiver]:
         await received.queue.put(body)
         return web.Response(status=status)
 
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with local_post_server("/hook", receive) as url:
+        received.url = url
         yield received
-    finally:
-        await runner.cleanup()

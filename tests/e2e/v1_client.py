@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from tests.net import free_port
+from tests.receiver import local_post_server
 
 EXECUTING = ("created", "started", "progress")
 FINAL = ("completed", "failed", "moderated", "cancelled")
@@ -142,8 +142,7 @@ class CallbackChecker:
 
 @contextlib.asynccontextmanager
 async def callback_checker() -> AsyncIterator[CallbackChecker]:
-    port = free_port()
-    checker = CallbackChecker(f"http://127.0.0.1:{port}/pixverse/callback")
+    checker = CallbackChecker("")
 
     async def receive(request: web.Request) -> web.Response:
         try:
@@ -152,12 +151,6 @@ async def callback_checker() -> AsyncIterator[CallbackChecker]:
             checker.problems.append("a callback that is not JSON")
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/pixverse/callback", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with local_post_server("/pixverse/callback", receive) as url:
+        checker.url = url
         yield checker
-    finally:
-        await runner.cleanup()
