@@ -8,10 +8,14 @@ minutes), otherwise a message in the channel where the job was asked for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+
+import aiohttp
 
 import discord
 from discord import app_commands
@@ -50,6 +54,20 @@ def describe(job: Job) -> str:
             params[param.name] = {**params[param.name],
                                   "filename": escape_markdown(str(params[param.name].get("filename") or ""))}
     return CATALOGUE[job.verb].describe(params, job.parent_job_id)
+
+
+@contextlib.asynccontextmanager
+async def answered_privately_on_failure(interaction: discord.Interaction) -> AsyncIterator[None]:
+    """An image command answers "thinking…" in public before its slow part (the download, storing
+    the image). If it then fails, that public answer is deleted, so that the refusal reaches the
+    member alone (the tree's error path answers ephemerally)."""
+    try:
+        yield
+    except Exception:
+        if interaction.response.is_done():
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+        raise
 
 
 # Discord's embed limits.
@@ -106,6 +124,8 @@ def job_embed(job: Job) -> discord.Embed:
 # An attachment is downloaded before the command is answered when it comes within this (Discord
 # wants an answer within 3 s); a slower download goes on after a public "thinking…" answer.
 DOWNLOAD_BEFORE_ANSWER_SECONDS = 2.0
+# Past this since the interaction was made, the command answers before storing the image.
+ANSWER_BEFORE_STORING_AFTER = 1.0
 
 
 async def attached_image(interaction: discord.Interaction, name: str, attachment: discord.Attachment | None) -> Image | None:
@@ -116,14 +136,20 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
     if attachment.size > IMAGE_LIMIT:
         raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) is larger than {IMAGE_LIMIT // (1024 * 1024)} MB")
     download = asyncio.ensure_future(attachment.read())
+    waited = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # Discord's 3 s count from here
     try:
-        done, _ = await asyncio.wait({download}, timeout=DOWNLOAD_BEFORE_ANSWER_SECONDS)
+        done, _ = await asyncio.wait({download}, timeout=max(0.0, DOWNLOAD_BEFORE_ANSWER_SECONDS - waited))
         if not done and not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
         data = await download
-    except discord.HTTPException as exc:
+        if not interaction.response.is_done() and (
+                discord.utils.utcnow() - interaction.created_at).total_seconds() > ANSWER_BEFORE_STORING_AFTER:
+            await interaction.response.defer(thinking=True)  # storing the image must not pass the 3 s
+    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+        # Named by status or type only: the attachment's URL carries a signature.
+        reason = exc.status if isinstance(exc, discord.HTTPException) else type(exc).__name__
         raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) could not be read from Discord"
-                            f" ({exc.status}); please attach it again") from None
+                            f" ({reason}); please attach it again") from None
     finally:
         download.cancel()
     return Image.given(attachment.filename, data)
@@ -418,8 +444,9 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         seed_value: int | None = None,
         hd_quality: str | None = None,
     ) -> None:
-        image = await attached_image(interaction, "image", image)
-        await self._submit(interaction, Verb.ANIMATE, body_of(Verb.ANIMATE, locals()))
+        async with answered_privately_on_failure(interaction):
+            image = await attached_image(interaction, "image", image)
+            await self._submit(interaction, Verb.ANIMATE, body_of(Verb.ANIMATE, locals()))
 
     @core_validated_command(name=CATALOGUE[Verb.MEME_FACE].slash_name,
                             description=CATALOGUE[Verb.MEME_FACE].description, advertised=advertised(Verb.MEME_FACE))
@@ -435,8 +462,9 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         seed_value: int | None = None,
         aspect_ratio: str | None = None,
     ) -> None:
-        face = await attached_image(interaction, "face", face)
-        await self._submit(interaction, Verb.MEME_FACE, body_of(Verb.MEME_FACE, locals()))
+        async with answered_privately_on_failure(interaction):
+            face = await attached_image(interaction, "face", face)
+            await self._submit(interaction, Verb.MEME_FACE, body_of(Verb.MEME_FACE, locals()))
 
     @core_validated_command(name=CATALOGUE[Verb.BUTTON].slash_name, description=CATALOGUE[Verb.BUTTON].description,
                             advertised=advertised(Verb.BUTTON))

@@ -235,9 +235,14 @@ async def image_form_fields(request: web.Request, images: frozenset[str]) -> dic
     """A multipart body that may carry images (``images``: the parameters that take one), read part
     by part: the text fields within BODY_LIMIT together, each image within IMAGE_LIMIT. Nothing
     beyond those is kept in memory; an image over its limit is refused as soon as it is seen."""
+    idle = request.app[CONTEXT].request_timeout
     try:
-        async with asyncio.timeout(request.app[CONTEXT].request_timeout):
-            return await _read_image_form(request, images)
+        # An image takes time on a slow uplink: the whole body gets IMAGE_BODY_SECONDS, but a body
+        # that stops coming for the request timeout is cut (slowloris). At most IMAGE_BODIES_AT_ONCE
+        # are read at once, so images never hold more than that many times 10 MB.
+        async with asyncio.timeout(IMAGE_BODY_SECONDS):
+            async with request.app[IMAGE_BODIES]:
+                return await _read_image_form(request, images, idle)
     except TimeoutError:
         raise ApiError(408, REQUEST_TIMEOUT) from None
     except (ApiError, web.HTTPException):
@@ -246,15 +251,19 @@ async def image_form_fields(request: web.Request, images: frozenset[str]) -> dic
         raise bad_request("Request body is not a valid form") from None
 
 
-async def _read_image_form(request: web.Request, images: frozenset[str]) -> dict[str, Any]:
+async def _read_image_form(request: web.Request, images: frozenset[str], idle: float) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     seen: set[str] = set()
     text_bytes = 0
     reader = await request.multipart()
-    while (part := await reader.next()) is not None:
+    while (part := await asyncio.wait_for(reader.next(), idle)) is not None:
         if not isinstance(part, BodyPartReader) or not part.name:
             raise bad_request("Request body is not a valid form")
         name = part.name
+        # Names and file names count with the text: many parts or long names are no way around it.
+        text_bytes += len(name) + len(part.filename or "")
+        if len(seen) >= FORM_PARTS or text_bytes > BODY_LIMIT:
+            raise ApiError(413, f"Request body has more than {FORM_PARTS} parts or {BODY_LIMIT} bytes beside its images")
         if name in seen:
             raise bad_request(f"Param {echo(name)} is given more than once")
         seen.add(name)
@@ -262,7 +271,7 @@ async def _read_image_form(request: web.Request, images: frozenset[str]) -> dict
             if name not in images:
                 raise bad_request(f"Param {echo(name)} must be a text field, not a file")
             data = bytearray()
-            while chunk := await part.read_chunk(256 * 1024):
+            while chunk := await asyncio.wait_for(part.read_chunk(256 * 1024), idle):
                 data += chunk
                 if len(data) > IMAGE_LIMIT:
                     raise bad_request(f"Param {echo(name)} ({echo(part.filename)}) is larger than"
@@ -270,11 +279,11 @@ async def _read_image_form(request: web.Request, images: frozenset[str]) -> dict
             fields[name] = Image.given(part.filename, bytes(data))
             continue
         raw = bytearray()
-        while chunk := await part.read_chunk(16 * 1024):
+        while chunk := await asyncio.wait_for(part.read_chunk(16 * 1024), idle):
             raw += chunk
             text_bytes += len(chunk)
             if text_bytes > BODY_LIMIT:
-                raise ApiError(413, f"Request body is larger than {BODY_LIMIT} bytes beside its images")
+                raise ApiError(413, f"Request body has more than {FORM_PARTS} parts or {BODY_LIMIT} bytes beside its images")
         try:
             value = part.decode(bytes(raw)).decode(part.get_charset(default="utf-8"))
         except UnicodeDecodeError:
@@ -282,6 +291,14 @@ async def _read_image_form(request: web.Request, images: frozenset[str]) -> dict
         if value.strip():
             fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
     return fields
+
+
+# A multipart body with images: at most this many parts, the whole body within this long (each
+# read within the request timeout), and this many such bodies read at once per process.
+FORM_PARTS = 32
+IMAGE_BODY_SECONDS = 300.0
+IMAGE_BODIES_AT_ONCE = 4
+IMAGE_BODIES = web.AppKey("image_bodies", asyncio.Semaphore)
 
 
 # Fields that are numbers in JSON: in a form they arrive as text.
@@ -496,6 +513,7 @@ async def errors_as_json(request: web.BaseRequest, response: web.StreamResponse)
 def create_app(context: ApiContext) -> web.Application:
     app = web.Application(client_max_size=BODY_LIMIT, middlewares=[answer_and_log])
     app[CONTEXT] = context
+    app[IMAGE_BODIES] = asyncio.Semaphore(IMAGE_BODIES_AT_ONCE)
     app.on_response_prepare.append(errors_as_json)
     for method, path, handler in ROUTES:
         if method == "GET" and handler not in NOT_SAFE:

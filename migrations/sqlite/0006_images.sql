@@ -81,7 +81,8 @@ CREATE TABLE pixverse_messages (
     message_id TEXT PRIMARY KEY,
     job_id     TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE
 );
-INSERT INTO pixverse_messages (message_id, job_id) SELECT message_id, job_id FROM pixverse_messages_copy;
+INSERT INTO pixverse_messages (message_id, job_id)
+SELECT message_id, job_id FROM pixverse_messages_copy WHERE job_id IN (SELECT job_id FROM jobs);
 DROP TABLE pixverse_messages_copy;
 CREATE INDEX pixverse_messages_job ON pixverse_messages (job_id);
 

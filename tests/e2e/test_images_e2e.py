@@ -137,6 +137,8 @@ async def test_animate_over_http_multipart_and_its_refusals(tmp_path, pixverse, 
                  "Param image must be a text field, not a file"),
                 ("/meme_face", {"prompt": ""}, {"face": ("a.png", PNG)}, 400, "Required param prompt is missing or empty"),
             ]
+            refusals.append(("/animate", {f"field{n}": "x" for n in range(40)}, {"image": ("a.png", PNG)}, 413,
+                             "Request body has more than 32 parts or 65536 bytes beside its images"))
             for path, fields, files, code, text in refusals:
                 status, body = await post(path, fields, files)
                 assert (status, body["error"]) == (code, text), (path, fields)
