@@ -26,7 +26,7 @@ from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, reason_l
 from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
 from bot.accounts.validation import echo
 from bot.dispatch.catalogue import BUTTONS, CATALOGUE
-from bot.dispatch.images import IMAGE_LIMIT, Image
+from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
 from bot.errors import ApiError
 from bot.tree import answer_failure, reply
 
@@ -84,8 +84,7 @@ def job_embed(job: Job) -> discord.Embed:
     """One job as a person reads it, within Discord's embed limits whatever its prompt, reason or
     number of videos: state, times, prompt, parameters, video links, reason. The account's
     channel is an admin's detail and is not shown."""
-    state = "waiting" if job.queued else job.status.value
-    embed = discord.Embed(title=_cut(f"{job.verb.value} · {state}", EMBED_TITLE),
+    embed = discord.Embed(title=_cut(f"{job.verb.value} · {job.state_word}", EMBED_TITLE),
                           description=_cut(escape_markdown(job.prompt or ""), EMBED_DESCRIPTION) or None,
                           colour=COLOURS.get(job.status, 0x5865F2))
     fields: list[tuple[str, str, bool]] = [("Job id", f"`{job.job_id}`", False)]
@@ -134,7 +133,7 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
     if attachment is None:
         return None
     if attachment.size > IMAGE_LIMIT:
-        raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) is larger than {IMAGE_LIMIT // (1024 * 1024)} MB")
+        raise too_large(name, attachment.filename)
     download = asyncio.ensure_future(attachment.read())
     waited = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # Discord's 3 s count from here
     try:
@@ -283,14 +282,10 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             if position is None:
                 if not interaction.response.is_done():  # an image's slow download deferred already
                     await interaction.response.defer(thinking=True)
-            elif interaction.response.is_done():
-                await interaction.followup.send(
-                    f"created · jobid: {job.job_id}\n{describe(job)}\n"
-                    f"All PixVerse accounts are busy: the job waits at position {position} in this server's queue",
-                    allowed_mentions=discord.AllowedMentions.none(),
-                )
             else:
-                await interaction.response.send_message(
+                # After a deferral (an image command), the followup takes the deferred answer's place.
+                send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
+                await send(
                     f"created · jobid: {job.job_id}\n{describe(job)}\n"
                     f"All PixVerse accounts are busy: the job waits at position {position} in this server's queue",
                     allowed_mentions=discord.AllowedMentions.none(),
@@ -483,7 +478,7 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             await reply(interaction, "No PixVerse job is executing in this server")
             return
         lines = [
-            f"jobid: {job.job_id} · {'waiting' if job.queued else job.status.value} · {job.verb.value} · "
+            f"jobid: {job.job_id} · {job.state_word} · {job.verb.value} · "
             + ("HTTP API" if job.requester_id == API_REQUESTER else f"<@{job.requester_id}>")
             for job in jobs
         ]
@@ -497,8 +492,8 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     async def job(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
         guild_id = require_guild(interaction)
         job = await self.dispatcher.get(jobid, guild_id)
-        state = "waiting" if job.queued else job.status.value
-        await interaction.response.send_message(f"{state} · jobid: {job.job_id}", embed=job_embed(job), ephemeral=True,
+        await interaction.response.send_message(f"{job.state_word} · jobid: {job.job_id}", embed=job_embed(job),
+                                                ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
     @core_validated_command(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bot.accounts.validation import echo
-from bot.dispatch.images import IMAGE_LIMIT, Image
+from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
 from bot.dispatch.models import Verb
 from bot.errors import bad_request
 
@@ -193,7 +193,7 @@ def _check_image(param: Param, name: str, label: str, value: Any) -> Image | Non
     if value.content_type is None:
         raise bad_request(f"Param {name} ({echo(value.filename)}) is not a PNG, JPEG or WEBP image")
     if value.size > IMAGE_LIMIT:
-        raise bad_request(f"Param {name} ({echo(value.filename)}) is larger than {IMAGE_LIMIT // (1024 * 1024)} MB")
+        raise too_large(name, value.filename)
     return value
 
 

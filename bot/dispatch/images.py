@@ -12,6 +12,9 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from bot.accounts.validation import echo
+from bot.errors import ApiError, bad_request
+
 IMAGE_LIMIT = 10 * 1024 * 1024  # bytes: "larger than 10 MB" beyond this
 FILENAME_LIMIT = 100
 
@@ -30,6 +33,12 @@ def media_type(data: bytes) -> str | None:
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return None
+
+
+def too_large(name: str, filename: str) -> ApiError:
+    """The refusal of an image over IMAGE_LIMIT, whoever finds it (an HTTP part, an attachment's
+    announced size, the catalogue's check)."""
+    return bad_request(f"Param {name} ({echo(filename)}) is larger than {IMAGE_LIMIT // (1024 * 1024)} MB")
 
 
 def safe_filename(name: str | None, data: bytes) -> str:

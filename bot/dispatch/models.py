@@ -108,6 +108,11 @@ class Job:
         return self.status.executing
 
     @property
+    def state_word(self) -> str:
+        """How members read where it is: ``waiting`` in the queue, else its status."""
+        return "waiting" if self.queued else self.status.value
+
+    @property
     def code(self) -> int:
         """useapi's ``code`` of a job: 200 unless it failed; 422 moderated, 408 timed out, 500 failed."""
         if self.status is JobStatus.MODERATED:

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from bot.accounts.service import AccountService
 from bot.accounts.validation import echo, validate_channel_param
 from bot.dispatch.catalogue import CATALOGUE, integer_fields
-from bot.dispatch.images import IMAGE_LIMIT, Image
+from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
@@ -217,18 +217,35 @@ async def form_fields(request: web.Request) -> dict[str, Any]:
     for name in form.keys():
         values = form.getall(name)
         if len(values) > 1:
-            raise bad_request(f"Param {echo(name)} is given more than once")
+            raise _repeated(name)
         value = values[0]
         if isinstance(value, (bytes, bytearray)):  # a part with no file name but a non-text type
             try:
                 value = bytes(value).decode("utf-8")
             except UnicodeDecodeError:
-                raise bad_request(f"Param {echo(name)} must be text") from None
+                raise _not_text(name) from None
         if not isinstance(value, str):
-            raise bad_request(f"Param {echo(name)} must be a text field, not a file")
-        if value.strip():
-            fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
+            raise _file_in_text_field(name)
+        _keep_text(fields, name, value)
     return fields
+
+
+def _keep_text(fields: dict[str, Any], name: str, value: str) -> None:
+    """A form's text field as the API reads it: empty is absent, the numbers it takes as numbers."""
+    if value.strip():
+        fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
+
+
+def _repeated(name: str) -> ApiError:
+    return bad_request(f"Param {echo(name)} is given more than once")
+
+
+def _file_in_text_field(name: str) -> ApiError:
+    return bad_request(f"Param {echo(name)} must be a text field, not a file")
+
+
+def _not_text(name: str) -> ApiError:
+    return bad_request(f"Param {echo(name)} must be text")
 
 
 async def image_form_fields(request: web.Request, images: frozenset[str]) -> dict[str, Any]:
@@ -263,19 +280,18 @@ async def _read_image_form(request: web.Request, images: frozenset[str], idle: f
         # Names and file names count with the text: many parts or long names are no way around it.
         text_bytes += len(name) + len(part.filename or "")
         if len(seen) >= FORM_PARTS or text_bytes > BODY_LIMIT:
-            raise ApiError(413, f"Request body has more than {FORM_PARTS} parts or {BODY_LIMIT} bytes beside its images")
+            raise _too_many_parts()
         if name in seen:
-            raise bad_request(f"Param {echo(name)} is given more than once")
+            raise _repeated(name)
         seen.add(name)
         if part.filename is not None:
             if name not in images:
-                raise bad_request(f"Param {echo(name)} must be a text field, not a file")
+                raise _file_in_text_field(name)
             data = bytearray()
             while chunk := await asyncio.wait_for(part.read_chunk(256 * 1024), idle):
                 data += chunk
                 if len(data) > IMAGE_LIMIT:
-                    raise bad_request(f"Param {echo(name)} ({echo(part.filename)}) is larger than"
-                                      f" {IMAGE_LIMIT // (1024 * 1024)} MB")
+                    raise too_large(echo(name), part.filename)
             fields[name] = Image.given(part.filename, bytes(data))
             continue
         raw = bytearray()
@@ -283,14 +299,17 @@ async def _read_image_form(request: web.Request, images: frozenset[str], idle: f
             raw += chunk
             text_bytes += len(chunk)
             if text_bytes > BODY_LIMIT:
-                raise ApiError(413, f"Request body has more than {FORM_PARTS} parts or {BODY_LIMIT} bytes beside its images")
+                raise _too_many_parts()
         try:
             value = part.decode(bytes(raw)).decode(part.get_charset(default="utf-8"))
         except UnicodeDecodeError:
-            raise bad_request(f"Param {echo(name)} must be text") from None
-        if value.strip():
-            fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
+            raise _not_text(name) from None
+        _keep_text(fields, name, value)
     return fields
+
+
+def _too_many_parts() -> ApiError:
+    return ApiError(413, f"Request body has more than {FORM_PARTS} parts or {BODY_LIMIT} bytes beside its images")
 
 
 # A multipart body with images: at most this many parts, the whole body within this long (each

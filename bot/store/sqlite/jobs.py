@@ -60,9 +60,8 @@ class JobRepository:
     async def place_on(self, new: NewJob, *, account_channel_id: str, now: float, owner: str) -> Job:
         if new.images:
             await placement.refuse_on(placement.LookupReads(self._db), new.guild_id, account_channel_id)
-            placed = await self._db.run(lambda tx: _with_images(tx, new, placement.place_on(
+            return await self._db.run(lambda tx: _with_images(tx, new, placement.place_on(
                 tx, new, account_channel_id=account_channel_id, now=now, owner=owner)))
-            return placed
         row = await self._db.fetchone(
             placement.PLACE_ON_FREE,
             placement.new_job_params(new, now=now, owner=owner, account=account_channel_id),
