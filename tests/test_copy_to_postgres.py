@@ -53,8 +53,11 @@ async def sqlite_with_everything(path: Path, key: str) -> dict:
     await jobs.remember_message("500000000000000001", done.job_id)
     await jobs.release(done.job_id, JobStatus.COMPLETED, now=NOW + 1,
                        fields={"pixverse_open": False, "attachments": '[{"url": "https://cdn.example/v.mp4"}]'})
+    # Its status message, moved to the channel and recorded after it ended (the final edit).
+    assert await jobs.set_status_message(done.job_id, "600000000000000001", in_channel=True)
     running = (await jobs.place(new, now=NOW + 2, owner=OWNER, queue_size=5, rng=rng)).job
     assert await jobs.mark_submitted(running, NOW + 2, owner=OWNER)
+    assert await jobs.set_status_message(running.job_id, "600000000000000002", in_channel=False)
     # A waiting animate job: its image goes with it.
     animate = NewJob(GUILD, "900000000000000001", "900000000000000002", Verb.ANIMATE,
                      {"image": {"filename": "cat.png"}}, images={"image": Image("cat.png", PNG)})
@@ -89,6 +92,15 @@ async def test_everything_is_copied_and_readable_with_the_same_key(tmp_path):
             assert (done.status, done.state, done.attachments) == (
                 JobStatus.COMPLETED, JobState.DONE, [{"url": "https://cdn.example/v.mp4"}])
             assert await stores.jobs.job_of_message("500000000000000001") == made["done"]
+            # Each job's status message, and whether it is in the channel (a boolean again).
+            shown = {job.job_id: (job.status_message_id, job.status_message_in_channel)
+                     for job in await stores.jobs.of_member(GUILD, "900000000000000001")}
+            assert shown == {made["done"]: ("600000000000000001", True),
+                             made["running"]: ("600000000000000002", False),
+                             made["waiting"]: (None, False)}
+            assert all(type(job.status_message_in_channel) is bool
+                       for job in await stores.jobs.of_member(GUILD, "900000000000000001"))
+            assert await db.fetchval("SELECT COUNT(*) FROM jobs WHERE status_message_in_channel") == 1
             # The running job names no process of the new database: the bot takes it over.
             running = await stores.jobs.get(made["running"])
             assert (running.state, running.owner) == (JobState.SUBMITTED, None)

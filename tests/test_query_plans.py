@@ -155,3 +155,41 @@ async def test_purge_deletes_old_ended_jobs_in_bounded_transactions_and_keeps_li
     assert deletes == [500, 500, 234]  # each its own statement, in its own transaction
     remaining = [row[0] for row in await database.fetchall("SELECT job_id FROM jobs ORDER BY job_id")]
     assert remaining == ["job:live-0", "job:live-1", "job:live-2"]
+
+
+async def test_a_members_last_jobs_are_an_index_search_read_newest_first(database):
+    """JobStore.of_member on a server with 20,000 finished jobs of that member: a search of the
+    index jobs_member read backwards (no sort of the member's history, no scan of the table), and
+    recording a status message is a search by job id."""
+    from bot.store.sqlite.jobs import JobRepository
+
+    now = 1_800_000_000.0
+    member = bulk.JOB_DEFAULTS["requester_id"]  # every finished row's requester
+    other = [dict(job_id=f"job:other-{n}", guild_id=GUILD, requester_id="900000000000000009", created_at=now - n)
+             for n in range(2000)]
+    await database.run(lambda tx: bulk.insert_jobs(tx, _finished_rows(now) + other))
+    seen: list[str] = []
+    await database.conn.set_trace_callback(seen.append)
+    if database._reader is not None:
+        database._reader.set_trace_callback(seen.append)
+    jobs = JobRepository(database)
+    try:
+        last = await jobs.of_member(GUILD, member, limit=10)
+        assert await jobs.set_status_message("job:old-0", "600000000000000001", in_channel=True)
+    finally:
+        await database.conn.set_trace_callback(None)
+        if database._reader is not None:
+            database._reader.set_trace_callback(None)
+    assert [j.job_id for j in last] == [f"job:old-{n}" for n in range(FINISHED - 1, FINISHED - 11, -1)]
+    statements = [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith(("SELECT", "UPDATE"))]
+    (of_member,) = [s for s in statements if "requester_id" in s]
+    (recording,) = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+    conn = sqlite3.connect(database.path)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + of_member)]
+        assert plan == ["SEARCH jobs USING INDEX jobs_member (guild_id=? AND requester_id=?)"], plan
+        assert _scans_of_jobs(conn, recording, set()) == []
+        recorded = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + recording)]
+        assert len(recorded) == 1 and recorded[0].startswith("SEARCH jobs USING INDEX sqlite_autoindex_jobs_1"), recorded
+    finally:
+        conn.close()

@@ -86,6 +86,12 @@ class Job:
     error_details: str | None = None
     message_timestamp: str | None = None  # when PixVerse posted its last message (Discord's ISO text)
     embeds: list[dict[str, Any]] = field(default_factory=list)  # that message's embeds
+    # The one message the bot edits as the job moves, for a job a Discord member asked for (None
+    # until it has one; always for HTTP API jobs). in_channel False: the reply to the member's
+    # interaction, edited through its webhook while Discord allows; True: a message the bot posted
+    # in request_channel_id, edited through the channel (JobStore.set_status_message).
+    status_message_id: str | None = None
+    status_message_in_channel: bool = False
     # Public answers already made from this (immutable) job, by to_public's arguments.
     _answers: dict[tuple[str | None, bool], dict[str, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -185,5 +191,6 @@ def job_from_row(row: Any) -> Job:
         attachments=json.loads(values["attachments"]) if values["attachments"] else [],
         buttons=json.loads(values["buttons"]) if values["buttons"] else [],
         embeds=json.loads(values["embeds"]) if values["embeds"] else [],
+        status_message_in_channel=bool(values["status_message_in_channel"]),  # SQLite keeps 0/1
     )
     return Job(**values)

@@ -242,6 +242,16 @@ class JobStore(Protocol):
     async def waiting(self, guild_id: str) -> list[Job]: ...
     async def images(self, job_id: str) -> dict[str, Image]:
         """The images a job was placed with, by parameter name; none once it ended."""
+    async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:
+        """That member's last ``limit`` jobs in that server, newest first (by ``seq``), ended ones
+        included. An index lookup, not a scan of the server's history."""
+
+    # the status message of a member's job (the one message the bot edits as the job moves)
+    async def set_status_message(self, job_id: str, message_id: str, *, in_channel: bool) -> bool:
+        """Records the job's status message (``in_channel``: posted in its request channel, else
+        the reply to the member's interaction), replacing any recorded before. Changes nothing else
+        (not ``updated_at``, ``version``, ``status`` or ``state``), works in any state, ended ones
+        included, and wakes or announces nothing. False when the job does not exist."""
 
     # a job's life at PixVerse
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool: ...

@@ -389,3 +389,173 @@ async def test_server_settings_have_defaults_and_keep_what_a_manager_set(stores)
     with pytest.raises(Exception):
         await stores.servers.set(GUILD, buttons="anyone")  # the schema's CHECK
     assert await stores.servers.get(GUILD) == ServerSettings(buttons="requester")
+
+
+# --- a member's job keeps its status message; a member's last jobs -------------------------------
+
+MEMBER, OTHER_MEMBER = "900000000000000001", "900000000000000003"
+
+
+def member_job(requester: str = MEMBER, guild: str = GUILD) -> NewJob:
+    return NewJob(guild, requester, "900000000000000002", Verb.CREATE, {"prompt": "a fox", "style": "Anime"})
+
+
+def without_status_message(job):
+    import dataclasses
+
+    return dataclasses.replace(job, status_message_id=None, status_message_in_channel=False)
+
+
+async def test_a_jobs_status_message_is_recorded_and_nothing_else_changes(stores):
+    await account(stores, A, max_jobs=1)
+    job = (await place(stores)).job
+    assert (job.status_message_id, job.status_message_in_channel) == (None, False)
+    assert await stores.jobs.mark_submitted(job, NOW + 1, owner=OWNER)
+    before = await stores.jobs.get(job.job_id)
+    polled, _ = await stores.jobs.get_with_token_last4(job.job_id, GUILD)  # the polled path's memo
+    assert polled.status_message_id is None
+
+    assert await stores.jobs.set_status_message(job.job_id, "600000000000000001", in_channel=False) is True
+    after = await stores.jobs.get(job.job_id)
+    assert (after.status_message_id, after.status_message_in_channel) == ("600000000000000001", False)
+    assert after.status_message_in_channel is False
+    # Nothing else moved: not updated_at, not version, not status or state (every other field equal).
+    assert without_status_message(after) == before
+    assert (after.updated_at, after.version, after.status, after.state) == (
+        before.updated_at, before.version, before.status, before.state)
+    polled, _ = await stores.jobs.get_with_token_last4(job.job_id, GUILD)
+    assert (polled.status_message_id, polled.status_message_in_channel) == ("600000000000000001", False)
+
+    # Moved to the channel (the interaction's webhook expired), then replaced by a newer message there.
+    assert await stores.jobs.set_status_message(job.job_id, "600000000000000002", in_channel=True)
+    seen = await stores.jobs.get(job.job_id)
+    assert (seen.status_message_id, seen.status_message_in_channel) == ("600000000000000002", True)
+    assert seen.status_message_in_channel is True
+    assert await stores.jobs.set_status_message(job.job_id, "600000000000000003", in_channel=True)
+    seen = await stores.jobs.get(job.job_id)
+    assert (seen.status_message_id, seen.status_message_in_channel) == ("600000000000000003", True)
+    assert without_status_message(seen) == before
+    polled, _ = await stores.jobs.get_with_token_last4(job.job_id, GUILD)
+    assert (polled.status_message_id, polled.status_message_in_channel) == ("600000000000000003", True)
+
+    # A decision made on a read from before still applies: the version did not move.
+    released = await stores.jobs.release(job.job_id, JobStatus.COMPLETED, now=NOW + 5, expected=before)
+    assert released.job is not None and released.job.status_message_id == "600000000000000003"
+    assert released.job.status_message_in_channel is True
+
+
+async def test_a_status_message_is_recorded_on_an_ended_or_waiting_job_and_not_on_an_unknown_one(stores):
+    await account(stores, A, max_jobs=1)
+    ended = (await place(stores)).job
+    waiting = (await place(stores, queue_size=5)).job
+    done = (await stores.jobs.release(ended.job_id, JobStatus.FAILED, now=NOW + 3, fields={"error": "x"})).job
+    # The final edit may be recorded after the job ended.
+    assert await stores.jobs.set_status_message(done.job_id, "600000000000000004", in_channel=True)
+    seen = await stores.jobs.get(done.job_id)
+    assert (seen.status_message_id, seen.status_message_in_channel) == ("600000000000000004", True)
+    assert without_status_message(seen) == done
+    assert (seen.state, seen.status, seen.updated_at) == (JobState.DONE, JobStatus.FAILED, NOW + 3)
+    # A waiting job keeps its place in the queue.
+    assert await stores.jobs.set_status_message(waiting.job_id, "600000000000000005", in_channel=False)
+    seen = await stores.jobs.get(waiting.job_id)
+    assert without_status_message(seen) == waiting and seen.status_message_id == "600000000000000005"
+    assert await stores.jobs.queue_position(seen) == 1
+    assert await stores.jobs.set_status_message("job:none", "600000000000000006", in_channel=False) is False
+    assert await stores.jobs.get("job:none") is None
+
+
+async def test_recording_a_status_message_announces_nothing(stores):
+    """Nothing that promotes or claims jobs is woken by it: on an engine that announces placements
+    (PostgreSQL's NOTIFY), the only announcement heard is the one of a job placed with no owner."""
+    from bot.store import JOBS_TOPIC
+
+    database = stores.jobs._db
+    heard: list[str | None] = []
+    if not await database.listen(JOBS_TOPIC, heard.append):
+        return  # SQLite announces nothing: processes poll
+    await account(stores, A, max_jobs=2)
+    job = (await place(stores)).job
+    assert await stores.jobs.set_status_message(job.job_id, "600000000000000007", in_channel=False)
+    assert await stores.jobs.set_status_message(job.job_id, "600000000000000008", in_channel=True)
+    unowned = await stores.jobs.place(new_job(), now=NOW, owner=None, queue_size=0, rng=random.Random(2))
+    assert unowned.job.owner is None
+    # Notifications arrive in commit order: one from the recordings would come before this one.
+    for _ in range(500):
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    assert heard == [GUILD]
+
+
+async def test_the_schema_refuses_a_channel_status_message_without_its_id(stores):
+    """The CHECK itself, below the port: in_channel only with a recorded message."""
+    await account(stores, A, max_jobs=1)
+    job = (await place(stores)).job
+    database = stores.jobs._db
+    if database.engine == "sqlite":
+        import sqlite3
+
+        async def update(message_id, in_channel):
+            return await database.execute(
+                "UPDATE jobs SET status_message_id = ?, status_message_in_channel = ? WHERE job_id = ?",
+                (message_id, in_channel, job.job_id))
+
+        refused = sqlite3.IntegrityError
+        with pytest.raises(refused, match="CHECK"):
+            await update("600000000000000009", 2)  # a boolean is 0 or 1
+    else:
+        import asyncpg
+
+        async def update(message_id, in_channel):
+            return await database.execute(
+                "UPDATE jobs SET status_message_id = $1, status_message_in_channel = $2 WHERE job_id = $3",
+                message_id, bool(in_channel), job.job_id)
+
+        refused = asyncpg.CheckViolationError
+    with pytest.raises(refused, match="jobs_status_message_in_channel_needs_id"):
+        await update(None, 1)
+    assert await update("600000000000000009", 1) == 1
+    with pytest.raises(refused, match="jobs_status_message_in_channel_needs_id"):
+        await update(None, 1)  # the id cannot be dropped while the message is in the channel
+    assert await update(None, 0) == 1  # no message, not in a channel: as a new job
+    seen = await stores.jobs.get(job.job_id)
+    assert (seen.status_message_id, seen.status_message_in_channel) == (None, False)
+    assert seen == job
+
+
+async def test_a_members_last_jobs_newest_first_in_that_server_only(stores):
+    await account(stores, A, max_jobs=3)
+    await account(stores, B, max_jobs=2, guild=OTHER, user="700000000000000095")
+    mine: list[str] = []
+    for n in range(12):
+        mine.append((await stores.jobs.place(member_job(), now=NOW + n, owner=OWNER, queue_size=20,
+                                             rng=random.Random(n))).job.job_id)
+        # Interleaved: another member of the server, and the same member in another server.
+        if n % 4 == 0:
+            await stores.jobs.place(member_job(OTHER_MEMBER), now=NOW + n, owner=OWNER, queue_size=20,
+                                    rng=random.Random(n))
+            await stores.jobs.place(member_job(guild=OTHER), now=NOW + n, owner=OWNER, queue_size=20,
+                                    rng=random.Random(n))
+    # Finished ones are shown too: end one that runs and one that waits (mine[1] keeps its slot).
+    for job_id in (mine[0], mine[2]):
+        assert (await stores.jobs.release(job_id, JobStatus.CANCELLED, now=NOW + 20)).job is not None
+    assert await stores.jobs.set_status_message(mine[-1], "600000000000000010", in_channel=True)
+
+    last = await stores.jobs.of_member(GUILD, MEMBER)
+    assert [j.job_id for j in last] == mine[::-1][:10]  # the default limit, newest first
+    assert [j.seq for j in last] == sorted((j.seq for j in last), reverse=True)
+    assert all(j.guild_id == GUILD and j.requester_id == MEMBER for j in last)
+    assert (last[0].status_message_id, last[0].status_message_in_channel) == ("600000000000000010", True)
+    everything = await stores.jobs.of_member(GUILD, MEMBER, limit=50)
+    assert [j.job_id for j in everything] == mine[::-1]
+    assert [j.state for j in everything[-3:]] == [JobState.DONE, JobState.PLACED, JobState.DONE]  # ended included
+    assert {j.state for j in everything[:-3]} == {JobState.WAITING}
+    assert [j.job_id for j in await stores.jobs.of_member(GUILD, MEMBER, limit=3)] == mine[::-1][:3]
+    assert await stores.jobs.of_member(GUILD, MEMBER, limit=0) == []
+    others = await stores.jobs.of_member(GUILD, OTHER_MEMBER)
+    assert len(others) == 3 and {(j.guild_id, j.requester_id) for j in others} == {(GUILD, OTHER_MEMBER)}
+    elsewhere = await stores.jobs.of_member(OTHER, MEMBER)
+    assert len(elsewhere) == 3 and {(j.guild_id, j.requester_id) for j in elsewhere} == {(OTHER, MEMBER)}
+    assert await stores.jobs.of_member(OTHER, OTHER_MEMBER) == []
+    assert await stores.jobs.of_member("999999999999999999", MEMBER) == []

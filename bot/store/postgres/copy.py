@@ -27,12 +27,13 @@ TABLES: dict[str, tuple[str, ...]] = {
     "jobs": ("seq", "job_id", "guild_id", "state", "version", "status", "account_channel_id", "account_user_id",
              "max_jobs", "requester_id", "request_channel_id", "verb", "params", "parent_job_id", "owner",
              "placement_attempts", "created_at", "updated_at", "submitted_at", "pixverse_open", "message_id",
-             "progress", "content", "attachments", "buttons", "error", "error_details", "message_timestamp", "embeds"),
+             "progress", "content", "attachments", "buttons", "error", "error_details", "message_timestamp", "embeds",
+             "status_message_id", "status_message_in_channel"),
     "pixverse_messages": ("message_id", "job_id"),
     "job_images": ("job_id", "param", "filename", "data"),
     "server_settings": ("guild_id", "buttons", "updated_at"),
 }
-BOOLEANS = {"in_rotation", "pixverse_open"}
+BOOLEANS = {"in_rotation", "pixverse_open", "status_message_in_channel"}
 
 
 class CopyRefused(StartupError):

@@ -293,6 +293,25 @@ class JobRepository:
     async def waiting(self, guild_id: str) -> list[Job]:
         return await self._fetch_jobs("SELECT * FROM jobs WHERE guild_id = $1 AND queued ORDER BY seq", guild_id)
 
+    async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:
+        """The member's last ``limit`` jobs in the server, newest first, ended ones included."""
+        if limit <= 0:
+            return []
+        # The index jobs_member (guild_id, requester_id, seq) read backwards: ``limit`` rows, no sort.
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE guild_id = $1 AND requester_id = $2 ORDER BY seq DESC LIMIT $3",
+            guild_id, requester_id, limit,
+        )
+
+    async def set_status_message(self, job_id: str, message_id: str, *, in_channel: bool) -> bool:
+        """Records the job's status message, whatever its state; nothing else changes. No server
+        lock and no announcement: no trigger of ``jobs`` notifies (only placement's pg_notify calls
+        do), and ``job_images_end`` fires on updates of ``state`` only."""
+        return await self._db.execute(
+            "UPDATE jobs SET status_message_id = $2, status_message_in_channel = $3 WHERE job_id = $1",
+            job_id, message_id, bool(in_channel),
+        ) > 0
+
     # --- a job's life at PixVerse ---------------------------------------------------------------
 
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool:

@@ -37,6 +37,8 @@ JOB_DEFAULTS: dict[str, Any] = {
     "message_id": None,
     "progress": None,
     "content": None,
+    "status_message_id": None,
+    "status_message_in_channel": 0,
 }
 
 INSERT_JOBS = (

@@ -160,6 +160,25 @@ class JobRepository:
         )
         return [job_from_row(row) for row in rows]
 
+    async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:
+        """The member's last ``limit`` jobs in the server, newest first, ended ones included."""
+        if limit <= 0:
+            return []  # SQLite reads a negative LIMIT as none at all
+        # The index jobs_member (guild_id, requester_id, seq) read backwards: ``limit`` rows, no sort.
+        rows = await self._db.lookup_all(
+            "SELECT * FROM jobs WHERE guild_id = ? AND requester_id = ? ORDER BY seq DESC LIMIT ?",
+            (guild_id, requester_id, limit),
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def set_status_message(self, job_id: str, message_id: str, *, in_channel: bool) -> bool:
+        """Records the job's status message, whatever its state; nothing else changes (no
+        updated_at, no version: a decision made on an earlier read of the job still applies)."""
+        return await self._db.execute(
+            "UPDATE jobs SET status_message_id = ?, status_message_in_channel = ? WHERE job_id = ?",
+            (message_id, 1 if in_channel else 0, job_id),
+        ) > 0
+
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool:
         """Claims the right to send the job, as placed, to PixVerse, once.
 
