@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     pixverse_simulated_duration_seconds: float = Field(default=20, ge=0)
     pixverse_simulated_failure_rate: float = Field(default=0, ge=0, le=1)
 
+    # Members' status messages. A job's message is the reply to the member's command while
+    # Discord lets the bot edit it (15 minutes; this much of them), then a message in the channel.
+    # Edits of one channel's messages: at most this many per window, as Discord's channel limit.
+    interaction_window_seconds: float = Field(default=840, gt=0, le=900)
+    status_channel_edits: int = Field(default=5, ge=1, le=100)
+    status_channel_window_seconds: float = Field(default=5, gt=0, le=60)
+
     @field_validator("discord_token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr) -> SecretStr:

@@ -524,7 +524,7 @@ def test_a_jobs_useapi_code_says_how_it_ended():
     assert replace(ended[JobStatus.FAILED], error="Timed out").to_public()["code"] == 408
 
 
-async def test_progress_is_told_at_most_once_every_five_seconds_to_listeners_that_want_it(dispatcher, repository,
+async def test_progress_is_told_at_most_once_every_three_seconds_to_listeners_that_want_it(dispatcher, repository,
                                                                                          backend, listener, clock):
     class Progress:
         def __init__(self) -> None:
@@ -551,9 +551,9 @@ async def test_progress_is_told_at_most_once_every_five_seconds_to_listeners_tha
 
     for percent in (10, 20, 30):
         await progress(job, percent)
-    assert watcher.seen == [("progress", 10)]  # the later steps fall within the 5 s
-    await progress(other, 15)  # each job has its own 5 s
-    clock.now += 4.9
+    assert watcher.seen == [("progress", 10)]  # the later steps fall within the 3 s
+    await progress(other, 15)  # each job has its own 3 s
+    clock.now += 2.9
     await progress(job, 40)
     clock.now += 0.2
     await progress(job, 50)

@@ -37,8 +37,9 @@ MAX_CONSECUTIVE_FAILURES = 3
 # of the last RUN_TIMES_KEPT.
 TYPICAL_RUN_SECONDS = 60.0
 RETRY_AFTER_OVERDUE_SECONDS = 5.0
-# Progress notices (replyUrl): at most one per job this often; jobs tracked at most.
-PROGRESS_EVERY_SECONDS = 5.0
+# Progress notices (members' status messages, replyUrl): at most one per job this often; jobs
+# tracked at most.
+PROGRESS_EVERY_SECONDS = 3.0
 PROGRESS_TRACKED = 10_000
 RUN_TIMES_KEPT = 50
 # Jobs with no owner read per pickup (the servers of other shards' among them).
@@ -373,6 +374,19 @@ class Dispatcher:
 
     async def queue_position(self, job: Job) -> int | None:
         return await self.jobs.queue_position(job)
+
+    async def waiting(self, guild_id: str) -> list[Job]:
+        """The server's queue, first in line first."""
+        return await self.jobs.waiting(guild_id)
+
+    async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:
+        """A member's last jobs in a server, newest first, ended ones included."""
+        return await self.jobs.of_member(guild_id, requester_id, limit=limit)
+
+    async def keep_status_message(self, job_id: str, message_id: str, *, in_channel: bool) -> None:
+        """The message that shows the job to its member: the reply to their command, or (in_channel)
+        one posted in the channel, which a restart edits again."""
+        await self.jobs.set_status_message(job_id, message_id, in_channel=in_channel)
 
     async def cancel(self, job_id: Any, *, guild_id: str, user_id: str, is_manager: bool) -> Job:
         job = await self.get(job_id, guild_id)

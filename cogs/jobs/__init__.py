@@ -1,8 +1,9 @@
 """Members' PixVerse jobs: create, press a result button, list, show, cancel.
 
-The cog turns interactions into Dispatcher calls and the dispatcher's job changes into
-messages: followups of the member's interaction while Discord lets the bot use it (15
-minutes), otherwise a message in the channel where the job was asked for.
+The cog turns interactions into Dispatcher calls and the dispatcher's job changes into one
+status message per job, edited in place (cogs/jobs/status.py decides when, presenting.py what):
+the reply to the member's interaction while Discord lets the bot edit it (15 minutes), then (or
+after a restart) one message in the channel where the job was asked for.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -20,24 +22,29 @@ import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
-from discord.utils import escape_markdown
 
-from bot.slash import MESSAGE_LIMIT, core_validated_command, fit_lines, reason_lines, require_guild
-from bot.dispatch.models import API_REQUESTER, FINAL, Job, JobStatus, Verb
+from bot.slash import core_validated_command, fit_lines, require_guild
+from bot.dispatch.models import API_REQUESTER, FINAL, Job, Verb
 from bot.accounts.validation import echo
-from bot.dispatch.catalogue import BUTTONS, CATALOGUE
+from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
 from bot.errors import ApiError
-from bot.tree import answer_failure, reply
+from bot.tree import reply
+from cogs.jobs.presenting import (
+    EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, job_embed, progress_bar, state_line, status_message,
+)
+from cogs.jobs.status import TRACKED_JOBS, StatusBoard
 
 if TYPE_CHECKING:
     from bot.discord_bot import PixverseBot
 
 log = logging.getLogger(__name__)
 
-# Discord lets a bot follow up an interaction for 15 minutes; keep a margin.
-INTERACTION_WINDOW = 14 * 60
-CUSTOM_ID_PREFIX = "pixverse:press"
+# Waiting this long for the command's own reply before a job's first edit.
+REPLY_WAIT_SECONDS = 10.0
+# A moment for the freed slots to be taken before the queue positions are read again.
+QUEUE_SETTLE_SECONDS = 0.2
+MINE_LIMIT = 10
 
 
 @dataclass
@@ -47,13 +54,12 @@ class _Asker:
     acknowledged: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def describe(job: Job) -> str:
-    params = {**job.params, "prompt": escape_markdown(job.prompt or "")}
-    for param in CATALOGUE[job.verb].images:
-        if isinstance(params.get(param.name), dict):
-            params[param.name] = {**params[param.name],
-                                  "filename": escape_markdown(str(params[param.name].get("filename") or ""))}
-    return CATALOGUE[job.verb].describe(params, job.parent_job_id)
+def transient(exc: BaseException) -> bool:
+    """A failed write worth trying again: Discord's 429 (after discord.py's own retries), a
+    5xx, a connection lost on the way."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(exc, (aiohttp.ClientError, OSError, TimeoutError))
 
 
 @contextlib.asynccontextmanager
@@ -68,56 +74,6 @@ async def answered_privately_on_failure(interaction: discord.Interaction) -> Asy
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
         raise
-
-
-# Discord's embed limits.
-EMBED_TITLE, EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_FIELD_VALUE, EMBED_TOTAL = 256, 4096, 25, 1024, 6000
-COLOURS = {JobStatus.COMPLETED: 0x57F287, JobStatus.FAILED: 0xED4245, JobStatus.MODERATED: 0xED4245,
-           JobStatus.CANCELLED: 0x99AAB5}
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def job_embed(job: Job) -> discord.Embed:
-    """One job as a person reads it, within Discord's embed limits whatever its prompt, reason or
-    number of videos: state, times, prompt, parameters, video links, reason. The account's
-    channel is an admin's detail and is not shown."""
-    embed = discord.Embed(title=_cut(f"{job.verb.value} · {job.state_word}", EMBED_TITLE),
-                          description=_cut(escape_markdown(job.prompt or ""), EMBED_DESCRIPTION) or None,
-                          colour=COLOURS.get(job.status, 0x5865F2))
-    fields: list[tuple[str, str, bool]] = [("Job id", f"`{job.job_id}`", False)]
-    if job.verb is Verb.BUTTON:
-        fields += [("Button", str(job.params.get("button")), True), ("On job", f"`{job.parent_job_id}`", True)]
-    for param in CATALOGUE[job.verb].params:
-        value = job.params.get(param.name)
-        if param.name in ("prompt", "jobid", "button") or value is None:
-            continue
-        shown = value.get("filename") if isinstance(value, dict) else value
-        fields.append((param.name, escape_markdown(str(shown)), True))
-    fields.append(("Asked", f"<t:{int(job.created_at)}:f>", True))
-    fields.append(("Updated", f"<t:{int(job.updated_at)}:R>", True))
-    if job.progress is not None and job.executing:
-        fields.append(("Progress", f"{job.progress}%", True))
-    links = [f"[Video {n}]({a['url']})" for n, a in enumerate(job.attachments, 1) if a.get("url")]
-    chunk: list[str] = []
-    for link in links:  # as many fields as the links need, each within its limit
-        if chunk and len("\n".join([*chunk, link])) > EMBED_FIELD_VALUE:
-            fields.append(("Videos", "\n".join(chunk), False))
-            chunk = []
-        if len(link) <= EMBED_FIELD_VALUE:
-            chunk.append(link)
-    if chunk:
-        fields.append(("Videos", "\n".join(chunk), False))
-    reason = reason_lines(job.error, job.error_details)
-    if reason:
-        fields.append(("Reason", _cut(escape_markdown("\n".join(reason)), EMBED_FIELD_VALUE), False))
-    for name, value, inline in fields[:EMBED_FIELDS]:
-        if len(embed) + len(name) + len(value) > EMBED_TOTAL:
-            break
-        embed.add_field(name=name, value=value, inline=inline)
-    return embed
 
 
 # An attachment is downloaded before the command is answered when it comes within this (Discord
@@ -154,47 +110,6 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
     return Image.given(attachment.filename, data)
 
 
-def job_text(job: Job) -> str:
-    lines = [f"{job.status.value} · jobid: {job.job_id}", describe(job)]
-    if job.status is JobStatus.COMPLETED:
-        lines += [a["url"] for a in job.attachments if a.get("url")]
-    elif job.status in FINAL:
-        lines += reason_lines(job.error, job.error_details)
-    return "\n".join(lines)[:MESSAGE_LIMIT]
-
-
-class PressButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{CUSTOM_ID_PREFIX}:(?P<label>U[1-4]|V[1-4]|ReDo|🔀):(?P<job>[A-Za-z0-9_:\-]+)"):
-    """A result button under a completed job; clicking it runs /pixverse-button.
-
-    Dynamic (the job id is in the custom_id), so it works after a restart as well."""
-
-    def __init__(self, job_id: str, label: str) -> None:
-        emoji = label if label == "🔀" else None
-        super().__init__(
-            discord.ui.Button(
-                label=None if emoji else label,
-                emoji=emoji,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"{CUSTOM_ID_PREFIX}:{label}:{job_id}",
-            )
-        )
-        self.job_id = job_id
-        self.label = label
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button, match) -> PressButton:
-        return cls(match["job"], match["label"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog: JobsCog | None = interaction.client.get_cog(JobsCog.__cog_name__)  # type: ignore[union-attr]
-        try:
-            if cog is None:
-                raise RuntimeError("jobs cog is not loaded")
-            await cog.press(interaction, self.job_id, self.label)
-        except Exception as exc:
-            await answer_failure(interaction, exc)
-
-
 def message_payload(message: discord.Message) -> dict[str, Any]:
     """A received message in the raw API shape the PixVerse parser reads (it knows no discord.py)."""
     reference = message.reference
@@ -218,16 +133,6 @@ def message_payload(message: discord.Message) -> dict[str, Any]:
         "message_reference": {"message_id": str(reference.message_id)} if reference and reference.message_id else None,
         "interaction_metadata": {"user": {"id": str(metadata.user.id)}} if metadata else None,
     }
-
-
-def result_view(job: Job) -> discord.ui.View | None:
-    labels = [b["label"] for b in job.buttons if b.get("label") in BUTTONS]
-    if job.status is not JobStatus.COMPLETED or not labels:
-        return None
-    view = discord.ui.View(timeout=None)
-    for label in labels:
-        view.add_item(PressButton(job.job_id, label))
-    return view
 
 
 def choices(verb: Verb, name: str) -> list[app_commands.Choice[str]]:
@@ -255,10 +160,19 @@ def body_of(verb: Verb, options: dict[str, Any]) -> dict[str, Any]:
     return {param.name: options[param.name] for param in CATALOGUE[verb].params if param.name in options}
 
 
-class JobsCog(commands.Cog, name="PixVerse jobs"):
+class JobsCog(commands.Cog, name=JOBS_COG):
     def __init__(self, bot: PixverseBot) -> None:
         self.bot = bot
+        settings = bot.settings
+        self.interaction_window = settings.interaction_window_seconds
         self._askers: dict[str, _Asker] = {}
+        # job id -> (its message's id, True when posted in the channel): known here, else read
+        # from the job (after a restart).
+        self._messages: OrderedDict[str, tuple[str, bool]] = OrderedDict()
+        self.board = StatusBoard(self._write_status, transient=transient, burst=settings.status_channel_edits,
+                                 window=settings.status_channel_window_seconds)
+        self._queue_reads: dict[str, asyncio.Task] = {}  # server -> its queue being read again
+        self._read_again: set[str] = set()
 
     @property
     def dispatcher(self):
@@ -269,29 +183,50 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
         self.bot.add_dynamic_items(PressButton)
 
     async def cog_unload(self) -> None:
-        if self in self.bot.core.dispatcher.listeners:
-            self.bot.core.dispatcher.listeners.remove(self)
+        with contextlib.suppress(RuntimeError):  # the Core already closed
+            if self in self.bot.core.dispatcher.listeners:
+                self.bot.core.dispatcher.listeners.remove(self)
         self.bot.remove_dynamic_items(PressButton)
+        for task in self._queue_reads.values():
+            task.cancel()
+        # The last states (a job that just ended) still reach their messages.
+        await self.board.close()
 
     # --- asking -----------------------------------------------------------------------
 
     async def _acknowledge(self, interaction: discord.Interaction, job: Job, position: int | None) -> None:
+        """The command's reply is the job's status message."""
         # Registered before the first await: the job may start (and be reported) at once.
         asker = self._askers[job.job_id] = _Asker(interaction)
         try:
-            if position is None:
-                if not interaction.response.is_done():  # an image's slow download deferred already
-                    await interaction.response.defer(thinking=True)
+            where = None
+            if job.queued and position is not None:
+                where = Position(position, max(position, len(await self.dispatcher.waiting(job.guild_id))))
+            status = status_message(job, where)
+            if interaction.response.is_done():  # an image's slow download deferred already
+                sent = await interaction.edit_original_response(
+                    content=status.content, embed=status.embed, allowed_mentions=status.allowed_mentions)
+                message_id = sent.id
             else:
-                # After a deferral (an image command), the followup takes the deferred answer's place.
-                send = interaction.followup.send if interaction.response.is_done() else interaction.response.send_message
-                await send(
-                    f"created · jobid: {job.job_id}\n{describe(job)}\n"
-                    f"All PixVerse accounts are busy: the job waits at position {position} in this server's queue",
-                    allowed_mentions=discord.AllowedMentions.none(),
-                )
+                response = await interaction.response.send_message(
+                    status.content, embed=status.embed, allowed_mentions=status.allowed_mentions)
+                message_id = response.message_id
+            self.board.shown(job, where)
         finally:
             asker.acknowledged.set()
+        if message_id is not None:
+            await self._keep_message(job.job_id, str(message_id), in_channel=False)
+
+    async def _keep_message(self, job_id: str, message_id: str, *, in_channel: bool) -> None:
+        self._messages[job_id] = (message_id, in_channel)
+        self._messages.move_to_end(job_id)
+        while len(self._messages) > TRACKED_JOBS:
+            self._messages.popitem(last=False)
+        try:
+            await self.dispatcher.keep_status_message(job_id, message_id, in_channel=in_channel)
+        except Exception:
+            # Known here for as long as this process runs; after a restart the job gets a new message.
+            log.warning("Could not store the status message of job %s", job_id, exc_info=True)
 
     async def _submit(self, interaction: discord.Interaction, verb: Verb, body: dict[str, Any]) -> None:
         guild_id = require_guild(interaction)
@@ -303,6 +238,8 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
             body=body,
         )
         await self._acknowledge(interaction, placed.job, placed.queue_position)
+        if placed.queue_position is not None:
+            self._queue_moved(guild_id)  # the others' "of N" grew
 
     async def press(self, interaction: discord.Interaction, job_id: Any, button: Any) -> None:
         guild_id = require_guild(interaction)
@@ -320,40 +257,87 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
 
     async def job_changed(self, job: Job) -> None:
         """Dispatcher callback: a job started or ended."""
+        if not job.queued:
+            self._queue_moved(job.guild_id)  # a slot was taken or freed: the waiting ones move up
         if job.request_channel_id == API_REQUESTER:
             return  # asked through the HTTP API: its replyUrl is told, not a Discord channel
         self._forget_expired_askers()
-        text, view = job_text(job), result_view(job)
-        final = job.status in FINAL
-        asker = self._askers.pop(job.job_id, None) if final else self._askers.get(job.job_id)
-        if asker is not None and time.monotonic() - asker.since < INTERACTION_WINDOW:
-            try:
-                await asyncio.wait_for(asker.acknowledged.wait(), timeout=10)
-                kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
-                if view is not None:
-                    kwargs["view"] = view
-                await asker.interaction.followup.send(text, **kwargs)
-                return
-            except (discord.HTTPException, asyncio.TimeoutError) as exc:
-                log.info("Follow-up for job %s failed (%s); posting in the channel", job.job_id, exc)
-        await self._post_in_channel(job, text, view)
+        self.board.update(job)
+
+    async def job_progressed(self, job: Job) -> None:
+        """Dispatcher callback: PixVerse's progress (at most every few seconds per job)."""
+        if job.request_channel_id != API_REQUESTER:
+            self.board.update(job)
+
+    def _queue_moved(self, guild_id: str) -> None:
+        """The server's waiting jobs are read again soon (once however often told) and each
+        one's message shows its new position."""
+        if guild_id in self._queue_reads:
+            self._read_again.add(guild_id)
+            return
+        self._queue_reads[guild_id] = asyncio.create_task(self._read_queue(guild_id), name=f"queue of {guild_id}")
+
+    async def _read_queue(self, guild_id: str) -> None:
+        try:
+            while True:
+                await asyncio.sleep(QUEUE_SETTLE_SECONDS)
+                self._read_again.discard(guild_id)
+                waiting = await self.dispatcher.waiting(guild_id)
+                for number, job in enumerate(waiting, 1):
+                    if job.request_channel_id != API_REQUESTER:
+                        self.board.update(job, Position(number, len(waiting)))
+                if guild_id not in self._read_again:
+                    return
+        except Exception:
+            log.warning("Reading the queue of server %s failed", guild_id, exc_info=True)
+        finally:
+            self._queue_reads.pop(guild_id, None)
 
     def _forget_expired_askers(self) -> None:
         # A job ended by another process is never reported here: drop what has expired.
         now = time.monotonic()
-        for job_id in [j for j, a in self._askers.items() if now - a.since >= INTERACTION_WINDOW]:
+        for job_id in [j for j, a in self._askers.items() if now - a.since >= self.interaction_window]:
             del self._askers[job_id]
 
-    async def _post_in_channel(self, job: Job, text: str, view: discord.ui.View | None) -> None:
+    async def _write_status(self, job: Job, position: Position | None) -> None:
+        """The board's writer: the job's message shows this state."""
+        final = job.status in FINAL
+        asker = self._askers.get(job.job_id)
+        if asker is not None and time.monotonic() - asker.since < self.interaction_window:
+            await asyncio.wait_for(asker.acknowledged.wait(), timeout=REPLY_WAIT_SECONDS)
+            status = status_message(job, position, mention=final)
+            try:
+                await asker.interaction.edit_original_response(
+                    content=status.content, embed=status.embed, view=status.view,
+                    allowed_mentions=status.allowed_mentions)
+            except discord.NotFound:
+                log.info("The reply of job %s is gone; the job goes on in a channel message", job.job_id)
+            else:
+                if final:
+                    self._askers.pop(job.job_id, None)
+                return
+        self._askers.pop(job.job_id, None)  # past the interaction's window: the channel's turn
+        await self._write_in_channel(job, position, final)
+
+    async def _write_in_channel(self, job: Job, position: Position | None, final: bool) -> None:
         channel = self.bot.get_partial_messageable(int(job.request_channel_id), guild_id=int(job.guild_id))
-        requester = discord.Object(int(job.requester_id))
-        kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions(users=[requester])}
-        if view is not None:
-            kwargs["view"] = view
-        try:
-            await channel.send(f"<@{job.requester_id}> {text}"[:MESSAGE_LIMIT], **kwargs)
-        except discord.HTTPException as exc:
-            log.warning("Could not post the update of job %s in channel %s: %s", job.job_id, job.request_channel_id, exc.status)
+        message_id, in_channel = self._messages.get(job.job_id) or (job.status_message_id, job.status_message_in_channel)
+        if message_id is not None and in_channel:
+            status = status_message(job, position, mention=final)
+            try:
+                await channel.get_partial_message(int(message_id)).edit(
+                    content=status.content, embed=status.embed, view=status.view,
+                    allowed_mentions=status.allowed_mentions)
+                return
+            except discord.NotFound:
+                log.info("The message of job %s was deleted; posting it again", job.job_id)
+        # The first channel message of the job names the member, so Discord tells them.
+        status = status_message(job, position, mention=True)
+        kwargs: dict[str, Any] = {"embed": status.embed, "allowed_mentions": status.allowed_mentions}
+        if status.view is not None:
+            kwargs["view"] = status.view
+        sent = await channel.send(status.content, **kwargs)
+        await self._keep_message(job.job_id, str(sent.id), in_channel=True)
 
     # --- observing PixVerse --------------------------------------------------------------
 
@@ -469,20 +453,38 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     async def button(self, interaction: discord.Interaction, jobid: str | None = None, button: str | None = None) -> None:
         await self.press(interaction, jobid, button)
 
-    @app_commands.command(name="pixverse-jobs", description="This server's executing PixVerse jobs")
+    @app_commands.command(name="pixverse-jobs",
+                          description="This server's executing and waiting PixVerse jobs, or your own last 10")
     @app_commands.guild_only()
-    async def jobs(self, interaction: discord.Interaction) -> None:
+    @app_commands.describe(mine="Your own last 10 jobs in this server, finished ones included")
+    async def jobs(self, interaction: discord.Interaction, mine: bool = False) -> None:
         guild_id = require_guild(interaction)
-        jobs = await self.dispatcher.executing(guild_id)
+        if mine:
+            jobs = await self.dispatcher.of_member(guild_id, str(interaction.user.id), limit=MINE_LIMIT)
+            header = f"Your last PixVerse jobs in this server: {len(jobs)}"
+            empty = "You have no PixVerse job in this server"
+        else:
+            jobs = await self.dispatcher.executing(guild_id)
+            waiting = sum(job.queued for job in jobs)
+            header = f"PixVerse jobs in this server: {len(jobs) - waiting} executing, {waiting} waiting"
+            empty = "No PixVerse job is executing or waiting in this server"
         if not jobs:
-            await reply(interaction, "No PixVerse job is executing in this server")
+            await reply(interaction, empty)
             return
-        lines = [
-            f"jobid: {job.job_id} · {job.state_word} · {job.verb.value} · "
-            + ("HTTP API" if job.requester_id == API_REQUESTER else f"<@{job.requester_id}>")
-            for job in jobs
-        ]
-        await reply(interaction, fit_lines(f"Executing PixVerse jobs in this server: {len(jobs)}", lines))
+        lines = []
+        for job in jobs:
+            where = None
+            if job.queued:
+                number = await self.dispatcher.queue_position(job)
+                where = Position(number, max(number, sum(j.queued for j in jobs))) if number and not mine else None
+            state = state_line(job, where)
+            if job.executing and not job.queued and job.progress is not None:
+                state = f"{job.status.value} {progress_bar(job.progress)}"
+            who = "HTTP API" if job.requester_id == API_REQUESTER else f"<@{job.requester_id}>"
+            lines.append(f"`{job.job_id}` · **{state}** · {job.verb.value} · {who}")
+        embed = discord.Embed(title=header, description=fit_lines("", lines, limit=EMBED_DESCRIPTION).lstrip("\n"))
+        await interaction.response.send_message(header, embed=embed, ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
 
     @core_validated_command(
         name="pixverse-job", description="One PixVerse job with all its fields", advertised={"jobid": {"required": True}}
@@ -492,9 +494,19 @@ class JobsCog(commands.Cog, name="PixVerse jobs"):
     async def job(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
         guild_id = require_guild(interaction)
         job = await self.dispatcher.get(jobid, guild_id)
-        await interaction.response.send_message(f"{job.state_word} · jobid: {job.job_id}", embed=job_embed(job),
-                                                ephemeral=True,
-                                                allowed_mentions=discord.AllowedMentions.none())
+        where = None
+        if job.queued:
+            number = await self.dispatcher.queue_position(job)
+            if number:
+                where = Position(number, max(number, len(await self.dispatcher.waiting(guild_id))))
+        embed = job_embed(job, where)
+        message_id = (self._messages.get(job.job_id) or (job.status_message_id, False))[0]
+        if message_id is not None and job.request_channel_id != API_REQUESTER:
+            link = f"https://discord.com/channels/{job.guild_id}/{job.request_channel_id}/{message_id}"
+            if len(embed.fields) < EMBED_FIELDS and len(embed) + len("Message") + len(link) <= EMBED_TOTAL:
+                embed.add_field(name="Message", value=link, inline=False)
+        await interaction.response.send_message(f"{state_line(job, where)} · jobid: {job.job_id}", embed=embed,
+                                                ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 
     @core_validated_command(
         name="pixverse-cancel", description="Cancel a PixVerse job", advertised={"jobid": {"required": True}}

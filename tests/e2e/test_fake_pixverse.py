@@ -1,4 +1,4 @@
-"""The fake PixVerse inside tests/e2e/fake_discord.py, driven directly over HTTP.
+"""The fake PixVerse (tests/e2e/fake/pixverse.py), driven directly over HTTP.
 
 These tests pin the behaviour other e2e tests rely on (shared/pixverse-protocol.md,
 part 5): the command index with its decoy, the create / create_single / button flows

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import TOKEN
 from tests.e2e.conftest import CHANNEL_ID, GUILD_ID, MEMBER_ID, make_settings, start_bot, stop_bot
 from tests.e2e.fake_discord import MemberFile
+from tests.e2e.status_support import buttons_of, fields_of, settled, word_of
 from tests.e2e.test_http_api import api_token
 from tests.e2e.test_jobs_e2e import create, job_id_of, member, save_account, until
 from tests.net import free_port
@@ -36,12 +37,14 @@ async def test_animate_from_a_members_attachment(bot, pixverse):
     # The name says text, the bytes say PNG: the bytes decide.
     result = await member(fake, "pixverse-animate",
                           {"image": MemberFile("cat.txt", PNG, "text/plain"), "prompt": "it blinks", "motion": 7})
-    started, completed = (m["content"] for m in await fake.wait_for_messages(result, 2))
-    job_id = job_id_of(started)
-    assert started == f"started · jobid: {job_id}\nanimate “it blinks” (cat.txt)"
-    lines = completed.splitlines()
-    assert lines[:2] == [f"completed · jobid: {job_id}", "animate “it blinks” (cat.txt)"]
-    assert len(lines) == 3 and ".mp4" in lines[2]  # one video
+    job_id = job_id_of(result.messages[0]["content"])
+    shown = await settled(result)
+    lines = shown["content"].splitlines()
+    assert lines[0] == f"<@{MEMBER_ID}> completed · jobid: {job_id}"
+    assert len(lines) == 2 and ".mp4" in lines[1]  # one video
+    assert buttons_of(shown) == [["Upscale 1"], ["Redo"], ["Video 1"]]
+    assert shown["embeds"][0]["title"] == "animate · it blinks"
+    assert fields_of(shown)["image"] == "cat.txt" and fields_of(shown)["motion"] == "7"
     sent = pixverse_job(fake, "animate")
     assert sent["images"]["image"]["data"] == PNG and sent["images"]["image"]["filename"] == "cat.txt"
     assert sent["options"]["motion"] == 7 and sent["options"]["prompt"] == "it blinks"
@@ -57,8 +60,9 @@ async def test_meme_face_from_a_members_attachment(bot, pixverse):
     result = await member(fake, "pixverse-meme-face",
                           {"face": MemberFile("me.jpg", JPEG, "image/jpeg"), "prompt": "a dancing astronaut",
                            "aspect_ratio": "9:16"})
-    completed = (await fake.wait_for_messages(result, 2))[1]["content"]
-    assert completed.startswith("completed · jobid: ") and "meme_face “a dancing astronaut” (me.jpg)" in completed
+    shown = await settled(result)
+    assert word_of(shown["content"]) == "completed"
+    assert shown["embeds"][0]["title"] == "meme_face · a dancing astronaut" and fields_of(shown)["face"] == "me.jpg"
     sent = pixverse_job(fake, "meme_face")
     assert sent["images"]["face"]["data"] == JPEG
     assert sent["options"]["aspect_ratio"] == "9:16"
@@ -160,7 +164,7 @@ async def test_a_restart_while_an_animate_job_waits_still_sends_its_image(tmp_pa
     await fake.wait_for_pixverse_held(1)
     queued = await member(fake, "pixverse-animate", {"image": MemberFile("cat.png", PNG), "prompt": "it waits"})
     job_id = job_id_of(queued.content)
-    assert "position 1" in queued.content
+    assert queued.content == f"waiting · position 1 of 1 · jobid: {job_id}"
     assert (await bot.core.dispatcher.jobs.images(job_id))["image"].data == PNG
     await stop_bot(bot, task)
 

@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     stop_bot,
 )
 from tests.e2e.fake_discord import PIXVERSE_APPLICATION_ID
+from tests.e2e.status_support import buttons_of, fields_of, reply_of, settled, word_of
 
 OTHER_MEMBER_ID = 830000000000000003
 JOB_ID = re.compile(r"jobid: (job:[A-Za-z0-9_\-]+)")
@@ -71,15 +72,19 @@ async def test_create_runs_on_pixverse_and_the_member_gets_the_videos(bot, pixve
     fake = pixverse
     await save_account(fake, TOKEN, CHANNEL_ID, 2)
     result = await create(fake)
-    assert result.callback_type == 5  # deferred, then followed up
-    messages = await fake.wait_for_messages(result, 2)
-    started, completed = messages[0]["content"], messages[1]["content"]
-    job_id = job_id_of(started)
-    assert started == f"started · jobid: {job_id}\ncreate “a red fox in the snow” (Realistic)"
-    lines = completed.splitlines()
-    assert lines[:2] == [f"completed · jobid: {job_id}", "create “a red fox in the snow” (Realistic)"]
-    assert len(lines[2:]) == 4 and all(line.endswith(".mp4") or ".mp4?" in line for line in lines[2:])
-    custom_ids = [c["custom_id"] for row in messages[1]["components"] for c in row["components"]]
+    assert result.callback_type == 4  # the reply is the job's status message
+    job_id = job_id_of(result.messages[0]["content"])
+    assert result.messages[0]["content"] == f"created · jobid: {job_id}"
+    shown = await settled(result)
+    job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
+    urls = [a["url"] for a in job.attachments]
+    # The first video in the content (Discord previews it), every video behind a Link button.
+    assert shown["content"] == f"<@{MEMBER_ID}> completed · jobid: {job_id}\n{urls[0]}"
+    assert buttons_of(shown) == [["Upscale 1", "Upscale 2", "Upscale 3", "Upscale 4"],
+                                 ["Variation 1", "Variation 2", "Variation 3", "Variation 4"], ["Redo", "🔀"],
+                                 ["Video 1", "Video 2", "Video 3", "Video 4"]]
+    assert [c["url"] for c in shown["components"][3]["components"]] == urls
+    custom_ids = [c.get("custom_id") for row in shown["components"] for c in row["components"]]
     assert f"pixverse:press:U1:{job_id}" in custom_ids and f"pixverse:press:🔀:{job_id}" in custom_ids
     # The account's user ran PixVerse's own /create (not the decoy's), with the member's values.
     (submitted,) = fake.pixverse_interactions
@@ -110,15 +115,16 @@ async def test_buttons_run_on_the_account_that_made_the_job(bot, pixverse):
     await save_account(fake, TOKEN, CHANNEL_ID, 1)
     await save_account(fake, TOKEN_2, CHANNEL_2_ID, 1)
     result = await create(fake)
-    messages = await fake.wait_for_messages(result, 2)
-    job_id = job_id_of(messages[0]["content"])
+    shown = await settled(result)
+    job_id = job_id_of(shown["content"])
     parent = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
     owner_user = ACCOUNT_USER_ID if parent.account_channel_id == str(CHANNEL_ID) else ACCOUNT_2_USER_ID
 
     pressed = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U2"})
-    follow = await fake.wait_for_messages(pressed, 2)
-    follow_id = job_id_of(follow[0]["content"])
-    assert follow[1]["content"].startswith(f"completed · jobid: {follow_id}\nbutton U2 on jobid: {job_id}")
+    follow = await settled(pressed)
+    follow_id = job_id_of(follow["content"])
+    assert follow["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {follow_id}\n")
+    assert follow["embeds"][0]["title"] == f"button · U2 on {job_id}"
     press = fake.pixverse_interactions[-1]
     assert press["type"] == 3 and press["_user_id"] == owner_user
     assert press["channel_id"] == parent.account_channel_id
@@ -129,15 +135,15 @@ async def test_buttons_run_on_the_account_that_made_the_job(bot, pixverse):
     payload = fake.make_interaction("pixverse-jobs", None, guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=MEMBER_ID)
     payload["type"] = 3
     payload["data"] = {"component_type": 2, "custom_id": f"pixverse:press:V1:{job_id}"}
-    payload["message"] = {**messages[1], "id": fake.snowflake(), "channel_id": str(CHANNEL_ID), "author": fake.bot_user_payload(),
+    payload["message"] = {**shown, "id": fake.snowflake(), "channel_id": str(CHANNEL_ID), "author": fake.bot_user_payload(),
                           "attachments": [], "embeds": [], "mentions": [], "mention_roles": [], "pinned": False,
                           "tts": False, "timestamp": "2026-11-21T00:00:00+00:00", "edited_timestamp": None,
                           "mention_everyone": False, "type": 0, "flags": 0}
     clicked = await fake.interact(payload)
-    clicked_msgs = await fake.wait_for_messages(clicked, 2)
-    assert clicked_msgs[1]["content"].startswith("completed · jobid: ")
+    clicked_shown = await settled(clicked)
+    assert word_of(clicked_shown["content"]) == "completed"
     assert fake.pixverse_interactions[-1]["_user_id"] == owner_user
-    assert "button V1 on jobid: " + job_id in clicked_msgs[1]["content"]
+    assert clicked_shown["embeds"][0]["title"] == f"button · V1 on {job_id}"
 
 
 async def test_a_401_takes_the_account_out_of_rotation_and_reset_brings_it_back(bot, pixverse):
@@ -145,11 +151,15 @@ async def test_a_401_takes_the_account_out_of_rotation_and_reset_brings_it_back(
     await save_account(fake, TOKEN, CHANNEL_ID, 1)
     fake.pixverse_blocked_tokens[TOKEN] = 401
     result = await create(fake)
-    final = await fake.wait_for_messages(result, 1)
-    assert final[-1]["content"].startswith(f"failed · jobid: {job_id_of(final[-1]['content'])}")
-    assert "The PixVerse account left rotation: Discord refused the account's token (401)" in final[-1]["content"]
+    final = await settled(result)
+    assert final["content"] == f"<@{MEMBER_ID}> failed · jobid: {job_id_of(final['content'])}"
+    assert final["embeds"][0]["color"] == 0xED4245
+    reason = "The PixVerse account left rotation: Discord refused the account's token (401)"
+    assert fields_of(final)["Reason"] == reason  # once, in the embed only
+    assert json.dumps(final).count("Discord refused the account") == 1
     listing = await fake.invoke("pixverse-accounts", guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=ADMIN_ID)
     assert "out of rotation: Discord refused the account's token (401)" in listing.content
+    assert listing.content.count("Discord refused the account's token (401)") == 1
     busy = await create(fake)
     assert busy.content.startswith("503 · Every PixVerse account of this server is out of rotation")
 
@@ -158,7 +168,7 @@ async def test_a_401_takes_the_account_out_of_rotation_and_reset_brings_it_back(
                               channel_id=CHANNEL_ID, user_id=ADMIN_ID)
     assert reset.content.startswith(f"The PixVerse account of <#{CHANNEL_ID}> is back in rotation.")
     again = await create(fake)
-    assert (await fake.wait_for_messages(again, 2))[1]["content"].startswith("completed · jobid: ")
+    assert word_of((await settled(again))["content"]) == "completed"
 
 
 async def test_pixverse_never_runs_more_than_max_jobs_and_the_queue_drains(tmp_path, pixverse, restore_discord_endpoints):
@@ -170,17 +180,16 @@ async def test_pixverse_never_runs_more_than_max_jobs_and_the_queue_drains(tmp_p
         running = [await create(fake, prompt=f"fox number {n}") for n in range(2)]
         queued = [await create(fake, prompt=f"fox number {n}") for n in range(2, 5)]
         assert [q.callback_type for q in queued] == [4, 4, 4]
-        assert [re.search(r"position (\d)", q.content).group(1) for q in queued] == ["1", "2", "3"]
+        assert [re.search(r"^waiting · position (\d) of \d · jobid: ", q.messages[0]["content"]).group(1)
+                for q in queued] == ["1", "2", "3"]
         refused = await create(fake, prompt="one too many")
         assert refused.ephemeral and refused.content.startswith("429 · All PixVerse accounts are busy\n2 executing: ")
         await fake.wait_for_pixverse_held(2)
         fake.pixverse_hold = False
         fake.pixverse_release()
-        for result in running:
-            await fake.wait_for_messages(result, 2)
-        for result in queued:
-            last = (await fake.wait_for_messages(result, 3))[-1]["content"]
-            assert last.startswith("completed · jobid: ")
+        for result in running + queued:
+            assert word_of((await settled(result))["content"]) == "completed"
+            assert len({*result.message_ids}) == 1  # one message per job, edited in place
         await fake.wait_for_pixverse_idle()
         assert fake.pixverse_max_executing[ACCOUNT_USER_ID] == 2
         assert len(fake.pixverse_interactions) == 5
@@ -193,19 +202,25 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
     fake.pixverse_moderated_words.add("forbidden")
     await save_account(fake, TOKEN, CHANNEL_ID, 2)
     result = await create(fake, prompt="a forbidden thing")
-    final = (await fake.wait_for_messages(result, 1))[-1]["content"]
-    job_id = job_id_of(final)
+    final = await settled(result)
+    job_id = job_id_of(final["content"])
+    assert final["content"] == f"<@{MEMBER_ID}> moderated · jobid: {job_id}"
     # The reason once: PixVerse's embed title, then what its description adds.
-    assert final == f"moderated · jobid: {job_id}\ncreate “a forbidden thing” (Realistic)\nBanned prompt\na forbidden thing"
+    assert fields_of(final)["Reason"] == "Banned prompt\na forbidden thing"
+    assert json.dumps(final).count("Banned prompt") == 1 and final["embeds"][0]["color"] == 0xED4245
 
     shown = await member(fake, "pixverse-job", {"jobid": job_id})
     assert shown.ephemeral and shown.content == f"moderated · jobid: {job_id}"
     [embed] = shown.messages[-1]["embeds"]
-    assert (embed["title"], embed["description"]) == ("create · moderated", "a forbidden thing")
+    assert (embed["title"], embed["description"]) == ("create · a forbidden thing", "**moderated**")
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields["Job id"] == f"`{job_id}`" and fields["style"] == "Realistic"
     assert fields["Reason"] == "Banned prompt\na forbidden thing"
-    assert TOKEN not in json.dumps(shown.messages) and str(CHANNEL_ID) not in json.dumps(embed)
+    # A link to the job's message (in the channel where the member asked); the account's channel
+    # (here the same one) appears nowhere else.
+    message_id = result.original_message_id
+    assert fields.pop("Message") == f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{message_id}"
+    assert TOKEN not in json.dumps(shown.messages) and str(CHANNEL_ID) not in json.dumps(fields)
     assert (await member(fake, "pixverse-job", {"jobid": "job:nope"})).content == "404 · Unable to locate job job:nope"
 
     fake.pixverse_hold = True
@@ -218,16 +233,18 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
 
     await until(in_progress)
     listing = await member(fake, "pixverse-jobs", user_id=OTHER_MEMBER_ID)
-    assert listing.content == (
-        f"Executing PixVerse jobs in this server: 1\njobid: {job_id} · progress · create · <@{MEMBER_ID}>"
-    )
+    assert listing.ephemeral and listing.content == "PixVerse jobs in this server: 1 executing, 0 waiting"
+    assert listing.messages[-1]["embeds"][0]["description"] == (
+        f"`{job_id}` · **progress ▰▰▰▱▱▱▱▱▱▱ 37%** · create · <@{MEMBER_ID}>")
     denied = await member(fake, "pixverse-cancel", {"jobid": job_id}, user_id=OTHER_MEMBER_ID)
     assert denied.content == f"403 · Only the member who asked for job {job_id} or a server manager can cancel it"
     cancelled = await member(fake, "pixverse-cancel", {"jobid": job_id})
     assert cancelled.content == f"cancelled · jobid: {job_id}"
-    final = (await fake.wait_for_messages(running, 2))[-1]["content"]
-    assert final.startswith(f"cancelled · jobid: {job_id}")
-    assert (await member(fake, "pixverse-jobs")).content == "No PixVerse job is executing in this server"
+    final = await settled(running)
+    assert final["content"] == f"<@{MEMBER_ID}> cancelled · jobid: {job_id}"
+    assert fields_of(final)["Reason"] == f"Cancelled by <@{MEMBER_ID}>"
+    writes = len(running.messages)
+    assert (await member(fake, "pixverse-jobs")).content == "No PixVerse job is executing or waiting in this server"
     # PixVerse finishes it anyway: the late result stays with the cancelled job and changes nothing.
     fake.pixverse_release()
     await fake.wait_for_pixverse_idle()
@@ -237,7 +254,8 @@ async def test_moderated_prompt_and_job_commands(bot, pixverse):
 
     await until(result_seen)  # the final message was read and attributed to the cancelled job
     assert (await bot.core.dispatcher.get(job_id, str(GUILD_ID))).status.value == "cancelled"
-    assert len(running.messages) == 2
+    await asyncio.sleep(0.2)
+    assert len(running.messages) == writes and word_of(reply_of(running)["content"]) == "cancelled"
 
 
 async def test_a_restart_mid_job_resumes_from_history_and_posts_in_the_channel(
@@ -261,9 +279,13 @@ async def test_a_restart_mid_job_resumes_from_history_and_posts_in_the_channel(
     bot, task = await start_bot(settings, fake)
     try:
         posted = await fake.wait_for_channel_message(
-            CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"], timeout=10
+            CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
+            and word_of(m["content"]) == "completed", timeout=10
         )
-        assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}")
+        # One channel message for the job (mentioning the member), edited to its end.
+        assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
+        assert [m["id"] for m in fake.channel_messages[CHANNEL_ID]
+                if m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]] == [posted["id"]]
         job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
         assert job.status.value == "completed" and len(job.attachments) == 4
         assert await bot.core.dispatcher.executing(str(GUILD_ID)) == []
@@ -274,8 +296,7 @@ async def test_a_restart_mid_job_resumes_from_history_and_posts_in_the_channel(
 async def test_only_the_requester_and_managers_press_a_results_buttons_unless_the_server_opens_them(bot, pixverse):
     fake = pixverse
     await save_account(fake, TOKEN, CHANNEL_ID, 2)
-    messages = await fake.wait_for_messages(await create(fake), 2)
-    job_id = job_id_of(messages[0]["content"])
+    job_id = job_id_of((await settled(await create(fake)))["content"])
     refused = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U1"}, user_id=OTHER_MEMBER_ID)
     assert refused.ephemeral and refused.content == (
         f"403 · Only the member who asked for job {job_id} or a server manager can press its buttons"
@@ -284,7 +305,7 @@ async def test_only_the_requester_and_managers_press_a_results_buttons_unless_th
     # A manager may press them.
     by_manager = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U1"}, user_id=ADMIN_ID,
                               permissions=MANAGE_GUILD)
-    assert (await fake.wait_for_messages(by_manager, 2))[1]["content"].startswith("completed · jobid: ")
+    assert word_of((await settled(by_manager))["content"]) == "completed"
 
     # Settings are a manager's; a member cannot change them.
     assert (await member(fake, "pixverse-settings", {"buttons": "everyone"})).content == "401 · Unauthorized"
@@ -294,7 +315,7 @@ async def test_only_the_requester_and_managers_press_a_results_buttons_unless_th
     saved = await member(fake, "pixverse-settings", {"buttons": "everyone"}, user_id=ADMIN_ID, permissions=MANAGE_GUILD)
     assert saved.content == "Saved. Result buttons: **everyone** (every member of the server may press them)"
     opened = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U2"}, user_id=OTHER_MEMBER_ID)
-    assert (await fake.wait_for_messages(opened, 2))[1]["content"].startswith("completed · jobid: ")
+    assert word_of((await settled(opened))["content"]) == "completed"
     assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).buttons == "everyone"
 
 
@@ -302,8 +323,7 @@ async def test_pixverse_job_shows_a_four_video_job_as_a_readable_embed_within_li
     fake = pixverse
     await save_account(fake, TOKEN, CHANNEL_ID, 2)
     prompt = "a very long and winding description of a fox " * 11  # 506 characters
-    messages = await fake.wait_for_messages(await create(fake, prompt=prompt.strip(), aspect_ratio="9:16"), 2)
-    job_id = job_id_of(messages[0]["content"])
+    job_id = job_id_of((await settled(await create(fake, prompt=prompt.strip(), aspect_ratio="9:16")))["content"])
     shown = await member(fake, "pixverse-job", {"jobid": job_id})
     assert shown.content == f"completed · jobid: {job_id}"
     [embed] = shown.messages[-1]["embeds"]

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.conftest import TOKEN, TOKEN_2
 from tests.e2e.conftest import (
@@ -86,7 +87,7 @@ async def test_a_schema_3_database_is_intact_and_usable(tmp_path, fake, restore_
         shown = await fake.invoke("pixverse-job", {"jobid": facts["jobs"]["moderated"]["jobid"]},
                                   guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=ADMIN_ID)
         assert shown.content == f"moderated · jobid: {facts['jobs']['moderated']['jobid']}"
-        assert shown.messages[-1]["embeds"][0]["title"].endswith("· moderated")
+        assert shown.messages[-1]["embeds"][0]["description"] == "**moderated**"
     finally:
         await stop_bot(bot, task)
 
@@ -105,6 +106,21 @@ async def test_a_schema_3_database_is_intact_and_usable(tmp_path, fake, restore_
             assert {row[0] for row in conn.execute(f"SELECT DISTINCT typeof({column}) FROM {table}")} <= {"real"}, table
         created = conn.execute("SELECT MIN(created_at) FROM accounts").fetchone()[0]
         assert 1_790_000_000 < created < 1_800_000_000  # 2026, as the fixture was made, not a day number
+        # Migration 0008: the old jobs have no status message (NULL, not in a channel), read as Job
+        # fields None and False; the schema refuses "in a channel" without a message there too.
+        from bot.dispatch.models import job_from_row
+
+        conn.row_factory = sqlite3.Row
+        old_ids = [job["jobid"] for job in facts["jobs"].values()]
+        old_jobs = [job_from_row(row) for row in conn.execute(
+            f"SELECT * FROM jobs WHERE job_id IN ({', '.join('?' * len(old_ids))})", old_ids)]
+        assert len(old_jobs) == len(old_ids)
+        assert {(job.status_message_id, job.status_message_in_channel) for job in old_jobs} == {(None, False)}
+        assert all(job.status_message_in_channel is False for job in old_jobs)
+        with pytest.raises(sqlite3.IntegrityError, match="jobs_status_message_in_channel_needs_id"):
+            conn.execute("UPDATE jobs SET status_message_in_channel = 1 WHERE job_id = ?", (old_ids[0],))
+        conn.rollback()
+        conn.row_factory = None
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:

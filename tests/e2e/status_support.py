@@ -1,0 +1,42 @@
+"""Reading a job's status message as the member sees it: the reply to their command, edited in
+place (the fake keeps each message's current state in ``message_objects``)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+FINAL_WORDS = frozenset({"completed", "failed", "moderated", "cancelled"})
+_MENTION = re.compile(r"^<@\d+> ")
+
+
+def reply_of(result) -> dict:
+    """The interaction's reply as Discord shows it now."""
+    return result.message_objects[result.original_message_id]
+
+
+def word_of(content: str) -> str:
+    """The state word a status message starts with (after the member's mention, if any)."""
+    return _MENTION.sub("", content, count=1).split(" ", 1)[0]
+
+
+def buttons_of(message: dict) -> list[list[str]]:
+    """The message's buttons, row by row, by label (or emoji)."""
+    return [[c.get("label") or (c.get("emoji") or {}).get("name") for c in row["components"]]
+            for row in message.get("components") or []]
+
+
+def fields_of(message: dict) -> dict[str, str]:
+    [embed] = message["embeds"]
+    return {f["name"]: f["value"] for f in embed.get("fields", [])}
+
+
+async def settled(result, words=FINAL_WORDS, timeout: float = 15) -> dict:
+    """The reply once it shows one of ``words`` (by default a final state)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        message = result.message_objects.get(result.original_message_id) or {}
+        if word_of(message.get("content") or "") in words:
+            return message
+        assert asyncio.get_running_loop().time() < deadline, f"the reply never showed {sorted(words)}: {message}"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,229 @@
+"""One status message per job, edited in place, as a member sees it (the real bot against the
+fake Discord, which checks Discord's embed and component limits and rate-limits message writes
+per channel)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from bot.dispatch.catalogue import PROMPT_LIMIT
+from tests.conftest import TOKEN
+from tests.e2e.conftest import (
+    CHANNEL_ID, GUILD_ID, MANAGE_GUILD, MEMBER_ID, make_settings, start_bot, stop_bot,
+)
+from tests.e2e.status_support import FINAL_WORDS, buttons_of, fields_of, reply_of, settled, word_of
+from tests.e2e.test_jobs_e2e import create, job_id_of, member, save_account, until
+
+BAR = re.compile(r"^[▰▱]{10} \d{1,3}%$")
+STATE_ORDER = ["created", "waiting", "started", "progress", "completed"]
+JOB_EVERY = 3.0  # at most one edit per job this often, besides its changes of state
+
+
+@pytest.fixture
+def pixverse(fake):
+    fake.add_pixverse(step_delay=0.02)
+    return fake
+
+
+def words(versions: list[dict]) -> list[str]:
+    return [word_of(v["message"]["content"]) for v in versions]
+
+
+def assert_paced(versions: list[dict]) -> None:
+    """Between two writes that do not change the state word, at least JOB_EVERY seconds."""
+    for before, after in zip(versions, versions[1:]):
+        if word_of(before["message"]["content"]) == word_of(after["message"]["content"]):
+            assert after["at"] - before["at"] >= JOB_EVERY - 0.05, (before["message"]["content"],
+                                                                   after["message"]["content"])
+
+
+async def test_one_job_is_one_message_edited_from_created_to_its_result(bot, pixverse):
+    fake = pixverse
+    fake.pixverse_step_delay = 0.8
+    fake.pixverse_progress_steps = [12, 37, 64, 88]
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    result = await create(fake, prompt="a lighthouse in a storm", aspect_ratio="9:16")
+    shown = await settled(result)
+    job_id = job_id_of(shown["content"])
+    versions = fake.message_versions(result.original_message_id)
+    assert {v["message"]["id"] for v in versions} == {result.original_message_id}
+    assert [v["route"] for v in versions] == ["callback"] + ["webhook_edit"] * (len(versions) - 1)
+    seen = words(versions)
+    assert seen[0] == "created" and seen[-1] == "completed" and "started" in seen
+    assert seen == sorted(seen, key=STATE_ORDER.index)  # never back
+    progress = [v["message"] for v in versions if word_of(v["message"]["content"]) == "progress"]
+    assert progress, seen
+    first, bar = progress[0]["content"].splitlines()
+    assert first == f"progress 12% · jobid: {job_id}" and bar == "▰▱▱▱▱▱▱▱▱▱ 12%"
+    assert progress[0]["embeds"][0]["description"] == "**progress 12%**\n▰▱▱▱▱▱▱▱▱▱ 12%"
+    assert_paced(versions)
+    # Each message: the verb and prompt as title, the parameters, the job id; no account channel.
+    for version in versions:
+        embed = version["message"]["embeds"][0]
+        assert embed["title"] == "create · a lighthouse in a storm"
+        assert fields_of(version["message"])["Job id"] == f"`{job_id}`"
+        assert fields_of(version["message"])["aspect_ratio"] == "9:16"
+    # The result: the first video in the content, a Link button per video, grouped result buttons;
+    # the member mentioned in the final edit only.
+    job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
+    urls = [a["url"] for a in job.attachments]
+    assert shown["content"] == f"<@{MEMBER_ID}> completed · jobid: {job_id}\n{urls[0]}"
+    assert buttons_of(shown)[3] == ["Video 1", "Video 2", "Video 3", "Video 4"]
+    assert [[c["style"] for c in row["components"]] for row in shown["components"]][3] == [5, 5, 5, 5]
+    assert [[m["id"] for m in v["message"]["mentions"]] for v in versions] == [[]] * (len(versions) - 1) + [
+        [str(MEMBER_ID)]]
+    allowed = versions[-1]["body"]["allowed_mentions"]  # Discord may mention that member only
+    assert allowed["parse"] == [] and [str(user) for user in allowed["users"]] == [str(MEMBER_ID)]
+    assert shown["embeds"][0]["color"] == 0x57F287
+    assert job.status_message_id == result.original_message_id and job.status_message_in_channel is False
+
+
+async def test_fifty_jobs_progressing_in_one_channel_all_reach_their_final_state(
+        tmp_path, fake, restore_discord_endpoints):
+    guild, request_channel = 860000000000000001, 860000000000000002
+    accounts = [860000000000000010 + n for n in range(5)]
+    fake.add_guild(guild, name="Busy", channel_ids=[request_channel, *accounts])
+    for n in range(5):
+        fake.add_user_token(f"busy-account-token-{n}-" + "z" * 30, user_id=870000000000000001 + n)
+    fake.add_pixverse(step_delay=0.6)
+    fake.pixverse_progress_steps = [10, 30, 50, 70, 90]
+    # Discord answers 429 past 20 writes a second in the channel; the bot allows itself 30, so
+    # some of its edits meet a 429 and must still arrive.
+    fake.message_rate_limit = (20, 1.0)
+    settings = make_settings(tmp_path, fake, status_channel_edits=30, status_channel_window_seconds=1.0)
+    bot, task = await start_bot(settings, fake)
+    try:
+        for n, channel in enumerate(accounts):
+            saved = await fake.invoke("pixverse-account", {
+                "discord": f"busy-account-token-{n}-" + "z" * 30, "server": str(guild), "channel": str(channel),
+                "maxjobs": 10}, guild_id=guild, channel_id=channel, user_id=MEMBER_ID, permissions=MANAGE_GUILD)
+            assert saved.content.startswith("Saved"), saved.content
+        results = await asyncio.gather(*(
+            fake.invoke("pixverse-create", {"prompt": f"fox number {n}", "style": "Anime"}, guild_id=guild,
+                        channel_id=request_channel, user_id=MEMBER_ID, timeout=30)
+            for n in range(50)))
+        assert [word_of(r.messages[0]["content"]) for r in results] == ["created"] * 50
+        finals = [await settled(result, timeout=90) for result in results]
+        assert [word_of(f["content"]) for f in finals] == ["completed"] * 50
+        assert fake.rate_limited, "no write met a 429: the test did not test it"
+        writes = 0
+        for result in results:
+            versions = fake.message_versions(result.original_message_id)
+            writes += len(versions) - 1
+            assert words(versions)[-1] == "completed"  # a start passed over by its progress is fine
+            assert_paced(versions)
+        # Each 429 was waited out and the write went through: no loop of refusals.
+        assert len(fake.rate_limited) < writes
+        assert bot.get_cog("PixVerse jobs").board.pending() == 0
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_a_job_that_waits_has_one_message_that_shows_its_place_in_the_queue(
+        tmp_path, pixverse, restore_discord_endpoints):
+    fake = pixverse
+    bot, task = await start_bot(make_settings(tmp_path, fake, pixverse_queue_size=5), fake)
+    try:
+        await save_account(fake, TOKEN, CHANNEL_ID, 1)
+        fake.pixverse_hold = True
+        running = await create(fake, prompt="first")
+        await fake.wait_for_pixverse_held(1)
+        second = await create(fake, prompt="second")
+        third = await create(fake, prompt="third")
+        assert second.messages[0]["content"] == f"waiting · position 1 of 1 · jobid: {job_id_of(second.content)}"
+        assert third.messages[0]["content"] == f"waiting · position 2 of 2 · jobid: {job_id_of(third.content)}"
+        assert fields_of(third.messages[0])["Job id"] == f"`{job_id_of(third.content)}`"
+        # The one before it learns the queue grew.
+        await settled(second, words={"waiting"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while "of 2" not in reply_of(second)["content"]:
+            assert asyncio.get_running_loop().time() < deadline, reply_of(second)
+            await asyncio.sleep(0.02)
+        # The first ends, the second takes its slot (and is held at PixVerse): the third moves up.
+        fake.pixverse_release(1)
+        assert word_of((await settled(running))["content"]) == "completed"
+        deadline = asyncio.get_running_loop().time() + 10
+        while not reply_of(third)["content"].startswith("waiting · position 1 of 1 · jobid: "):
+            assert asyncio.get_running_loop().time() < deadline, reply_of(third)
+            await asyncio.sleep(0.02)
+        fake.pixverse_hold = False
+        fake.pixverse_release()
+        for result in (second, third):
+            assert word_of((await settled(result, timeout=20))["content"]) == "completed"
+        seen = [v["message"]["content"].split(" · jobid")[0]
+                for v in fake.message_versions(third.original_message_id)]
+        assert seen[:2] == ["waiting · position 2 of 2", "waiting · position 1 of 1"]
+        # One message each, no channel posts.
+        assert [m for m in fake.channel_messages.get(CHANNEL_ID, [])
+                if m["author"]["id"] == str(fake.bot_user_id)] == []
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_past_the_interaction_window_the_job_goes_on_in_one_channel_message(
+        tmp_path, pixverse, restore_discord_endpoints):
+    fake = pixverse
+    bot, task = await start_bot(make_settings(tmp_path, fake, interaction_window_seconds=1), fake)
+    try:
+        await save_account(fake, TOKEN, CHANNEL_ID, 1)
+        fake.pixverse_hold = True
+        result = await create(fake, prompt="a long wait")
+        job_id = job_id_of(result.content)
+        await fake.wait_for_pixverse_held(1)
+        await asyncio.sleep(1.2)  # the window is over
+        fake.pixverse_hold = False
+        fake.pixverse_release()
+        posted = await fake.wait_for_channel_message(
+            CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
+            and word_of(m["content"]) in FINAL_WORDS, timeout=15)
+        assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
+        ours = [m for m in fake.channel_messages[CHANNEL_ID]
+                if m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]]
+        assert [m["id"] for m in ours] == [posted["id"]]  # one message, edited: never one per state
+        versions = fake.message_versions(posted["id"])
+        assert versions[0]["route"] == "channel_post" and {v["route"] for v in versions[1:]} <= {"channel_edit"}
+        assert [m["id"] for m in versions[0]["message"]["mentions"]] == [str(MEMBER_ID)]  # it told the member
+        # The reply was not edited past the window.
+        assert all(v["at"] < versions[0]["at"] for v in fake.message_versions(result.original_message_id))
+
+        async def kept() -> bool:  # stored once Discord answered the post
+            job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
+            return (job.status_message_id, job.status_message_in_channel) == (posted["id"], True)
+
+        await until(kept)
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_any_prompt_and_reason_fit_discords_limits(bot, pixverse):
+    fake = pixverse
+    fake.pixverse_moderated_words.add("forbidden")
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    prompt = ("forbidden " + "*_~`|>" * 400)[:PROMPT_LIMIT]
+    result = await create(fake, prompt=prompt)
+    final = await settled(result)
+    assert word_of(final["content"]) == "moderated" and final["embeds"][0]["color"] == 0xED4245
+    [embed] = final["embeds"]
+    assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096
+    assert fields_of(final)["Reason"].startswith("Banned prompt\n")
+    # Every write was accepted: the fake answers 400 to anything past Discord's limits.
+    assert [r for r in fake.requests if r.status == 400 and "/messages" in r.path] == []
+    shown = await member(fake, "pixverse-job", {"jobid": job_id_of(final["content"])})
+    assert shown.content.startswith("moderated · jobid: ")
+
+
+async def test_pixverse_jobs_lists_a_members_own_last_ten_finished_included(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    ids = []
+    for n in range(11):
+        ids.append(job_id_of((await settled(await create(fake, prompt=f"fox {n}")))["content"]))
+    other = await member(fake, "pixverse-jobs", {"mine": True}, user_id=MEMBER_ID + 100)
+    assert other.ephemeral and other.content == "You have no PixVerse job in this server"
+    mine = await member(fake, "pixverse-jobs", {"mine": True})
+    assert mine.ephemeral and mine.content == "Your last PixVerse jobs in this server: 10"
+    lines = mine.messages[-1]["embeds"][0]["description"].splitlines()
+    assert lines == [f"`{job_id}` · **completed** · create · <@{MEMBER_ID}>" for job_id in reversed(ids[1:])]
