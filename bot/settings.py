@@ -63,9 +63,9 @@ class Settings(BaseSettings):
     pixverse_simulated_failure_rate: float = Field(default=0, ge=0, le=1)
 
     # Members' status messages. A job's message is the reply to the member's command while
-    # Discord lets the bot edit it (15 minutes; this much of them), then a message in the channel.
+    # Discord lets the bot edit it (15 minutes from the command; this much of them, a margin kept), then a message in the channel.
     # Edits of one channel's messages: at most this many per window, as Discord's channel limit.
-    interaction_window_seconds: float = Field(default=840, gt=0, le=900)
+    interaction_window_seconds: float = Field(default=840, gt=0, le=870)
     status_channel_edits: int = Field(default=5, ge=1, le=100)
     status_channel_window_seconds: float = Field(default=5, gt=0, le=60)
 

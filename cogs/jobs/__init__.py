@@ -50,8 +50,20 @@ MINE_LIMIT = 10
 @dataclass
 class _Asker:
     interaction: discord.Interaction
-    since: float = field(default_factory=time.monotonic)
+    until: float  # time.monotonic() past which the interaction's token is not used
     acknowledged: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def of(cls, interaction: discord.Interaction, window: float) -> _Asker:
+        # Discord's 15 minutes count from the interaction's creation, not from our reply.
+        age = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
+        return cls(interaction, time.monotonic() + window - age)
+
+
+def token_gone(exc: discord.HTTPException) -> bool:
+    """The reply can no longer be edited through the interaction: deleted (404), or the
+    interaction's token expired (401, code 50027)."""
+    return isinstance(exc, discord.NotFound) or exc.status == 401
 
 
 def transient(exc: BaseException) -> bool:
@@ -195,13 +207,17 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     # --- asking -----------------------------------------------------------------------
 
     async def _acknowledge(self, interaction: discord.Interaction, job: Job, position: int | None) -> None:
-        """The command's reply is the job's status message."""
+        """The command's reply is the job's status message. The job is placed already: nothing
+        here fails the command (the member would ask again); a reply that could not be sent
+        leaves the job to a channel message."""
         # Registered before the first await: the job may start (and be reported) at once.
-        asker = self._askers[job.job_id] = _Asker(interaction)
+        asker = self._askers[job.job_id] = _Asker.of(interaction, self.interaction_window)
         try:
             where = None
             if job.queued and position is not None:
-                where = Position(position, max(position, len(await self.dispatcher.waiting(job.guild_id))))
+                where = Position(position, position)
+                with contextlib.suppress(Exception):  # the queue's length is a nicety
+                    where = Position(position, max(position, len(await self.dispatcher.waiting(job.guild_id))))
             status = status_message(job, where)
             if interaction.response.is_done():  # an image's slow download deferred already
                 sent = await interaction.edit_original_response(
@@ -212,12 +228,19 @@ class JobsCog(commands.Cog, name=JOBS_COG):
                     status.content, embed=status.embed, allowed_mentions=status.allowed_mentions)
                 message_id = response.message_id
             self.board.shown(job, where)
+            if message_id is not None:  # stored before any edit may store a channel message
+                await self._keep_message(job.job_id, str(message_id), in_channel=False)
+        except Exception as exc:
+            self._askers.pop(job.job_id, None)
+            log.warning("Could not answer the command of job %s (%s); it goes on in a channel message",
+                        job.job_id, getattr(exc, "status", None) or type(exc).__name__)
         finally:
             asker.acknowledged.set()
-        if message_id is not None:
-            await self._keep_message(job.job_id, str(message_id), in_channel=False)
 
     async def _keep_message(self, job_id: str, message_id: str, *, in_channel: bool) -> None:
+        known = self._messages.get(job_id)
+        if known is not None and known[1] and not in_channel:
+            return  # a channel message took over already: the reply is not the job's message again
         self._messages[job_id] = (message_id, in_channel)
         self._messages.move_to_end(job_id)
         while len(self._messages) > TRACKED_JOBS:
@@ -296,22 +319,26 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     def _forget_expired_askers(self) -> None:
         # A job ended by another process is never reported here: drop what has expired.
         now = time.monotonic()
-        for job_id in [j for j, a in self._askers.items() if now - a.since >= self.interaction_window]:
+        for job_id in [j for j, a in self._askers.items() if now >= a.until]:
             del self._askers[job_id]
 
     async def _write_status(self, job: Job, position: Position | None) -> None:
         """The board's writer: the job's message shows this state."""
         final = job.status in FINAL
         asker = self._askers.get(job.job_id)
-        if asker is not None and time.monotonic() - asker.since < self.interaction_window:
+        if asker is not None and time.monotonic() < asker.until:
             await asyncio.wait_for(asker.acknowledged.wait(), timeout=REPLY_WAIT_SECONDS)
+        if asker is not None and job.job_id in self._askers and time.monotonic() < asker.until:
             status = status_message(job, position, mention=final)
             try:
                 await asker.interaction.edit_original_response(
                     content=status.content, embed=status.embed, view=status.view,
                     allowed_mentions=status.allowed_mentions)
-            except discord.NotFound:
-                log.info("The reply of job %s is gone; the job goes on in a channel message", job.job_id)
+            except discord.HTTPException as exc:
+                if not token_gone(exc):
+                    raise
+                log.info("The reply of job %s cannot be edited (%s); the job goes on in a channel message",
+                         job.job_id, exc.status)
             else:
                 if final:
                     self._askers.pop(job.job_id, None)

@@ -213,7 +213,7 @@ def result_view(job: Job) -> discord.ui.View | None:
     if job.status is not JobStatus.COMPLETED:
         return None
     view = discord.ui.View(timeout=None)
-    for label in [b["label"] for b in job.buttons if b.get("label") in BUTTONS]:
+    for label in dict.fromkeys(b["label"] for b in job.buttons if b.get("label") in BUTTONS):  # once each
         view.add_item(PressButton(job.job_id, label))
     for n, url in enumerate(video_urls(job)[:5], 1):
         if len(url) <= LINK_URL:

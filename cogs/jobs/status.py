@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 JOB_EVERY_SECONDS = 3.0
 CHANNEL_BURST, CHANNEL_WINDOW_SECONDS = 5, 5.0
 RETRY_SECONDS = 2.0
+RETRIES = 5  # a state whose write keeps failing for a passing reason is given up after this many
 TRACKED_JOBS = 10_000
 
 _RANK = {JobStatus.CREATED: 0, JobStatus.STARTED: 1, JobStatus.PROGRESS: 2}
@@ -55,6 +56,7 @@ class _Pending:
     job: Job
     position: Any
     shown: tuple
+    attempts: int = 0
 
 
 @dataclass
@@ -95,6 +97,7 @@ class StatusBoard:
         self._channels: dict[str, _Channel] = {}
         self._shown: OrderedDict[str, _Shown] = OrderedDict()  # job id -> what its message shows
         self._ended: OrderedDict[str, None] = OrderedDict()  # jobs whose final state is written
+        self._writing: dict[str, tuple] = {}  # job id -> the order of the state being written now
         self._closing = False
 
     def shown(self, job: Job, position: Any = None) -> None:
@@ -104,21 +107,21 @@ class StatusBoard:
 
     def update(self, job: Job, position: Any = None) -> None:
         """The job's newest state: written soon, unless something newer comes first."""
-        if self._closing or job.job_id in self._ended:
-            return
-        channel = self._channels.get(job.request_channel_id)
-        if channel is None:
-            channel = self._channels[job.request_channel_id] = _Channel()
+        if self._closing or job.job_id in self._ended or self._older(job):
+            return  # ended, or an older snapshot told late: never written over something newer
         key = self._key(job, position)
-        pending = channel.pending.get(job.job_id)
+        channel = self._channels.get(job.request_channel_id)
+        pending = channel.pending.get(job.job_id) if channel is not None else None
         if pending is not None:
             if _order(job) < _order(pending.job):
-                return  # an older snapshot told late
-            pending.job, pending.position, pending.shown = job, position, key
+                return
+            pending.job, pending.position, pending.shown, pending.attempts = job, position, key, 0
         else:
             last = self._shown.get(job.job_id)
-            if last is not None and (last.shown == key or _order(job) < last.order):
-                return  # the message shows this already, or something newer
+            if last is not None and last.shown == key and job.job_id not in self._writing:
+                return  # the message shows this already
+            if channel is None:
+                channel = self._channels[job.request_channel_id] = _Channel()
             channel.pending[job.job_id] = _Pending(job, position, key)
         channel.wake.set()
         if channel.task is None:
@@ -144,6 +147,13 @@ class StatusBoard:
     @staticmethod
     def _key(job: Job, position: Any) -> tuple:
         return (stage(job), job.progress if job.executing else None, position)
+
+    def _older(self, job: Job) -> bool:
+        """True when the job's message shows, or is being written with, a newer state."""
+        last = self._shown.get(job.job_id)
+        writing = self._writing.get(job.job_id)
+        order = _order(job)
+        return (last is not None and order < last.order) or (writing is not None and order < writing)
 
     def _remember(self, job_id: str, shown: _Shown) -> None:
         self._shown[job_id] = shown
@@ -192,21 +202,27 @@ class StatusBoard:
                     continue
                 pending = channel.pending.pop(job_id)
                 channel.written.append(self._clock())
+                self._writing[job_id] = _order(pending.job)
                 try:
                     await self._write(pending.job, pending.position)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if self._transient(exc) and not self._closing:
+                    passing = self._transient(exc)
+                    if passing and not self._closing and pending.attempts + 1 < RETRIES:
                         log.info("Writing the message of job %s failed (%s); trying again", job_id, type(exc).__name__)
-                        if job_id not in channel.pending:
+                        newer = channel.pending.get(job_id)
+                        if newer is None or _order(newer.job) < _order(pending.job):
+                            pending.attempts += 1  # what failed is still the newest (a final one always)
                             channel.pending[job_id] = pending
                             channel.pending.move_to_end(job_id, last=False)
-                        await asyncio.sleep(self.retry_after)
+                        await asyncio.sleep(self.retry_after * (pending.attempts or 1))
                     else:
-                        log.warning("Could not write the message of job %s in channel %s", job_id, channel_id,
-                                    exc_info=not self._transient(exc))
+                        log.warning("Could not write the message of job %s in channel %s (%s)", job_id, channel_id,
+                                    type(exc).__name__, exc_info=not passing)
                     continue
+                finally:
+                    self._writing.pop(job_id, None)
                 if pending.job.status in FINAL:
                     self._shown.pop(job_id, None)
                     self._ended[job_id] = None

@@ -227,3 +227,22 @@ async def test_pixverse_jobs_lists_a_members_own_last_ten_finished_included(bot,
     assert mine.ephemeral and mine.content == "Your last PixVerse jobs in this server: 10"
     lines = mine.messages[-1]["embeds"][0]["description"].splitlines()
     assert lines == [f"`{job_id}` · **completed** · create · <@{MEMBER_ID}>" for job_id in reversed(ids[1:])]
+
+
+async def test_an_interaction_token_that_expired_early_moves_the_job_to_a_channel_message(bot, pixverse):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    fake.pixverse_hold = True
+    result = await create(fake, prompt="the token runs out")
+    job_id = job_id_of(result.content)
+    await fake.wait_for_pixverse_held(1)
+    fake.interaction_token_seconds = 0  # Discord answers 401 50027 from now on, whatever the bot counts
+    fake.pixverse_hold = False
+    fake.pixverse_release()
+    posted = await fake.wait_for_channel_message(
+        CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
+        and word_of(m["content"]) == "completed", timeout=15)
+    assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
+    assert [m["id"] for m in fake.channel_messages[CHANNEL_ID]
+            if m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]] == [posted["id"]]
+    assert any(r.status == 401 and "/webhooks/" in r.path for r in fake.requests)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import web
@@ -50,6 +51,7 @@ class _InteractionState:
     payload: dict
     dispatched_at: int = 0  # len(fake.requests) when dispatched, for diagnostics
     original_loading: bool = False  # deferred and not yet resolved by a followup/edit
+    created: float = field(default_factory=time.monotonic)  # the token's 15 minutes count from here
 
 
 class InteractionsMixin:
@@ -59,6 +61,9 @@ class InteractionsMixin:
         # --- interactions --------------------------------------------------------------
         self._interactions_by_id: dict[str, _InteractionState] = {}
         self._interactions_by_token: dict[str, _InteractionState] = {}
+        # Seconds an interaction's token answers (Discord: 15 minutes); past it every webhook
+        # route of that token answers 401, code 50027 "Invalid Webhook Token", as Discord does.
+        self.interaction_token_seconds: float = 15 * 60
 
         # --- sync primitives (no loop binding at construction on 3.10+) ---------------
         self._changed = asyncio.Condition()  # notified on every interaction change
@@ -435,6 +440,8 @@ class InteractionsMixin:
         state = self._interactions_by_token.get(request.match_info["token"])
         if request.match_info["app_id"] != str(self.application_id) or state is None or state.result.callback_type is None:
             return _error(404, "Unknown Webhook", 10015)
+        if time.monotonic() - state.created > self.interaction_token_seconds:
+            return _error(401, "Invalid Webhook Token", 50027)
         return state
 
     async def _h_followup(self, request: web.Request) -> web.Response:
