@@ -193,3 +193,26 @@ async def test_a_members_last_jobs_are_an_index_search_read_newest_first(databas
         assert len(recorded) == 1 and recorded[0].startswith("SEARCH jobs USING INDEX sqlite_autoindex_jobs_1"), recorded
     finally:
         conn.close()
+
+
+async def test_a_servers_last_day_of_ended_jobs_is_an_index_search(database):
+    """JobStore.ended_since (/pixverse-status) on a server with 20,000 finished jobs: a search of
+    the partial index jobs_ended by server and time, not a scan of the month kept."""
+    from bot.store.sqlite.jobs import JobRepository
+
+    now = 1_800_000_000.0
+    await database.run(lambda tx: bulk.insert_jobs(tx, _finished_rows(now)))
+    seen: list[str] = []
+    await database.conn.set_trace_callback(seen.append)
+    try:
+        ended = await JobRepository(database).ended_since(GUILD, since=now - 3600)
+    finally:
+        await database.conn.set_trace_callback(None)
+    assert sum(ended.counts.values()) > 0
+    (statement,) = [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith("SELECT")]
+    conn = sqlite3.connect(database.path)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+        assert plan == ["SEARCH jobs USING INDEX jobs_ended (guild_id=? AND updated_at>?)"], plan
+    finally:
+        conn.close()

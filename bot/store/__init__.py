@@ -144,6 +144,39 @@ class ServerSettings:
     """A server's own choices about the bot (``/pixverse-settings``); a server that made none has these."""
 
     buttons: str = "requester"  # who may press a result's buttons: requester (and managers) or everyone
+    alerts_channel_id: str | None = None  # where an account leaving or re-entering rotation is told; None: nowhere
+
+
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()  # a setting left as it is by ServerSettingsStore.set
+
+
+def ended_jobs(rows: list[tuple[str, str | None, float | None, float]]) -> EndedJobs:
+    """EndedJobs from (status, error, submitted_at, updated_at) of ended jobs, for every adapter."""
+    from bot.dispatch.models import TIMED_OUT
+
+    counts: dict[str, int] = {}
+    runs: list[float] = []
+    for status, error, submitted_at, updated_at in rows:
+        key = "timed_out" if status == JobStatus.FAILED.value and error == TIMED_OUT else status
+        counts[key] = counts.get(key, 0) + 1
+        if status == JobStatus.COMPLETED.value and submitted_at is not None:
+            runs.append(max(0.0, updated_at - submitted_at))
+    return EndedJobs(counts, runs)
+
+
+@dataclass(frozen=True)
+class EndedJobs:
+    """A server's jobs ended within some time: how many by final state (``completed``,
+    ``failed``, ``moderated``, ``cancelled``, ``timed_out``), and the run times of the completed
+    ones (seconds from PixVerse taking them to their end)."""
+
+    counts: dict[str, int]
+    run_seconds: list[float]
 
 
 BUTTONS_SETTINGS = ("requester", "everyone")
@@ -204,7 +237,9 @@ class ServerSettingsStore(Protocol):
     """Each server's settings; the defaults for a server that set none."""
 
     async def get(self, guild_id: str) -> ServerSettings: ...
-    async def set(self, guild_id: str, *, buttons: str) -> ServerSettings: ...
+    async def set(self, guild_id: str, *, buttons: str | None = None,
+                  alerts_channel_id: str | None = KEEP) -> ServerSettings:
+        """Changes the settings given (``buttons`` None and ``alerts_channel_id`` KEEP: as they are)."""
 
 
 class TokenStore(Protocol):
@@ -240,6 +275,7 @@ class JobStore(Protocol):
     async def holding_slots(self, account_channel_id: str) -> list[Job]: ...
     async def open_at_pixverse(self, account_channel_id: str) -> list[Job]: ...
     async def waiting(self, guild_id: str) -> list[Job]: ...
+    async def ended_since(self, guild_id: str, *, since: float) -> EndedJobs: ...
     async def images(self, job_id: str) -> dict[str, Image]:
         """The images a job was placed with, by parameter name; none once it ended."""
     async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:

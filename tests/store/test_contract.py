@@ -391,6 +391,44 @@ async def test_server_settings_have_defaults_and_keep_what_a_manager_set(stores)
     assert await stores.servers.get(GUILD) == ServerSettings(buttons="requester")
 
 
+async def test_an_alerts_channel_is_kept_beside_the_buttons_and_each_changes_alone(stores):
+    from bot.store import ServerSettings
+
+    channel = "555555555555555555"
+    assert await stores.servers.set(GUILD, alerts_channel_id=channel) == ServerSettings("requester", channel)
+    assert await stores.servers.set(GUILD, buttons="everyone") == ServerSettings("everyone", channel)
+    assert await stores.servers.get(GUILD) == ServerSettings("everyone", channel)
+    assert await stores.servers.set(GUILD, alerts_channel_id=None) == ServerSettings("everyone", None)
+    assert await stores.servers.get(OTHER) == ServerSettings()
+    for wrong in ("#general", "12", "5" * 30):
+        with pytest.raises(Exception):
+            await stores.servers.set(GUILD, alerts_channel_id=wrong)  # the schema's CHECK
+    assert await stores.servers.get(GUILD) == ServerSettings("everyone", None)
+
+
+async def test_the_jobs_ended_since_a_time_by_final_state_with_completed_run_times(stores):
+    await account(stores, A, max_jobs=10)
+    await account(stores, B, max_jobs=10, guild=OTHER)
+    ends = [(JobStatus.COMPLETED, None, 30.0), (JobStatus.COMPLETED, None, 50.0), (JobStatus.FAILED, "Timed out", None),
+            (JobStatus.FAILED, "PixVerse said no", None), (JobStatus.MODERATED, "Banned prompt", None),
+            (JobStatus.CANCELLED, "Cancelled", None)]
+    for status, error, run in ends:
+        job = (await place(stores)).job
+        if run is not None:
+            assert await stores.jobs.mark_submitted(job, NOW + 100, owner=OWNER)
+        fields = {"error": error} if error else {}
+        await stores.jobs.release(job.job_id, status, now=NOW + 100 + (run or 1), fields=fields)
+    old = (await place(stores)).job
+    await stores.jobs.release(old.job_id, JobStatus.COMPLETED, now=NOW)  # before the window
+    await place(stores)  # still executing: not counted
+    other = (await place(stores, guild=OTHER)).job
+    await stores.jobs.release(other.job_id, JobStatus.COMPLETED, now=NOW + 200)  # another server
+    ended = await stores.jobs.ended_since(GUILD, since=NOW + 50)
+    assert ended.counts == {"completed": 2, "timed_out": 1, "failed": 1, "moderated": 1, "cancelled": 1}
+    assert sorted(ended.run_seconds) == [30.0, 50.0]
+    assert (await stores.jobs.ended_since(GUILD, since=NOW + 10**6)).counts == {}
+
+
 # --- a member's job keeps its status message; a member's last jobs -------------------------------
 
 MEMBER, OTHER_MEMBER = "900000000000000001", "900000000000000003"

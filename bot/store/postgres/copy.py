@@ -31,7 +31,7 @@ TABLES: dict[str, tuple[str, ...]] = {
              "status_message_id", "status_message_in_channel"),
     "pixverse_messages": ("message_id", "job_id"),
     "job_images": ("job_id", "param", "filename", "data"),
-    "server_settings": ("guild_id", "buttons", "updated_at"),
+    "server_settings": ("guild_id", "buttons", "alerts_channel_id", "updated_at"),
 }
 BOOLEANS = {"in_rotation", "pixverse_open", "status_message_in_channel"}
 

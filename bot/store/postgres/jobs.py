@@ -23,7 +23,7 @@ import asyncpg
 from bot.dispatch.images import Image
 from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
 from bot.store.decoded import DecodedJobs
-from bot.store import JOBS_TOPIC, NewJob, Placement, Released, rules
+from bot.store import JOBS_TOPIC, EndedJobs, NewJob, Placement, Released, ended_jobs, rules
 from bot.store.postgres.database import Database, channel_of
 
 log = logging.getLogger(__name__)
@@ -292,6 +292,12 @@ class JobRepository:
 
     async def waiting(self, guild_id: str) -> list[Job]:
         return await self._fetch_jobs("SELECT * FROM jobs WHERE guild_id = $1 AND queued ORDER BY seq", guild_id)
+
+    async def ended_since(self, guild_id: str, *, since: float) -> EndedJobs:
+        rows = await self._db.fetch(
+            "SELECT status, error, submitted_at, updated_at FROM jobs"
+            " WHERE guild_id = $1 AND state = 'done' AND updated_at >= $2", guild_id, since)
+        return ended_jobs([tuple(row) for row in rows])
 
     async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:
         """The member's last ``limit`` jobs in the server, newest first, ended ones included."""

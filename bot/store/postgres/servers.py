@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bot.store import ServerSettings
+from bot.store import KEEP, ServerSettings
 from bot.store.postgres.database import Database
 
 
@@ -13,14 +13,23 @@ class ServerSettingsRepository:
         self._db = db
 
     async def get(self, guild_id: str) -> ServerSettings:
-        buttons = await self._db.fetchval("SELECT buttons FROM server_settings WHERE guild_id = $1", guild_id)
-        return ServerSettings() if buttons is None else ServerSettings(buttons=buttons)
-
-    async def set(self, guild_id: str, *, buttons: str) -> ServerSettings:
         row = await self._db.fetchrow(
-            "INSERT INTO server_settings (guild_id, buttons, updated_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (guild_id) DO UPDATE SET buttons = excluded.buttons, updated_at = excluded.updated_at"
-            " RETURNING buttons",
-            guild_id, buttons, time.time(),
+            "SELECT buttons, alerts_channel_id FROM server_settings WHERE guild_id = $1", guild_id)
+        return ServerSettings() if row is None else ServerSettings(buttons=row["buttons"],
+                                                                   alerts_channel_id=row["alerts_channel_id"])
+
+    async def set(self, guild_id: str, *, buttons: str | None = None,
+                  alerts_channel_id: str | None = KEEP) -> ServerSettings:
+        values = {"buttons": buttons} if buttons is not None else {}
+        if alerts_channel_id is not KEEP:
+            values["alerts_channel_id"] = alerts_channel_id
+        columns = ["guild_id", *values, "updated_at"]
+        row = await self._db.fetchrow(
+            f"INSERT INTO server_settings ({', '.join(columns)})"
+            f" VALUES ({', '.join(f'${n}' for n in range(1, len(columns) + 1))})"
+            " ON CONFLICT (guild_id) DO UPDATE SET "
+            + ", ".join(f"{column} = excluded.{column}" for column in columns[1:])
+            + " RETURNING buttons, alerts_channel_id",
+            guild_id, *values.values(), time.time(),
         )
-        return ServerSettings(buttons=row["buttons"])
+        return ServerSettings(buttons=row["buttons"], alerts_channel_id=row["alerts_channel_id"])

@@ -12,7 +12,7 @@ from bot.dispatch.images import Image
 from bot.store.sqlite import placement
 from bot.store.sqlite.database import Database, Tx
 from bot.store.decoded import DecodedJobs
-from bot.store import NewJob, Placement, Released
+from bot.store import EndedJobs, NewJob, Placement, Released, ended_jobs
 from bot.dispatch.models import Job, JobStatus, job_from_row
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,12 @@ class JobRepository:
     async def waiting(self, guild_id: str) -> list[Job]:
         rows = await self._db.fetchall("SELECT * FROM jobs WHERE guild_id = ? AND queued = 1 ORDER BY seq", (guild_id,))
         return [job_from_row(row) for row in rows]
+
+    async def ended_since(self, guild_id: str, *, since: float) -> EndedJobs:
+        rows = await self._db.fetchall(
+            "SELECT status, error, submitted_at, updated_at FROM jobs"
+            " WHERE guild_id = ? AND state = 'done' AND updated_at >= ?", (guild_id, since))
+        return ended_jobs([tuple(row) for row in rows])
 
     async def orphaned(self, live_owners: list[str]) -> list[Job]:
         """Jobs holding a slot whose owner is not among the live processes."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bot.store import ServerSettings
+from bot.store import KEEP, ServerSettings
 from bot.store.sqlite.database import Database
 
 
@@ -13,13 +13,21 @@ class ServerSettingsRepository:
         self._db = db
 
     async def get(self, guild_id: str) -> ServerSettings:
-        row = await self._db.lookup_one("SELECT buttons FROM server_settings WHERE guild_id = ?", (guild_id,))
-        return ServerSettings() if row is None else ServerSettings(buttons=row["buttons"])
+        row = await self._db.lookup_one(
+            "SELECT buttons, alerts_channel_id FROM server_settings WHERE guild_id = ?", (guild_id,))
+        return ServerSettings() if row is None else ServerSettings(buttons=row["buttons"],
+                                                                   alerts_channel_id=row["alerts_channel_id"])
 
-    async def set(self, guild_id: str, *, buttons: str) -> ServerSettings:
+    async def set(self, guild_id: str, *, buttons: str | None = None,
+                  alerts_channel_id: str | None = KEEP) -> ServerSettings:
+        values = {"buttons": buttons} if buttons is not None else {}
+        if alerts_channel_id is not KEEP:
+            values["alerts_channel_id"] = alerts_channel_id
+        columns = ["guild_id", *values, "updated_at"]
         await self._db.execute(
-            "INSERT INTO server_settings (guild_id, buttons, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT(guild_id) DO UPDATE SET buttons = excluded.buttons, updated_at = excluded.updated_at",
-            (guild_id, buttons, time.time()),
+            f"INSERT INTO server_settings ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            " ON CONFLICT(guild_id) DO UPDATE SET "
+            + ", ".join(f"{column} = excluded.{column}" for column in columns[1:]),
+            (guild_id, *values.values(), time.time()),
         )
         return await self.get(guild_id)
