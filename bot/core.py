@@ -13,12 +13,18 @@ through ``open`` releases what was opened and goes on up.
 What the Core needs of the Discord side is :class:`DiscordView`: whether a server's channel is
 visible, whether the gateway is connected, and a channel's history. The discord.py bot is one
 implementation; tests and benchmarks give their own.
+
+``core.events`` (bot/events.py) is the one hub every event goes through: the account service, the
+API tokens, the dispatcher and the HTTP API emit there, and the cogs subscribe to it. With
+METRICS_ENABLED, ``core.metrics`` (bot/metrics.py) holds this Core's Prometheus registry, served at
+``GET /metrics``, and the stores are timed at the port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, Protocol
@@ -26,13 +32,16 @@ from typing import Any, Protocol
 from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.service import AccountService, TokenChecker
 from bot.accounts.token_check import DiscordTokenChecker
+from bot.api_tokens import ApiTokens
 from bot.dispatch.backends.base import PixverseBackend
 from bot.dispatch.backends.discord import DiscordBackend
 from bot.dispatch.backends.simulated import SimulatedBackend
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import Job
 from bot.errors import StartupError
+from bot.events import Events
 from bot.logs import register_secrets
+from bot.metrics import Metrics, StoreCounts, timed_stores
 from bot.pixverse.client import DiscordUserClient
 from bot.settings import Settings
 from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, AccountStore, Database, JobStore, TokenStore
@@ -71,6 +80,9 @@ class DiscordView(Protocol):
     def read_history(self, channel_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
         """A channel's messages after a snowflake, oldest first (recovery after a restart)."""
 
+    # Optional: ``latency``, the gateway's heartbeat round trip in seconds (discord.py's
+    # ``Client.latency``; NaN before connecting), read at each /metrics scrape.
+
 
 class Core:
     """The bot's services; every attribute is set and typed once ``open`` returns."""
@@ -88,9 +100,13 @@ class Core:
         dispatcher: Dispatcher,
         replies: ReplyPoster,
         http: LimitedServer | None,
+        events: Events | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
+        self.events = events or Events()
+        self.metrics = metrics  # None unless METRICS_ENABLED
         self.accounts = accounts
         self.api_tokens = api_tokens
         self.dispatcher = dispatcher
@@ -105,10 +121,12 @@ class Core:
     async def open(cls, settings: Settings, discord: DiscordView, *,
                    token_checker: TokenChecker | None = None,
                    extra_routes: Sequence[tuple[str, str, Callable[..., Awaitable[Any]]]] = (),
-                   backend: PixverseBackend | None = None) -> Core:
+                   backend: PixverseBackend | None = None,
+                   gateway_latency: Callable[[], float | None] | None = None) -> Core:
         """Builds every service. For benchmarks and process tests only: ``token_checker``
         replaces Discord's /users/@me, ``extra_routes`` (method, path, handler) are served
-        beside the API's, and ``backend`` replaces the PixVerse backend the settings choose."""
+        beside the API's, and ``backend`` replaces the PixVerse backend the settings choose.
+        ``gateway_latency`` (seconds, for /metrics) defaults to the Discord view's ``latency``."""
         resources, services = AsyncExitStack(), AsyncExitStack()
         try:
             db = await open_database(settings)
@@ -116,21 +134,39 @@ class Core:
             log.info("Database %s at schema version %s", db.name, await db.schema_version())
             cipher = await _open_cipher(settings, db)
             stores = db.stores(cipher)
+            if settings.metrics_token is not None:
+                register_secrets(settings.metrics_token.get_secret_value(), pinned=True)
+            metrics = None
+            if settings.metrics_enabled:
+                counted = stores
+
+                async def store_counts() -> StoreCounts:
+                    executing, waiting = await counted.jobs.live_counts()
+                    in_rotation, out_of_rotation = await counted.accounts.rotation_counts()
+                    return executing, waiting, in_rotation, out_of_rotation
+
+                metrics = Metrics(store_counts=store_counts,
+                                  gateway_latency=gateway_latency or (lambda: getattr(discord, "latency", math.nan)))
+                stores = timed_stores(stores, metrics)
+            events = Events(metrics=metrics)
+            # Closed after the dispatcher and the replyUrl poster (pushed first): the subscribers'
+            # last tasks (a job's end, an alert) get their moment.
+            services.push_async_callback(events.close)
 
             if token_checker is None:
                 checker = DiscordTokenChecker(settings.api_base_url)
                 resources.push_async_callback(checker.close)
                 token_checker = checker
             accounts = AccountService(stores.accounts, token_checker,
-                                      max_concurrent_jobs=settings.pixverse_max_concurrent_jobs)
-            api_tokens = stores.tokens
+                                      max_concurrent_jobs=settings.pixverse_max_concurrent_jobs, events=events)
+            api_tokens = ApiTokens(stores.tokens, events)
             backend = backend or _backend(settings, stores.jobs, stores.accounts, discord)
             dispatcher = Dispatcher(
                 stores.jobs, stores.accounts, backend, servers=stores.servers,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
                 shards=own_shards(settings),
                 lease_interval=settings.lease_heartbeat_seconds, lease_ttl=settings.lease_expiry_seconds,
-                pickup_interval=PICKUP_POLL_SECONDS,
+                pickup_interval=PICKUP_POLL_SECONDS, events=events,
             )
             # A process that hears of jobs placed for it at once (PostgreSQL's NOTIFY) polls
             # only as a safety net.
@@ -151,7 +187,8 @@ class Core:
             dispatcher.listeners.append(replies)
 
             core = cls(settings=settings, discord=discord, services=services, resources=resources, db=db,
-                       accounts=accounts, api_tokens=api_tokens, dispatcher=dispatcher, replies=replies, http=None)
+                       accounts=accounts, api_tokens=api_tokens, dispatcher=dispatcher, replies=replies, http=None,
+                       events=events, metrics=metrics)
             core.http = await core._serve_http(services, extra_routes)
         except BaseException:
             await services.aclose()
@@ -194,6 +231,9 @@ class Core:
             health_problem=self.health_problem,
             reply_allow_private=settings.reply_url_allow_private,
             request_timeout=settings.http_request_timeout_seconds,
+            events=self.events,
+            metrics=self.metrics,
+            metrics_token=settings.metrics_token.get_secret_value() if settings.metrics_token else None,
         )
         limits = HttpLimits(
             keepalive_timeout=settings.http_keepalive_timeout_seconds,
@@ -208,7 +248,7 @@ class Core:
             await server.start()
         except OSError as exc:
             raise StartupError(
-                f"HTTP API could not listen on {settings.http_host}:{settings.http_port} ({exc.strerror});"
+                f"HTTP API could not listen on {settings.http_host}:{settings.http_port} ({exc.strerror or type(exc).__name__});"
                 " set HTTP_PORT to a free port, or 0 to turn the API off"
             ) from None
         stack.push_async_callback(server.stop)

@@ -8,12 +8,15 @@ covers every logger, every handler (pytest's capture included) and formatted tra
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+
+from pythonjsonlogger import json as _json_log
 
 from bot.accounts.crypto import TOKEN_SHAPE
 
@@ -192,21 +195,103 @@ def _redact_record(record: logging.LogRecord) -> None:
         record.stack_info = redactor.redact(record.stack_info)
 
 
+# A LogRecord's own attributes: anything else on a record came through ``extra``.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _redact_extra(record: logging.LogRecord) -> None:
+    """Texts passed through ``extra`` (an event's fields): set on the record after the factory ran,
+    so redacted here, on the handler, before a JSON formatter writes them as keys."""
+    for key, value in list(record.__dict__.items()):
+        if key in _RECORD_ATTRIBUTES:
+            continue
+        if isinstance(value, str):
+            record.__dict__[key] = redactor.redact(value)
+        elif isinstance(value, dict):
+            record.__dict__[key] = {k: redactor.redact(v) if isinstance(v, str) else v for k, v in value.items()}
+
+
 class RedactingFilter(logging.Filter):
     """Second line of defence on the handler: records built without the record factory
-    (logging.makeLogRecord, as queue and socket listeners do) are redacted here."""
+    (logging.makeLogRecord, as queue and socket listeners do) are redacted here, and so are the
+    texts a record carries in ``extra``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         _redact_record(record)
+        _redact_extra(record)
         return True
 
 
-def setup_logging(level: str = "INFO", *, stream=None, secrets: Iterable[str | None] = ()) -> None:
+TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+_LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085",
+                                  "\r": "\\r", "\n": "\\n"})
+# The first keys of every JSON line, in this order; an event's keys follow.
+JSON_KEYS = ("ts", "level", "logger", "event", "message")
+
+
+class JsonFormatter(_json_log.JsonFormatter):
+    """One JSON object per line through python-json-logger: ``ts`` (ISO 8601, UTC), ``level``,
+    ``logger``, ``event`` (the event's name, null for other lines), ``message``, then the event's
+    keys (bot/events.py), then anything else the record carries (``exc_info``: the traceback, as
+    text, already redacted)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s %(message)s", rename_fields={"levelname": "level", "name": "logger"},
+                         timestamp="ts", json_ensure_ascii=False)
+
+    def process_log_record(self, log_data: dict) -> dict:
+        fields = log_data.pop("event_fields", None)
+        ordered = {key: log_data.pop(key, None) for key in JSON_KEYS}
+        if isinstance(fields, dict):
+            for key in fields:
+                log_data.pop(key, None)  # the same value, set on the record as well
+            ordered.update((key, value) for key, value in fields.items() if key not in ordered)
+        ordered.update(log_data)
+        return {key: _redacted_value(key, value) for key, value in ordered.items()}
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The line separators JSON allows raw are escaped: one record, one line, for every
+        # reader that splits on them.
+        return super().format(record).translate(_LINE_SEPARATORS)
+
+
+_SECRET_KEYS = frozenset({"discord", "token", "authorization", "discord_token", "token_encryption_key"})
+
+
+def _redacted_value(key: object, value: object) -> object:
+    """A JSON line's value with every secret masked, however deep: the value of a secret-named
+    key whole, every text through the redactor, anything else as its redacted text (the
+    encoder would write ``str()`` of it unmasked)."""
+    if isinstance(key, str) and key.lower() in _SECRET_KEYS and value is not None:
+        return MASK
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if value is None or isinstance(value, (bool, int, float, datetime.date, datetime.time)):
+        return value  # the encoder writes times as ISO 8601
+    if isinstance(value, dict):
+        return {k: _redacted_value(k, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redacted_value(None, v) for v in value]
+    return redactor.redact(str(value))
+
+
+def formatter_for(log_format: str) -> logging.Formatter:
+    """The formatter of LOG_FORMAT: ``text`` or ``json``."""
+    if log_format == "json":
+        return JsonFormatter()
+    if log_format == "text":
+        return logging.Formatter(TEXT_FORMAT)
+    raise ValueError(f"LOG_FORMAT must be text or json, not {log_format!r}")
+
+
+def setup_logging(level: str = "INFO", *, stream=None, secrets: Iterable[str | None] = (),
+                  log_format: str = "text") -> None:
+    """The root handler: redacted records, as text lines or (``log_format="json"``) JSON lines."""
     install_redaction()
     register_secrets(*secrets, pinned=True)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-8s %(name)s: %(message)s"))
+    handler.setFormatter(formatter_for(log_format))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

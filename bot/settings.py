@@ -29,7 +29,16 @@ class Settings(BaseSettings):
     token_encryption_key: SecretStr | None = None
     discord_api_base_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
+    # Each network step of startup (a request to Discord, the gateway's first READY) must end
+    # within this many seconds, or the bot stops with a line naming it (exit code 1).
+    discord_connect_timeout_seconds: float = Field(default=30, gt=0, le=3600)
     log_level: LogLevel = "INFO"
+    # text: one line per record; json: one JSON object per line (ts, level, logger, event, message, keys).
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics on the HTTP API (Prometheus' text format); with a token, only for
+    # "Authorization: Bearer <METRICS_TOKEN>".
+    metrics_enabled: bool = False
+    metrics_token: SecretStr | None = None
 
     # Gateway shards. Both unset: every shard in this process, as many as Discord recommends.
     # SHARD_COUNT alone: that many, all here. SHARD_IDS (comma-separated) with SHARD_COUNT: these
@@ -44,6 +53,9 @@ class Settings(BaseSettings):
     # The HTTP API (useapi paths); port 0 turns it off.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # In a container (the image sets 8080): the port the API listens on whenever HTTP_PORT is not 0;
+    # HTTP_PORT then stays the on/off switch and the port Docker publishes on the host.
+    http_container_port: int | None = Field(default=None, ge=1, le=65535)
     # Limits a hostile client cannot wear down: a silent keep-alive connection is closed after
     # this long; a request's head (and again its body) must arrive within the request timeout;
     # past the connection cap a new connection gets a 503 at once.
@@ -151,6 +163,27 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `TOKEN_ENCRYPTION_KEY=` in a .env file means "not set", as in the README.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("http_container_port", mode="before")
+    @classmethod
+    def _blank_port_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _listen_on_the_container_port(self) -> Settings:
+        if self.http_container_port is not None and self.http_port != 0:
+            self.http_port = self.http_container_port
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -113,4 +113,4 @@ async def _quietly(coro) -> None:
         await coro
     except discord.HTTPException as exc:
         # The interaction expired or was answered elsewhere: nothing left to tell the member.
-        log.warning("Could not answer an interaction: %s %s", exc.status, exc.text)
+        log.warning("Could not answer an interaction: %s %s", exc.status, exc.text or type(exc).__name__)

@@ -89,6 +89,38 @@ def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
         logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
 
 
+def test_log_format_json_writes_one_object_per_line_through_the_root_handler():
+    import json
+
+    import pytest
+
+    from bot.events import Events
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("INFO", stream=stream, secrets=["json-pinned-secret-value"], log_format="json")
+        Events().emit("account.out_of_rotation", server="1", channel="2", reason="json-pinned-secret-value refused")
+        logging.getLogger("test.json").info("multi\nline %s", "json-pinned-secret-value")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
+    event, plain = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert {k: event[k] for k in ("level", "logger", "event", "server", "channel", "reason")} == {
+        "level": "INFO", "logger": "bot.events", "event": "account.out_of_rotation", "server": "1", "channel": "2",
+        "reason": f"{MASK} refused"}
+    assert event["ts"].endswith("+00:00")
+    assert plain == {"ts": plain["ts"], "level": "INFO", "logger": "test.json", "event": None,
+                     "message": f"multi\nline {MASK}"}
+    with pytest.raises(ValueError):
+        setup_logging("INFO", stream=io.StringIO(), log_format="xml")
+
+
 def test_recent_secrets_are_bounded_but_pinned_ones_stay():
     from bot.logs import _MAX_RECENT
 
@@ -167,3 +199,57 @@ def test_interaction_and_webhook_tokens_in_urls_are_masked():
         text = redactor.redact(line)
         assert interaction not in text and MASK in text
     assert "/messages/@original" in redactor.redact(lines[1])
+
+
+def test_log_format_and_metrics_settings():
+    import pytest
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    def settings(**values):
+        return Settings(_env_file=None, discord_token="settings-test-token", **values)
+
+    assert settings().log_format == "text"
+    assert settings(log_format=" JSON ").log_format == "json"
+    with pytest.raises(ValidationError):
+        settings(log_format="xml")
+    assert (settings().metrics_enabled, settings().metrics_token) == (False, None)
+    assert settings(metrics_token="  ").metrics_token is None
+    configured = settings(metrics_enabled="true", metrics_token="scrape-secret-123")
+    assert configured.metrics_enabled and "scrape-secret-123" not in repr(configured)
+    assert configured.metrics_token.get_secret_value() == "scrape-secret-123"
+
+
+def test_json_lines_mask_secrets_at_any_depth_and_stay_one_line_for_any_separator():
+    import json
+
+    from bot.logs import RedactingFilter, formatter_for
+
+    secret = "nested-secret-value-0123456789"
+    register_secrets(secret)
+
+    class Shown:
+        def __str__(self) -> str:
+            return f"object holding {secret}"
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(formatter_for("json"))
+    logger = logging.getLogger("test.json.depth")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("a\u2028b\u2029c\u0085d\re", extra={
+            "token": "any value at all", "items": [secret, {"discord": "x", "n": 3}], "shown": Shown()})
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    text = stream.getvalue()
+    assert secret not in text and "any value at all" not in text
+    [line] = text.splitlines()  # str.splitlines splits on U+2028, U+2029, U+0085 and \r too
+    record = json.loads(line)
+    assert record["message"] == "a\u2028b\u2029c\u0085d\re"
+    assert (record["token"], record["items"], record["shown"]) == (
+        MASK, [MASK, {"discord": MASK, "n": 3}], f"object holding {MASK}")

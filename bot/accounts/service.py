@@ -10,6 +10,7 @@ from bot.accounts.models import AccountConfig
 from bot.store import AccountStore, ChannelOwnedElsewhere, DuplicateAccount
 from bot.accounts.validation import AccountRequest, echo, validate_account
 from bot.errors import ApiError, bad_request, not_found
+from bot.events import ACCOUNT_DELETED, ACCOUNT_RESET, ACCOUNT_SAVED, Events
 from bot.logs import register_secrets
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,13 @@ class AccountListener(Protocol):
 
 
 class AccountService:
-    def __init__(self, repository: AccountStore, checker: TokenChecker, *, max_concurrent_jobs: int) -> None:
+    def __init__(self, repository: AccountStore, checker: TokenChecker, *, max_concurrent_jobs: int,
+                 events: Events | None = None) -> None:
         self.repository = repository
         self._checker = checker
         self._max_concurrent_jobs = max_concurrent_jobs
         self.listeners: list[AccountListener] = []
+        self.events = events or Events()  # account.saved, account.deleted, account.reset
 
     @property
     def max_concurrent_jobs(self) -> int:
@@ -63,6 +66,8 @@ class AccountService:
             if other.guild_id != request.server:
                 raise bad_request(OTHER_SERVER)
             raise bad_request(f"Channel {other.channel_id} configuration has same discord account")
+        # What was there before, for the event: a new configuration, or one put back in rotation.
+        before = await self.repository.get(request.server, request.channel)
         try:
             config = await self.repository.upsert(
                 guild_id=request.server,
@@ -77,6 +82,8 @@ class AccountService:
             raise bad_request(
                 f"Required param channel ({echo(request.channel)}) is configured by another Discord server"
             ) from None
+        self.events.emit(ACCOUNT_SAVED, server=config.guild_id, channel=config.channel_id, max_jobs=config.max_jobs,
+                         created=before is None, back_in_rotation=before is not None and not before.in_rotation)
         # Saving puts the account (back) in rotation: waiting jobs may use it now.
         await self._tell(lambda listener: listener.account_available(config.guild_id))
         return config
@@ -102,14 +109,17 @@ class AccountService:
     async def delete(self, guild_id: str, channel_id: str) -> None:
         if not await self.repository.delete(guild_id, channel_id):
             raise not_found()
+        self.events.emit(ACCOUNT_DELETED, server=guild_id, channel=channel_id)
         await self._tell(
             lambda listener: listener.account_removed(guild_id, channel_id, reason="The PixVerse account was deleted")
         )
 
     async def reset(self, guild_id: str, channel_id: str) -> AccountConfig:
         """Puts an account that left rotation back, clearing its error."""
-        if not await self.repository.set_rotation(guild_id, channel_id, in_rotation=True):
+        before = await self.repository.get(guild_id, channel_id)
+        if before is None or not await self.repository.set_rotation(guild_id, channel_id, in_rotation=True):
             raise not_found()
+        self.events.emit(ACCOUNT_RESET, server=guild_id, channel=channel_id, back_in_rotation=not before.in_rotation)
         await self._tell(lambda listener: listener.account_available(guild_id))
         return await self.get(guild_id, channel_id)
 

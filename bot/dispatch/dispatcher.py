@@ -18,13 +18,17 @@ from typing import Any, Protocol
 
 from bot.accounts.crypto import mask_token
 from bot.dispatch.backends.base import JobUpdate, PixverseBackend, SubmitError
-from bot.store import AccountStore, JobStore, NewJob, Placement, ServerSettingsStore, result_fields
+from bot.store import AccountStore, EndedJobs, JobStore, NewJob, Placement, ServerSettingsStore, result_fields
 from bot.dispatch.models import API_REQUESTER, FINAL, TIMED_OUT, Job, JobState, JobStatus, Verb
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.images import Image
 from bot.dispatch.validation import validate_button, validate_job_id
 from bot.accounts.validation import echo, is_snowflake
 from bot.errors import CONFIGURATION_NOT_FOUND, ApiError
+from bot.events import (
+    ACCOUNT_OUT_OF_ROTATION, JOB_CANCELLED, JOB_COMPLETED, JOB_CREATED, JOB_FAILED, JOB_MODERATED, JOB_QUEUED,
+    JOB_STARTED, JOB_TIMED_OUT, Events, job_fields,
+)
 from bot.logs import register_secrets
 from bot.shards import shard_of
 
@@ -102,8 +106,11 @@ class Dispatcher:
         lease_ttl: float | None = None,
         pickup_interval: float = 1.0,
         servers: ServerSettingsStore | None = None,
+        events: Events | None = None,
     ) -> None:
         self.accounts = accounts
+        self.events = events or Events()  # job.* and account.out_of_rotation (bot/events.py)
+        # Taking accounts out of rotation, one at a time: account.out_of_rotation once per leaving.
         self.servers = servers  # who may press a result's buttons; None: the requester and managers
         self.jobs = jobs
         self.backend = backend
@@ -254,6 +261,7 @@ class Dispatcher:
             except ApiError as exc:
                 await self._estimate_retry(exc, guild_id, account_channel_id=account_channel_id)
                 raise
+            self._created(Placement(job, None))
             self._run_all([job])
             return Placement(job, None)
         try:
@@ -263,9 +271,16 @@ class Dispatcher:
         except ApiError as exc:
             await self._estimate_retry(exc, guild_id)
             raise
+        self._created(result)
         if result.queue_position is None:
             self._run_all([result.job])
         return result
+
+    def _created(self, placement: Placement) -> None:
+        job, position = placement.job, placement.queue_position
+        self.events.emit(JOB_CREATED, **job_fields(job), queued=position is not None)
+        if position is not None:
+            self.events.emit(JOB_QUEUED, job=job.job_id, server=job.guild_id, verb=job.verb.value, position=position)
 
     async def chosen_account(self, guild_id: str, body: dict[str, Any]) -> str | None:
         """The account a job request names with useapi's optional ``channel`` (and ``server``) or
@@ -342,6 +357,7 @@ class Dispatcher:
         except ApiError as exc:
             await self._estimate_retry(exc, guild_id, account_channel_id=parent.account_channel_id)
             raise
+        self._created(Placement(job, None))
         self._run_all([job])
         return job
 
@@ -379,6 +395,10 @@ class Dispatcher:
         """The server's queue, first in line first."""
         return await self.jobs.waiting(guild_id)
 
+    async def ended_since(self, guild_id: str, *, seconds: float) -> EndedJobs:
+        """The server's jobs ended within the last ``seconds``: counts by final state, run times."""
+        return await self.jobs.ended_since(guild_id, since=self.clock() - seconds)
+
     async def of_member(self, guild_id: str, requester_id: str, *, limit: int = 10) -> list[Job]:
         """A member's last jobs in a server, newest first, ended ones included."""
         return await self.jobs.of_member(guild_id, requester_id, limit=limit)
@@ -410,7 +430,8 @@ class Dispatcher:
                 await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted before the job ran")
                 return
             register_secrets(token)
-            if not await self.jobs.mark_submitted(job, self.clock(), owner=self.owner):
+            submitted_at = self.clock()
+            if not await self.jobs.mark_submitted(job, submitted_at, owner=self.owner):
                 return  # cancelled, moved or taken over meanwhile: it must not reach PixVerse
             if job.verb is Verb.BUTTON:
                 parent = await self.jobs.get(job.parent_job_id)
@@ -419,7 +440,9 @@ class Dispatcher:
                 await self.backend.press(job, parent, token)
             else:
                 await self.backend.submit(job, token)
-            log.info("Job %s sent to PixVerse on channel %s", job.job_id, job.account_channel_id)
+            # attempt: a job moved to another account (or retried after an overload) is sent again.
+            self.events.emit(JOB_STARTED, **job_fields(job), wait_s=max(0.0, submitted_at - job.created_at),
+                             attempt=job.placement_attempts + 1)
         except SubmitError as exc:
             # It never reached PixVerse: no message of PixVerse's may be attributed to it.
             await self.jobs.close_at_pixverse(job.job_id)
@@ -486,7 +509,7 @@ class Dispatcher:
         released = await self.jobs.release(job_id, status, now=self.clock(), fields=values, expected=expected)
         if released.job is None:
             return None
-        log.info("Job %s ended: %s", job_id, status.value)
+        self._ended(released.job)
         if status is JobStatus.COMPLETED and released.job.submitted_at is not None:
             self._run_times.append(released.job.updated_at - released.job.submitted_at)
         self._notify(released.job)
@@ -506,11 +529,24 @@ class Dispatcher:
                                 released.job.guild_id, exc_info=True)
         return released.job
 
+    def _ended(self, job: Job) -> None:
+        """The job's final event, from the one call that ended it."""
+        if job.status is JobStatus.COMPLETED:
+            self.events.emit(JOB_COMPLETED, **job_fields(job, ended_at=job.updated_at))
+            return
+        if job.status is JobStatus.FAILED and job.error == TIMED_OUT:
+            name, reason = JOB_TIMED_OUT, job.error_details or job.error
+        else:
+            name = {JobStatus.MODERATED: JOB_MODERATED, JobStatus.CANCELLED: JOB_CANCELLED}.get(job.status, JOB_FAILED)
+            reason = job.error or job.error_details
+        self.events.emit(name, **job_fields(job, ended_at=job.updated_at), reason=reason)
+
     async def _estimate_retry(self, exc: ApiError, guild_id: str, *, account_channel_id: str | None = None) -> None:
         """On a 429, the seconds until a slot is likely free (the Retry-After header): the typical
         run time of a job, less the age of the oldest running one, at least 1."""
         if exc.code != 429:
             return
+        self.events.placement_refused()
         try:
             running = await (self.jobs.holding_slots(account_channel_id) if account_channel_id
                              else self.jobs.executing(guild_id))
@@ -566,10 +602,7 @@ class Dispatcher:
     async def _reject_account(self, job: Job, reason: str, details: str | None) -> None:
         """Discord or PixVerse refused the account: it leaves rotation, its jobs end, and
         the job that met the refusal is placed once more on another account if one is free."""
-        await self.accounts.set_rotation(
-            job.guild_id, job.account_channel_id, in_rotation=False, error=reason, error_details=details
-        )
-        log.warning("Account of channel %s left rotation: %s", job.account_channel_id, reason)
+        await self._leave_rotation(job.guild_id, job.account_channel_id, reason, details)
         if job.verb is not Verb.BUTTON and job.placement_attempts == 0:
             moved, promoted = await self.jobs.requeue(job, now=self.clock(), owner=self._owner_for(job.guild_id),
                                                       rng=self.rng,
@@ -603,10 +636,16 @@ class Dispatcher:
     async def _account_failed(self, job: Job) -> None:
         failures = await self.accounts.record_failure(job.account_channel_id)
         if failures >= MAX_CONSECUTIVE_FAILURES:
-            await self.accounts.set_rotation(
-                job.guild_id, job.account_channel_id, in_rotation=False,
-                error=f"{failures} jobs in a row failed", error_details="Put it back with /pixverse-account-reset",
-            )
+            await self._leave_rotation(job.guild_id, job.account_channel_id, f"{failures} jobs in a row failed",
+                                       "Put it back with /pixverse-account-reset")
+
+    async def _leave_rotation(self, guild_id: str, channel_id: str, reason: str, details: str | None) -> None:
+        """Takes the account out of rotation with the reason; account.out_of_rotation from the one
+        call that took it out (the store's conditional update decides, whatever the processes): not
+        again, and the first reason kept, for an account already out."""
+        if await self.accounts.set_rotation(guild_id, channel_id, in_rotation=False, error=reason,
+                                            error_details=details):
+            self.events.emit(ACCOUNT_OUT_OF_ROTATION, server=guild_id, channel=channel_id, reason=reason)
 
     async def _retry_overloaded(self, job: Job, update: JobUpdate) -> None:
         if job.placement_attempts >= OVERLOAD_RETRIES or job.verb is Verb.BUTTON:

@@ -7,6 +7,7 @@ as the endpoint's JSON error model ``{"error", "code"}`` through one middleware.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import re
@@ -26,6 +27,8 @@ from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
+from bot.events import HTTP_BUSY, Events
+from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, UNMATCHED, Metrics
 from bot.web.openapi import openapi_document
 from bot.web.server import REQUEST_TIMEOUT, UNSUPPORTED_ENCODING, request_protocol
 from bot.store import TokenStore
@@ -55,9 +58,19 @@ class ApiContext:
     reply_allow_private: bool = False
     # Time allowed to send a request body (HTTP_REQUEST_TIMEOUT_SECONDS; the head has the same).
     request_timeout: float = 10.0
+    # http.busy for each 429 (bot/events.py); None: no events.
+    events: Events | None = None
+    # GET /metrics and the request metrics (METRICS_ENABLED); None: off, /metrics is a 404.
+    metrics: Metrics | None = None
+    # METRICS_TOKEN: /metrics answers only "Authorization: Bearer <it>"; None: anyone who reaches it.
+    metrics_token: str | None = None
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+# The server of the request's API token, once guild_of found it (for http.busy). A typed key
+# where aiohttp has them (3.12), a plain one before.
+_REQUEST_KEY = getattr(web, "RequestKey", None)
+GUILD: Any = _REQUEST_KEY("pixverse_guild_id", str) if _REQUEST_KEY is not None else "pixverse_guild_id"
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -124,10 +137,27 @@ async def answer_and_log(request: web.Request, handler) -> web.StreamResponse:
         response = await handler(request)
     except Exception as exc:
         response = error_answer(request, exc)
+    elapsed = time.perf_counter() - started
     # Method, path and status only: never headers (Authorization) or bodies (discord).
-    log.debug("%s %s -> %s in %.1f ms", request.method, request.path[:200], response.status,
-              (time.perf_counter() - started) * 1000)
+    log.debug("%s %s -> %s in %.1f ms", request.method, request.path[:200], response.status, elapsed * 1000)
+    context = request.app[CONTEXT]
+    if context.metrics is not None or (response.status == 429 and context.events is not None):
+        route = route_template(request)
+        if context.metrics is not None:
+            context.metrics.observe_request(route, request.method, response.status, elapsed)
+        if response.status == 429 and context.events is not None:
+            retry_after = response.headers.get("Retry-After")
+            context.events.emit(HTTP_BUSY, route=route, server=request.get(GUILD),
+                                retry_after=int(retry_after) if retry_after and retry_after.isdigit() else None)
     return response
+
+
+def route_template(request: web.BaseRequest) -> str:
+    """The route's canonical template (``/v1/pixverse/account/{channel}``), or ``unmatched`` when no
+    route took the request (an unknown path, a wrong method): a label of bounded cardinality."""
+    match_info = getattr(request, "match_info", None)
+    resource = getattr(getattr(match_info, "route", None), "resource", None)
+    return resource.canonical if resource is not None else UNMATCHED
 
 
 async def guild_of(request: web.Request) -> str:
@@ -139,6 +169,7 @@ async def guild_of(request: web.Request) -> str:
     guild_id = await request.app[CONTEXT].tokens.guild_of(token)
     if guild_id is None:
         raise unauthorized()
+    request[GUILD] = guild_id
     return guild_id
 
 
@@ -486,6 +517,20 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "code": 200})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format (only routed with METRICS_ENABLED=true); with METRICS_TOKEN, for
+    ``Authorization: Bearer <METRICS_TOKEN>`` only, compared in constant time."""
+    context = request.app[CONTEXT]
+    assert context.metrics is not None
+    if context.metrics_token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
+                                                                  context.metrics_token.encode("utf-8")):
+            raise unauthorized()
+    body = await context.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(request.app[CONTEXT].accounts.max_concurrent_jobs))
 
@@ -539,4 +584,10 @@ def create_app(context: ApiContext) -> web.Application:
             app.router.add_get(path, handler)  # HEAD as well, as HTTP requires
         else:
             app.router.add_route(method, path, handler)
+    if context.metrics is not None:
+        # Not one of the API's documented paths (ROUTES, OpenAPI): off, it is a 404 like any other.
+        app.router.add_get(METRICS_PATH, metrics)
     return app
+
+
+METRICS_PATH = "/metrics"

@@ -207,11 +207,11 @@ async def slash_create(cluster: Cluster, guild: int, n: int) -> str:
 
 
 def sent_by(bot: BotProcess) -> set[str]:
-    return set(re.findall(r"Job (job:\S+) sent to PixVerse", bot.text()))
+    return set(re.findall(r"job\.started job=(job:\S+)", bot.text()))
 
 
 def ended_by(bot: BotProcess) -> set[str]:
-    return set(re.findall(r"Job (job:\S+) ended: completed", bot.text()))
+    return set(re.findall(r"job\.completed job=(job:\S+)", bot.text()))
 
 
 async def test_500_jobs_through_both_processes_each_followed_by_its_shards_process(cluster):

@@ -65,6 +65,21 @@ async def test_accounts_out_of_rotation_take_nothing(stores):
     assert await error_of(place(stores)) == (503, NONE_IN_ROTATION)
 
 
+async def test_an_account_leaves_rotation_once_whoever_races_and_keeps_its_first_reason(connect):
+    async with connect() as first, connect() as second:
+        await account(first, A, max_jobs=1)
+        took_out = await asyncio.gather(*(
+            stores.accounts.set_rotation(GUILD, A, in_rotation=False, error=f"reason {n}")
+            for n, stores in enumerate((first, second, first, second))))
+        assert sorted(took_out) == [False, False, False, True]  # one call took it out
+        [config] = await first.accounts.list(GUILD)
+        assert (config.in_rotation, config.error) == (False, f"reason {took_out.index(True)}")
+        assert not await second.accounts.set_rotation(GUILD, A, in_rotation=False, error="3 jobs in a row failed")
+        assert (await first.accounts.get(GUILD, A)).error == f"reason {took_out.index(True)}"
+        assert await first.accounts.set_rotation(GUILD, A, in_rotation=True)
+        assert (await second.accounts.get(GUILD, A)).in_rotation
+
+
 async def test_concurrent_placements_from_two_connections_never_over_commit(connect):
     async with connect() as first, connect() as second:
         await first.jobs.heartbeat(OWNER, NOW)
@@ -204,6 +219,8 @@ async def test_a_job_is_submitted_once_and_its_messages_stay_attributed(stores):
     assert await stores.jobs.close_at_pixverse(job.job_id) is False
 
 
+
+
 async def test_timeouts_come_back_in_submission_order_across_accounts_and_the_queue(stores):
     await account(stores, A, max_jobs=1)
     first = (await place(stores)).job
@@ -255,6 +272,23 @@ async def test_api_tokens(stores):
     assert await stores.tokens.guild_of(token) == GUILD
     assert await stores.tokens.revoke_all(GUILD) == 1
     assert await stores.tokens.guild_of(token) is None
+
+
+async def test_live_jobs_and_accounts_are_counted_across_servers(stores):
+    """What /metrics shows of the database: jobs holding a slot and waiting, accounts by rotation."""
+    assert await stores.jobs.live_counts() == (0, 0)
+    assert await stores.accounts.rotation_counts() == (0, 0)
+    await account(stores, A, max_jobs=1)
+    await account(stores, B, max_jobs=1, guild=OTHER, user="700000000000000096")
+    running = (await place(stores)).job
+    await place(stores, guild=OTHER)
+    waiting = (await place(stores, queue_size=2)).job
+    assert await stores.jobs.live_counts() == (2, 1)
+    await stores.accounts.set_rotation(OTHER, B, in_rotation=False, error="Token rejected")
+    assert await stores.accounts.rotation_counts() == (1, 1)
+    await stores.jobs.release(running.job_id, JobStatus.COMPLETED, now=NOW)
+    await stores.jobs.release(waiting.job_id, JobStatus.CANCELLED, now=NOW)
+    assert await stores.jobs.live_counts() == (1, 0)  # ended jobs are not counted
 
 
 async def test_the_choice_among_free_accounts_is_uniform(stores):

@@ -85,9 +85,10 @@ class AccountRepository:
 
     async def set_rotation(self, guild_id: str, channel_id: str, *, in_rotation: bool, error: str | None = None,
                            error_details: str | None = None) -> bool:
+        # Taking out changes only an account in rotation: True for the one call that took it out.
         return await self._db.execute(
             "UPDATE accounts SET in_rotation = $1, error = $2, error_details = $3, consecutive_failures = 0,"
-            " updated_at = $4 WHERE guild_id = $5 AND channel_id = $6",
+            " updated_at = $4 WHERE guild_id = $5 AND channel_id = $6" + ("" if in_rotation else " AND in_rotation"),
             in_rotation, error, error_details, time.time(), guild_id, channel_id,
         ) > 0
 
@@ -108,6 +109,12 @@ class AccountRepository:
         return int(await self._db.fetchval(
             "SELECT COUNT(*) FROM accounts WHERE guild_id = $1 AND in_rotation", guild_id
         ))
+
+    async def rotation_counts(self) -> tuple[int, int]:
+        row = await self._db.fetchrow(
+            "SELECT COUNT(*) FILTER (WHERE in_rotation), COUNT(*) FILTER (WHERE NOT in_rotation) FROM accounts"
+        )
+        return int(row[0]), int(row[1])
 
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None:
         """The clear token, for the code that acts with it; never for display."""

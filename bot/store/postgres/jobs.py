@@ -398,6 +398,12 @@ class JobRepository:
     async def guilds_with_waiting_jobs(self) -> list[str]:
         return [row[0] for row in await self._db.fetch("SELECT DISTINCT guild_id FROM jobs WHERE queued")]
 
+    async def live_counts(self) -> tuple[int, int]:
+        row = await self._db.fetchrow(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE slot_held), (SELECT COUNT(*) FROM jobs WHERE queued)"
+        )
+        return int(row[0]), int(row[1])
+
     async def purge(self, *, before: float, batch: int = PURGE_BATCH) -> int:
         deleted = 0
         while True:

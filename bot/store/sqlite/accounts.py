@@ -137,10 +137,12 @@ class AccountRepository:
         self, guild_id: str, channel_id: str, *, in_rotation: bool, error: str | None = None,
         error_details: str | None = None,
     ) -> bool:
-        """Takes an account out of rotation with the reason, or puts it back (clearing it)."""
+        """Takes an account out of rotation with the reason, or puts it back (clearing it). Taking
+        out changes only an account in rotation, in one statement: True for the one call that
+        took it out (its first reason stays), False when it was out already or is gone."""
         return await self._db.execute(
             "UPDATE accounts SET in_rotation = ?, error = ?, error_details = ?, consecutive_failures = 0,"
-            " updated_at = ? WHERE guild_id = ? AND channel_id = ?",
+            " updated_at = ? WHERE guild_id = ? AND channel_id = ?" + ("" if in_rotation else " AND in_rotation = 1"),
             (int(in_rotation), error, error_details, utcnow(), guild_id, channel_id),
         ) > 0
 
@@ -164,6 +166,12 @@ class AccountRepository:
             "SELECT COUNT(*) FROM accounts WHERE guild_id = ? AND in_rotation = 1", (guild_id,)
         )
         return int(row[0])
+
+    async def rotation_counts(self) -> tuple[int, int]:
+        row = await self._db.fetchone(
+            "SELECT COALESCE(SUM(in_rotation = 1), 0), COALESCE(SUM(in_rotation = 0), 0) FROM accounts"
+        )
+        return int(row[0]), int(row[1])
 
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None:
         """The clear token, for the code that acts with it; never for display."""

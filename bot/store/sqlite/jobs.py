@@ -292,6 +292,12 @@ class JobRepository:
         rows = await self._db.fetchall("SELECT DISTINCT guild_id FROM jobs WHERE queued = 1")
         return [row[0] for row in rows]
 
+    async def live_counts(self) -> tuple[int, int]:
+        row = await self._db.fetchone(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE slot_held = 1), (SELECT COUNT(*) FROM jobs WHERE queued = 1)"
+        )
+        return int(row[0]), int(row[1])
+
     async def purge(self, *, before: float, batch: int = PURGE_BATCH) -> int:
         """Deletes ended jobs older than the retention period, ``batch`` rows a transaction.
 
