@@ -25,7 +25,7 @@ from bot.tree import BotTree
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.accounts", "cogs.jobs", "cogs.api_tokens", "cogs.settings")
+EXTENSIONS = ("cogs.accounts", "cogs.jobs", "cogs.api_tokens", "cogs.settings", "cogs.operators")
 HISTORY_PAGE = 100
 COMMANDS_FINGERPRINT_META = "commands_fingerprint"
 

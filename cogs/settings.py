@@ -24,27 +24,54 @@ BUTTONS_MEANING = {
 
 
 def describe_settings(settings: ServerSettings) -> str:
-    return f"Result buttons: **{settings.buttons}** ({BUTTONS_MEANING[settings.buttons]} may press them)"
+    alerts = (f"<#{settings.alerts_channel_id}> (an account leaving rotation, and coming back)"
+              if settings.alerts_channel_id else "off (choose a channel with /pixverse-settings alerts:#channel)")
+    return (f"Result buttons: **{settings.buttons}** ({BUTTONS_MEANING[settings.buttons]} may press them)\n"
+            f"Alerts: {alerts}")
 
 
 class SettingsCog(commands.Cog, name="Server settings"):
     def __init__(self, bot: PixverseBot) -> None:
         self.bot = bot
 
+    @staticmethod
+    def _can_post(guild: discord.Guild | None, channel_id: int) -> bool:
+        """False when the bot's cached permissions say it cannot post there; True when they allow
+        it or are not known here (a server of another process's shard)."""
+        channel = guild.get_channel(channel_id) if guild is not None else None
+        if channel is None or guild.me is None:
+            return True
+        permissions = channel.permissions_for(guild.me)
+        return permissions.view_channel and permissions.send_messages
+
     @app_commands.command(name="pixverse-settings", description="Show or change the bot's settings for this server")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
-    @app_commands.describe(buttons="Who may press a result's buttons: the requester (and managers), or everyone")
+    @app_commands.describe(buttons="Who may press a result's buttons: the requester (and managers), or everyone",
+                           alerts="Where the bot tells managers that an account left rotation or came back",
+                           alerts_off="Stop the alerts")
     @app_commands.choices(buttons=[app_commands.Choice(name=value, value=value) for value in BUTTONS_SETTINGS])
-    async def settings(self, interaction: discord.Interaction, buttons: str | None = None) -> None:
+    async def settings(self, interaction: discord.Interaction, buttons: str | None = None,
+                       alerts: app_commands.AppCommandChannel | None = None, alerts_off: bool = False) -> None:
         guild_id = require_manager(interaction)
         servers = self.bot.core.dispatcher.servers
-        if buttons is None:
+        if buttons is None and alerts is None and not alerts_off:
             await reply(interaction, describe_settings(await servers.get(guild_id)))
             return
-        if buttons not in BUTTONS_SETTINGS:
+        if buttons is not None and buttons not in BUTTONS_SETTINGS:
             raise ApiError(400, f"Param buttons ({echo(buttons)}) is not one of {', '.join(BUTTONS_SETTINGS)}")
-        await reply(interaction, "Saved. " + describe_settings(await servers.set(guild_id, buttons=buttons)))
+        if alerts is not None and alerts_off:
+            raise ApiError(400, "Choose an alerts channel or alerts_off, not both")
+        if alerts is not None and alerts.type not in (discord.ChannelType.text, discord.ChannelType.news):
+            raise ApiError(400, f"Param alerts (<#{alerts.id}>) is not a text channel")
+        if alerts is not None and str(alerts.guild_id) != guild_id:
+            raise ApiError(400, f"Param alerts (<#{alerts.id}>) is not a channel of this server")
+        if alerts is not None and not self._can_post(interaction.guild, alerts.id):
+            raise ApiError(400, f"The bot cannot post in <#{alerts.id}>: it needs View Channel and Send Messages there")
+        changes: dict = {"buttons": buttons}
+        if alerts is not None or alerts_off:
+            changes["alerts_channel_id"] = str(alerts.id) if alerts is not None else None
+        await reply(interaction, "Saved. " + describe_settings(await servers.set(guild_id, **changes)))
 
 
 async def setup(bot: PixverseBot) -> None:

@@ -42,7 +42,7 @@ async def test_commands_are_registered_with_their_shapes(bot, fake):
     assert set(by_name) == {
         "pixverse-account", "pixverse-accounts", "pixverse-account-delete", "pixverse-account-reset",
         "pixverse-create", "pixverse-create-single", "pixverse-animate", "pixverse-meme-face", "pixverse-button", "pixverse-jobs", "pixverse-job",
-        "pixverse-cancel", "pixverse-api-token", "pixverse-api-token-revoke", "pixverse-settings",
+        "pixverse-cancel", "pixverse-api-token", "pixverse-api-token-revoke", "pixverse-settings", "pixverse-status",
     }
     account = by_name["pixverse-account"]
     options = {o["name"]: o for o in account["options"]}
@@ -53,7 +53,8 @@ async def test_commands_are_registered_with_their_shapes(bot, fake):
     assert options["server"]["autocomplete"] and options["channel"]["autocomplete"]
     for command in by_name.values():
         assert command["contexts"] == [0]  # guild only
-        if command["name"].startswith(("pixverse-account", "pixverse-api-token", "pixverse-settings")):
+        if command["name"].startswith(("pixverse-account", "pixverse-api-token", "pixverse-settings",
+                                       "pixverse-status")):
             assert str(command["default_member_permissions"]) == str(MANAGE_GUILD)
         else:  # members' commands
             assert command.get("default_member_permissions") is None

@@ -310,10 +310,13 @@ async def test_only_the_requester_and_managers_press_a_results_buttons_unless_th
     # Settings are a manager's; a member cannot change them.
     assert (await member(fake, "pixverse-settings", {"buttons": "everyone"})).content == "401 · Unauthorized"
     shown = await member(fake, "pixverse-settings", None, user_id=ADMIN_ID, permissions=MANAGE_GUILD)
+    alerts_off = "Alerts: off (choose a channel with /pixverse-settings alerts:#channel)"
     assert shown.ephemeral and shown.content == (
-        "Result buttons: **requester** (only the member who asked for the job and server managers may press them)")
+        "Result buttons: **requester** (only the member who asked for the job and server managers may press them)\n"
+        + alerts_off)
     saved = await member(fake, "pixverse-settings", {"buttons": "everyone"}, user_id=ADMIN_ID, permissions=MANAGE_GUILD)
-    assert saved.content == "Saved. Result buttons: **everyone** (every member of the server may press them)"
+    assert saved.content == ("Saved. Result buttons: **everyone** (every member of the server may press them)\n"
+                             + alerts_off)
     opened = await member(fake, "pixverse-button", {"jobid": job_id, "button": "U2"}, user_id=OTHER_MEMBER_ID)
     assert word_of((await settled(opened))["content"]) == "completed"
     assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).buttons == "everyone"

@@ -130,6 +130,17 @@ class InteractionsMixin:
             definitions = d.get("options") or []
 
         resolved_attachments: dict[str, dict] = {}
+        resolved_channels: dict[str, dict] = {}
+
+        def resolve_channel(value: Any) -> str:
+            # A channel option (type 7): its id, and the channel in data.resolved.channels as
+            # Discord sends it (with the member's permissions there).
+            found = ((self.guilds.get(guild_id) or {}).get("channels") or {}).get(int(value))
+            channel = found or {"id": str(value), "type": 0, "name": f"channel-{value}"}
+            resolved_channels[str(value)] = {"id": str(value), "type": channel.get("type", 0),
+                                             "name": channel.get("name"), "parent_id": channel.get("parent_id"),
+                                             "permissions": str(permissions if permissions is not None else 0)}
+            return str(value)
 
         def attach(opt_name: str, otype: Any, value: MemberFile) -> str:
             if otype != OPTION_ATTACHMENT:
@@ -155,6 +166,8 @@ class InteractionsMixin:
                 otype = by_name[opt_name]["type"]
                 if isinstance(value, MemberFile):
                     value = attach(opt_name, otype, value)
+                elif otype == 7 and value is not None:
+                    value = resolve_channel(value)
                 leaf.append({"name": opt_name, "type": otype, "value": value})
         if focused is not None:
             type = INTERACTION_AUTOCOMPLETE
@@ -170,6 +183,8 @@ class InteractionsMixin:
             container["options"] = leaf
         if resolved_attachments:
             data["resolved"] = {"attachments": resolved_attachments}
+        if resolved_channels:
+            data.setdefault("resolved", {})["channels"] = resolved_channels
 
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         payload: dict[str, Any] = {
