@@ -8,11 +8,16 @@ gateway session is up, and a channel's history.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import json
 import logging
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
 
+import aiohttp
 import discord
 import yarl
 from discord.ext import commands
@@ -47,6 +52,53 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+@dataclass(frozen=True)
+class DiscordRequest:
+    """A request to Discord waiting for its answer (REST, or the gateway's websocket handshake)."""
+
+    method: str
+    url: yarl.URL
+    started: float  # time.monotonic(), as the event loop's clock
+
+    @property
+    def gateway(self) -> bool:
+        return self.url.scheme in ("ws", "wss")
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as a log line shows it: no query (the gateway's version and encoding), no credentials."""
+        return str(self.url.with_user(None).with_query(None).with_fragment(None))
+
+
+class DiscordRequests:
+    """The bot's requests to Discord in flight, REST and the gateway's handshake alike, seen
+    through discord.py's public ``http_trace`` option (an aiohttp TraceConfig). Startup's
+    deadline names the request Discord did not answer; a stop cancels only a task that waits on one."""
+
+    def __init__(self, trace: aiohttp.TraceConfig | None = None) -> None:
+        self.trace = trace or aiohttp.TraceConfig()
+        self._in_flight: dict[int, DiscordRequest] = {}
+        self.last_gateway: DiscordRequest | None = None  # the last websocket handshake begun
+        self.trace.on_request_start.append(self._started)
+        self.trace.on_request_end.append(self._ended)
+        self.trace.on_request_exception.append(self._ended)
+
+    async def _started(self, session: aiohttp.ClientSession, context: SimpleNamespace, params) -> None:
+        request = DiscordRequest(params.method, params.url, time.monotonic())
+        self._in_flight[id(context)] = request
+        if request.gateway:
+            self.last_gateway = request
+
+    async def _ended(self, session: aiohttp.ClientSession, context: SimpleNamespace, params) -> None:
+        self._in_flight.pop(id(context), None)
+
+    def __len__(self) -> int:
+        return len(self._in_flight)
+
+    def oldest(self) -> DiscordRequest | None:
+        return min(self._in_flight.values(), key=lambda request: request.started, default=None)
+
+
 class PixverseBot(commands.AutoShardedBot):
     """Sharded as the settings say: every shard Discord recommends in this process by default;
     SHARD_COUNT and SHARD_IDS run some of them here and the rest in other processes sharing
@@ -62,12 +114,17 @@ class PixverseBot(commands.AutoShardedBot):
         # The bot follows PixVerse's answers in the account channels.
         intents.guild_messages = True
         intents.message_content = True
+        # Startup's deadlines watch the requests to Discord (another trace passed in keeps its hooks).
+        self.discord_requests = DiscordRequests(client_options.pop("http_trace", None))
+        # Set at the first READY of the gateway: from then on discord.py reconnects by itself.
+        self.reached_gateway = asyncio.Event()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,
             help_command=None,
             tree_cls=BotTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            http_trace=self.discord_requests.trace,
             shard_count=settings.shard_count,
             shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
             **client_options,
@@ -104,6 +161,8 @@ class PixverseBot(commands.AutoShardedBot):
                 if isinstance(exc.original, StartupError):
                     raise exc.original from None
                 raise
+        if self._shutting_down:
+            return  # close() is under way: no sync against a closing Core
         await self.sync_commands_if_changed()
         freeze_startup_objects()
 
@@ -177,6 +236,7 @@ class PixverseBot(commands.AutoShardedBot):
 
     async def on_connect(self) -> None:
         # Dispatched on every fresh READY (never on a resume, which keeps the cache).
+        self.reached_gateway.set()
         if self.is_ready():
             self._reloading_servers = True
 
