@@ -118,6 +118,9 @@ class PixverseBot(commands.AutoShardedBot):
         self.discord_requests = DiscordRequests(client_options.pop("http_trace", None))
         # Set at the first READY of the gateway: from then on discord.py reconnects by itself.
         self.reached_gateway = asyncio.Event()
+        # discord.py's cache of the last 1,000 messages is never read by the bot (edits arrive as raw
+        # events, messages through their payload), and every MESSAGE_UPDATE would scan it.
+        client_options.setdefault("max_messages", None)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,

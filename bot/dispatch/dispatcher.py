@@ -495,6 +495,13 @@ class Dispatcher:
             elif update.status is JobStatus.FAILED:
                 await self._account_failed(job)
 
+    def progress_recorded(self, job: Job) -> None:
+        """The backend wrote PixVerse's progress of a started job itself (one statement, the
+        common case of job_update): the job as written is told as job_update tells it."""
+        if not self._closing and job.status is JobStatus.PROGRESS and job.state is JobState.SUBMITTED \
+                and self._progress_due(job.job_id):
+            self._notify(job, progress=True)
+
     async def finish(
         self, job_id: str, status: JobStatus, *, error: str | None = None, error_details: str | None = None,
         fields: dict[str, Any] | None = None, expected: Job | None = None,

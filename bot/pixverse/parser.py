@@ -573,26 +573,35 @@ def _interaction_user_id(message: Mapping[str, Any]) -> str | None:
     return None
 
 
-def message_belongs_to_account(message: dict, *, pixverse_user_id: str, account_user_id: str) -> bool:
-    """Written by the PixVerse bot user, and for this account's user.
-
-    "For the user": the interaction that caused it was the user's
-    (``interaction_metadata.user.id``), or the content mentions ``<@id>`` / ``<@!id>`` outside
-    the prompt (a prompt that happens to contain someone's mention does not make it theirs).
+def message_users(message: dict) -> frozenset[str]:
+    """The users a message is for: the user of the interaction that caused it
+    (``interaction_metadata.user.id``) and the users its content mentions (``<@id>`` / ``<@!id>``)
+    outside the prompt (a prompt that happens to contain someone's mention does not make it theirs).
     """
+    try:
+        if not isinstance(message, Mapping):
+            return frozenset()
+        users = set()
+        interaction_user = _interaction_user_id(message)
+        if interaction_user is not None:
+            users.add(interaction_user)
+        content = message.get("content")
+        if isinstance(content, str):
+            users.update(m.group(1) for m in USER_MENTION.finditer(_without_prompt(content)))
+        return frozenset(users)
+    except (AttributeError, TypeError, ValueError):  # pragma: no cover - belt and braces
+        return frozenset()
+
+
+def message_belongs_to_account(message: dict, *, pixverse_user_id: str, account_user_id: str) -> bool:
+    """Written by the PixVerse bot user, and for this account's user (:func:`message_users`)."""
     try:
         if not isinstance(message, Mapping):
             return False
         author = message.get("author")
         if not isinstance(author, Mapping) or _id(author.get("id")) != str(pixverse_user_id):
             return False
-        account = str(account_user_id)
-        if _interaction_user_id(message) == account:
-            return True
-        content = message.get("content")
-        if not isinstance(content, str):
-            return False
-        return any(m.group(1) == account for m in USER_MENTION.finditer(_without_prompt(content)))
+        return str(account_user_id) in message_users(message)
     except (AttributeError, TypeError, ValueError):  # pragma: no cover - belt and braces
         return False
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from bot.accounts.crypto import TokenCipher
@@ -235,6 +235,9 @@ class AccountStore(Protocol):
     async def in_rotation_count(self, guild_id: str) -> int: ...
     async def rotation_counts(self) -> tuple[int, int]:
         """Accounts of every server: (in rotation, out of rotation). Two counts, for /metrics."""
+    async def channel_ids(self) -> set[str]:
+        """The channel of every configured account, of every server (the gateway's filter keeps
+        PixVerse's messages in these). One read of a column: called at startup and now and then."""
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None: ...
 
 
@@ -298,6 +301,16 @@ class JobStore(Protocol):
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool: ...
     async def record_progress(self, job_id: str, status: JobStatus, *, now: float, message_id: str | None,
                               progress: int | None, content: str | None) -> Job | None: ...
+    async def record_message_progress(self, message_id: str, status: JobStatus, *, account_channel_id: str,
+                                      guild_id: str, for_users: Collection[str], now: float, progress: int | None,
+                                      content: str | None) -> Job | None:
+        """PixVerse's started/progress news in a message already attributed to a job, in one statement
+        (a running job's progress edit reads nothing first). Written as :meth:`record_progress`'s
+        second write (``message_id`` becomes the job's), only while the message's job executes on
+        ``account_channel_id`` (not moved since) and is past ``created`` (the "started" notice is
+        :meth:`record_progress`'s), and that channel's configuration, in ``guild_id``, is for one of
+        ``for_users`` (the users the message is for). Returns the job as written, or None when any of
+        that is not so and nothing was written (the caller then takes the general path)."""
     async def job_of_message(self, message_id: str) -> str | None: ...
     async def remember_message(self, message_id: str, job_id: str) -> None: ...
     async def close_at_pixverse(self, job_id: str, *, version: int | None = None) -> bool: ...

@@ -29,6 +29,9 @@ from bot.accounts.validation import echo
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
 from bot.errors import ApiError
+from bot.logs import register_secrets
+from bot.events import ACCOUNT_DELETED, ACCOUNT_SAVED
+from bot.gateway_filter import MessageGate
 from bot.tree import reply
 from cogs.jobs.presenting import (
     EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, job_embed, progress_bar, state_line, status_message,
@@ -45,6 +48,11 @@ REPLY_WAIT_SECONDS = 10.0
 # A moment for the freed slots to be taken before the queue positions are read again.
 QUEUE_SETTLE_SECONDS = 0.2
 MINE_LIMIT = 10
+# PixVerse messages waiting to be read, all channels together; past it a new one is dropped (and
+# logged): a burst of edits of the same messages takes one place each, the newest state.
+PENDING_LIMIT = 2_000
+# The account channels are read again from the store this often (other processes' saves).
+CHANNELS_REFRESH_SECONDS = 60.0
 
 
 @dataclass
@@ -185,6 +193,20 @@ class JobsCog(commands.Cog, name=JOBS_COG):
                                  window=settings.status_channel_window_seconds)
         self._queue_reads: dict[str, asyncio.Task] = {}  # server -> its queue being read again
         self._read_again: set[str] = set()
+        # PixVerse's messages, read one at a time per channel, in the order they came: channel ->
+        # (message id, edit) -> the newest payload (an edit replaces an edit of the same message still
+        # waiting, in its place; a message's creation is never replaced by its edit).
+        self._pending: dict[str, OrderedDict[tuple[str, bool], dict[str, Any]]] = {}
+        self._pending_count = 0
+        self._dropped = 0
+        self._overflowed: set[str] = set()  # channels whose history is read again once their queue is read
+        self._readers: dict[str, asyncio.Task] = {}
+        # Messages the bot does not follow are dropped before discord.py parses them (bot/gateway_filter.py).
+        self.gate = MessageGate(self._wanted)
+        self._follows = lambda payload: False
+        self._own_id: str | None = None
+        self._channels_task: asyncio.Task | None = None
+        self._unsubscribe = None
 
     @property
     def dispatcher(self):
@@ -193,8 +215,31 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     async def cog_load(self) -> None:
         self.bot.core.dispatcher.listeners.append(self)
         self.bot.add_dynamic_items(PressButton)
+        backend = self.bot.core.dispatcher.backend
+        if getattr(backend, "follows", None) is not None:
+            # The account channels: read now, kept current by the account events of this process and
+            # read again now and then for those of others.
+            try:
+                await backend.refresh_channels()
+            except Exception:
+                log.warning("Reading the account channels failed; they are read again in %g s",
+                            CHANNELS_REFRESH_SECONDS, exc_info=True)
+            events = getattr(self.bot.core, "events", None)
+            if events is not None:
+                self._unsubscribe = events.subscribe(self._account_event)
+            self._channels_task = asyncio.create_task(self._refresh_channels(backend), name="account channels")
+            self._follows = backend.follows
+        elif getattr(backend, "observe", None) is not None:
+            self._follows = lambda payload: bool((payload.get("author") or {}).get("bot"))
+        self.gate.install(self.bot)
 
     async def cog_unload(self) -> None:
+        self.gate.uninstall()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for task in [self._channels_task, *self._readers.values()]:
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(RuntimeError):  # the Core already closed
             if self in self.bot.core.dispatcher.listeners:
                 self.bot.core.dispatcher.listeners.remove(self)
@@ -388,16 +433,108 @@ class JobsCog(commands.Cog, name=JOBS_COG):
                 return
             log.exception("Reading a PixVerse message failed")
 
+    def _wanted(self, data: dict[str, Any]) -> bool:
+        """The gateway filter: a message this bot follows (PixVerse's in an account channel), or its own
+        (discord.py keeps the views of the bot's messages current from their edits). In memory."""
+        author = data.get("author")
+        if self._own_id is None and self.bot.user is not None:
+            self._own_id = str(self.bot.user.id)
+        if isinstance(author, dict) and author.get("id") == self._own_id:
+            return True
+        return self._follows(data)
+
+    def _account_event(self, name: str, fields: dict[str, Any]) -> None:
+        backend = self.bot.core.dispatcher.backend
+        if name == ACCOUNT_SAVED and fields.get("channel"):
+            backend.channel_saved(str(fields["channel"]))
+        elif name == ACCOUNT_DELETED and fields.get("channel"):
+            backend.channel_deleted(str(fields["channel"]))
+
+    async def _refresh_channels(self, backend: Any) -> None:
+        while True:
+            await asyncio.sleep(CHANNELS_REFRESH_SECONDS)
+            try:
+                await backend.refresh_channels()
+            except Exception:
+                log.warning("Reading the account channels failed; the next try is in %g s", CHANNELS_REFRESH_SECONDS,
+                            exc_info=True)
+
+    def _enqueue(self, payload: dict[str, Any], *, edit: bool) -> None:
+        """Queues a PixVerse message for its channel's reader; bounded, the newest edit of a message wins."""
+        channel = str(payload.get("channel_id"))
+        key = (str(payload.get("id")), edit)
+        queue = self._pending.get(channel)
+        if queue is None:
+            queue = self._pending[channel] = OrderedDict()
+        if key in queue:
+            queue[key] = payload  # a newer state of a message still waiting replaces it, in arrival order
+            queue.move_to_end(key)
+            return
+        if self._pending_count >= PENDING_LIMIT:
+            # Not lost: once this channel's queue is read, its history is read again for the jobs
+            # still open there (as a restart would), so a start or a result dropped here is found.
+            self._dropped += 1
+            self._overflowed.add(channel)
+            if self._dropped % 1000 == 1:
+                log.warning("%d PixVerse messages wait to be read; %d set aside since the start, read again from"
+                            " the channels' history", self._pending_count, self._dropped)
+            if channel not in self._readers:
+                self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
+                                                             name=f"PixVerse messages of {channel}")
+            return
+        queue[key] = payload
+        self._pending_count += 1
+        if channel not in self._readers:
+            self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
+                                                         name=f"PixVerse messages of {channel}")
+
+    async def _catch_up(self, channel: str) -> None:
+        """Reads an account channel's history again for its jobs still open at PixVerse: what was
+        set aside while too many messages waited is found there."""
+        try:
+            dispatcher = self.dispatcher
+            jobs = await dispatcher.jobs.open_at_pixverse(channel)
+            if not jobs or dispatcher.closing:
+                return
+            token = await dispatcher.accounts.decrypt_token(jobs[0].guild_id, channel)
+            if token is not None:
+                register_secrets(token)
+                await dispatcher.backend.resume(jobs, token)
+        except Exception:
+            log.warning("Reading channel %s's history again failed; the sweep ends what stays open", channel,
+                        exc_info=True)
+
+    async def _read_channel(self, channel: str, queue: OrderedDict[tuple[str, bool], dict[str, Any]]) -> None:
+        """Reads a channel's waiting PixVerse messages, one at a time, oldest first, until none waits."""
+        try:
+            while queue or channel in self._overflowed:
+                if not queue:
+                    self._overflowed.discard(channel)
+                    await self._catch_up(channel)
+                    continue
+                _, payload = queue.popitem(last=False)
+                self._pending_count -= 1
+                await self._observe(payload)
+        finally:
+            self._pending_count -= len(queue)  # cancelled (unloading): what still waits is dropped
+            queue.clear()
+            self._pending.pop(channel, None)
+            self._readers.pop(channel, None)
+
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if message.guild is not None and message.author.bot and message.author != self.bot.user:
-            await self._observe(message_payload(message))
+            payload = message_payload(message)
+            if self._follows(payload):
+                self._enqueue(payload, edit=False)
 
     @commands.Cog.listener()
     async def on_raw_message_edit(self, event: discord.RawMessageUpdateEvent) -> None:
         # The raw event carries the whole message (API v10), in the shape the parser reads.
         if event.guild_id is not None and (event.data.get("author") or {}).get("bot"):
-            await self._observe({**event.data, "guild_id": str(event.guild_id)})
+            payload = {**event.data, "guild_id": str(event.guild_id)}
+            if self._follows(payload):
+                self._enqueue(payload, edit=True)
 
     # --- commands ---------------------------------------------------------------------
 

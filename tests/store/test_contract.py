@@ -219,6 +219,49 @@ async def test_a_job_is_submitted_once_and_its_messages_stay_attributed(stores):
     assert await stores.jobs.close_at_pixverse(job.job_id) is False
 
 
+async def test_a_progress_edit_of_an_attributed_message_is_one_guarded_write(stores):
+    user = "700000000000000042"
+    await account(stores, A, max_jobs=2, user=user)
+    job = (await place(stores)).job
+
+    async def progress(percent: int, *, message: str = "m1", channel: str = A, guild: str = GUILD,
+                       users=(user,), status=JobStatus.PROGRESS):
+        return await stores.jobs.record_message_progress(
+            message, status, account_channel_id=channel, guild_id=guild, for_users=users, now=NOW + percent,
+            progress=percent, content=f"({percent}%)")
+
+    assert await progress(5) is None  # no message attributed yet
+    await stores.jobs.remember_message("m1", job.job_id)
+    assert await progress(6) is None  # not sent to PixVerse yet
+    assert await stores.jobs.mark_submitted(job, NOW + 1, owner=OWNER)
+    assert await progress(7) is None  # still "created": record_progress tells "started" first
+    await stores.jobs.record_progress(job.job_id, JobStatus.STARTED, now=NOW + 2, message_id="m1", progress=None,
+                                      content=None)
+    written = await progress(37)
+    assert written is not None and written.job_id == job.job_id
+    assert (written.status, written.progress, written.content, written.message_id, written.updated_at) == (
+        JobStatus.PROGRESS, 37, "(37%)", "m1", NOW + 37)
+    assert (await stores.jobs.get(job.job_id)).progress == 37
+    # Each guard: nothing written.
+    assert await progress(40, message="m2") is None  # another message
+    assert await progress(41, channel=B) is None  # the job is not on that account
+    assert await progress(42, guild=OTHER) is None  # not that server's configuration
+    assert await progress(43, users=("700000000000000099",)) is None  # a message for another user
+    assert await progress(44, users=()) is None
+    assert (await stores.jobs.get(job.job_id)).progress == 37
+    assert (await progress(45, users=("700000000000000099", user))).progress == 45  # one of its users
+    assert (await stores.jobs.release(job.job_id, JobStatus.COMPLETED, now=NOW + 50)).job is not None
+    assert await progress(46) is None  # ended
+    assert (await stores.jobs.get(job.job_id)).progress == 45
+
+
+async def test_the_account_channels_of_every_server(stores):
+    assert await stores.accounts.channel_ids() == set()
+    await account(stores, A, max_jobs=1)
+    await account(stores, B, max_jobs=1, guild=OTHER, user="700000000000000098")
+    assert await stores.accounts.channel_ids() == {A, B}
+    assert await stores.accounts.delete(GUILD, A)
+    assert await stores.accounts.channel_ids() == {B}
 
 
 async def test_timeouts_come_back_in_submission_order_across_accounts_and_the_queue(stores):

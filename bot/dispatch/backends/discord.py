@@ -31,6 +31,7 @@ from bot.pixverse.parser import (
     PixverseEvent,
     match_job,
     message_belongs_to_account,
+    message_users,
     parse_message,
 )
 
@@ -55,6 +56,11 @@ def snowflake_at(timestamp: float) -> int:
 
 # Discord sends at most 10 embeds per message; more is not a message to keep whole.
 EMBEDS_KEPT = 10
+# Edited PixVerse messages whose job was seen not running (ended, moved): their next edits go
+# straight to the general path; the oldest are forgotten beyond this many.
+SETTLED_KEPT = 10_000
+# PixVerse's news of a running job that is written in one statement when its message is known.
+_PROGRESS_KINDS = frozenset({EventKind.STARTED, EventKind.PROGRESS})
 
 
 def _message_extras(message: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +129,13 @@ class DiscordBackend(PixverseBackend):
         # PixVerse's bot user id is its application id: configured, or learned per server.
         self._configured_app_id = application_id
         self._app_ids: dict[str, str] = {}
+        # The account channels, in memory, for follows() (the gateway's filter): read from the store
+        # (refresh_channels), told of saves and deletions, and every channel this process sends a
+        # job on. A channel too many costs a lookup; one missing would lose PixVerse's messages.
+        self.channels: set[str] = set()
+        self._refreshing: list[tuple[bool, str]] | None = None  # changes told during a refresh
+        # Message ids whose job the general path found not running (ended or moved): no one-statement try.
+        self._settled: dict[str, None] = {}
 
     async def _learn_app_id(self, token: str, guild_id: str) -> None:
         if guild_id not in self._app_ids:
@@ -130,7 +143,43 @@ class DiscordBackend(PixverseBackend):
                 token, guild_id
             )
 
+    # --- which messages are followed (in memory: the gateway's filter asks for every message) -----
+
+    def follows(self, message: dict[str, Any]) -> bool:
+        """Whether :meth:`observe` may act on this message: PixVerse's (as observe knows PixVerse's
+        user in that server) in an account channel. No await, no store: a dict and a set."""
+        if message.get("channel_id") not in self.channels:
+            return False
+        author = message.get("author")
+        pixverse_id = self._app_ids.get(str(message.get("guild_id"))) or self._configured_app_id
+        return isinstance(author, dict) and pixverse_id is not None and str(author.get("id")) == pixverse_id
+
+    async def refresh_channels(self) -> None:
+        """Reads the account channels from the store (saves and deletions of other processes
+        sharing it, and anything missed); what is told meanwhile still applies after it."""
+        self._refreshing = told = []
+        try:
+            channels = await self.accounts.channel_ids()
+        finally:
+            self._refreshing = None
+        for saved, channel_id in told:
+            (channels.add if saved else channels.discard)(channel_id)
+        self.channels = channels
+
+    def channel_saved(self, channel_id: str) -> None:
+        self.channels.add(channel_id)
+        if self._refreshing is not None:
+            self._refreshing.append((True, channel_id))
+
+    def channel_deleted(self, channel_id: str) -> None:
+        self.channels.discard(channel_id)
+        if self._refreshing is not None:
+            self._refreshing.append((False, channel_id))
+
+    # --- acting ------------------------------------------------------------------------------
+
     async def submit(self, job: Job, token: str) -> None:
+        self.channel_saved(job.account_channel_id)  # PixVerse answers there: followed from now on
         command = CATALOGUE[job.verb]
         images = await self.jobs.images(job.job_id) if command.images else None
         missing = [p.name for p in command.images if p.required and p.name not in (images or {})]
@@ -147,6 +196,7 @@ class DiscordBackend(PixverseBackend):
         )
 
     async def press(self, job: Job, parent: Job, token: str) -> None:
+        self.channel_saved(job.account_channel_id)
         label = job.params["button"]
         button = next((b for b in parent.buttons if b.get("label") == label), None)
         if button is None or parent.message_id is None:
@@ -188,6 +238,7 @@ class DiscordBackend(PixverseBackend):
         """Reads the account channel's messages since its oldest job was submitted, once;
         new ones keep arriving through the gateway as usual."""
         first = min(jobs, key=lambda job: job.submitted_at or job.created_at)
+        self.channel_saved(first.account_channel_id)
         await self._learn_app_id(token, first.guild_id)
         after = snowflake_at((first.submitted_at or first.created_at) - 5)
         async for message in self.read_history(first.account_channel_id, after):
@@ -201,37 +252,83 @@ class DiscordBackend(PixverseBackend):
         author = message.get("author") or {}
         if guild_id is None or channel_id is None or pixverse_id is None or str(author.get("id")) != pixverse_id:
             return
-        account = await self.accounts.get(str(guild_id), str(channel_id))
+        message_id = str(message.get("id"))
+        event = None
+        if message.get("edited_timestamp") and message_id not in self._settled:
+            # An edit: most often PixVerse's progress of a job running on this account.
+            event = parse_message(message)
+            if event is not None and await self._progressed(event, message, str(guild_id), str(channel_id)):
+                return
+        job = await self._observed(message, event, pixverse_id)
+        if job is None or not job.slot_held:
+            self._settle(message_id)  # its next edits go straight to the general path
+        else:
+            self._settled.pop(message_id, None)
+
+    async def _observed(self, message: dict[str, Any], event: PixverseEvent | None, pixverse_id: str) -> Job | None:
+        """The general path: reads the account, the message's job (or attributes it), then tells the
+        dispatcher. Returns the job it told (as read before), or None."""
+        guild_id, channel_id = str(message.get("guild_id")), str(message.get("channel_id"))
+        account = await self.accounts.get(guild_id, channel_id)
         if account is None or not message_belongs_to_account(
             message, pixverse_user_id=pixverse_id, account_user_id=account.discord_user_id
         ):
-            return
-        event = parse_message(message)
+            return None
+        event = event or parse_message(message)
         if event is None:
-            return
+            return None
         job_id = await self.jobs.job_of_message(event.message_id)
         if job_id is not None:
             job = await self.jobs.get(job_id)
             if job is None or job.account_channel_id != account.channel_id:
-                return  # the job moved to another account since: this account's news is not its
+                return None  # the job moved to another account since: this account's news is not its
         else:
-            job_id = await self._attribute(event, account.channel_id)
-            if job_id is None:
+            job = await self._attribute(event, account.channel_id)
+            if job is None:
                 log.debug("PixVerse message %s in %s matches no job", event.message_id, channel_id)
-                return
+                return None
+            job_id = job.job_id
         await self.events.job_update(job_id, job_update(event, message))
+        return job
 
-    async def _attribute(self, event: PixverseEvent, account_channel_id: str) -> str | None:
-        """The job a PixVerse message not seen before belongs to, remembered from now on:
-        an edit or a replay of it then goes to the same job, whatever has ended since."""
-        candidates = [candidate(job) for job in await self.jobs.open_at_pixverse(account_channel_id)]
+    async def _progressed(self, event: PixverseEvent, message: dict[str, Any], guild_id: str, channel_id: str) -> bool:
+        """The common case, PixVerse's progress edit of a running job's message, in one statement:
+        the store checks what the general path reads first (the message's job, still on this
+        account and past ``created``; the account's user among those the message is for). False:
+        nothing was written, and the general path decides, as it always did."""
+        recorded = getattr(self.events, "progress_recorded", None)
+        if event.kind not in _PROGRESS_KINDS or recorded is None:
+            return False
+        if getattr(self.events, "closing", False):
+            return True  # as job_update: nothing acted on while closing, the restart replays it
+        job = await self.jobs.record_message_progress(
+            event.message_id, _STATUS[event.kind], account_channel_id=channel_id, guild_id=guild_id,
+            for_users=message_users(message), now=getattr(self.events, "clock", self.clock)(),
+            progress=event.progress, content=event.content,
+        )
+        if job is None:
+            return False
+        recorded(job)
+        return True
+
+    def _settle(self, message_id: str) -> None:
+        if message_id not in self._settled and len(self._settled) >= SETTLED_KEPT:
+            self._settled.pop(next(iter(self._settled)))
+        self._settled[message_id] = None
+
+    async def _attribute(self, event: PixverseEvent, account_channel_id: str) -> Job | None:
+        """The job a PixVerse message not seen before belongs to (as read now), remembered from
+        now on: an edit or a replay of it then goes to the same job, whatever has ended since."""
+        jobs = {job.job_id: job for job in await self.jobs.open_at_pixverse(account_channel_id)}
+        candidates = [candidate(job) for job in jobs.values()]
         if event.reference_message_id and await self.jobs.job_of_message(event.reference_message_id):
             # A reply to a known result: only a button job can own it, never a prompt match.
             candidates = [c for c in candidates if c.is_followup]
         job_id = match_job(event, candidates)
-        if job_id is not None:
-            await self.jobs.remember_message(event.message_id, job_id)
-        return job_id
+        if job_id is None:
+            return None
+        await self.jobs.remember_message(event.message_id, job_id)
+        return jobs[job_id]
 
     async def close(self) -> None:
         await self.client.close()

@@ -116,6 +116,9 @@ class AccountRepository:
         )
         return int(row[0]), int(row[1])
 
+    async def channel_ids(self) -> set[str]:
+        return {row[0] for row in await self._db.fetch("SELECT channel_id FROM accounts")}
+
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None:
         """The clear token, for the code that acts with it; never for display."""
         encrypted = await self._db.fetchval(

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Collection
 from typing import Any
 
 import asyncpg
@@ -342,6 +343,26 @@ class JobRepository:
                 status.value, message_id, progress, content, now, job_id,
             )
         return None if started is None else job_from_row(started)
+
+    async def record_message_progress(
+        self, message_id: str, status: JobStatus, *, account_channel_id: str, guild_id: str,
+        for_users: Collection[str], now: float, progress: int | None, content: str | None,
+    ) -> Job | None:
+        """record_progress's second write to the job of an attributed message, guarded by what the
+        general path reads first (the message's job, still on this account and past ``created``; the
+        account's user), in one statement."""
+        users = list(dict.fromkeys(for_users))
+        if not users:
+            return None
+        row = await self._db.fetchrow(
+            "UPDATE jobs SET status = $1, message_id = $2, progress = COALESCE($3, progress),"
+            " content = COALESCE($4, content), updated_at = $5"
+            " WHERE job_id = (SELECT job_id FROM pixverse_messages WHERE message_id = $2) AND account_channel_id = $6"
+            " AND state = 'submitted' AND status <> 'created' AND EXISTS (SELECT 1 FROM accounts"
+            " WHERE channel_id = $6 AND guild_id = $7 AND discord_user_id = ANY($8::text[])) RETURNING *",
+            status.value, message_id, progress, content, now, account_channel_id, guild_id, users,
+        )
+        return None if row is None else job_from_row(row)
 
     async def job_of_message(self, message_id: str) -> str | None:
         return await self._db.fetchval("SELECT job_id FROM pixverse_messages WHERE message_id = $1", message_id)

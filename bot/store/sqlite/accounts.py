@@ -173,6 +173,10 @@ class AccountRepository:
         )
         return int(row[0]), int(row[1])
 
+    async def channel_ids(self) -> set[str]:
+        # Every row: through the worker thread, not a lookup on the loop's (thousands of rows).
+        return {row[0] for row in await self._db.fetchall("SELECT channel_id FROM accounts")}
+
     async def decrypt_token(self, guild_id: str, channel_id: str) -> str | None:
         """The clear token, for the code that acts with it; never for display."""
         row = await self._db.lookup_one(

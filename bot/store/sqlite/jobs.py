@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Collection
 from typing import Any, TypeVar
 
 from bot.dispatch.images import Image
@@ -24,6 +24,10 @@ LEASE = (
     "INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)"
     " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
 )
+
+# The users a PixVerse message is for, at most, checked in record_message_progress's one statement
+# (a message for more falls back to the general path).
+MESSAGE_USERS = 8
 
 # Rows deleted per purge transaction: short enough that no write waits long behind one.
 PURGE_BATCH = 500
@@ -210,6 +214,28 @@ class JobRepository:
             (status.value, message_id, progress, content, now, job_id),
         )
         return None if started is None else job_from_row(started)
+
+    async def record_message_progress(
+        self, message_id: str, status: JobStatus, *, account_channel_id: str, guild_id: str,
+        for_users: Collection[str], now: float, progress: int | None, content: str | None,
+    ) -> Job | None:
+        """record_progress's second write to the job of an attributed message, guarded by what the
+        general path reads first (the message's job, still on this account and past ``created``; the
+        account's user), in one statement: a running job's progress edit is one call to the database thread."""
+        users = tuple(dict.fromkeys(for_users))[:MESSAGE_USERS]
+        if not users:
+            return None
+        row = await self._db.fetchone(
+            "UPDATE jobs SET status = ?, message_id = ?, progress = COALESCE(?, progress),"
+            " content = COALESCE(?, content), updated_at = ?"
+            " WHERE job_id = (SELECT job_id FROM pixverse_messages WHERE message_id = ?) AND account_channel_id = ?"
+            " AND state = 'submitted' AND status <> 'created' AND EXISTS (SELECT 1 FROM accounts"
+            f" WHERE channel_id = ? AND guild_id = ? AND discord_user_id IN ({', '.join('?' * len(users))}))"
+            " RETURNING *",
+            (status.value, message_id, progress, content, now, message_id, account_channel_id, account_channel_id,
+             guild_id, *users),
+        )
+        return None if row is None else job_from_row(row)
 
     async def job_of_message(self, message_id: str) -> str | None:
         row = await self._db.fetchone("SELECT job_id FROM pixverse_messages WHERE message_id = ?", (message_id,))
