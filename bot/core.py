@@ -44,7 +44,7 @@ from bot.logs import register_secrets
 from bot.metrics import Metrics, StoreCounts, timed_stores
 from bot.pixverse.client import DiscordUserClient
 from bot.settings import Settings
-from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, AccountStore, Database, JobStore, TokenStore
+from bot.store import JOB_TOLD_TOPIC, JOBS_TOPIC, TOKENS_REVOKED_TOPIC, AccountStore, Database, JobStore, TokenStore
 from bot.store.engines import open_database
 from bot.store.key_check import forget_key_check, holds_tokens, verify_cipher
 from bot.web.callbacks import ReplyPoster
@@ -175,6 +175,14 @@ class Core:
             # A revocation made through another process takes effect here at once (or within the
             # token cache's few seconds where the engine announces nothing).
             await db.listen(TOKENS_REVOKED_TOPIC, stores.tokens.forget)
+            # A member's job changed by a process that does not follow its server is told to the one
+            # that does (it holds the member's message); where the engine announces across processes.
+            if await db.listen(JOB_TOLD_TOPIC, dispatcher.told):
+
+                async def tell_elsewhere(job: Job) -> None:
+                    await db.announce(JOB_TOLD_TOPIC, job.job_id)
+
+                dispatcher.tell_elsewhere = tell_elsewhere
 
             async def reply_body(job: Job) -> dict:
                 return await dispatcher.public_job(job, with_reply=True)

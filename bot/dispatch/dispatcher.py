@@ -141,6 +141,9 @@ class Dispatcher:
         self.rng = rng or random.SystemRandom()
         self.clock = clock
         self.listeners: list[JobListener] = list(listeners or [])
+        # Tells the process that follows a job's server about it (set by the Core where the engine
+        # announces across processes); None: every job is told here.
+        self.tell_elsewhere: Callable[[Job], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task] = set()
         self._notifications: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
@@ -576,9 +579,17 @@ class Dispatcher:
 
     def _notify(self, job: Job, *, progress: bool = False) -> None:
         """Tells the listeners in the background: a command that ended a job (cancel, an
-        account deleted) answers at once, however slow telling the members is."""
+        account deleted) answers at once, however slow telling the members is. A member's job of
+        a server another process follows is told to that process instead (it holds the member's
+        message), through ``tell_elsewhere``."""
         if job.status in FINAL:
             self._progress_told.pop(job.job_id, None)
+        if (self.tell_elsewhere is not None and job.request_channel_id != API_REQUESTER
+                and not self.follows(job.guild_id)):
+            task = asyncio.create_task(self._tell_elsewhere(job), name=f"tell {job.job_id} elsewhere")
+            self._notifications.add(task)
+            task.add_done_callback(self._notifications.discard)
+            return
         for listener in self.listeners:
             tell = getattr(listener, "job_progressed", None) if progress else listener.job_changed
             if tell is None:
@@ -586,6 +597,25 @@ class Dispatcher:
             task = asyncio.create_task(self._tell(listener, tell, job), name=f"notify {job.job_id}")
             self._notifications.add(task)
             task.add_done_callback(self._notifications.discard)
+
+    async def _tell_elsewhere(self, job: Job) -> None:
+        try:
+            await self.tell_elsewhere(job)
+        except Exception:
+            log.warning("Could not tell the process of server %s about job %s", job.guild_id, job.job_id,
+                        exc_info=True)
+
+    def told(self, job_id: str | None) -> None:
+        """Another process changed a job of a server this one follows (``JOB_TOLD_TOPIC``): read
+        it and tell the listeners here, as if it had changed here."""
+        if job_id is None or self._closing:
+            return  # announcements missed: nothing to replay (the members' messages show the last told)
+        self._spawn(self._told(job_id), f"told {job_id}")
+
+    async def _told(self, job_id: str) -> None:
+        job = await self.jobs.get(job_id)
+        if job is not None and self.follows(job.guild_id):
+            self._notify(job)
 
     def _progress_due(self, job_id: str) -> bool:
         """At most one progress notice per job every PROGRESS_EVERY_SECONDS (bounded memory)."""

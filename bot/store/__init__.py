@@ -52,6 +52,10 @@ from bot.errors import ApiError
 # What Database.listen can tell: a job was placed with no owner (payload: its server id); a
 # server's API tokens were revoked (payload: the server id).
 JOBS_TOPIC = "jobs"
+# A member's job changed in a process that does not follow its server (a timeout found by any
+# process's sweep, a cancel through another process's HTTP API): its id, for the process that does,
+# which edits the member's message.
+JOB_TOLD_TOPIC = "job_told"
 TOKENS_REVOKED_TOPIC = "api_tokens_revoked"
 
 NO_ACCOUNTS = "No PixVerse account is configured in this server; a server manager can add one with /pixverse-account"
@@ -213,6 +217,10 @@ class Database(Protocol):
         """Calls ``callback(payload)`` when any process (this one included) announces on ``topic``,
         and ``callback(None)`` when announcements may have been missed (the listening connection
         was lost and is back). False when the engine announces nothing (SQLite): poll instead."""
+
+    async def announce(self, topic: str, payload: str) -> bool:
+        """Announces ``payload`` on ``topic`` to every listening process (this one included), now,
+        outside any transaction. False when the engine announces nothing (SQLite)."""
 
 
 class AccountStore(Protocol):

@@ -332,3 +332,31 @@ async def test_a_killed_process_left_dead_never_leaves_its_jobs_executing(cluste
         str(GUILDS[1]))
     assert {(row["error"], row["state"], row["slot_held"]) for row in rows} == {("Timed out", "done", False)}
     assert all(row["ran"] >= 8 for row in rows)  # not before their timeout
+
+
+async def test_a_members_job_ended_by_the_other_process_is_told_in_the_members_own_reply(cluster):
+    """A cancel through the HTTP API of the process that does not follow the server: that process
+    ends the job and tells the one that does (NOTIFY), which edits the member's reply; no one
+    posts a second message for the job."""
+    from tests.e2e.status_support import settled, word_of
+
+    guild, other = GUILDS[0], cluster.bots[1]  # the server is on shard 0; process 1 takes the cancel
+    cluster.fake.pixverse_hold = True
+    try:
+        result = await cluster.fake.invoke(
+            "pixverse-create", {"prompt": "a fox told across processes", "style": "Realistic"},
+            guild_id=guild, channel_id=ASKED_IN[guild], user_id=MEMBER_ID, permissions=SEND_MESSAGES, timeout=60)
+        job_id = re.search(r"jobid: (job:\S+)", result.content).group(1)
+        await cluster.fake.wait_for_pixverse_held(1, timeout=30)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{other.port}/v1/pixverse/jobs/cancel/",
+                                params={"jobid": job_id},
+                                headers={"Authorization": f"Bearer {cluster.tokens[guild]}"}) as response:
+                assert response.status == 200, await response.text()
+        shown = await settled(result, timeout=30)
+        assert word_of(shown["content"]) == "cancelled" and job_id in shown["content"]
+        assert [m for m in cluster.fake.channel_messages.get(ASKED_IN[guild], [])
+                if m["author"]["id"] == str(cluster.fake.bot_user_id)] == []
+    finally:
+        cluster.fake.pixverse_hold = False
+        cluster.fake.pixverse_release()

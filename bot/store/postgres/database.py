@@ -294,6 +294,12 @@ class Database:
                 await self._listening.add_listener(channel, self._notified)
         return True
 
+    async def announce(self, topic: str, payload: str) -> bool:
+        if self._closed:
+            return False
+        await self._statement("execute", "SELECT pg_notify($1, $2)", (channel_of(topic), payload))
+        return True
+
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         self._deliver(channel, payload)
 

@@ -377,6 +377,9 @@ class Database:
     async def listen(self, topic: str, callback) -> bool:
         return False  # processes sharing the file learn of changes by polling
 
+    async def announce(self, topic: str, payload: str) -> bool:
+        return False  # one process follows every server: nothing to tell another
+
     @property
     def name(self) -> str:
         return str(self.path)
