@@ -27,7 +27,8 @@ The events and their keys (kept stable: dashboards and alerts read them):
 ``api_token.revoked``        server, count
 ``job.created``              job, server, verb, account (null while it waits), queued
 ``job.queued``               job, server, verb, position
-``job.started``              job, server, verb, account, wait_s (sent to PixVerse)
+``job.started``              job, server, verb, account, wait_s, attempt (sent to PixVerse; a job moved
+                             to another account or retried is sent again, attempt 2 …)
 ``job.completed`` …          job, server, verb, account, wait_s, run_s; ``job.failed``,
                              ``job.moderated``, ``job.cancelled`` and ``job.timed_out`` add reason
 ``http.busy``                route, server, retry_after (a 429 of the HTTP API)

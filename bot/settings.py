@@ -158,7 +158,8 @@ class Settings(BaseSettings):
             raise ValueError("LEASE_EXPIRY_SECONDS must be at least twice LEASE_HEARTBEAT_SECONDS")
         return self
 
-    @field_validator("token_encryption_key", "pixverse_application_id", mode="before")
+    @field_validator("token_encryption_key", "pixverse_application_id", "metrics_token", "http_container_port",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `TOKEN_ENCRYPTION_KEY=` in a .env file means "not set", as in the README.
@@ -168,16 +169,6 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_format(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("metrics_token", mode="before")
-    @classmethod
-    def _blank_token_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("http_container_port", mode="before")
-    @classmethod
-    def _blank_port_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _listen_on_the_container_port(self) -> Settings:

@@ -159,6 +159,14 @@ class _Keep:
 KEEP: Any = _Keep()  # a setting left as it is by ServerSettingsStore.set
 
 
+def settings_changes(*, buttons: str | None, alerts_channel_id: str | None) -> dict[str, Any]:
+    """The server_settings columns a ServerSettingsStore.set changes, with their values, for every adapter."""
+    changes: dict[str, Any] = {} if buttons is None else {"buttons": buttons}
+    if alerts_channel_id is not KEEP:
+        changes["alerts_channel_id"] = alerts_channel_id
+    return changes
+
+
 def ended_jobs(rows: list[tuple[str, str | None, float | None, float]]) -> EndedJobs:
     """EndedJobs from (status, error, submitted_at, updated_at) of ended jobs, for every adapter."""
     from bot.dispatch.models import TIMED_OUT

@@ -34,7 +34,8 @@ from bot.events import ACCOUNT_DELETED, ACCOUNT_SAVED
 from bot.gateway_filter import MessageGate
 from bot.tree import reply
 from cogs.jobs.presenting import (
-    EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, job_embed, progress_bar, state_line, status_message,
+    EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, job_embed, progress_bar,
+    shown_progress, state_line, status_message,
 )
 from cogs.jobs.status import TRACKED_JOBS, StatusBoard
 
@@ -48,8 +49,9 @@ REPLY_WAIT_SECONDS = 10.0
 # A moment for the freed slots to be taken before the queue positions are read again.
 QUEUE_SETTLE_SECONDS = 0.2
 MINE_LIMIT = 10
-# PixVerse messages waiting to be read, all channels together; past it a new one is dropped (and
-# logged): a burst of edits of the same messages takes one place each, the newest state.
+# PixVerse messages waiting to be read, all channels together (a burst of edits of the same messages
+# takes one place each, the newest state); past it a new one is set aside and its channel's history
+# read again once its queue is read.
 PENDING_LIMIT = 2_000
 # The account channels are read again from the store this often (other processes' saves).
 CHANNELS_REFRESH_SECONDS = 60.0
@@ -258,11 +260,8 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         # Registered before the first await: the job may start (and be reported) at once.
         asker = self._askers[job.job_id] = _Asker.of(interaction, self.interaction_window)
         try:
-            where = None
-            if job.queued and position is not None:
-                where = Position(position, position)
-                with contextlib.suppress(Exception):  # the queue's length is a nicety
-                    where = Position(position, max(position, len(await self.dispatcher.waiting(job.guild_id))))
+            # Just queued, the job is last in its server's queue; the others' "of N" follow (_queue_moved).
+            where = Position(position, position) if job.queued and position is not None else None
             status = status_message(job, where)
             if interaction.response.is_done():  # an image's slow download deferred already
                 sent = await interaction.edit_original_response(
@@ -376,9 +375,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if asker is not None and job.job_id in self._askers and time.monotonic() < asker.until:
             status = status_message(job, position, mention=final)
             try:
-                await asker.interaction.edit_original_response(
-                    content=status.content, embed=status.embed, view=status.view,
-                    allowed_mentions=status.allowed_mentions)
+                await asker.interaction.edit_original_response(**status.edit_fields())
             except discord.HTTPException as exc:
                 if not token_gone(exc):
                     raise
@@ -397,9 +394,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if message_id is not None and in_channel:
             status = status_message(job, position, mention=final)
             try:
-                await channel.get_partial_message(int(message_id)).edit(
-                    content=status.content, embed=status.embed, view=status.view,
-                    allowed_mentions=status.allowed_mentions)
+                await channel.get_partial_message(int(message_id)).edit(**status.edit_fields())
                 return
             except discord.NotFound:
                 log.info("The message of job %s was deleted; posting it again", job.job_id)
@@ -478,12 +473,9 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             if self._dropped % 1000 == 1:
                 log.warning("%d PixVerse messages wait to be read; %d set aside since the start, read again from"
                             " the channels' history", self._pending_count, self._dropped)
-            if channel not in self._readers:
-                self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
-                                                             name=f"PixVerse messages of {channel}")
-            return
-        queue[key] = payload
-        self._pending_count += 1
+        else:
+            queue[key] = payload
+            self._pending_count += 1
         if channel not in self._readers:
             self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
                                                          name=f"PixVerse messages of {channel}")
@@ -628,7 +620,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             header = f"Your last PixVerse jobs in this server: {len(jobs)}"
             empty = "You have no PixVerse job in this server"
         else:
-            jobs = await self.dispatcher.executing(guild_id)
+            jobs = await self.dispatcher.executing(guild_id)  # oldest first: the queue in its order
             waiting = sum(job.queued for job in jobs)
             header = f"PixVerse jobs in this server: {len(jobs) - waiting} executing, {waiting} waiting"
             empty = "No PixVerse job is executing or waiting in this server"
@@ -636,14 +628,15 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             await reply(interaction, empty)
             return
         lines = []
+        queued = 0
         for job in jobs:
             where = None
-            if job.queued:
-                number = await self.dispatcher.queue_position(job)
-                where = Position(number, max(number, sum(j.queued for j in jobs))) if number and not mine else None
+            if job.queued and not mine:
+                queued += 1
+                where = Position(queued, waiting)
             state = state_line(job, where)
-            if job.executing and not job.queued and job.progress is not None:
-                state = f"{job.status.value} {progress_bar(job.progress)}"
+            if (progress := shown_progress(job)) is not None:
+                state = f"{job.status.value} {progress_bar(progress)}"
             who = "HTTP API" if job.requester_id == API_REQUESTER else f"<@{job.requester_id}>"
             lines.append(f"`{job.job_id}` · **{state}** · {job.verb.value} · {who}")
         embed = discord.Embed(title=header, description=fit_lines("", lines, limit=EMBED_DESCRIPTION).lstrip("\n"))
@@ -660,9 +653,9 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         job = await self.dispatcher.get(jobid, guild_id)
         where = None
         if job.queued:
-            number = await self.dispatcher.queue_position(job)
-            if number:
-                where = Position(number, max(number, len(await self.dispatcher.waiting(guild_id))))
+            waiting = [j.job_id for j in await self.dispatcher.waiting(guild_id)]
+            if job.job_id in waiting:
+                where = Position(waiting.index(job.job_id) + 1, len(waiting))
         embed = job_embed(job, where)
         message_id = (self._messages.get(job.job_id) or (job.status_message_id, False))[0]
         if message_id is not None and job.request_channel_id != API_REQUESTER:

@@ -44,6 +44,12 @@ def progress_bar(percent: int) -> str:
     return "▰" * filled + "▱" * (BAR_CELLS - filled) + f" {percent}%"
 
 
+def shown_progress(job: Job) -> int | None:
+    """The percentage a running job's message shows with its bar; None before PixVerse told one,
+    while it waits, and once it ended."""
+    return job.progress if job.executing and not job.queued else None
+
+
 def state_line(job: Job, position: Position | None = None) -> str:
     """The job's state as its message's first words: ``waiting · position 2 of 3``,
     ``progress 37%``, ``completed`` …"""
@@ -52,15 +58,6 @@ def state_line(job: Job, position: Position | None = None) -> str:
     if job.status is JobStatus.PROGRESS and job.progress is not None:
         return f"progress {job.progress}%"
     return job.status.value
-
-
-def describe(job: Job) -> str:
-    params = {**job.params, "prompt": escape_markdown(job.prompt or "")}
-    for param in CATALOGUE[job.verb].images:
-        if isinstance(params.get(param.name), dict):
-            params[param.name] = {**params[param.name],
-                                  "filename": escape_markdown(str(params[param.name].get("filename") or ""))}
-    return CATALOGUE[job.verb].describe(params, job.parent_job_id)
 
 
 def _cut(text: str, limit: int) -> str:
@@ -89,8 +86,8 @@ def job_embed(job: Job, position: Position | None = None) -> discord.Embed:
         what = escape_markdown(job.prompt or "")
     title = _cut(f"{job.verb.value} · {what}" if what else job.verb.value, EMBED_TITLE)
     description = f"**{state_line(job, position)}**"
-    if job.executing and not job.queued and job.progress is not None:
-        description += f"\n{progress_bar(job.progress)}"
+    if (progress := shown_progress(job)) is not None:
+        description += f"\n{progress_bar(progress)}"
     prompt = escape_markdown(job.prompt or "")
     if job.verb is not Verb.BUTTON and prompt and not title.endswith(prompt):
         description += "\n\n" + prompt  # the title could not hold it whole
@@ -136,6 +133,11 @@ class StatusMessage:
     view: discord.ui.View | None
     allowed_mentions: discord.AllowedMentions
 
+    def edit_fields(self) -> dict[str, Any]:
+        """The message's whole state, for an edit (``view=None`` takes the buttons away)."""
+        return {"content": self.content, "embed": self.embed, "view": self.view,
+                "allowed_mentions": self.allowed_mentions}
+
 
 def status_message(job: Job, position: Position | None = None, *, mention: bool = False) -> StatusMessage:
     """The job's one message. ``mention``: the member is named and Discord told to mention them
@@ -143,8 +145,8 @@ def status_message(job: Job, position: Position | None = None, *, mention: bool 
     lines = [f"{state_line(job, position)} · jobid: {job.job_id}"]
     if mention:
         lines[0] = f"<@{job.requester_id}> {lines[0]}"
-    if job.executing and not job.queued and job.progress is not None:
-        lines.append(progress_bar(job.progress))
+    if (progress := shown_progress(job)) is not None:
+        lines.append(progress_bar(progress))
     urls = video_urls(job)
     if urls:
         lines.append(urls[0])  # Discord previews it as a player
@@ -152,14 +154,6 @@ def status_message(job: Job, position: Position | None = None, *, mention: bool 
                                        users=[discord.Object(int(job.requester_id))])
                if mention else discord.AllowedMentions.none())
     return StatusMessage("\n".join(lines)[:MESSAGE_LIMIT], job_embed(job, position), result_view(job), allowed)
-
-
-def job_text(job: Job) -> str:
-    """A job in one plain text (what an HTTP-free listing or log shows)."""
-    lines = [f"{job.state_word} · jobid: {job.job_id}", describe(job)]
-    if job.status in FINAL:
-        lines += reason_lines(job.error, job.error_details)
-    return "\n".join(lines)[:MESSAGE_LIMIT]
 
 
 # --- result buttons ------------------------------------------------------------------------

@@ -69,8 +69,7 @@ class _Channel:
 
 @dataclass
 class _Shown:
-    stage: str
-    shown: tuple
+    shown: tuple  # what the message shows (_key: its state word first)
     at: float
     order: tuple
 
@@ -103,7 +102,7 @@ class StatusBoard:
     def shown(self, job: Job, position: Any = None) -> None:
         """The job's message was just written with this state by someone else (the command's
         reply): the next progress waits its turn after it."""
-        self._remember(job.job_id, _Shown(stage(job), self._key(job, position), self._clock(), _order(job)))
+        self._remember(job.job_id, _Shown(self._key(job, position), self._clock(), _order(job)))
 
     def update(self, job: Job, position: Any = None) -> None:
         """The job's newest state: written soon, unless something newer comes first."""
@@ -168,7 +167,7 @@ class StatusBoard:
         wait = float("inf")
         for job_id, pending in channel.pending.items():
             last = self._shown.get(job_id)
-            if last is None or last.stage != pending.shown[0] or pending.job.status in FINAL:
+            if last is None or last.shown[0] != pending.shown[0] or pending.job.status in FINAL:
                 return job_id, 0.0  # a change of state: the oldest first
             ready = last.at + self.job_every - now
             if ready <= 0:
@@ -230,7 +229,7 @@ class StatusBoard:
                         self._ended.popitem(last=False)
                     channel.pending.pop(job_id, None)  # nothing is written over the final state
                 else:
-                    self._remember(job_id, _Shown(pending.shown[0], pending.shown, self._clock(), _order(pending.job)))
+                    self._remember(job_id, _Shown(pending.shown, self._clock(), _order(pending.job)))
         finally:
             channel.task = None
             if self._channels.get(channel_id) is channel and not channel.pending:

@@ -40,3 +40,16 @@ async def settled(result, words=FINAL_WORDS, timeout: float = 15) -> dict:
             return message
         assert asyncio.get_running_loop().time() < deadline, f"the reply never showed {sorted(words)}: {message}"
         await asyncio.sleep(0.01)
+
+
+async def the_jobs_channel_message(fake, channel_id: int, job_id: str, *, timeout: float = 15) -> dict:
+    """The bot's channel message for a job once it shows a final state, asserted to be the only one
+    the bot posted for the job (edited to its end, never one per state)."""
+
+    def ours(message: dict) -> bool:
+        return message["author"]["id"] == str(fake.bot_user_id) and job_id in message["content"]
+
+    posted = await fake.wait_for_channel_message(
+        channel_id, lambda m: ours(m) and word_of(m["content"]) in FINAL_WORDS, timeout=timeout)
+    assert [m["id"] for m in fake.channel_messages[channel_id] if ours(m)] == [posted["id"]]
+    return posted

@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
     stop_bot,
 )
 from tests.e2e.fake_discord import PIXVERSE_APPLICATION_ID
-from tests.e2e.status_support import buttons_of, fields_of, reply_of, settled, word_of
+from tests.e2e.status_support import buttons_of, fields_of, reply_of, settled, the_jobs_channel_message, word_of
 
 OTHER_MEMBER_ID = 830000000000000003
 JOB_ID = re.compile(r"jobid: (job:[A-Za-z0-9_\-]+)")
@@ -278,14 +278,9 @@ async def test_a_restart_mid_job_resumes_from_history_and_posts_in_the_channel(
 
     bot, task = await start_bot(settings, fake)
     try:
-        posted = await fake.wait_for_channel_message(
-            CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
-            and word_of(m["content"]) == "completed", timeout=10
-        )
         # One channel message for the job (mentioning the member), edited to its end.
+        posted = await the_jobs_channel_message(fake, CHANNEL_ID, job_id, timeout=10)
         assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
-        assert [m["id"] for m in fake.channel_messages[CHANNEL_ID]
-                if m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]] == [posted["id"]]
         job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
         assert job.status.value == "completed" and len(job.attachments) == 4
         assert await bot.core.dispatcher.executing(str(GUILD_ID)) == []

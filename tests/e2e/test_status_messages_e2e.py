@@ -14,7 +14,9 @@ from tests.conftest import TOKEN
 from tests.e2e.conftest import (
     CHANNEL_ID, GUILD_ID, MANAGE_GUILD, MEMBER_ID, make_settings, start_bot, stop_bot,
 )
-from tests.e2e.status_support import FINAL_WORDS, buttons_of, fields_of, reply_of, settled, word_of
+from tests.e2e.status_support import (
+    buttons_of, fields_of, reply_of, settled, the_jobs_channel_message, word_of,
+)
 from tests.e2e.test_jobs_e2e import create, job_id_of, member, save_account, until
 
 BAR = re.compile(r"^[▰▱]{10} \d{1,3}%$")
@@ -176,13 +178,8 @@ async def test_past_the_interaction_window_the_job_goes_on_in_one_channel_messag
         await asyncio.sleep(1.2)  # the window is over
         fake.pixverse_hold = False
         fake.pixverse_release()
-        posted = await fake.wait_for_channel_message(
-            CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
-            and word_of(m["content"]) in FINAL_WORDS, timeout=15)
+        posted = await the_jobs_channel_message(fake, CHANNEL_ID, job_id)  # one, edited: never one per state
         assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
-        ours = [m for m in fake.channel_messages[CHANNEL_ID]
-                if m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]]
-        assert [m["id"] for m in ours] == [posted["id"]]  # one message, edited: never one per state
         versions = fake.message_versions(posted["id"])
         assert versions[0]["route"] == "channel_post" and {v["route"] for v in versions[1:]} <= {"channel_edit"}
         assert [m["id"] for m in versions[0]["message"]["mentions"]] == [str(MEMBER_ID)]  # it told the member
@@ -239,10 +236,6 @@ async def test_an_interaction_token_that_expired_early_moves_the_job_to_a_channe
     fake.interaction_token_seconds = 0  # Discord answers 401 50027 from now on, whatever the bot counts
     fake.pixverse_hold = False
     fake.pixverse_release()
-    posted = await fake.wait_for_channel_message(
-        CHANNEL_ID, lambda m: m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]
-        and word_of(m["content"]) == "completed", timeout=15)
+    posted = await the_jobs_channel_message(fake, CHANNEL_ID, job_id)
     assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
-    assert [m["id"] for m in fake.channel_messages[CHANNEL_ID]
-            if m["author"]["id"] == str(fake.bot_user_id) and job_id in m["content"]] == [posted["id"]]
     assert any(r.status == 401 and "/webhooks/" in r.path for r in fake.requests)

@@ -148,11 +148,15 @@ class DiscordBackend(PixverseBackend):
     def follows(self, message: dict[str, Any]) -> bool:
         """Whether :meth:`observe` may act on this message: PixVerse's (as observe knows PixVerse's
         user in that server) in an account channel. No await, no store: a dict and a set."""
-        if message.get("channel_id") not in self.channels:
-            return False
+        return message.get("channel_id") in self.channels and self._pixverse_author(message) is not None
+
+    def _pixverse_author(self, message: dict[str, Any]) -> str | None:
+        """PixVerse's user id when it wrote the message (PixVerse's user as known in that server), else None."""
         author = message.get("author")
         pixverse_id = self._app_ids.get(str(message.get("guild_id"))) or self._configured_app_id
-        return isinstance(author, dict) and pixverse_id is not None and str(author.get("id")) == pixverse_id
+        if pixverse_id is None or not isinstance(author, dict) or str(author.get("id")) != pixverse_id:
+            return None
+        return pixverse_id
 
     async def refresh_channels(self) -> None:
         """Reads the account channels from the store (saves and deletions of other processes
@@ -248,9 +252,8 @@ class DiscordBackend(PixverseBackend):
     async def observe(self, message: dict[str, Any]) -> None:
         """A message (new or edited) in some channel; acts only on PixVerse's in account channels."""
         guild_id, channel_id = message.get("guild_id"), message.get("channel_id")
-        pixverse_id = self._app_ids.get(str(guild_id)) or self._configured_app_id
-        author = message.get("author") or {}
-        if guild_id is None or channel_id is None or pixverse_id is None or str(author.get("id")) != pixverse_id:
+        pixverse_id = self._pixverse_author(message)
+        if guild_id is None or channel_id is None or pixverse_id is None:
             return
         message_id = str(message.get("id"))
         event = None

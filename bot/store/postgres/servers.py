@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bot.store import KEEP, ServerSettings
+from bot.store import KEEP, ServerSettings, settings_changes
 from bot.store.postgres.database import Database
 
 
@@ -15,14 +15,11 @@ class ServerSettingsRepository:
     async def get(self, guild_id: str) -> ServerSettings:
         row = await self._db.fetchrow(
             "SELECT buttons, alerts_channel_id FROM server_settings WHERE guild_id = $1", guild_id)
-        return ServerSettings() if row is None else ServerSettings(buttons=row["buttons"],
-                                                                   alerts_channel_id=row["alerts_channel_id"])
+        return ServerSettings() if row is None else ServerSettings(**dict(row))
 
     async def set(self, guild_id: str, *, buttons: str | None = None,
                   alerts_channel_id: str | None = KEEP) -> ServerSettings:
-        values = {"buttons": buttons} if buttons is not None else {}
-        if alerts_channel_id is not KEEP:
-            values["alerts_channel_id"] = alerts_channel_id
+        values = settings_changes(buttons=buttons, alerts_channel_id=alerts_channel_id)
         columns = ["guild_id", *values, "updated_at"]
         row = await self._db.fetchrow(
             f"INSERT INTO server_settings ({', '.join(columns)})"
@@ -32,4 +29,4 @@ class ServerSettingsRepository:
             + " RETURNING buttons, alerts_channel_id",
             guild_id, *values.values(), time.time(),
         )
-        return ServerSettings(buttons=row["buttons"], alerts_channel_id=row["alerts_channel_id"])
+        return ServerSettings(**dict(row))
