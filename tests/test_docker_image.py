@@ -30,6 +30,19 @@ def test_the_image_listens_everywhere_runs_unprivileged_and_checks_its_health():
     assert json.loads(dict(steps)["CMD"]) == ["python", "-m", "bot"]
 
 
+def test_the_image_runs_the_installed_compiled_package_not_the_copied_sources():
+    # With PYTHONDONTWRITEBYTECODE and /app not writable by the bot's user, sources left in the
+    # working folder would shadow the installed package and be compiled again at every start.
+    steps = instructions()
+    copied = {value.split()[0] for name, value in steps if name == "COPY"}
+    (install,) = [value for name, value in steps if name == "RUN" and "pip install ." in value]
+    commands = [part.strip() for part in install.split("&&")]
+    after_install = commands[commands.index("pip install .") + 1:]
+    removed = {word for command in after_install if command.startswith("rm ") for word in command.split()[1:]}
+    assert {"bot", "cogs", "migrations"} <= copied
+    assert {"bot", "cogs", "migrations"} <= removed
+    assert "--no-compile" not in install
+
 def ignored(path: str) -> bool:
     """Docker's rule: the last pattern that matches the path or one of its parents decides."""
     verdict = False
