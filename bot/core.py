@@ -27,7 +27,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.accounts.crypto import TokenCipher, load_or_create_key
 from bot.accounts.service import AccountService, TokenChecker
@@ -41,7 +41,6 @@ from bot.dispatch.models import Job
 from bot.errors import StartupError
 from bot.events import Events
 from bot.logs import register_secrets
-from bot.metrics import Metrics, StoreCounts, timed_stores
 from bot.pixverse.client import DiscordUserClient
 from bot.settings import Settings
 from bot.store import JOB_TOLD_TOPIC, JOBS_TOPIC, TOKENS_REVOKED_TOPIC, AccountStore, Database, JobStore, TokenStore
@@ -50,6 +49,9 @@ from bot.store.key_check import forget_key_check, holds_tokens, verify_cipher
 from bot.web.callbacks import ReplyPoster
 from bot.web.routes import ApiContext, create_app
 from bot.web.server import HttpLimits, LimitedServer
+
+if TYPE_CHECKING:
+    from bot.metrics import Metrics, StoreCounts
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,9 @@ class Core:
                 register_secrets(settings.metrics_token.get_secret_value(), pinned=True)
             metrics = None
             if settings.metrics_enabled:
+                # prometheus_client is imported only here: with metrics off it costs no memory or start time.
+                from bot.metrics import Metrics, timed_stores
+
                 counted = stores
 
                 async def store_counts() -> StoreCounts:

@@ -45,7 +45,6 @@ STORE_GAUGES_CACHE_SECONDS = 5.0
 VERBS = tuple(verb.value for verb in Verb)
 FINAL_STATES = tuple(JOB_ENDINGS.values())
 PLACEMENT_RESULTS = ("placed", "queued", "refused")
-UNMATCHED = "unmatched"  # the route label of a request no route matched (404, 405)
 
 RUN_BUCKETS = (5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, math.inf)
 WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, math.inf)
@@ -60,6 +59,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 
 class Metrics:
     """The metric families of one Core, in a registry of their own."""
+
+    content_type = CONTENT_TYPE  # of what render() returns
 
     def __init__(self, *, store_counts: Callable[[], Awaitable[StoreCounts]] | None = None,
                  gateway_latency: Callable[[], float | None] | None = None,

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
@@ -28,15 +28,18 @@ from bot.dispatch.models import API_REQUESTER, Job, Verb
 from bot.dispatch.validation import validate_reply
 from bot.errors import INTERNAL_ERROR, ApiError, bad_request, from_exception, unauthorized
 from bot.events import HTTP_BUSY, Events
-from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, UNMATCHED, Metrics
 from bot.web.openapi import openapi_document
 from bot.web.server import REQUEST_TIMEOUT, UNSUPPORTED_ENCODING, request_protocol
 from bot.store import TokenStore
+
+if TYPE_CHECKING:
+    from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/v1/pixverse"
 BODY_LIMIT = 64 * 1024
+UNMATCHED = "unmatched"  # the route label of a request no route matched (404, 405)
 CONFIGURATION_NOT_FOUND = "Configuration not found. To create configuration use pixverse/account/channel."
 NOT_CONNECTED = "The bot is not connected to Discord yet; try again in a moment"
 API_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,200}")
@@ -528,7 +531,7 @@ async def metrics(request: web.Request) -> web.Response:
                                                                   context.metrics_token.encode("utf-8")):
             raise unauthorized()
     body = await context.metrics.render()
-    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+    return web.Response(body=body, headers={"Content-Type": context.metrics.content_type})
 
 
 async def openapi(request: web.Request) -> web.Response:
