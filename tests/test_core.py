@@ -121,3 +121,42 @@ def test_the_domain_loads_no_store_adapter():
             "print(sorted(m for m in sys.modules if m.startswith('bot.store.sqlite') or m in ('aiosqlite', 'asyncpg')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+OPTIONAL_LIBRARIES_LOADED = """
+import asyncio, sys
+sys.path.insert(0, {root!r})
+import bot.__main__, bot.discord_bot, cogs.accounts, cogs.jobs, cogs.api_tokens, cogs.settings, cogs.operators
+from pathlib import Path
+from bot.core import Core
+from bot.logs import setup_logging
+from tests.test_core import QuietDiscord, settings
+from tests.e2e.test_http_api import free_port
+
+async def main():
+    setup_logging("INFO", log_format={log_format!r})
+    core = await Core.open(settings(Path({tmp!r}), http_port=free_port(), http_host="127.0.0.1",
+                                    metrics_enabled={metrics!r}), QuietDiscord())
+    await core.close()
+    print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"prometheus_client", "pythonjsonlogger"}}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("metrics", "log_format", "loaded"), [
+    (False, "text", "[]"),
+    (True, "json", "['prometheus_client', 'pythonjsonlogger']"),
+])
+def test_metrics_and_json_logs_cost_nothing_unless_asked_for(tmp_path, metrics, log_format, loaded):
+    """With the defaults (METRICS_ENABLED=false, LOG_FORMAT=text) a started Core, its HTTP API and every
+    cog leave prometheus_client and python-json-logger unimported: no memory, no start time."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = OPTIONAL_LIBRARIES_LOADED.format(root=str(Path(__file__).resolve().parent.parent), tmp=str(tmp_path),
+                                            log_format=log_format, metrics=metrics)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == loaded
