@@ -17,11 +17,12 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
 COPY migrations ./migrations
-# The image runs the installed package, whose bytecode pip compiled: the copied sources are removed,
-# or `python -m bot` in /app would import them instead and compile every module at each start
-# (PYTHONDONTWRITEBYTECODE, and a user who cannot write /app, keep that from being cached).
+# The image runs the installed package, whose bytecode pip compiled: the copied sources (and the
+# build/ and egg-info setuptools leaves beside them) are removed, or `python -m bot` in /app would
+# import them instead and compile every module at each start (PYTHONDONTWRITEBYTECODE, and a user
+# who cannot write /app, keep that from being cached).
 RUN pip install . \
-    && rm -r bot cogs migrations \
+    && rm -rf bot cogs migrations build pixverse_discord_bot.egg-info \
     && useradd --system --uid 10001 --home /app pixverse \
     && mkdir -p /data && chown pixverse /data
 
