@@ -5,7 +5,7 @@
 - one INFO line on the logger ``bot.events`` with stable keys. As text:
   ``job.completed job=job:abc server=123 verb=create account=456 wait_s=1.2 run_s=34.0``; the
   fields also ride on the record (``event`` and ``event_fields``, and each field as its own attribute
-  when the name is free on a LogRecord), so the JSON format writes them as keys (bot/logs.py);
+  when the name is free on a LogRecord), so the JSON format writes them as keys (bot/json_logs.py);
 - the Prometheus metrics that follow from it (bot/metrics.py), when metrics are on;
 - every subscriber, ``callback(name, fields)``: a plain function is called at once, a coroutine
   function runs as a task the hub keeps until it ends, and ``close()`` waits for briefly.

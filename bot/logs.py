@@ -220,6 +220,8 @@ class RedactingFilter(logging.Filter):
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
+
+
 def formatter_for(log_format: str) -> logging.Formatter:
     """The formatter of LOG_FORMAT: ``text`` or ``json``."""
     if log_format == "json":
