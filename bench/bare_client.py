@@ -1,0 +1,31 @@
+"""The bare client of bench/gateway_bench.py: a ``discord.Client`` with the bot's intents, doing nothing
+but connecting to the fake Discord named by ``BENCH_API`` and ``BENCH_GATEWAY`` with ``BENCH_TOKEN``; prints ``READY <servers>``.
+
+A file of its own, so that the script Python compiles at each start is a few lines, as the bot's
+``python -m bot`` is (its modules come compiled, as discord.py's do).
+"""
+
+import os
+import warnings
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import discord
+import yarl
+
+discord.http.Route.BASE = os.environ["BENCH_API"]
+discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(os.environ["BENCH_GATEWAY"])
+discord.VoiceClient.warn_nacl = False
+intents = discord.Intents.none()
+intents.guilds = True
+intents.guild_messages = True
+intents.message_content = True
+client = discord.Client(intents=intents)
+
+
+@client.event
+async def on_ready() -> None:
+    print(f"READY {len(client.guilds)}", flush=True)
+
+
+client.run(os.environ["BENCH_TOKEN"], log_handler=None)
