@@ -46,6 +46,36 @@ async def test_a_manager_chooses_the_alerts_channel_and_turns_it_off(bot, pixver
     assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).alerts_channel_id is None
 
 
+
+SEND_MESSAGES = 1 << 11
+VIEW_CHANNEL = 1 << 10
+
+
+async def overwrite_everyone(bot, fake, channel_id: int, deny: int) -> None:
+    """Denies ``deny`` to @everyone in the channel through CHANNEL_UPDATE, as a server admin would,
+    and waits until the bot's cache has it."""
+    channel = fake.channel_payload(channel_id)
+    channel["permission_overwrites"] = [{"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(deny)}]
+    await fake.send_event("CHANNEL_UPDATE", channel)
+    for _ in range(200):
+        if bot.get_channel(channel_id).overwrites:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the bot never saw the channel's new permissions")
+
+
+@pytest.mark.parametrize("deny", [SEND_MESSAGES, VIEW_CHANNEL], ids=["send_messages", "view_channel"])
+async def test_an_alerts_channel_the_bot_cannot_post_in_is_refused_and_nothing_is_saved(bot, pixverse, deny):
+    fake = pixverse
+    await overwrite_everyone(bot, fake, CHANNEL_2_ID, deny)
+    refused = await manager(fake, "pixverse-settings", {"alerts": CHANNEL_2_ID})
+    assert refused.ephemeral and refused.content == (
+        f"400 · The bot cannot post in <#{CHANNEL_2_ID}>: it needs View Channel and Send Messages there")
+    assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).alerts_channel_id is None
+    # The other channel, where @everyone may post, is taken.
+    saved = await manager(fake, "pixverse-settings", {"alerts": CHANNEL_ID})
+    assert saved.content.endswith(f"Alerts: <#{CHANNEL_ID}> (an account leaving rotation, and coming back)")
+
 async def test_an_account_leaving_rotation_and_coming_back_is_told_once_each_in_the_alerts_channel(bot, pixverse):
     fake = pixverse
     await save_account(fake, TOKEN, CHANNEL_ID, 1)
