@@ -216,3 +216,32 @@ async def test_a_servers_last_day_of_ended_jobs_is_an_index_search(database):
         assert plan == ["SEARCH jobs USING INDEX jobs_ended (guild_id=? AND updated_at>?)"], plan
     finally:
         conn.close()
+
+
+async def test_the_ended_jobs_whose_end_is_not_shown_are_read_from_their_own_small_index(database):
+    """JobStore.final_not_shown, run every minute by every process: among 20,000 finished jobs (history,
+    shown) and a few whose end is not shown, a read of the partial index jobs_final_not_shown only."""
+    from bot.store.sqlite.jobs import JobRepository
+
+    now = 1_800_000_000.0
+    unshown = [bulk.job_row(job_id=f"job:unshown-{n}", guild_id=GUILD, created_at=now - 60 + n, final_shown=0)
+               for n in range(3)]
+    await database.run(lambda tx: bulk.insert_jobs(tx, [*_finished_rows(now), *unshown]))
+    seen: list[str] = []
+    await database.conn.set_trace_callback(seen.append)
+    if database._reader is not None:  # lookups are read on the loop's own connection
+        database._reader.set_trace_callback(seen.append)
+    try:
+        jobs = await JobRepository(database).final_not_shown(ended_before=now)
+    finally:
+        await database.conn.set_trace_callback(None)
+        if database._reader is not None:
+            database._reader.set_trace_callback(None)
+    assert [job.job_id for job in jobs] == ["job:unshown-2", "job:unshown-1", "job:unshown-0"]
+    (statement,) = [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith("SELECT")]
+    conn = sqlite3.connect(database.path)
+    try:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+        assert plan == ["SEARCH jobs USING INDEX jobs_final_not_shown (updated_at<?)"], plan
+    finally:
+        conn.close()

@@ -313,6 +313,17 @@ class JobStore(Protocol):
         (not ``updated_at``, ``version``, ``status`` or ``state``), works in any state, ended ones
         included, and wakes or announces nothing. False when the job does not exist."""
 
+    # the end shown to the member (a crash, a refused write or a missed announcement between a
+    # job's end and its message showing it is made good later: nothing is left at its last progress)
+    async def mark_final_shown(self, job_id: str) -> bool:
+        """Records that the member's message of this ended job shows its final state. True for the
+        call that recorded it; False when the job does not exist, has not ended, or was recorded
+        already. Changes nothing else (not ``updated_at`` or ``version``) and announces nothing."""
+    async def final_not_shown(self, *, ended_before: float, limit: int = 500) -> list[Job]:
+        """Ended jobs of Discord members (not the HTTP API's) whose end is not recorded as shown,
+        ended before ``ended_before``, the most recently ended first, at most ``limit``. Read from
+        a partial index that holds only those jobs: a handful, whatever the history."""
+
     # a job's life at PixVerse
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool: ...
     async def record_progress(self, job_id: str, status: JobStatus, *, now: float, message_id: str | None,

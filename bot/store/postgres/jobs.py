@@ -319,6 +319,21 @@ class JobRepository:
             job_id, message_id, bool(in_channel),
         ) > 0
 
+    async def mark_final_shown(self, job_id: str) -> bool:
+        return await self._db.execute(
+            "UPDATE jobs SET final_shown = TRUE WHERE job_id = $1 AND state = 'done' AND NOT final_shown", job_id,
+        ) > 0
+
+    async def final_not_shown(self, *, ended_before: float, limit: int = 500) -> list[Job]:
+        if limit <= 0:
+            return []
+        # The partial index jobs_final_not_shown (its WHERE word for word, the API's requester literal).
+        return await self._fetch_jobs(
+            "SELECT * FROM jobs WHERE state = 'done' AND NOT final_shown AND request_channel_id <> 'api'"
+            " AND updated_at < $1 ORDER BY updated_at DESC LIMIT $2",
+            ended_before, limit,
+        )
+
     # --- a job's life at PixVerse ---------------------------------------------------------------
 
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool:

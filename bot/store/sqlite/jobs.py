@@ -183,6 +183,23 @@ class JobRepository:
             (message_id, 1 if in_channel else 0, job_id),
         ) > 0
 
+    async def mark_final_shown(self, job_id: str) -> bool:
+        return await self._db.execute(
+            "UPDATE jobs SET final_shown = 1 WHERE job_id = ? AND state = 'done' AND final_shown = 0", (job_id,),
+        ) > 0
+
+    async def final_not_shown(self, *, ended_before: float, limit: int = 500) -> list[Job]:
+        if limit <= 0:
+            return []
+        # The partial index jobs_final_not_shown: its WHERE repeated word for word (with the HTTP
+        # API's requester as a literal), or SQLite cannot tell that the index holds every row.
+        rows = await self._db.lookup_all(
+            "SELECT * FROM jobs WHERE state = 'done' AND final_shown = 0 AND request_channel_id <> 'api'"
+            " AND updated_at < ? ORDER BY updated_at DESC LIMIT ?",
+            (ended_before, limit),
+        )
+        return [job_from_row(row) for row in rows]
+
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool:
         """Claims the right to send the job, as placed, to PixVerse, once.
 
