@@ -579,3 +579,45 @@ async def test_a_429_says_when_a_slot_is_likely_free(dispatcher, repository, clo
     assert await retry_after() == 5  # overdue: not sooner than 5 s, never a retry every second
     dispatcher._run_times.extend([100.0, 120.0, 140.0])  # jobs completed here ran 2 minutes
     assert await retry_after() == 62
+
+
+async def test_a_members_job_whose_end_is_not_shown_is_told_again_until_it_is(database, repository, backend, clock,
+                                                                                listener, dispatcher):
+    """A crash between a job's end and its message, a write Discord kept refusing, an announcement
+    another process missed: the end is told again (after the live path's grace) until recorded as shown."""
+    from bot.dispatch.dispatcher import Dispatcher
+    from bot.dispatch.models import API_REQUESTER
+    from bot.shards import shard_of
+
+    await add_account(repository, G, A1, max_jobs=3, user="1")
+    await dispatcher.start()
+    shown, missed = (await submit(dispatcher)).job, (await submit(dispatcher)).job
+    api = (await dispatcher.submit(guild_id=G, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
+                                   verb=Verb.CREATE, body=BODY)).job
+    await dispatcher.wait_idle()
+    for job in (shown, missed, api):
+        await backend.complete(job.job_id)
+    await dispatcher.wait_idle()
+    await dispatcher.final_shown(shown.job_id)  # what the jobs cog records once the message shows it
+    listener.seen.clear()
+
+    await dispatcher.show_ends()
+    await dispatcher.wait_idle()
+    assert listener.seen == []  # within the grace: the live path's retries have their turn
+    clock.now += dispatcher.show_grace + 1
+    await dispatcher.show_ends()
+    await dispatcher.wait_idle()
+    assert listener.seen == [(missed.job_id, "completed")]  # not the shown one, not the HTTP API's
+
+    # Only the process that follows the server tells it (it holds the member's message).
+    elsewhere = Dispatcher(jobs_of(database), repository, backend, clock=clock, listeners=[Listener()],
+                           shards=(2, frozenset({1 - shard_of(G, 2)})))
+    await elsewhere.show_ends()
+    await elsewhere.wait_idle()
+    assert elsewhere.listeners[0].seen == []
+
+    await dispatcher.final_shown(missed.job_id)
+    listener.seen.clear()
+    await dispatcher.show_ends()
+    await dispatcher.wait_idle()
+    assert listener.seen == []

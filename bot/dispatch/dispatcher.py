@@ -48,6 +48,13 @@ PROGRESS_TRACKED = 10_000
 RUN_TIMES_KEPT = 50
 # Jobs with no owner read per pickup (the servers of other shards' among them).
 UNOWNED_BATCH = 500
+# A member's job whose end the store has but whose message does not show it (a crash between the
+# two, a write Discord kept refusing, an announcement another process missed) is told again: looked
+# for every SHOW_ENDS_SECONDS (and once at start), once its end is SHOW_GRACE_SECONDS old (the live
+# path's retries have had their turn), at most SHOW_ENDS_BATCH at a time.
+SHOW_ENDS_SECONDS = 60.0
+SHOW_GRACE_SECONDS = 60.0
+SHOW_ENDS_BATCH = 500
 
 
 class JobListener(Protocol):
@@ -122,6 +129,8 @@ class Dispatcher:
         # lease_interval (LEASE_HEARTBEAT_SECONDS); one not renewed for lease_ttl
         # (LEASE_EXPIRY_SECONDS) is dead. Without settings: as often as the sweep, three missed.
         self.sweep_interval = min(30.0, job_timeout / 4)
+        self.show_ends_interval = SHOW_ENDS_SECONDS
+        self.show_grace = SHOW_GRACE_SECONDS
         self.lease_interval = lease_interval or self.sweep_interval
         self.lease_ttl = lease_ttl or 3 * self.lease_interval
         # The servers whose jobs this process follows: those of its gateway shards (only it
@@ -158,6 +167,7 @@ class Dispatcher:
         try:
             await self._hold_lease()
             await self.recover()
+            await self.show_ends()
         except Exception:
             # e.g. the database stayed locked by another process: the sweep recovers later.
             log.exception("Recovery at startup failed; the next sweep tries again")
@@ -165,6 +175,7 @@ class Dispatcher:
             self._loops = [
                 asyncio.create_task(self._every(self.lease_interval, self._renew_lease), name="dispatcher lease"),
                 asyncio.create_task(self._every(self.sweep_interval, self.sweep), name="dispatcher sweep"),
+                asyncio.create_task(self._every(self.show_ends_interval, self.show_ends), name="dispatcher ends"),
             ]
             if self._shards is not None:
                 self._loops.append(
@@ -410,6 +421,22 @@ class Dispatcher:
         """The message that shows the job to its member: the reply to their command, or (in_channel)
         one posted in the channel, which a restart edits again."""
         await self.jobs.set_status_message(job_id, message_id, in_channel=in_channel)
+
+    async def final_shown(self, job_id: str) -> None:
+        """The member's message shows the job's end (or can never show it): not told again."""
+        await self.jobs.mark_final_shown(job_id)
+
+    async def show_ends(self) -> None:
+        """Tells the listeners again of the ended jobs of followed servers whose end is not recorded as
+        shown (``final_shown``), as if they had just ended: each member's message gets its end."""
+        if self._closing or not self.listeners:
+            return
+        ended = await self.jobs.final_not_shown(ended_before=self.clock() - self.show_grace, limit=SHOW_ENDS_BATCH)
+        ours = [job for job in ended if self.follows(job.guild_id)]
+        if ours:
+            log.info("Showing the end of %d job(s) whose message did not show it yet", len(ours))
+        for job in ours:
+            self._notify(job)
 
     async def cancel(self, job_id: Any, *, guild_id: str, user_id: str, is_manager: bool) -> Job:
         job = await self.get(job_id, guild_id)

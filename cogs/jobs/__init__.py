@@ -329,6 +329,9 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         if job.request_channel_id == API_REQUESTER:
             return  # asked through the HTTP API: its replyUrl is told, not a Discord channel
         self._forget_expired_askers()
+        if job.status in FINAL and self.board.has_shown_end(job.job_id):
+            await self._final_shown(job)  # told again (Dispatcher.show_ends) after recording it failed
+            return
         self.board.update(job)
 
     async def job_progressed(self, job: Job) -> None:
@@ -384,9 +387,29 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             else:
                 if final:
                     self._askers.pop(job.job_id, None)
+                    await self._final_shown(job)
                 return
         self._askers.pop(job.job_id, None)  # past the interaction's window: the channel's turn
-        await self._write_in_channel(job, position, final)
+        try:
+            await self._write_in_channel(job, position, final)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            if not final:
+                raise
+            # The channel is gone or closed to the bot: no later try can show the end either.
+            log.warning("The end of job %s cannot be shown in channel %s (%s %s); not trying again",
+                        job.job_id, job.request_channel_id, exc.status, exc.code)
+            await self._final_shown(job)
+            return
+        if final:
+            await self._final_shown(job)
+
+    async def _final_shown(self, job: Job) -> None:
+        """Records that the member's message shows the job's end; if that fails, the end is told
+        again later (Dispatcher.show_ends) and recorded then."""
+        try:
+            await self.dispatcher.final_shown(job.job_id)
+        except Exception:
+            log.warning("Could not record that the end of job %s is shown", job.job_id, exc_info=True)
 
     async def _write_in_channel(self, job: Job, position: Position | None, final: bool) -> None:
         channel = self.bot.get_partial_messageable(int(job.request_channel_id), guild_id=int(job.guild_id))

@@ -127,6 +127,10 @@ class StatusBoard:
             channel.task = asyncio.create_task(self._drain(job.request_channel_id, channel),
                                                name=f"status messages of channel {job.request_channel_id}")
 
+    def has_shown_end(self, job_id: str) -> bool:
+        """True when this board wrote the job's final state (remembered for the last TRACKED_JOBS)."""
+        return job_id in self._ended
+
     def pending(self) -> int:
         return sum(len(channel.pending) for channel in self._channels.values())
 

@@ -239,3 +239,85 @@ async def test_an_interaction_token_that_expired_early_moves_the_job_to_a_channe
     posted = await the_jobs_channel_message(fake, CHANNEL_ID, job_id)
     assert posted["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}\n")
     assert any(r.status == 401 and "/webhooks/" in r.path for r in fake.requests)
+
+
+async def a_job_ended_while_the_bot_was_down(tmp_path, fake, monkeypatch):
+    """Settings and the result of a member's job that ended in the store while the bot was stopped,
+    its message still showing it running (a crash right after the end was committed, a sweep of
+    another process)."""
+    import time
+
+    import bot.dispatch.dispatcher as dispatching
+    from bot.dispatch.models import JobStatus
+    from bot.store.sqlite.database import Database
+    from tests.dispatch_support import jobs_of
+
+    monkeypatch.setattr(dispatching, "SHOW_GRACE_SECONDS", 0.0)  # told at once at start, not a minute later
+    settings = make_settings(tmp_path, fake)
+    bot, task = await start_bot(settings, fake)
+    try:
+        await save_account(fake, TOKEN, CHANNEL_ID, 1)
+        fake.pixverse_hold = True
+        result = await create(fake, prompt="a fox at dawn")
+        job_id = job_id_of(result.content)
+        await fake.wait_for_pixverse_held(1)
+    finally:
+        await stop_bot(bot, task)
+    assert word_of(reply_of(result)["content"]) in ("created", "started")  # what the member sees
+
+    db = await Database.open(settings.database_path)
+    try:
+        ended = await jobs_of(db).release(job_id, JobStatus.FAILED, now=time.time(),
+                                          fields={"error": "PixVerse did not answer in time"})
+        assert ended.job is not None
+        assert [job.job_id for job in await jobs_of(db).final_not_shown(ended_before=time.time() + 1)] == [job_id]
+    finally:
+        await db.close()
+    return settings, job_id
+
+
+async def test_a_job_that_ended_while_the_bot_was_down_shows_its_end_at_the_next_start(
+        tmp_path, pixverse, restore_discord_endpoints, monkeypatch):
+    """The store has the end, the member's message does not: the next start tells the member, once."""
+    import time
+
+    fake = pixverse
+    settings, job_id = await a_job_ended_while_the_bot_was_down(tmp_path, fake, monkeypatch)
+    bot, task = await start_bot(settings, fake)
+    try:
+        # Past a restart the interaction's reply is not edited: one channel message names the member.
+        posted = await the_jobs_channel_message(fake, CHANNEL_ID, job_id)
+        assert posted["content"].startswith(f"<@{MEMBER_ID}> failed · jobid: {job_id}")
+        assert [m["id"] for m in posted["mentions"]] == [str(MEMBER_ID)]
+
+        async def recorded() -> bool:
+            return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1) == []
+
+        await until(recorded)
+        await bot.core.dispatcher.show_ends()  # told once: a later look finds nothing to tell
+        await asyncio.sleep(0.3)
+        assert len(fake.message_versions(posted["id"])) == 1
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_the_end_of_a_job_whose_channel_is_gone_is_given_up_once(
+        tmp_path, pixverse, restore_discord_endpoints, monkeypatch, caplog):
+    """Its channel was deleted while the bot was down: Discord answers 404 Unknown Channel, which no
+    later try would change, so the end is recorded as settled instead of tried every minute."""
+    import time
+
+    fake = pixverse
+    settings, job_id = await a_job_ended_while_the_bot_was_down(tmp_path, fake, monkeypatch)
+    del fake.guilds[GUILD_ID]["channels"][CHANNEL_ID]
+    bot, task = await start_bot(settings, fake)
+    try:
+        async def settled_for_good() -> bool:
+            return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1) == []
+
+        await until(settled_for_good)
+        assert (f"The end of job {job_id} cannot be shown in channel {CHANNEL_ID} (404 10003); not trying again"
+                in caplog.text)
+        assert not [m for m in fake.channel_messages.get(CHANNEL_ID, []) if job_id in m["content"]]
+    finally:
+        await stop_bot(bot, task)
