@@ -52,6 +52,30 @@ def _scans_of_jobs(conn: sqlite3.Connection, statement: str, partial: set[str]) 
     return bad
 
 
+
+async def _statements_of(database, read) -> tuple[object, list[str]]:
+    """What ``read()`` returned, and the statements on the jobs table it ran (on either of the
+    database's connections: lookups are read on the loop's own)."""
+    seen: list[str] = []
+    await database.conn.set_trace_callback(seen.append)
+    if database._reader is not None:
+        database._reader.set_trace_callback(seen.append)
+    try:
+        result = await read()
+    finally:
+        await database.conn.set_trace_callback(None)
+        if database._reader is not None:
+            database._reader.set_trace_callback(None)
+    return result, [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith(("SELECT", "UPDATE"))]
+
+
+def _plan(database, statement: str) -> list[str]:
+    conn = sqlite3.connect(database.path)
+    try:
+        return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+    finally:
+        conn.close()
+
 async def test_no_statement_scans_the_jobs_table(database, cipher, tmp_path):
     clock = Clock()
     await database.run(lambda tx: bulk.insert_jobs(tx, _finished_rows(clock.now)))
@@ -168,31 +192,21 @@ async def test_a_members_last_jobs_are_an_index_search_read_newest_first(databas
     other = [dict(job_id=f"job:other-{n}", guild_id=GUILD, requester_id="900000000000000009", created_at=now - n)
              for n in range(2000)]
     await database.run(lambda tx: bulk.insert_jobs(tx, _finished_rows(now) + other))
-    seen: list[str] = []
-    await database.conn.set_trace_callback(seen.append)
-    if database._reader is not None:
-        database._reader.set_trace_callback(seen.append)
     jobs = JobRepository(database)
-    try:
+
+    async def read():
         last = await jobs.of_member(GUILD, member, limit=10)
         assert await jobs.set_status_message("job:old-0", "600000000000000001", in_channel=True)
-    finally:
-        await database.conn.set_trace_callback(None)
-        if database._reader is not None:
-            database._reader.set_trace_callback(None)
+        return last
+
+    last, statements = await _statements_of(database, read)
     assert [j.job_id for j in last] == [f"job:old-{n}" for n in range(FINISHED - 1, FINISHED - 11, -1)]
-    statements = [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith(("SELECT", "UPDATE"))]
     (of_member,) = [s for s in statements if "requester_id" in s]
     (recording,) = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
-    conn = sqlite3.connect(database.path)
-    try:
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + of_member)]
-        assert plan == ["SEARCH jobs USING INDEX jobs_member (guild_id=? AND requester_id=?)"], plan
-        assert _scans_of_jobs(conn, recording, set()) == []
-        recorded = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + recording)]
-        assert len(recorded) == 1 and recorded[0].startswith("SEARCH jobs USING INDEX sqlite_autoindex_jobs_1"), recorded
-    finally:
-        conn.close()
+    plan = _plan(database, of_member)
+    assert plan == ["SEARCH jobs USING INDEX jobs_member (guild_id=? AND requester_id=?)"], plan
+    recorded = _plan(database, recording)
+    assert len(recorded) == 1 and recorded[0].startswith("SEARCH jobs USING INDEX sqlite_autoindex_jobs_1"), recorded
 
 
 async def test_a_servers_last_day_of_ended_jobs_is_an_index_search(database):
@@ -202,20 +216,11 @@ async def test_a_servers_last_day_of_ended_jobs_is_an_index_search(database):
 
     now = 1_800_000_000.0
     await database.run(lambda tx: bulk.insert_jobs(tx, _finished_rows(now)))
-    seen: list[str] = []
-    await database.conn.set_trace_callback(seen.append)
-    try:
-        ended = await JobRepository(database).ended_since(GUILD, since=now - 3600)
-    finally:
-        await database.conn.set_trace_callback(None)
+    ended, (statement,) = await _statements_of(
+        database, lambda: JobRepository(database).ended_since(GUILD, since=now - 3600))
     assert sum(ended.counts.values()) > 0
-    (statement,) = [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith("SELECT")]
-    conn = sqlite3.connect(database.path)
-    try:
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
-        assert plan == ["SEARCH jobs USING INDEX jobs_ended (guild_id=? AND updated_at>?)"], plan
-    finally:
-        conn.close()
+    plan = _plan(database, statement)
+    assert plan == ["SEARCH jobs USING INDEX jobs_ended (guild_id=? AND updated_at>?)"], plan
 
 
 async def test_the_ended_jobs_whose_end_is_not_shown_are_read_from_their_own_small_index(database):
@@ -227,21 +232,8 @@ async def test_the_ended_jobs_whose_end_is_not_shown_are_read_from_their_own_sma
     unshown = [bulk.job_row(job_id=f"job:unshown-{n}", guild_id=GUILD, created_at=now - 60 + n, final_shown=0)
                for n in range(3)]
     await database.run(lambda tx: bulk.insert_jobs(tx, [*_finished_rows(now), *unshown]))
-    seen: list[str] = []
-    await database.conn.set_trace_callback(seen.append)
-    if database._reader is not None:  # lookups are read on the loop's own connection
-        database._reader.set_trace_callback(seen.append)
-    try:
-        jobs = await JobRepository(database).final_not_shown(ended_before=now)
-    finally:
-        await database.conn.set_trace_callback(None)
-        if database._reader is not None:
-            database._reader.set_trace_callback(None)
+    jobs, (statement,) = await _statements_of(
+        database, lambda: JobRepository(database).final_not_shown(ended_before=now))
     assert [job.job_id for job in jobs] == ["job:unshown-2", "job:unshown-1", "job:unshown-0"]
-    (statement,) = [s for s in seen if re.search(r"\bjobs\b", s) and s.lstrip().upper().startswith("SELECT")]
-    conn = sqlite3.connect(database.path)
-    try:
-        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
-        assert plan == ["SEARCH jobs USING INDEX jobs_final_not_shown (updated_at<?)"], plan
-    finally:
-        conn.close()
+    plan = _plan(database, statement)
+    assert plan == ["SEARCH jobs USING INDEX jobs_final_not_shown (updated_at<?)"], plan
