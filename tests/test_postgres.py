@@ -300,3 +300,22 @@ async def test_a_release_waits_for_its_servers_lock():
                 GUILD)
         released = await asyncio.wait_for(release, timeout=10)
         assert released.job is not None and released.others_waiting  # it saw the job queued meanwhile
+
+
+async def test_a_job_ended_by_a_process_of_the_earlier_version_leaves_no_end_to_show_twice():
+    """While processes are upgraded one at a time, an older one ends jobs with pixverse_release's
+    call as it was (naming no final_pending) and shows their ends itself: an upgraded process
+    must not find them and tell the members again."""
+    async with schema_db() as (db, _, _):
+        stores = db.stores(TokenCipher(Fernet.generate_key()))
+        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
+                                     discord_user_id="733333333333333333", max_jobs=2)
+        new = NewJob(GUILD, "900000000000000001", "900000000000000002", Verb.CREATE, {"prompt": "a fox"})
+        old, current = [(await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
+                                                 rng=random.Random(n))).job for n in range(2)]
+        await db.fetchrow("SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)",
+                          old.job_id, None, "completed", 1_800_000_001.0, "{}")  # the earlier version's call
+        await stores.jobs.release(current.job_id, JobStatus.COMPLETED, now=1_800_000_002.0)
+        ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
+        assert [job.job_id for job in ended] == [current.job_id]
+        assert (await stores.jobs.get(old.job_id)).status == JobStatus.COMPLETED

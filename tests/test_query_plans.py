@@ -225,15 +225,15 @@ async def test_a_servers_last_day_of_ended_jobs_is_an_index_search(database):
 
 async def test_the_ended_jobs_whose_end_is_not_shown_are_read_from_their_own_small_index(database):
     """JobStore.final_not_shown, run every minute by every process: among 20,000 finished jobs (history,
-    shown) and a few whose end is not shown, a read of the partial index jobs_final_not_shown only."""
+    shown) and a few whose end is not shown, a read of the partial index jobs_final_pending only."""
     from bot.store.sqlite.jobs import JobRepository
 
     now = 1_800_000_000.0
-    unshown = [bulk.job_row(job_id=f"job:unshown-{n}", guild_id=GUILD, created_at=now - 60 + n, final_shown=0)
+    unshown = [bulk.job_row(job_id=f"job:unshown-{n}", guild_id=GUILD, created_at=now - 60 + n, final_pending=1)
                for n in range(3)]
     await database.run(lambda tx: bulk.insert_jobs(tx, [*_finished_rows(now), *unshown]))
     jobs, (statement,) = await _statements_of(
-        database, lambda: JobRepository(database).final_not_shown(ended_before=now))
+        database, lambda: JobRepository(database).final_not_shown(ended_before=now, ended_after=now - 86400))
     assert [job.job_id for job in jobs] == ["job:unshown-2", "job:unshown-1", "job:unshown-0"]
     plan = _plan(database, statement)
-    assert plan == ["SEARCH jobs USING INDEX jobs_final_not_shown (updated_at<?)"], plan
+    assert plan == ["SEARCH jobs USING INDEX jobs_final_pending (updated_at>? AND updated_at<?)"], plan

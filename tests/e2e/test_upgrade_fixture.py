@@ -120,10 +120,10 @@ async def test_a_schema_3_database_is_intact_and_usable(tmp_path, fake, restore_
         with pytest.raises(sqlite3.IntegrityError, match="jobs_status_message_in_channel_needs_id"):
             conn.execute("UPDATE jobs SET status_message_in_channel = 1 WHERE job_id = ?", (old_ids[0],))
         conn.rollback()
-        # Migration 0010: the jobs that ended before it count as shown, so no process tells their
-        # members the end again.
-        assert {row["final_shown"] for row in conn.execute(
-            f"SELECT final_shown FROM jobs WHERE job_id IN ({', '.join('?' * len(old_ids))})", old_ids)} == {1}
+        # Migration 0010: the jobs that ended before it have no end left to show, so no process
+        # tells their members the end again; and only an ended job can have one.
+        assert {row["final_pending"] for row in conn.execute(
+            f"SELECT final_pending FROM jobs WHERE job_id IN ({', '.join('?' * len(old_ids))})", old_ids)} == {0}
         conn.row_factory = None
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -678,28 +678,36 @@ async def test_a_members_last_jobs_newest_first_in_that_server_only(stores):
 
 async def test_an_ended_members_job_is_looked_at_until_its_end_is_shown(stores):
     from bot.dispatch.models import API_REQUESTER
+    from bot.shards import shard_of
 
     await account(stores, A, max_jobs=4)
     running = (await place(stores)).job
     first, second = (await place(stores)).job, (await place(stores)).job
     api = (await stores.jobs.place(NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE, {"prompt": "a fox"}),
                                    now=NOW, owner=OWNER, queue_size=0, rng=random.Random(1))).job
-    assert await stores.jobs.final_not_shown(ended_before=NOW + 100) == []
+    window = dict(ended_before=NOW + 100, ended_after=NOW - 100)
+    assert await stores.jobs.final_not_shown(**window) == []
     assert await stores.jobs.mark_final_shown(running.job_id) is False  # not ended: nothing to show yet
 
     failed = (await stores.jobs.release(first.job_id, JobStatus.FAILED, now=NOW + 3, fields={"error": "x"})).job
     completed = (await stores.jobs.release(second.job_id, JobStatus.COMPLETED, now=NOW + 5)).job
     await stores.jobs.release(api.job_id, JobStatus.COMPLETED, now=NOW + 4)  # the HTTP API's: no message
-    # The most recently ended first; only those ended before the given moment; at most ``limit``.
-    assert await stores.jobs.final_not_shown(ended_before=NOW + 100) == [completed, failed]
-    assert await stores.jobs.final_not_shown(ended_before=NOW + 4) == [failed]
-    assert await stores.jobs.final_not_shown(ended_before=NOW + 100, limit=1) == [completed]
-    assert await stores.jobs.final_not_shown(ended_before=NOW + 100, limit=0) == []
+    # The most recently ended first; only those ended in the window; at most ``limit``.
+    assert await stores.jobs.final_not_shown(**window) == [completed, failed]
+    assert await stores.jobs.final_not_shown(ended_before=NOW + 4, ended_after=NOW - 100) == [failed]
+    assert await stores.jobs.final_not_shown(ended_before=NOW + 100, ended_after=NOW + 4) == [completed]
+    assert await stores.jobs.final_not_shown(**window, limit=1) == [completed]
+    assert await stores.jobs.final_not_shown(**window, limit=0) == []
+    # Only the servers of the shards asked for.
+    mine = shard_of(GUILD, 4)
+    assert await stores.jobs.final_not_shown(**window, shards=(4, frozenset({mine}))) == [completed, failed]
+    assert await stores.jobs.final_not_shown(**window, shards=(4, frozenset({(mine + 1) % 4}))) == []
 
     assert await stores.jobs.mark_final_shown(failed.job_id) is True
     assert await stores.jobs.mark_final_shown(failed.job_id) is False  # recorded once
+    assert await stores.jobs.mark_final_shown(api.job_id) is False  # it had nothing to show
     assert await stores.jobs.mark_final_shown("job:none") is False
-    assert await stores.jobs.final_not_shown(ended_before=NOW + 100) == [completed]
+    assert await stores.jobs.final_not_shown(**window) == [completed]
     # Nothing else of the job moved (not updated_at, not version).
     assert await stores.jobs.get(failed.job_id) == failed
     assert (await stores.jobs.get(running.job_id)).state != JobState.DONE

@@ -28,12 +28,12 @@ TABLES: dict[str, tuple[str, ...]] = {
              "max_jobs", "requester_id", "request_channel_id", "verb", "params", "parent_job_id", "owner",
              "placement_attempts", "created_at", "updated_at", "submitted_at", "pixverse_open", "message_id",
              "progress", "content", "attachments", "buttons", "error", "error_details", "message_timestamp", "embeds",
-             "status_message_id", "status_message_in_channel", "final_shown"),
+             "status_message_id", "status_message_in_channel", "final_pending"),
     "pixverse_messages": ("message_id", "job_id"),
     "job_images": ("job_id", "param", "filename", "data"),
     "server_settings": ("guild_id", "buttons", "alerts_channel_id", "updated_at"),
 }
-BOOLEANS = {"in_rotation", "pixverse_open", "status_message_in_channel", "final_shown"}
+BOOLEANS = {"in_rotation", "pixverse_open", "status_message_in_channel", "final_pending"}
 
 
 class CopyRefused(StartupError):

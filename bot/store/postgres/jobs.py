@@ -203,6 +203,7 @@ class JobRepository:
             raise ValueError(f"a release cannot set {sorted(unknown)}")
         if "pixverse_open" in fields:
             fields["pixverse_open"] = bool(fields["pixverse_open"])
+        fields["final_pending"] = True  # the function keeps it for a member's job only (0007)
         row = await self._db.fetchrow(RELEASE, job_id, None if expected is None else expected.version,
                                       status.value, now, json.dumps(fields, ensure_ascii=False))
         if row is None:
@@ -321,17 +322,25 @@ class JobRepository:
 
     async def mark_final_shown(self, job_id: str) -> bool:
         return await self._db.execute(
-            "UPDATE jobs SET final_shown = TRUE WHERE job_id = $1 AND state = 'done' AND NOT final_shown", job_id,
+            "UPDATE jobs SET final_pending = FALSE WHERE job_id = $1 AND final_pending", job_id,
         ) > 0
 
-    async def final_not_shown(self, *, ended_before: float, limit: int = 500) -> list[Job]:
+    async def final_not_shown(self, *, ended_before: float, ended_after: float, limit: int = 100,
+                              shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
         if limit <= 0:
             return []
-        # The partial index jobs_final_not_shown (its WHERE word for word, the API's requester literal).
+        # The partial index jobs_final_pending, by the time each job ended.
+        if shards is None:
+            return await self._fetch_jobs(
+                "SELECT * FROM jobs WHERE final_pending AND updated_at < $1 AND updated_at >= $2"
+                " ORDER BY updated_at DESC LIMIT $3",
+                ended_before, ended_after, limit,
+            )
+        count, ids = shards
         return await self._fetch_jobs(
-            "SELECT * FROM jobs WHERE state = 'done' AND NOT final_shown AND request_channel_id <> 'api'"
-            " AND updated_at < $1 ORDER BY updated_at DESC LIMIT $2",
-            ended_before, limit,
+            "SELECT * FROM jobs WHERE final_pending AND updated_at < $1 AND updated_at >= $2"
+            " AND ((guild_id::bigint >> 22) % $4) = ANY($5::bigint[]) ORDER BY updated_at DESC LIMIT $3",
+            ended_before, ended_after, limit, count, sorted(ids),
         )
 
     # --- a job's life at PixVerse ---------------------------------------------------------------

@@ -39,7 +39,7 @@ JOB_DEFAULTS: dict[str, Any] = {
     "content": None,
     "status_message_id": None,
     "status_message_in_channel": 0,
-    "final_shown": None,  # 1 for an ended job (history: its message showed the end), else 0
+    "final_pending": 0,  # an ended job's end shown (history); 1: still to show (only when ended)
 }
 
 INSERT_JOBS = (
@@ -54,8 +54,6 @@ def job_row(**values: Any) -> dict[str, Any]:
     row = {**JOB_DEFAULTS, **values}
     if row["updated_at"] is None:
         row["updated_at"] = row["created_at"]
-    if row["final_shown"] is None:
-        row["final_shown"] = 1 if row["state"] == "done" else 0
     return row
 
 

@@ -185,18 +185,24 @@ class JobRepository:
 
     async def mark_final_shown(self, job_id: str) -> bool:
         return await self._db.execute(
-            "UPDATE jobs SET final_shown = 1 WHERE job_id = ? AND state = 'done' AND final_shown = 0", (job_id,),
+            "UPDATE jobs SET final_pending = 0 WHERE job_id = ? AND final_pending = 1", (job_id,),
         ) > 0
 
-    async def final_not_shown(self, *, ended_before: float, limit: int = 500) -> list[Job]:
+    async def final_not_shown(self, *, ended_before: float, ended_after: float, limit: int = 100,
+                              shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
         if limit <= 0:
             return []
-        # The partial index jobs_final_not_shown: its WHERE repeated word for word (with the HTTP
-        # API's requester as a literal), or SQLite cannot tell that the index holds every row.
+        # The partial index jobs_final_pending: ``final_pending = 1`` word for word, or SQLite
+        # cannot tell that the index holds every row asked for.
+        where, params = "", [ended_before, ended_after]
+        if shards is not None:
+            count, ids = shards
+            where = f" AND ((CAST(guild_id AS INTEGER) >> 22) % ?) IN ({','.join('?' * len(ids))})"
+            params += [count, *sorted(ids)]
         rows = await self._db.lookup_all(
-            "SELECT * FROM jobs WHERE state = 'done' AND final_shown = 0 AND request_channel_id <> 'api'"
-            " AND updated_at < ? ORDER BY updated_at DESC LIMIT ?",
-            (ended_before, limit),
+            f"SELECT * FROM jobs WHERE final_pending = 1 AND updated_at < ? AND updated_at >= ?{where}"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (*params, limit),
         )
         return [job_from_row(row) for row in rows]
 
