@@ -51,10 +51,13 @@ UNOWNED_BATCH = 500
 # A member's job whose end the store has but whose message does not show it (a crash between the
 # two, a write Discord kept refusing, an announcement another process missed) is told again: looked
 # for every SHOW_ENDS_SECONDS (and once at start), once its end is SHOW_GRACE_SECONDS old (the live
-# path's retries have had their turn), at most SHOW_ENDS_BATCH at a time.
+# path's retries have had their turn) and while it is under SHOW_ENDS_WITHIN_SECONDS old (an end
+# told a day late is news to no one), the most recent first, at most SHOW_ENDS_BATCH a round: at
+# most that many writes a minute, however many channels, after an outage of Discord.
 SHOW_ENDS_SECONDS = 60.0
 SHOW_GRACE_SECONDS = 60.0
-SHOW_ENDS_BATCH = 500
+SHOW_ENDS_WITHIN_SECONDS = 24 * 3600.0
+SHOW_ENDS_BATCH = 100
 
 
 class JobListener(Protocol):
@@ -167,10 +170,14 @@ class Dispatcher:
         try:
             await self._hold_lease()
             await self.recover()
-            await self.show_ends()
         except Exception:
             # e.g. the database stayed locked by another process: the sweep recovers later.
             log.exception("Recovery at startup failed; the next sweep tries again")
+        try:
+            await self.show_ends()
+        except Exception:
+            log.exception("Looking for ends not shown failed at startup; the next look is in %g s",
+                          self.show_ends_interval)
         if not self._closing:
             self._loops = [
                 asyncio.create_task(self._every(self.lease_interval, self._renew_lease), name="dispatcher lease"),
@@ -428,11 +435,15 @@ class Dispatcher:
 
     async def show_ends(self) -> None:
         """Tells the listeners again of the ended jobs of followed servers whose end is not recorded as
-        shown (``final_shown``), as if they had just ended: each member's message gets its end."""
+        shown (JobStore.mark_final_shown), as if they had just ended: each member's message gets its end."""
         if self._closing or not self.listeners:
             return
-        ended = await self.jobs.final_not_shown(ended_before=self.clock() - self.show_grace, limit=SHOW_ENDS_BATCH)
-        ours = [job for job in ended if self.follows(job.guild_id)]
+        now = self.clock()
+        ours = await self.jobs.final_not_shown(ended_before=now - self.show_grace,
+                                               ended_after=now - SHOW_ENDS_WITHIN_SECONDS,
+                                               limit=SHOW_ENDS_BATCH, shards=self._shards)
+        if self._closing:
+            return
         if ours:
             log.info("Showing the end of %d job(s) whose message did not show it yet", len(ours))
         for job in ours:

@@ -76,6 +76,13 @@ def token_gone(exc: discord.HTTPException) -> bool:
     return isinstance(exc, discord.NotFound) or exc.status == 401
 
 
+def refused_for_good(exc: discord.HTTPException) -> bool:
+    """Discord refused the request for a reason no retry of this job's write changes: a 4xx other
+    than a rate limit or the bot's own token refused (403 missing access, 404 unknown channel,
+    400 an archived thread …)."""
+    return 400 <= exc.status < 500 and exc.status not in (401, 429)
+
+
 def transient(exc: BaseException) -> bool:
     """A failed write worth trying again: Discord's 429 (after discord.py's own retries), a
     5xx, a connection lost on the way."""
@@ -392,10 +399,11 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self._askers.pop(job.job_id, None)  # past the interaction's window: the channel's turn
         try:
             await self._write_in_channel(job, position, final)
-        except (discord.Forbidden, discord.NotFound) as exc:
-            if not final:
+        except discord.HTTPException as exc:
+            if not final or not refused_for_good(exc):
                 raise
-            # The channel is gone or closed to the bot: no later try can show the end either.
+            # The channel is gone, closed to the bot, or refuses the message (an archived thread):
+            # no later try would show the end either.
             log.warning("The end of job %s cannot be shown in channel %s (%s %s); not trying again",
                         job.job_id, job.request_channel_id, exc.status, exc.code)
             await self._final_shown(job)

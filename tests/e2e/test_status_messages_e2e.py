@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 
@@ -81,6 +82,51 @@ async def test_one_job_is_one_message_edited_from_created_to_its_result(bot, pix
     assert allowed["parse"] == [] and [str(user) for user in allowed["users"]] == [str(MEMBER_ID)]
     assert shown["embeds"][0]["color"] == 0x57F287
     assert job.status_message_id == result.original_message_id and job.status_message_in_channel is False
+
+    # The end shown is recorded by the write itself (no later look tells it again).
+    async def recorded() -> bool:
+        return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1, ended_after=0) == []
+
+    await until(recorded)
+
+
+async def test_the_end_is_recorded_when_a_later_look_finds_it_shown_already(bot, pixverse, caplog):
+    """Recording the end failed once (the database busy): the next look records it, with no new
+    write to Discord (the message shows the end already)."""
+    fake = pixverse
+    dispatcher = bot.core.dispatcher
+    record = dispatcher.final_shown
+    failures: list[str] = []
+
+    async def fails_once(job_id: str) -> None:
+        if not failures:
+            failures.append(job_id)
+            raise RuntimeError("database is locked")
+        await record(job_id)
+
+    dispatcher.final_shown = fails_once
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    result = await create(fake, prompt="a heron in the reeds")
+    shown = await settled(result)
+    job_id = job_id_of(shown["content"])
+    async def tried() -> bool:
+        return failures == [job_id]
+
+    await until(tried)
+    assert f"Could not record that the end of job {job_id} is shown" in caplog.text
+    pending = await dispatcher.jobs.final_not_shown(ended_before=time.time() + 1, ended_after=0)
+    assert [job.job_id for job in pending] == [job_id]
+    writes = len(fake.message_versions(result.original_message_id))
+
+    dispatcher.show_grace = 0.0
+    await dispatcher.show_ends()
+
+    async def recorded() -> bool:
+        return await dispatcher.jobs.final_not_shown(ended_before=time.time() + 1, ended_after=0) == []
+
+    await until(recorded)
+    assert len(fake.message_versions(result.original_message_id)) == writes
+    assert not [m for m in fake.channel_messages.get(CHANNEL_ID, []) if job_id in m["content"]]
 
 
 async def test_fifty_jobs_progressing_in_one_channel_all_reach_their_final_state(
@@ -270,7 +316,7 @@ async def a_job_ended_while_the_bot_was_down(tmp_path, fake, monkeypatch):
         ended = await jobs_of(db).release(job_id, JobStatus.FAILED, now=time.time(),
                                           fields={"error": "PixVerse did not answer in time"})
         assert ended.job is not None
-        assert [job.job_id for job in await jobs_of(db).final_not_shown(ended_before=time.time() + 1)] == [job_id]
+        assert [job.job_id for job in await jobs_of(db).final_not_shown(ended_before=time.time() + 1, ended_after=0)] == [job_id]
     finally:
         await db.close()
     return settings, job_id
@@ -291,12 +337,9 @@ async def test_a_job_that_ended_while_the_bot_was_down_shows_its_end_at_the_next
         assert [m["id"] for m in posted["mentions"]] == [str(MEMBER_ID)]
 
         async def recorded() -> bool:
-            return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1) == []
+            return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1, ended_after=0) == []
 
         await until(recorded)
-        await bot.core.dispatcher.show_ends()  # told once: a later look finds nothing to tell
-        await asyncio.sleep(0.3)
-        assert len(fake.message_versions(posted["id"])) == 1
     finally:
         await stop_bot(bot, task)
 
@@ -313,7 +356,7 @@ async def test_the_end_of_a_job_whose_channel_is_gone_is_given_up_once(
     bot, task = await start_bot(settings, fake)
     try:
         async def settled_for_good() -> bool:
-            return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1) == []
+            return await bot.core.dispatcher.jobs.final_not_shown(ended_before=time.time() + 1, ended_after=0) == []
 
         await until(settled_for_good)
         assert (f"The end of job {job_id} cannot be shown in channel {CHANNEL_ID} (404 10003); not trying again"
