@@ -43,6 +43,16 @@ def assert_paced(versions: list[dict]) -> None:
                                                                    after["message"]["content"])
 
 
+
+async def a_job_held_at_pixverse(fake, prompt: str):
+    """A member's job on a fresh account, sent to PixVerse, which holds it: its command's result and id."""
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    fake.pixverse_hold = True
+    result = await create(fake, prompt=prompt)
+    job_id = job_id_of(result.content)
+    await fake.wait_for_pixverse_held(1)
+    return result, job_id
+
 async def test_one_job_is_one_message_edited_from_created_to_its_result(bot, pixverse):
     fake = pixverse
     fake.pixverse_step_delay = 0.8
@@ -216,11 +226,7 @@ async def test_past_the_interaction_window_the_job_goes_on_in_one_channel_messag
     fake = pixverse
     bot, task = await start_bot(make_settings(tmp_path, fake, interaction_window_seconds=1), fake)
     try:
-        await save_account(fake, TOKEN, CHANNEL_ID, 1)
-        fake.pixverse_hold = True
-        result = await create(fake, prompt="a long wait")
-        job_id = job_id_of(result.content)
-        await fake.wait_for_pixverse_held(1)
+        result, job_id = await a_job_held_at_pixverse(fake, "a long wait")
         await asyncio.sleep(1.2)  # the window is over
         fake.pixverse_hold = False
         fake.pixverse_release()
@@ -274,11 +280,7 @@ async def test_pixverse_jobs_lists_a_members_own_last_ten_finished_included(bot,
 
 async def test_an_interaction_token_that_expired_early_moves_the_job_to_a_channel_message(bot, pixverse):
     fake = pixverse
-    await save_account(fake, TOKEN, CHANNEL_ID, 1)
-    fake.pixverse_hold = True
-    result = await create(fake, prompt="the token runs out")
-    job_id = job_id_of(result.content)
-    await fake.wait_for_pixverse_held(1)
+    result, job_id = await a_job_held_at_pixverse(fake, "the token runs out")
     fake.interaction_token_seconds = 0  # Discord answers 401 50027 from now on, whatever the bot counts
     fake.pixverse_hold = False
     fake.pixverse_release()
@@ -302,11 +304,7 @@ async def a_job_ended_while_the_bot_was_down(tmp_path, fake, monkeypatch):
     settings = make_settings(tmp_path, fake)
     bot, task = await start_bot(settings, fake)
     try:
-        await save_account(fake, TOKEN, CHANNEL_ID, 1)
-        fake.pixverse_hold = True
-        result = await create(fake, prompt="a fox at dawn")
-        job_id = job_id_of(result.content)
-        await fake.wait_for_pixverse_held(1)
+        result, job_id = await a_job_held_at_pixverse(fake, "a fox at dawn")
     finally:
         await stop_bot(bot, task)
     assert word_of(reply_of(result)["content"]) in ("created", "started")  # what the member sees
