@@ -132,6 +132,15 @@ async def _promote(conn: asyncpg.Connection, guild_id: str, *, now: float, owner
             await _announce_unowned(conn, guild_id, owner)
 
 
+def _of_shards(shards: tuple[int, frozenset[int]] | None, *, first: int) -> tuple[str, list[Any]]:
+    """The condition keeping the jobs of the servers of these shards (shard count, shard ids;
+    bot.shards.shard_of), its parameters numbered from ``$first``; nothing for None, every server."""
+    if shards is None:
+        return "", []
+    count, ids = shards
+    return f" AND ((guild_id::bigint >> 22) % ${first}) = ANY(${first + 1}::bigint[])", [count, sorted(ids)]
+
+
 class JobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -330,17 +339,11 @@ class JobRepository:
         if limit <= 0:
             return []
         # The partial index jobs_final_pending, by the time each job ended.
-        if shards is None:
-            return await self._fetch_jobs(
-                "SELECT * FROM jobs WHERE final_pending AND updated_at < $1 AND updated_at >= $2"
-                " ORDER BY updated_at DESC LIMIT $3",
-                ended_before, ended_after, limit,
-            )
-        count, ids = shards
+        where, params = _of_shards(shards, first=4)
         return await self._fetch_jobs(
-            "SELECT * FROM jobs WHERE final_pending AND updated_at < $1 AND updated_at >= $2"
-            " AND ((guild_id::bigint >> 22) % $4) = ANY($5::bigint[]) ORDER BY updated_at DESC LIMIT $3",
-            ended_before, ended_after, limit, count, sorted(ids),
+            f"SELECT * FROM jobs WHERE final_pending AND updated_at < $1 AND updated_at >= $2{where}"
+            " ORDER BY updated_at DESC LIMIT $3",
+            ended_before, ended_after, limit, *params,
         )
 
     # --- a job's life at PixVerse ---------------------------------------------------------------
@@ -429,15 +432,10 @@ class JobRepository:
         ) > 0
 
     async def unowned(self, limit: int = 100, *, shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
-        if shards is None:
-            return await self._fetch_jobs(
-                "SELECT * FROM jobs WHERE state = 'placed' AND owner IS NULL ORDER BY seq LIMIT $1", limit
-            )
-        count, ids = shards
+        where, params = _of_shards(shards, first=2)
         return await self._fetch_jobs(
-            "SELECT * FROM jobs WHERE state = 'placed' AND owner IS NULL"
-            " AND ((guild_id::bigint >> 22) % $2) = ANY($3::bigint[]) ORDER BY seq LIMIT $1",
-            limit, count, sorted(ids),
+            f"SELECT * FROM jobs WHERE state = 'placed' AND owner IS NULL{where} ORDER BY seq LIMIT $1",
+            limit, *params,
         )
 
     async def guilds_with_waiting_jobs(self) -> list[str]:

@@ -33,6 +33,15 @@ MESSAGE_USERS = 8
 PURGE_BATCH = 500
 
 
+def _of_shards(shards: tuple[int, frozenset[int]] | None) -> tuple[str, list[int]]:
+    """The condition (and its parameters) keeping the jobs of the servers of these shards
+    (shard count, shard ids; bot.shards.shard_of); nothing for None, every server."""
+    if shards is None:
+        return "", []
+    count, ids = shards
+    return f" AND ((CAST(guild_id AS INTEGER) >> 22) % ?) IN ({','.join('?' * len(ids))})", [count, *sorted(ids)]
+
+
 class JobRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -194,15 +203,11 @@ class JobRepository:
             return []
         # The partial index jobs_final_pending: ``final_pending = 1`` word for word, or SQLite
         # cannot tell that the index holds every row asked for.
-        where, params = "", [ended_before, ended_after]
-        if shards is not None:
-            count, ids = shards
-            where = f" AND ((CAST(guild_id AS INTEGER) >> 22) % ?) IN ({','.join('?' * len(ids))})"
-            params += [count, *sorted(ids)]
+        where, params = _of_shards(shards)
         rows = await self._db.lookup_all(
             f"SELECT * FROM jobs WHERE final_pending = 1 AND updated_at < ? AND updated_at >= ?{where}"
             " ORDER BY updated_at DESC LIMIT ?",
-            (*params, limit),
+            (ended_before, ended_after, *params, limit),
         )
         return [job_from_row(row) for row in rows]
 
@@ -326,14 +331,10 @@ class JobRepository:
 
     async def unowned(self, limit: int = 100, *, shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
         """Jobs placed (not yet sent) that no process runs yet: placed for another shard's process."""
-        where, params = "", [limit]
-        if shards is not None:
-            count, ids = shards
-            where = f" AND ((CAST(guild_id AS INTEGER) >> 22) % ?) IN ({','.join('?' * len(ids))})"
-            params = [count, *sorted(ids), limit]
+        where, params = _of_shards(shards)
         rows = await self._db.fetchall(
             f"SELECT * FROM jobs WHERE slot_held = 1 AND state = 'placed' AND owner IS NULL{where} ORDER BY seq LIMIT ?",
-            params,
+            (*params, limit),
         )
         return [job_from_row(row) for row in rows]
 
