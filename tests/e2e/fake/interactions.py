@@ -41,6 +41,7 @@ from tests.e2e.fake.payloads import (
     _error,
     _form_errors,
     _iso,
+    text_channel,
     _json,
 )
 
@@ -205,20 +206,7 @@ class InteractionsMixin:
             guild = self.guilds.get(guild_id)
             channel = (guild or {}).get("channels", {}).get(channel_id)
             if channel is None:
-                channel = {
-                    "id": str(channel_id),
-                    "type": 0,
-                    "guild_id": str(guild_id),
-                    "name": f"channel-{channel_id}",
-                    "position": 0,
-                    "parent_id": None,
-                    "topic": None,
-                    "nsfw": False,
-                    "rate_limit_per_user": 0,
-                    "last_message_id": None,
-                    "permission_overwrites": [],
-                    "flags": 0,
-                }
+                channel = text_channel(channel_id, guild_id, name=f"channel-{channel_id}")
             channel = dict(channel)
             channel["guild_id"] = str(guild_id)
             channel["permissions"] = str(permissions)  # the invoking member's perms in the channel
@@ -486,10 +474,12 @@ class InteractionsMixin:
             return _json(msg)
         return web.Response(status=204)
 
-    def _resolve_message_id(self, state: _InteractionState, raw: str) -> str | None:
+    @staticmethod
+    def _resolve_message_id(state: _InteractionState, raw: str) -> str | web.Response:
+        """The webhook message a route names (``@original`` or an id), or Discord's 404."""
         message_id = state.result.original_message_id if raw == "@original" else raw
         if message_id is None or message_id not in state.result.message_objects:
-            return None
+            return _error(404, "Unknown Message", 10008)
         return message_id
 
     async def _h_get_webhook_message(self, request: web.Request) -> web.Response:
@@ -497,8 +487,8 @@ class InteractionsMixin:
         if isinstance(state, web.Response):
             return state
         message_id = self._resolve_message_id(state, request.match_info["message_id"])
-        if message_id is None:
-            return _error(404, "Unknown Message", 10008)
+        if isinstance(message_id, web.Response):
+            return message_id
         return _json(state.result.message_objects[message_id])
 
     async def _h_edit_webhook_message(self, request: web.Request) -> web.Response:
@@ -510,8 +500,8 @@ class InteractionsMixin:
             return limited
         result = state.result
         message_id = self._resolve_message_id(state, request.match_info["message_id"])
-        if message_id is None:
-            return _error(404, "Unknown Message", 10008)
+        if isinstance(message_id, web.Response):
+            return message_id
         body = request[_RECORD].json or {}
         if errors := _message_limit_errors(body):
             return _form_errors(errors)
@@ -542,8 +532,8 @@ class InteractionsMixin:
         if isinstance(state, web.Response):
             return state
         message_id = self._resolve_message_id(state, request.match_info["message_id"])
-        if message_id is None:
-            return _error(404, "Unknown Message", 10008)
+        if isinstance(message_id, web.Response):
+            return message_id
         del state.result.message_objects[message_id]
         state.result.deleted_message_ids.append(message_id)
         if message_id == state.result.original_message_id:

@@ -41,6 +41,7 @@ from tests.e2e.fake.payloads import (
     _invalid_form,
     _iso,
     _json,
+    _message_body,
     _without_guild,
 )
 
@@ -439,12 +440,10 @@ class MessagesMixin:
         if not raw_id.isdigit() or self.channel_payload(int(raw_id)) is None:
             return _error(404, "Unknown Channel", 10003)
         channel_id = int(raw_id)
-        body = request[_RECORD].json
+        body = _message_body(request)
+        if isinstance(body, web.Response):
+            return body
         files = request[_RECORD].files
-        if body is None and files:
-            body = {}
-        if not isinstance(body, dict):
-            return _invalid_form(["body: must be a JSON object"])
         content = body.get("content")
         if content is None:
             content = ""
@@ -508,12 +507,10 @@ class MessagesMixin:
             return _error(404, "Unknown Message", 10008)
         if msg["author"].get("id") != str(self.bot_user_id):
             return _error(403, "Cannot edit a message authored by another user", 50005)
-        body = request[_RECORD].json
+        body = _message_body(request)
+        if isinstance(body, web.Response):
+            return body
         files = request[_RECORD].files
-        if body is None and files:
-            body = {}
-        if not isinstance(body, dict):
-            return _invalid_form(["body: must be a JSON object"])
         if body.get("content") is not None and not isinstance(body["content"], str):
             return _invalid_form(["content: must be a string"])
         if errors := _message_limit_errors(body):

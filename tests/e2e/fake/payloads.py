@@ -133,6 +133,34 @@ def _form_errors(errors: dict) -> web.Response:
     return _error(400, "Invalid Form Body", 50035, errors)
 
 
+def text_channel(channel_id: int, guild_id: int, *, name: str, position: int = 0) -> dict:
+    """A guild text channel as Discord sends it (REST and GUILD_CREATE), with no overwrites."""
+    return {
+        "id": str(channel_id),
+        "type": 0,  # GUILD_TEXT
+        "guild_id": str(guild_id),
+        "name": name,
+        "position": position,
+        "parent_id": None,
+        "topic": None,
+        "nsfw": False,
+        "rate_limit_per_user": 0,
+        "last_message_id": None,
+        "permission_overwrites": [],
+        "flags": 0,
+    }
+
+
+def _message_body(request: web.Request) -> dict | web.Response:
+    """A message create/edit body: its JSON object (``{}`` for files alone), or Discord's 400."""
+    body = request[_RECORD].json
+    if body is None and request[_RECORD].files:
+        body = {}
+    if not isinstance(body, dict):
+        return _invalid_form(["body: must be a JSON object"])
+    return body
+
+
 def _iso(ts: float | None = None) -> str:
     return datetime.datetime.fromtimestamp(ts if ts is not None else time.time(), datetime.timezone.utc).isoformat()
 

@@ -34,6 +34,7 @@ from tests.e2e.fake.payloads import (
     _iso,
     _json,
     _unauthorized,
+    text_channel,
 )
 
 # Discord's command/option name rule (simplified: \w covers the unicode letters/digits).
@@ -311,20 +312,8 @@ class RestMixin:
             channel_ids = [guild_id + 1]
         channels: dict[int, dict] = {}
         for position, cid in enumerate(channel_ids):
-            channels[cid] = {
-                "id": str(cid),
-                "type": 0,  # GUILD_TEXT
-                "guild_id": str(guild_id),
-                "name": f"channel-{position}" if position else "general",
-                "position": position,
-                "parent_id": None,
-                "topic": None,
-                "nsfw": False,
-                "rate_limit_per_user": 0,
-                "last_message_id": None,
-                "permission_overwrites": [],
-                "flags": 0,
-            }
+            channels[cid] = text_channel(cid, guild_id, name=f"channel-{position}" if position else "general",
+                                         position=position)
         self.guilds[guild_id] = {
             "id": guild_id,
             "name": name,
