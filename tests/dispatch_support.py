@@ -90,3 +90,27 @@ def make_dispatcher(db, repository, backend, *, clock=None, listener=None, queue
         jobs_of(db), repository, backend, queue_size=queue_size, job_timeout=timeout, rng=random.Random(seed),
         clock=clock or Clock(), listeners=[listener] if listener else [], overload_retry_delay=0,
     )
+
+
+class _QuietClient:
+    """The Discord client of a DiscordBackend that reaches no Discord."""
+
+    async def close(self) -> None:
+        pass
+
+
+async def _no_history(channel_id, after):
+    return
+    yield  # pragma: no cover
+
+
+def discord_backend_dispatcher(db, repository, *, application_id: str, listener, clock=None):
+    """A DiscordBackend reading no channel history (its ``submit`` left to the test to replace),
+    and the real dispatcher over it on ``db``'s job store."""
+    from bot.dispatch.backends.discord import DiscordBackend
+
+    jobs = jobs_of(db)
+    backend = DiscordBackend(_QuietClient(), repository, jobs, _no_history, application_id=application_id)
+    dispatcher = Dispatcher(jobs, repository, backend, rng=random.Random(3), clock=clock or Clock(),
+                            listeners=[listener])
+    return backend, dispatcher

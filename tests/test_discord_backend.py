@@ -6,11 +6,8 @@ import random
 
 import pytest
 
-from bot.dispatch.backends.discord import DiscordBackend
-from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import JobStatus, Verb
-from bot.store.sqlite.jobs import JobRepository
-from tests.dispatch_support import Clock, Listener, add_account
+from tests.dispatch_support import Listener, discord_backend_dispatcher
 
 G, A1 = "900000000000000001", "900000000000000011"
 ACCOUNT_USER = "700000000000000001"
@@ -48,30 +45,17 @@ def final(mid: str, prompt: str, reference=None) -> dict:
                    attachments=4, metadata=False, reference=reference)
 
 
-class _Client:
-    async def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 async def setup(database, repository):
     await repository.upsert(guild_id=G, channel_id=A1, token="token-for-account-one", discord_user_id=ACCOUNT_USER,
                             max_jobs=3)
-    dispatcher_holder = {}
-
-    async def no_history(channel_id, after):
-        return
-        yield  # pragma: no cover
-
-    backend = DiscordBackend(_Client(), repository, None, no_history, application_id=PIXVERSE)
-    dispatcher = Dispatcher(JobRepository(database), repository, backend, rng=random.Random(3), clock=Clock(), listeners=[Listener()])
-    backend.jobs = dispatcher.jobs
+    backend, dispatcher = discord_backend_dispatcher(database, repository, application_id=PIXVERSE,
+                                                     listener=Listener())
 
     async def submit_only(job, token):  # the user-token side is not under test here
         return None
 
     backend.submit = submit_only
-    dispatcher_holder["d"] = dispatcher
     yield dispatcher, backend
     await dispatcher.close()
 
@@ -138,11 +122,9 @@ async def test_news_from_an_account_a_job_has_left_changes_nothing(setup, databa
     other = "900000000000000012"
     await repository.upsert(guild_id=G, channel_id=other, token="token-for-account-two", discord_user_id="7002",
                             max_jobs=1)
-    from bot.store.sqlite.jobs import JobRepository
-
     job = await dispatcher.get(job_id, G)
-    moved, _ = await JobRepository(database).requeue(job, now=1.0, owner=dispatcher.owner, rng=random.Random(1),
-                                       error="moved")
+    moved, _ = await dispatcher.jobs.requeue(job, now=1.0, owner=dispatcher.owner, rng=random.Random(1),
+                                             error="moved")
     assert moved.account_channel_id == other
     # A late edit of its old message on the first account must not end it.
     await backend.observe(final("5001", "a red fox"))

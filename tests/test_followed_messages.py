@@ -12,17 +12,14 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import sqlite3
 from types import SimpleNamespace
 
 import pytest
 
-from bot.dispatch.backends.discord import DiscordBackend
-from bot.dispatch.dispatcher import PROGRESS_EVERY_SECONDS, Dispatcher
+from bot.dispatch.dispatcher import PROGRESS_EVERY_SECONDS
 from bot.dispatch.models import JobStatus, Verb
-from bot.store.sqlite.jobs import JobRepository
-from tests.dispatch_support import Clock
+from tests.dispatch_support import Clock, discord_backend_dispatcher
 
 G, A1, A2 = "900000000000000001", "900000000000000011", "900000000000000012"
 ACCOUNT_USER, OTHER_USER = "700000000000000001", "700000000000000002"
@@ -55,25 +52,14 @@ class Told:
         self.progressed.append((job.job_id, job.progress, job.content))
 
 
-class _Client:
-    async def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 async def setup(database, repository):
     await repository.upsert(guild_id=G, channel_id=A1, token="token-for-account-one", discord_user_id=ACCOUNT_USER,
                             max_jobs=3)
-
-    async def no_history(channel_id, after):
-        return
-        yield  # pragma: no cover
-
-    jobs = JobRepository(database)
-    backend = DiscordBackend(_Client(), repository, jobs, no_history, application_id=PIXVERSE)
     told = Told()
     clock = Clock()
-    dispatcher = Dispatcher(jobs, repository, backend, rng=random.Random(3), clock=clock, listeners=[told])
+    backend, dispatcher = discord_backend_dispatcher(database, repository, application_id=PIXVERSE, listener=told,
+                                                     clock=clock)
 
     async def submit_only(job, token):  # the user-token side is not under test here
         backend.channel_saved(job.account_channel_id)
