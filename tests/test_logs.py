@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 
@@ -69,17 +70,14 @@ def test_short_registered_values_do_not_garble_logs():
     assert redactor.redact("abcdef") == "abcdef"
 
 
-def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
-    stream = io.StringIO()
+@contextlib.contextmanager
+def root_logging_kept():
+    """The root logger's handlers and level as they were, whatever setup_logging changes inside
+    (and aiosqlite's level, which it sets)."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     try:
-        setup_logging("DEBUG", stream=stream, secrets=["bot-token-secret-value"])
-        logging.getLogger("discord.gateway").debug("identify with bot-token-secret-value")
-        logging.getLogger("aiosqlite").debug("executing insert with params")
-        output = stream.getvalue()
-        assert "bot-token-secret-value" not in output and MASK in output
-        assert "executing" not in output
+        yield
     finally:
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -87,6 +85,17 @@ def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
             root.addHandler(handler)
         root.setLevel(level)
         logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
+
+
+def test_setup_logging_keeps_aiosqlite_quiet_at_debug():
+    stream = io.StringIO()
+    with root_logging_kept():
+        setup_logging("DEBUG", stream=stream, secrets=["bot-token-secret-value"])
+        logging.getLogger("discord.gateway").debug("identify with bot-token-secret-value")
+        logging.getLogger("aiosqlite").debug("executing insert with params")
+        output = stream.getvalue()
+        assert "bot-token-secret-value" not in output and MASK in output
+        assert "executing" not in output
 
 
 def test_log_format_json_writes_one_object_per_line_through_the_root_handler():
@@ -97,19 +106,10 @@ def test_log_format_json_writes_one_object_per_line_through_the_root_handler():
     from bot.events import Events
 
     stream = io.StringIO()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
+    with root_logging_kept():
         setup_logging("INFO", stream=stream, secrets=["json-pinned-secret-value"], log_format="json")
         Events().emit("account.out_of_rotation", server="1", channel="2", reason="json-pinned-secret-value refused")
         logging.getLogger("test.json").info("multi\nline %s", "json-pinned-secret-value")
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
     event, plain = (json.loads(line) for line in stream.getvalue().splitlines())
     assert {k: event[k] for k in ("level", "logger", "event", "server", "channel", "reason")} == {
         "level": "INFO", "logger": "bot.events", "event": "account.out_of_rotation", "server": "1", "channel": "2",
