@@ -192,7 +192,8 @@ class Core:
             async def reply_body(job: Job) -> dict:
                 return await dispatcher.public_job(job, with_reply=True)
 
-            replies = ReplyPoster(reply_body, allow_private=settings.reply_url_allow_private)
+            replies = ReplyPoster(reply_body, allow_private=settings.reply_url_allow_private,
+                                  told=dispatcher.final_shown)
             # Closed after the dispatcher (pushed first): its last notices still go out.
             services.push_async_callback(replies.close)
             services.push_async_callback(dispatcher.close)

@@ -17,6 +17,7 @@ class Receiver:
     url: str
     bodies: list[dict] = field(default_factory=list)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    status: int = 204  # what it answers; a test may change it between POSTs
 
 
 @contextlib.asynccontextmanager
@@ -36,13 +37,13 @@ async def local_post_server(path: str, handler) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def reply_receiver(status: int = 204) -> AsyncIterator[Receiver]:
-    received = Receiver("")
+    received = Receiver("", status=status)
 
     async def receive(request: web.Request) -> web.Response:
         body = await request.json()
         received.bodies.append(body)
         await received.queue.put(body)
-        return web.Response(status=status)
+        return web.Response(status=received.status)
 
     async with local_post_server("/hook", receive) as url:
         received.url = url

@@ -621,3 +621,58 @@ async def test_a_members_job_whose_end_is_not_shown_is_told_again_until_it_is(da
     await dispatcher.show_ends()
     await dispatcher.wait_idle()
     assert listener.seen == []
+
+
+
+async def test_a_final_state_its_reply_url_did_not_take_is_posted_again_until_taken(database, repository, backend,
+                                                                                  clock, dispatcher):
+    """A receiver down through the live path's tries (or a crash before the POST): Dispatcher.show_ends
+    POSTs the HTTP API job's final state again, one try a round, until the receiver takes it; then never again."""
+    from bot.dispatch.models import API_REQUESTER
+    from bot.web.callbacks import ReplyPoster
+    from tests.receiver import reply_receiver
+
+    async def body(job):
+        return await dispatcher.public_job(job, with_reply=True)
+
+    async def posts(count: int) -> list[dict]:
+        while len(receiver.bodies) < count:
+            await asyncio.wait_for(receiver.queue.get(), timeout=10)
+        await asyncio.sleep(0.05)  # the poster records what it was answered
+        return [(b["jobid"], b["status"]) for b in receiver.bodies]
+
+    async def to_tell() -> list[str]:
+        return [job.job_id for job in await dispatcher.jobs.final_not_shown(ended_before=clock.now + 1, ended_after=0)]
+
+    await add_account(repository, G, A1, max_jobs=2, user="1")
+    async with reply_receiver(status=503) as receiver:
+        poster = ReplyPoster(body, allow_private=True, backoff=0.01, told=dispatcher.final_shown)
+        try:
+            dispatcher.listeners.append(poster)
+            await dispatcher.start()
+            job = (await dispatcher.submit(guild_id=G, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
+                                           verb=Verb.CREATE, body=BODY, extra={"replyUrl": receiver.url})).job
+            await dispatcher.wait_idle()
+            await backend.complete(job.job_id)
+            await dispatcher.wait_idle()
+            # The final state, three times: all refused with a 503; still to tell.
+            assert await posts(3) == [(job.job_id, "completed")] * 3
+            assert await to_tell() == [job.job_id]
+
+            clock.now += dispatcher.show_grace + 1
+            await dispatcher.show_ends()
+            await dispatcher.wait_idle()
+            assert (await posts(4))[3:] == [(job.job_id, "completed")]  # one try this round, refused again
+            assert await to_tell() == [job.job_id]
+
+            receiver.status = 200
+            await dispatcher.show_ends()
+            await dispatcher.wait_idle()
+            assert (await posts(5))[4:] == [(job.job_id, "completed")]
+            assert await to_tell() == []  # taken: recorded as told
+            await dispatcher.show_ends()
+            await dispatcher.wait_idle()
+            await asyncio.sleep(0.2)
+            assert len(receiver.bodies) == 5
+        finally:
+            await poster.close()

@@ -319,3 +319,25 @@ async def test_a_job_ended_by_a_process_of_the_earlier_version_leaves_no_end_to_
         ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
         assert [job.job_id for job in ended] == [current.job_id]
         assert (await stores.jobs.get(old.job_id)).status == JobStatus.COMPLETED
+
+
+
+async def test_an_http_api_job_ended_by_a_process_of_the_previous_version_is_not_posted_twice():
+    """A process of the previous version POSTs an HTTP API job's final state to its replyUrl and
+    records nothing (its pixverse_release call names final_pending alone): an upgraded process must
+    not find that end and POST it again."""
+    from bot.dispatch.models import API_REQUESTER
+
+    async with schema_db() as (db, _, _):
+        stores = db.stores(TokenCipher(Fernet.generate_key()))
+        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
+                                     discord_user_id="733333333333333333", max_jobs=2)
+        new = NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE,
+                     {"prompt": "a fox", "replyUrl": "https://example.com/hook"})
+        old, current = [(await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
+                                                 rng=random.Random(n))).job for n in range(2)]
+        await db.fetchrow("SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)",
+                          old.job_id, None, "completed", 1_800_000_001.0, '{"final_pending": true}')  # 0007's call
+        await stores.jobs.release(current.job_id, JobStatus.COMPLETED, now=1_800_000_002.0)
+        ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
+        assert [job.job_id for job in ended] == [current.job_id]

@@ -1,8 +1,10 @@
-"""The replyUrl poster: a job's states go out in the order they were told, never a state after the final one."""
+"""The replyUrl poster: a job's states go out in the order they were told, never a state after the final one;
+the final state is recorded as told once the receiver took it, and posted again when told again until then."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 
 from bot.dispatch.models import API_REQUESTER, Job, JobState, JobStatus, Verb
@@ -29,3 +31,102 @@ async def test_states_go_out_in_order_and_nothing_follows_the_final_one():
         await poster.job_progressed(replace(started, status=JobStatus.PROGRESS, progress=40))  # raced the cancel
         await poster.close()
         assert [b["status"] for b in receiver.bodies] == ["started", "cancelled"]
+
+
+def ended_job(url: str, job_id: str = "job:r") -> Job:
+    return replace(api_job(url), job_id=job_id, status=JobStatus.COMPLETED, state=JobState.DONE)
+
+
+async def status_body(job: Job) -> dict:
+    return {"jobid": job.job_id, "status": job.status.value}
+
+
+class Record:
+    """The dispatcher's final_shown as the poster sees it: the jobs recorded as told, in order."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.told: list[str] = []
+        self.fail_first = fail_first
+
+    async def __call__(self, job_id: str) -> None:
+        if self.fail_first:
+            self.fail_first -= 1
+            raise OSError("database is locked")
+        self.told.append(job_id)
+
+
+async def test_a_final_state_is_recorded_as_told_once_the_receiver_took_it():
+    async with reply_receiver() as receiver:
+        record = Record()
+        poster = ReplyPoster(status_body, allow_private=True, told=record)
+        await poster.job_changed(api_job(receiver.url))
+        await poster.job_changed(ended_job(receiver.url))
+        await poster.close()
+        assert receiver.bodies == [{"jobid": "job:r", "status": "started"}, {"jobid": "job:r", "status": "completed"}]
+        assert record.told == ["job:r"]  # the started state is not an end: nothing recorded for it
+
+
+async def test_a_final_state_the_receiver_did_not_take_is_posted_again_when_told_again(caplog):
+    async with reply_receiver(status=503) as receiver:
+        record = Record()
+        poster = ReplyPoster(status_body, allow_private=True, told=record, backoff=0.01)
+        await poster.job_changed(ended_job(receiver.url))
+        await asyncio.wait_for(poster.close(grace=10), timeout=10)
+        assert len(receiver.bodies) == 3 and record.told == []  # its three tries, nothing recorded: still to tell
+        assert "replyUrl of job job:r failed 3 time(s) (last: HTTP 503); told again every minute for a day" in caplog.text
+
+        # Dispatcher.show_ends tells it again a minute later: one try each time, and no new warning.
+        poster = ReplyPoster(status_body, allow_private=True, told=record, backoff=0.01)
+        await poster.job_changed(ended_job(receiver.url))
+        await poster.close()
+        assert len(receiver.bodies) == 6 and record.told == []  # a new process: its tries are the first ones
+
+
+async def test_a_retold_final_state_gets_one_try_and_is_recorded_once_taken(caplog):
+    async with reply_receiver(status=503) as receiver:
+        record = Record()
+        poster = ReplyPoster(status_body, allow_private=True, told=record, backoff=0.01)
+        await poster.job_changed(ended_job(receiver.url))
+        await asyncio.sleep(0)
+        while poster._tasks:  # the live path's three tries
+            await asyncio.sleep(0.01)
+        caplog.clear()
+        await poster.job_changed(ended_job(receiver.url))  # told again: one try, quietly
+        while poster._tasks:
+            await asyncio.sleep(0.01)
+        assert len(receiver.bodies) == 4 and record.told == []
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        receiver.status = 200
+        await poster.job_changed(ended_job(receiver.url))
+        await poster.close()
+        assert len(receiver.bodies) == 5 and record.told == ["job:r"]
+
+
+async def test_a_final_state_refused_for_good_or_never_postable_is_recorded_without_retries(caplog):
+    async with reply_receiver(status=404) as receiver:
+        record = Record()
+        poster = ReplyPoster(status_body, told=record)  # private addresses refused, as by default
+        await poster.job_changed(ended_job("http://127.0.0.1:9/hook", job_id="job:local"))
+        await poster.job_changed(ended_job("ftp://example.com/hook", job_id="job:ftp"))
+        trusting = ReplyPoster(status_body, allow_private=True, told=record)
+        await trusting.job_changed(ended_job(receiver.url, job_id="job:404"))
+        await poster.close()
+        await trusting.close()
+        assert len(receiver.bodies) == 1  # a 404 is an answer: not tried again
+        assert record.told == ["job:local", "job:ftp", "job:404"]
+        assert "replyUrl of job job:local points to a private or local address; not posted" in caplog.text
+        assert "replyUrl of job job:404 answered 404" in caplog.text
+
+
+async def test_a_posted_final_state_whose_record_failed_is_recorded_when_told_again_without_a_new_post(caplog):
+    async with reply_receiver() as receiver:
+        record = Record(fail_first=1)
+        poster = ReplyPoster(status_body, allow_private=True, told=record)
+        await poster.job_changed(ended_job(receiver.url))
+        while poster._tasks:
+            await asyncio.sleep(0.01)
+        assert record.told == [] and len(receiver.bodies) == 1
+        assert "Could not record that job job:r's final state was posted: OSError: database is locked" in caplog.text
+        await poster.job_changed(ended_job(receiver.url))  # Dispatcher.show_ends, a minute later
+        await poster.close()
+        assert record.told == ["job:r"] and len(receiver.bodies) == 1

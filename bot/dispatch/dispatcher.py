@@ -48,8 +48,9 @@ PROGRESS_TRACKED = 10_000
 RUN_TIMES_KEPT = 50
 # Jobs with no owner read per pickup (the servers of other shards' among them).
 UNOWNED_BATCH = 500
-# A member's job whose end the store has but whose message does not show it (a crash between the
-# two, a write Discord kept refusing, an announcement another process missed) is told again: looked
+# A job whose end the store has but whose member's message does not show it (a crash between the
+# two, a write Discord kept refusing, an announcement another process missed), or whose replyUrl did
+# not take it (a crash before the POST, a receiver down for the live path's tries), is told again: looked
 # for every SHOW_ENDS_SECONDS (and once at start), once its end is SHOW_GRACE_SECONDS old (the live
 # path's retries have had their turn) and while it is under SHOW_ENDS_WITHIN_SECONDS old (an end
 # told a day late is news to no one), the most recent first, at most SHOW_ENDS_BATCH a round: at
@@ -430,12 +431,14 @@ class Dispatcher:
         await self.jobs.set_status_message(job_id, message_id, in_channel=in_channel)
 
     async def final_shown(self, job_id: str) -> None:
-        """The member's message shows the job's end (or can never show it): not told again."""
+        """The member's message shows the job's end, or its replyUrl took it (or neither ever can): not
+        told again."""
         await self.jobs.mark_final_shown(job_id)
 
     async def show_ends(self) -> None:
         """Tells the listeners again of the ended jobs of followed servers whose end is not recorded as
-        shown (JobStore.mark_final_shown), as if they had just ended: each member's message gets its end."""
+        shown (JobStore.mark_final_shown), as if they had just ended: each member's message gets its end,
+        each replyUrl its final state."""
         if self._closing or not self.listeners:
             return
         now = self.clock()
@@ -445,7 +448,7 @@ class Dispatcher:
         if self._closing:
             return
         if ours:
-            log.info("Showing the end of %d job(s) whose message did not show it yet", len(ours))
+            log.info("Telling again the end of %d job(s) not told yet", len(ours))
         for job in ours:
             self._notify(job)
 

@@ -316,16 +316,17 @@ class JobStore(Protocol):
     # the end shown to the member (a crash, a refused write or a missed announcement between a
     # job's end and its message showing it is made good later: nothing is left at its last progress)
     async def mark_final_shown(self, job_id: str) -> bool:
-        """Records that the member's message shows this ended job's end (ending a member's job,
-        not the HTTP API's, leaves it to show). True for the call that recorded it; False when the
-        job does not exist, has nothing to show, or was recorded already. Changes nothing else
-        (not ``updated_at`` or ``version``) and announces nothing."""
+        """Records that this ended job's end is told: the member's message shows it, or its replyUrl
+        took it (ending a member's job, or an HTTP API job with a replyUrl, leaves it to tell). True
+        for the call that recorded it; False when the job does not exist, has nothing to tell, or
+        was recorded already. Changes nothing else (not ``updated_at`` or ``version``) and
+        announces nothing."""
     async def final_not_shown(self, *, ended_before: float, ended_after: float, limit: int = 100,
                               shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
-        """Members' jobs whose end is not recorded as shown, ended in [``ended_after``,
-        ``ended_before``), of the servers of ``shards`` (count, ids; None: every server), the most
-        recently ended first, at most ``limit``. Read from a partial index that holds only those
-        jobs. Jobs a process of an earlier version ended are never among them."""
+        """Jobs whose end is not recorded as told (members' jobs, HTTP API jobs with a replyUrl),
+        ended in [``ended_after``, ``ended_before``), of the servers of ``shards`` (count, ids; None:
+        every server), the most recently ended first, at most ``limit``. Read from a partial index
+        that holds only those jobs. Jobs a process of an earlier version ended are never among them."""
 
     # a job's life at PixVerse
     async def mark_submitted(self, job: Job, now: float, *, owner: str) -> bool: ...

@@ -1,5 +1,11 @@
 """replyUrl: each state of a job (started, progress, the final one) is POSTed to the URL its HTTP
-caller gave, in order, one request at a time per job; only the final state is retried."""
+caller gave, in order, one request at a time per job; only the final state is retried.
+
+The final state is recorded as told (``told``: Dispatcher.final_shown) once the receiver took it or
+refused it for good. Until then the store keeps it to tell, and the dispatcher tells it again after
+a crash, or after the receiver was down for the live path's tries (Dispatcher.show_ends): every
+minute for a day, one try each time. Delivery is at least once: a crash between a POST and its
+record posts that final state again."""
 
 from __future__ import annotations
 
@@ -42,8 +48,10 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
-# Jobs whose final state was posted, remembered so that no later state follows it.
+# Jobs whose final state was told, remembered so that no later state follows it.
 ENDED_REMEMBERED = 10_000
+# What became of a job's final state (ReplyPoster._ended).
+POSTING, TOLD, NOT_TAKEN = "posting", "told", "not taken"
 
 
 class ReplyPoster:
@@ -58,8 +66,10 @@ class ReplyPoster:
         timeout: float = 10.0,
         backoff: float = 1.0,
         allow_private: bool = False,
+        told: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._public_job = public_job
+        self._told = told
         self._attempts = attempts
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._backoff = backoff
@@ -67,7 +77,7 @@ class ReplyPoster:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task] = set()
         self._last: dict[str, asyncio.Task] = {}  # job id -> its latest POST: the next waits for it
-        self._ended: dict[str, None] = {}  # jobs whose final state is told (bounded, oldest dropped)
+        self._ended: dict[str, str] = {}  # job id -> POSTING / TOLD / NOT_TAKEN (bounded, oldest dropped)
 
     async def job_progressed(self, job: Job) -> None:
         await self.job_changed(job)
@@ -78,29 +88,39 @@ class ReplyPoster:
             return
         # Validated at submission; checked again here on the very URL object that is posted to,
         # so the host judged is the host aiohttp connects to.
+        final = job.status in FINAL
         try:
             target = yarl.URL(url)
         except (ValueError, TypeError):
-            return
-        host = client_host(target)
-        if target.scheme not in ("http", "https") or not host:
+            target = None
+        host = client_host(target) if target is not None else None
+        if target is None or target.scheme not in ("http", "https") or not host:
+            if final:
+                await self._record_told(job.job_id)  # never postable: not looked for again
             return
         if not self._allow_private and host_verdict(host) is False:
             log.warning("replyUrl of job %s points to a private or local address; not posted", job.job_id)
+            if final:
+                await self._record_told(job.job_id)
             return
         # Its place in the job's line is taken now, before anything is awaited: states go out in
         # the order they were told, whatever each one's body takes to make.
-        final = job.status in FINAL
-        if job.job_id in self._ended:
-            return  # a state told after the final one (a progress raced a cancel): never after it
+        ended = self._ended.get(job.job_id)
+        if ended is not None:
+            if final and ended == TOLD:
+                await self._record_told(job.job_id)  # told again (Dispatcher.show_ends) after recording it failed
+            if not (final and ended == NOT_TAKEN):
+                return  # a state told after the final one (a progress raced a cancel): never after it
         previous = self._last.get(job.job_id)
         if not final and previous is not None and not previous.done():
             return  # the receiver has not taken the last one yet: a newer state replaces this one
         if final:
-            self._ended[job.job_id] = None
+            self._ended.pop(job.job_id, None)
+            self._ended[job.job_id] = POSTING
             if len(self._ended) > ENDED_REMEMBERED:
                 self._ended.pop(next(iter(self._ended)))
-        task = asyncio.create_task(self._post_after(previous, job, target, final), name=f"replyUrl {job.job_id}")
+        task = asyncio.create_task(self._post_after(previous, job, target, final, again=ended == NOT_TAKEN),
+                                   name=f"replyUrl {job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if final:
@@ -113,13 +133,34 @@ class ReplyPoster:
         if self._last.get(job_id) is done:
             del self._last[job_id]
 
-    async def _post_after(self, previous: asyncio.Task | None, job: Job, url: yarl.URL, final: bool) -> None:
+    async def _post_after(self, previous: asyncio.Task | None, job: Job, url: yarl.URL, final: bool, *,
+                          again: bool = False) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # in order: the earlier state first
         body = await self._public_job(job)
-        await self._post(job.job_id, url, body, attempts=self._attempts if final else 1)
+        # A final state told again after its tries failed gets one try each time (every minute).
+        later = "; told again every minute for a day" if final and self._told is not None else ""
+        taken = await self._post(job.job_id, url, body, attempts=self._attempts if final and not again else 1,
+                                 quiet=again, later=later)
+        if not final:
+            return
+        if self._ended.get(job.job_id) == POSTING:
+            self._ended[job.job_id] = TOLD if taken else NOT_TAKEN
+        if taken:
+            await self._record_told(job.job_id)
 
-    async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int) -> None:
+    async def _record_told(self, job_id: str) -> None:
+        if self._told is None:
+            return
+        try:
+            await self._told(job_id)
+        except Exception as exc:  # told again within minutes (Dispatcher.show_ends): recorded then
+            log.warning("Could not record that job %s's final state was posted: %s: %s", job_id,
+                        type(exc).__name__, exc)
+
+    async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int, quiet: bool = False,
+                    later: str = "") -> bool:
+        """True when the receiver took the body, or refused it for good (a 4xx other than 429)."""
         if self._session is None:
             connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
@@ -132,13 +173,15 @@ class ReplyPoster:
                     if response.status < 500 and response.status != 429:
                         if response.status >= 400:
                             log.warning("replyUrl of job %s answered %s", job_id, response.status)
-                        return
+                        return True
                     reason = f"HTTP {response.status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 reason = type(exc).__name__
             if attempt < attempts:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-        log.warning("replyUrl of job %s failed %d time(s) (last: %s)", job_id, attempts, reason)
+        (log.debug if quiet else log.warning)("replyUrl of job %s failed %d time(s) (last: %s)%s", job_id, attempts,
+                                              reason, later)
+        return False
 
     async def close(self, *, grace: float = 5.0) -> None:
         # Replies already under way get a moment: their jobs are final and never re-sent.

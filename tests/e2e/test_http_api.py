@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,6 +20,7 @@ from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.net import free_port
 from tests.receiver import reply_receiver
+from tests.e2e.test_jobs_e2e import until
 from tests.e2e.conftest import (
     ADMIN_ID,
     CHANNEL_2_ID,
@@ -306,6 +308,13 @@ async def test_jobs_through_http_with_reply_url(api, fake):
         posted = calls[-1]
         assert len(posted["attachments"]) == 4 and posted["buttons"][:2] == ["U1", "U2"]
         assert TOKEN not in json.dumps(calls)
+        # The receiver took the final state: recorded, so no later look posts it again.
+        jobs = api.bot.core.dispatcher.jobs
+
+        async def recorded() -> bool:
+            return await jobs.final_not_shown(ended_before=time.time() + 1, ended_after=0) == []
+
+        await until(recorded)
         status, shown, _ = await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}")
         assert status == 200 and shown["status"] == "completed" and shown["buttons"][:2] == ["U1", "U2"]
         # The other server cannot see it.

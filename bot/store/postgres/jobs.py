@@ -212,7 +212,10 @@ class JobRepository:
             raise ValueError(f"a release cannot set {sorted(unknown)}")
         if "pixverse_open" in fields:
             fields["pixverse_open"] = bool(fields["pixverse_open"])
-        fields["final_pending"] = True  # the function keeps it for a member's job only (0007)
+        # The function keeps final_pending for a member's job (0007), final_reply for an HTTP API job
+        # with a replyUrl (0008): both have an end to tell (JobStore.final_not_shown).
+        fields["final_pending"] = True
+        fields["final_reply"] = True
         row = await self._db.fetchrow(RELEASE, job_id, None if expected is None else expected.version,
                                       status.value, now, json.dumps(fields, ensure_ascii=False))
         if row is None:

@@ -173,8 +173,10 @@ def release_statement(
     # An ended job has no owner: the lease it named may go (ON DELETE SET NULL then has only live
     # jobs to touch, not a process's whole history).
     values = {"status": status.value, "state": JobState.DONE.value, "owner": None, "updated_at": now, **fields}
-    # A member's job (not the HTTP API's) has its end to show in the member's message (0010).
-    assignments = ", ".join(f"{column} = ?" for column in values) + ", final_pending = request_channel_id <> 'api'"
+    # A job with an end to tell (0010): a member's (their message shows it) or the HTTP API's with a
+    # replyUrl (it is POSTed there); marked told by the one who told it (JobStore.mark_final_shown).
+    assignments = ", ".join(f"{column} = ?" for column in values) + (
+        ", final_pending = (request_channel_id <> 'api' OR COALESCE(json_extract(params, '$.replyUrl'), '') <> '')")
     where, params = "job_id = ? AND state <> 'done'", [job_id]
     if expected is not None:
         # Decided from an earlier read (a timeout, an account's jobs): only if the job is
