@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter
 
@@ -390,6 +391,7 @@ async def test_validation_texts(dispatcher, repository):
         ({"prompt": "x", "style": "Realistic", "character": "Mika"},
          "Param character is supported only with style Anime, not Realistic"),
         ({"prompt": "x", "style": "Anime", "character": "c" * 101}, "Param character is longer than 100 characters"),
+        ({"prompt": "a\x00fox", "style": "Anime"}, "Required param prompt must not contain a NUL character"),
     ]
     for body, text in cases:
         with pytest.raises(ApiError) as info:
@@ -622,6 +624,38 @@ async def test_a_members_job_whose_end_is_not_shown_is_told_again_until_it_is(da
     await dispatcher.wait_idle()
     assert listener.seen == []
 
+
+
+async def test_members_ends_and_reply_url_ends_each_have_their_own_batch(database, repository, backend, clock,
+                                                                        listener, dispatcher, monkeypatch, caplog):
+    """A receiver down all day with many jobs cannot take the members' turn: each kind has its batch."""
+    import bot.dispatch.dispatcher as dispatcher_module
+    from bot.dispatch.models import API_REQUESTER
+
+    monkeypatch.setattr(dispatcher_module, "SHOW_ENDS_BATCH", 1)
+    await add_account(repository, G, A1, max_jobs=3, user="1")
+    await dispatcher.start()
+    member = (await submit(dispatcher)).job
+    replies = [(await dispatcher.submit(guild_id=G, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER,
+                                        verb=Verb.CREATE, body=BODY, extra={"replyUrl": "https://example.com/hook"})).job
+               for _ in range(2)]
+    await dispatcher.wait_idle()
+    for job in (member, *replies):  # the member's ends first: the replyUrl ones are the most recent
+        clock.now += 1
+        await backend.complete(job.job_id)
+        await dispatcher.wait_idle()
+    listener.seen.clear()
+    clock.now += dispatcher.show_grace + 1
+    caplog.set_level(logging.INFO, logger="bot.dispatch.dispatcher")
+    await dispatcher.show_ends()
+    await dispatcher.wait_idle()
+    assert sorted(listener.seen) == sorted([(member.job_id, "completed"), (replies[1].job_id, "completed")])
+    # Told again every minute while nobody takes them, but said once in the log, not every minute.
+    for _ in range(3):
+        await dispatcher.show_ends()
+        await dispatcher.wait_idle()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+            and r.getMessage().startswith("Telling again")] == ["Telling again the end of 2 job(s) not told yet"]
 
 
 async def test_a_final_state_its_reply_url_did_not_take_is_posted_again_until_taken(database, repository, backend,

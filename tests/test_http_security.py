@@ -32,6 +32,14 @@ def test_reply_urls_must_be_http(url):
     assert info.value.error == f"Param replyUrl ({url}) is not an http(s) URL"
 
 
+@pytest.mark.parametrize("name, body", [("replyRef", {"replyRef": "ref\x00"}),
+                                        ("replyUrl", {"replyUrl": "https://example.com/ho\x00ok"})])
+def test_a_nul_character_in_reply_params_is_refused(name, body):
+    with pytest.raises(ApiError) as info:
+        validate_reply(body)
+    assert (info.value.code, info.value.error) == (400, f"Param {name} must not contain a NUL character")
+
+
 def test_public_reply_url_and_ref_are_kept():
     assert validate_reply({"replyUrl": "https://example.com/hook", "replyRef": "r1"}) == {
         "replyUrl": "https://example.com/hook", "replyRef": "r1"

@@ -341,3 +341,25 @@ async def test_an_http_api_job_ended_by_a_process_of_the_previous_version_is_not
         await stores.jobs.release(current.job_id, JobStatus.COMPLETED, now=1_800_000_002.0)
         ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
         assert [job.job_id for job in ended] == [current.job_id]
+
+
+async def test_an_http_api_job_whose_parameters_jsonb_cannot_hold_still_ends():
+    """A prompt with a \\u0000, stored before such text was refused: the job ends (its slot is freed),
+    only its end is not looked for again (pixverse_has_reply_url cannot read the replyUrl)."""
+    from bot.dispatch.models import API_REQUESTER
+
+    async with schema_db() as (db, _, _):
+        stores = db.stores(TokenCipher(Fernet.generate_key()))
+        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
+                                     discord_user_id="733333333333333333", max_jobs=1)
+        new = NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE,
+                     {"prompt": "a fox", "replyUrl": "https://example.com/hook"})
+        job = (await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
+                                       rng=random.Random(1))).job
+        await db.execute("UPDATE jobs SET params = $1 WHERE job_id = $2",
+                         '{"prompt": "a\\u0000fox", "replyUrl": "https://example.com/hook"}', job.job_id)
+        released = await stores.jobs.release(job.job_id, JobStatus.COMPLETED, now=1_800_000_001.0)
+        assert released.job is not None and released.job.status == JobStatus.COMPLETED
+        assert await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0) == []
+        again = await stores.jobs.place(new, now=1_800_000_002.0, owner=None, queue_size=0, rng=random.Random(2))
+        assert again.queue_position is None  # the slot it held is free

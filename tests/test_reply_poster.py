@@ -75,11 +75,11 @@ async def test_a_final_state_the_receiver_did_not_take_is_posted_again_when_told
         assert len(receiver.bodies) == 3 and record.told == []  # its three tries, nothing recorded: still to tell
         assert "replyUrl of job job:r failed 3 time(s) (last: HTTP 503); told again every minute for a day" in caplog.text
 
-        # Dispatcher.show_ends tells it again a minute later: one try each time, and no new warning.
+        # After a restart, Dispatcher.show_ends tells it to a new poster, which has not tried it yet: three tries.
         poster = ReplyPoster(status_body, allow_private=True, told=record, backoff=0.01)
         await poster.job_changed(ended_job(receiver.url))
         await poster.close()
-        assert len(receiver.bodies) == 6 and record.told == []  # a new process: its tries are the first ones
+        assert len(receiver.bodies) == 6 and record.told == []
 
 
 async def test_a_retold_final_state_gets_one_try_and_is_recorded_once_taken(caplog):
@@ -130,3 +130,35 @@ async def test_a_posted_final_state_whose_record_failed_is_recorded_when_told_ag
         await poster.job_changed(ended_job(receiver.url))  # Dispatcher.show_ends, a minute later
         await poster.close()
         assert record.told == ["job:r"] and len(receiver.bodies) == 1
+
+
+async def test_a_final_state_whose_body_could_not_be_made_is_posted_when_told_again(caplog):
+    async with reply_receiver() as receiver:
+        record = Record()
+        failures = [OSError("database is locked")]
+
+        async def flaky_body(job: Job) -> dict:
+            if failures:
+                raise failures.pop()
+            return await status_body(job)
+
+        poster = ReplyPoster(flaky_body, allow_private=True, told=record)
+        await poster.job_changed(ended_job(receiver.url))
+        while poster._tasks:
+            await asyncio.sleep(0.01)
+        assert receiver.bodies == [] and record.told == []
+        assert ("replyUrl of job job:r not posted: OSError: database is locked; told again every minute for a day"
+                in caplog.text)
+        await poster.job_changed(ended_job(receiver.url))  # Dispatcher.show_ends, a minute later
+        await poster.close()
+        assert receiver.bodies == [{"jobid": "job:r", "status": "completed"}] and record.told == ["job:r"]
+
+
+async def test_a_receiver_asking_to_be_tried_again_is_tried_again():
+    for status in (408, 425, 429):
+        async with reply_receiver(status=status) as receiver:
+            record = Record()
+            poster = ReplyPoster(status_body, allow_private=True, told=record, backoff=0.01)
+            await poster.job_changed(ended_job(receiver.url))
+            await poster.close(grace=10)
+            assert (len(receiver.bodies), record.told) == (3, []), status

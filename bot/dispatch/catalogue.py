@@ -176,6 +176,8 @@ def _check(param: Param, name: str, value: Any) -> Any:
         return None
     if param.max_length is not None and len(text) > param.max_length:
         raise bad_request(f"{label} is longer than {param.max_length} characters")
+    if "\x00" in text:  # no message carries it, and PostgreSQL's jsonb cannot hold it
+        raise bad_request(f"{label} must not contain a NUL character")
     if param.choices and text not in param.choices:
         raise bad_request(f"{label} ({echo(text)}) is not one of {', '.join(param.choices)}")
     return text

@@ -53,8 +53,9 @@ UNOWNED_BATCH = 500
 # not take it (a crash before the POST, a receiver down for the live path's tries), is told again: looked
 # for every SHOW_ENDS_SECONDS (and once at start), once its end is SHOW_GRACE_SECONDS old (the live
 # path's retries have had their turn) and while it is under SHOW_ENDS_WITHIN_SECONDS old (an end
-# told a day late is news to no one), the most recent first, at most SHOW_ENDS_BATCH a round: at
-# most that many writes a minute, however many channels, after an outage of Discord.
+# told a day late is news to no one), the most recent first, at most SHOW_ENDS_BATCH a round of
+# members' ends and as many of replyUrl ends: at most that many writes a minute to Discord, however
+# many channels, after an outage of Discord.
 SHOW_ENDS_SECONDS = 60.0
 SHOW_GRACE_SECONDS = 60.0
 SHOW_ENDS_WITHIN_SECONDS = 24 * 3600.0
@@ -134,6 +135,7 @@ class Dispatcher:
         # (LEASE_EXPIRY_SECONDS) is dead. Without settings: as often as the sweep, three missed.
         self.sweep_interval = min(30.0, job_timeout / 4)
         self.show_ends_interval = SHOW_ENDS_SECONDS
+        self._retold: frozenset[str] = frozenset()  # the jobs show_ends told again last time
         self.show_grace = SHOW_GRACE_SECONDS
         self.lease_interval = lease_interval or self.sweep_interval
         self.lease_ttl = lease_ttl or 3 * self.lease_interval
@@ -442,13 +444,22 @@ class Dispatcher:
         if self._closing or not self.listeners:
             return
         now = self.clock()
-        ours = await self.jobs.final_not_shown(ended_before=now - self.show_grace,
-                                               ended_after=now - SHOW_ENDS_WITHIN_SECONDS,
-                                               limit=SHOW_ENDS_BATCH, shards=self._shards)
+        ours: list[Job] = []
+        # Members' ends and replyUrl ends each have their own batch: a receiver down all day, with
+        # its hundreds of jobs, cannot take the members' turn.
+        for through_api in (False, True):
+            ours += await self.jobs.final_not_shown(ended_before=now - self.show_grace,
+                                                    ended_after=now - SHOW_ENDS_WITHIN_SECONDS,
+                                                    limit=SHOW_ENDS_BATCH, shards=self._shards,
+                                                    through_api=through_api)
         if self._closing:
             return
-        if ours:
-            log.info("Telling again the end of %d job(s) not told yet", len(ours))
+        retold = frozenset(job.job_id for job in ours)
+        if retold:
+            # Once, not every minute for a day while a receiver or a channel stays unreachable.
+            (log.info if retold != self._retold else log.debug)("Telling again the end of %d job(s) not told yet",
+                                                                len(retold))
+        self._retold = retold
         for job in ours:
             self._notify(job)
 

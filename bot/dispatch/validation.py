@@ -23,6 +23,8 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"Param {name} must be a string")
+    if "\x00" in value:  # PostgreSQL's jsonb cannot hold it
+        raise bad_request(f"Param {name} must not contain a NUL character")
     return value.strip() or None
 
 

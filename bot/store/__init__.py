@@ -322,10 +322,12 @@ class JobStore(Protocol):
         was recorded already. Changes nothing else (not ``updated_at`` or ``version``) and
         announces nothing."""
     async def final_not_shown(self, *, ended_before: float, ended_after: float, limit: int = 100,
-                              shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
+                              shards: tuple[int, frozenset[int]] | None = None,
+                              through_api: bool | None = None) -> list[Job]:
         """Jobs whose end is not recorded as told (members' jobs, HTTP API jobs with a replyUrl),
         ended in [``ended_after``, ``ended_before``), of the servers of ``shards`` (count, ids; None:
-        every server), the most recently ended first, at most ``limit``. Read from a partial index
+        every server), asked for through the HTTP API (``through_api`` True) or in Discord (False;
+        None: both), the most recently ended first, at most ``limit``. Read from a partial index
         that holds only those jobs. Jobs a process of an earlier version ended are never among them."""
 
     # a job's life at PixVerse

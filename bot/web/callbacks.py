@@ -52,6 +52,9 @@ class PublicOnlyResolver(AbstractResolver):
 ENDED_REMEMBERED = 10_000
 # What became of a job's final state (ReplyPoster._ended).
 POSTING, TOLD, NOT_TAKEN = "posting", "told", "not taken"
+# Answers under 500 that ask to be tried again (Request Timeout, Too Early, Too Many Requests); any
+# other is the receiver's last word on the state.
+RETRIED = frozenset({408, 425, 429})
 
 
 class ReplyPoster:
@@ -137,11 +140,15 @@ class ReplyPoster:
                           again: bool = False) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # in order: the earlier state first
-        body = await self._public_job(job)
         # A final state told again after its tries failed gets one try each time (every minute).
         later = "; told again every minute for a day" if final and self._told is not None else ""
-        taken = await self._post(job.job_id, url, body, attempts=self._attempts if final and not again else 1,
-                                 quiet=again, later=later)
+        try:
+            body = await self._public_job(job)
+            taken = await self._post(job.job_id, url, body, attempts=self._attempts if final and not again else 1,
+                                     quiet=again, later=later)
+        except Exception as exc:  # its body could not be made (the database): as a receiver that did not answer
+            log.warning("replyUrl of job %s not posted: %s: %s%s", job.job_id, type(exc).__name__, exc, later)
+            taken = False
         if not final:
             return
         if self._ended.get(job.job_id) == POSTING:
@@ -160,7 +167,7 @@ class ReplyPoster:
 
     async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int, quiet: bool = False,
                     later: str = "") -> bool:
-        """True when the receiver took the body, or refused it for good (a 4xx other than 429)."""
+        """True when the receiver took the body, or refused it for good (a 4xx not in RETRIED)."""
         if self._session is None:
             connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
@@ -170,7 +177,7 @@ class ReplyPoster:
                 async with self._session.post(
                     url, data=data, headers={"Content-Type": "application/json"}, allow_redirects=False
                 ) as response:
-                    if response.status < 500 and response.status != 429:
+                    if response.status < 500 and response.status not in RETRIED:
                         if response.status >= 400:
                             log.warning("replyUrl of job %s answered %s", job_id, response.status)
                         return True
@@ -184,7 +191,8 @@ class ReplyPoster:
         return False
 
     async def close(self, *, grace: float = 5.0) -> None:
-        # Replies already under way get a moment: their jobs are final and never re-sent.
+        # Replies already under way get a moment; a final state cut short stays to tell in the store,
+        # and the next process POSTs it (Dispatcher.show_ends).
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):

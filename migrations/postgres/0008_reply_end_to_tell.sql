@@ -7,6 +7,22 @@
 -- names final_pending alone and posts the end itself without recording it, so while processes are
 -- upgraded one at a time no upgraded process finds those ends and posts them a second time.
 -- The rest is 0007's function, unchanged (PostgreSQL replaces a function whole).
+--
+-- A process of the previous version looking for ends to tell (its JobStore.final_not_shown) finds
+-- these too, and POSTs them without recording them: during a rolling upgrade a receiver may get a
+-- final state more than once, as replyUrl's delivery (at least once) allows.
+
+-- Whether a job's parameters name a replyUrl. Parameters jsonb cannot hold (a \u0000 in a prompt
+-- stored before such text was refused) must not stop the job from ending: their end is not told again.
+CREATE OR REPLACE FUNCTION pixverse_has_reply_url(p_params TEXT) RETURNS BOOLEAN
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN COALESCE(p_params::jsonb ->> 'replyUrl', '') <> '';
+EXCEPTION WHEN untranslatable_character OR invalid_text_representation THEN
+    RETURN FALSE;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION pixverse_release(
     p_job_id TEXT, p_version INTEGER, p_status TEXT, p_now DOUBLE PRECISION, p_fields JSONB
 ) RETURNS TABLE (released jobs, others_waiting BOOLEAN) LANGUAGE plpgsql VOLATILE AS $$
@@ -39,7 +55,7 @@ BEGIN
                                                            THEN (p_fields ->> 'final_pending')::boolean
                                                            ELSE final_pending END
                 WHEN p_fields ? 'final_reply' THEN (p_fields ->> 'final_reply')::boolean
-                                                   AND COALESCE(params::jsonb ->> 'replyUrl', '') <> ''
+                                                   AND pixverse_has_reply_url(params)
                 ELSE final_pending END
         WHERE job_id = p_job_id AND state <> 'done' AND (p_version IS NULL OR version = p_version)
         RETURNING *

@@ -722,11 +722,17 @@ async def test_an_ended_http_api_job_with_a_reply_url_is_looked_at_until_its_end
                          ("none", {"prompt": "a fox"}), ("blank", {"prompt": "a fox", "replyUrl": ""})):
         jobs[name] = (await stores.jobs.place(NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE, params),
                                               now=NOW, owner=OWNER, queue_size=0, rng=random.Random(1))).job
+    jobs["member"] = (await place(stores)).job
     for n, job in enumerate(jobs.values()):
         await stores.jobs.release(job.job_id, JobStatus.COMPLETED, now=NOW + n)
     window = dict(ended_before=NOW + 100, ended_after=NOW - 100)
-    # Only the job whose caller gave a replyUrl has an end to tell (POSTed there).
-    assert [job.job_id for job in await stores.jobs.final_not_shown(**window)] == [jobs["reply"].job_id]
+    # Only the API job whose caller gave a replyUrl has an end to tell (POSTed there), beside the member's.
+    assert [job.job_id for job in await stores.jobs.final_not_shown(**window)] == [jobs["member"].job_id,
+                                                                                   jobs["reply"].job_id]
+    assert [job.job_id for job in await stores.jobs.final_not_shown(**window, through_api=True)] == [
+        jobs["reply"].job_id]
+    assert [job.job_id for job in await stores.jobs.final_not_shown(**window, through_api=False)] == [
+        jobs["member"].job_id]
     assert await stores.jobs.mark_final_shown(jobs["none"].job_id) is False
     assert await stores.jobs.mark_final_shown(jobs["reply"].job_id) is True
-    assert await stores.jobs.final_not_shown(**window) == []
+    assert await stores.jobs.final_not_shown(**window, through_api=True) == []

@@ -24,6 +24,7 @@ import asyncpg
 from bot.dispatch.images import Image
 from bot.dispatch.models import Job, JobStatus, job_from_row, new_job_id
 from bot.store.decoded import DecodedJobs
+from bot.store.conditions import asked_through
 from bot.store import JOBS_TOPIC, EndedJobs, NewJob, Placement, Released, ended_jobs, rules
 from bot.store.postgres.database import Database, channel_of
 
@@ -338,13 +339,15 @@ class JobRepository:
         ) > 0
 
     async def final_not_shown(self, *, ended_before: float, ended_after: float, limit: int = 100,
-                              shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
+                              shards: tuple[int, frozenset[int]] | None = None,
+                              through_api: bool | None = None) -> list[Job]:
         if limit <= 0:
             return []
         # The partial index jobs_final_pending, by the time each job ended.
         where, params = _of_shards(shards, first=4)
         return await self._fetch_jobs(
             f"SELECT * FROM jobs WHERE final_pending AND updated_at < $1 AND updated_at >= $2{where}"
+            f"{asked_through(through_api)}"
             " ORDER BY updated_at DESC LIMIT $3",
             ended_before, ended_after, limit, *params,
         )

@@ -12,6 +12,7 @@ from bot.dispatch.images import Image
 from bot.store.sqlite import placement
 from bot.store.sqlite.database import Database, Tx
 from bot.store.decoded import DecodedJobs
+from bot.store.conditions import asked_through
 from bot.store import EndedJobs, NewJob, Placement, Released, ended_jobs
 from bot.dispatch.models import Job, JobStatus, job_from_row
 
@@ -198,7 +199,8 @@ class JobRepository:
         ) > 0
 
     async def final_not_shown(self, *, ended_before: float, ended_after: float, limit: int = 100,
-                              shards: tuple[int, frozenset[int]] | None = None) -> list[Job]:
+                              shards: tuple[int, frozenset[int]] | None = None,
+                              through_api: bool | None = None) -> list[Job]:
         if limit <= 0:
             return []
         # The partial index jobs_final_pending: ``final_pending = 1`` word for word, or SQLite
@@ -206,6 +208,7 @@ class JobRepository:
         where, params = _of_shards(shards)
         rows = await self._db.lookup_all(
             f"SELECT * FROM jobs WHERE final_pending = 1 AND updated_at < ? AND updated_at >= ?{where}"
+            f"{asked_through(through_api)}"
             " ORDER BY updated_at DESC LIMIT ?",
             (ended_before, ended_after, *params, limit),
         )

@@ -175,8 +175,10 @@ def release_statement(
     values = {"status": status.value, "state": JobState.DONE.value, "owner": None, "updated_at": now, **fields}
     # A job with an end to tell (0010): a member's (their message shows it) or the HTTP API's with a
     # replyUrl (it is POSTed there); marked told by the one who told it (JobStore.mark_final_shown).
+    # A CASE, as SQLite evaluates both sides of an OR: only an HTTP API job's parameters are read.
     assignments = ", ".join(f"{column} = ?" for column in values) + (
-        ", final_pending = (request_channel_id <> 'api' OR COALESCE(json_extract(params, '$.replyUrl'), '') <> '')")
+        ", final_pending = CASE WHEN request_channel_id <> 'api' THEN 1"
+        " WHEN json_valid(params) THEN COALESCE(json_extract(params, '$.replyUrl'), '') <> '' ELSE 0 END")
     where, params = "job_id = ? AND state <> 'done'", [job_id]
     if expected is not None:
         # Decided from an earlier read (a timeout, an account's jobs): only if the job is
