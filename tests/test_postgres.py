@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 from bot.accounts.crypto import TokenCipher
 from bot.core import Core
 from bot.dispatch.dispatcher import Dispatcher
-from bot.dispatch.models import JobStatus, Verb
+from bot.dispatch.models import API_REQUESTER, JobStatus, Verb
 from bot.errors import DATABASE_UNREACHABLE, StoreUnavailable, from_exception
 from bot.settings import Settings
 from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, NewJob
@@ -302,64 +302,62 @@ async def test_a_release_waits_for_its_servers_lock():
         assert released.job is not None and released.others_waiting  # it saw the job queued meanwhile
 
 
+@contextlib.asynccontextmanager
+async def one_account_stores(max_jobs: int):
+    """A migrated database with one account of GUILD, and its stores."""
+    async with schema_db() as (db, _, _):
+        stores = db.stores(TokenCipher(Fernet.generate_key()))
+        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
+                                     discord_user_id="733333333333333333", max_jobs=max_jobs)
+        yield db, stores
+
+
+async def ends_to_tell_after_an_earlier_and_a_current_end(new: NewJob, earlier_call_fields: str) -> tuple:
+    """Two jobs like ``new``: one ended by an earlier version's pixverse_release call (its p_fields),
+    one by today's store. Returns the ids of the ended jobs left to tell, and the two jobs."""
+    async with one_account_stores(max_jobs=2) as (db, stores):
+        old, current = [(await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
+                                                 rng=random.Random(n))).job for n in range(2)]
+        await db.fetchrow("SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)",
+                          old.job_id, None, "completed", 1_800_000_001.0, earlier_call_fields)
+        await stores.jobs.release(current.job_id, JobStatus.COMPLETED, now=1_800_000_002.0)
+        assert (await stores.jobs.get(old.job_id)).status == JobStatus.COMPLETED
+        ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
+        return [job.job_id for job in ended], old, current
+
+
+REPLY_JOB = NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE,
+                   {"prompt": "a fox", "replyUrl": "https://example.com/hook"})
+
+
 async def test_a_job_ended_by_a_process_of_the_earlier_version_leaves_no_end_to_show_twice():
     """While processes are upgraded one at a time, an older one ends jobs with pixverse_release's
     call as it was (naming no final_pending) and shows their ends itself: an upgraded process
     must not find them and tell the members again."""
-    async with schema_db() as (db, _, _):
-        stores = db.stores(TokenCipher(Fernet.generate_key()))
-        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
-                                     discord_user_id="733333333333333333", max_jobs=2)
-        new = NewJob(GUILD, "900000000000000001", "900000000000000002", Verb.CREATE, {"prompt": "a fox"})
-        old, current = [(await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
-                                                 rng=random.Random(n))).job for n in range(2)]
-        await db.fetchrow("SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)",
-                          old.job_id, None, "completed", 1_800_000_001.0, "{}")  # the earlier version's call
-        await stores.jobs.release(current.job_id, JobStatus.COMPLETED, now=1_800_000_002.0)
-        ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
-        assert [job.job_id for job in ended] == [current.job_id]
-        assert (await stores.jobs.get(old.job_id)).status == JobStatus.COMPLETED
-
+    new = NewJob(GUILD, "900000000000000001", "900000000000000002", Verb.CREATE, {"prompt": "a fox"})
+    ended, _, current = await ends_to_tell_after_an_earlier_and_a_current_end(new, "{}")  # 0003's call
+    assert ended == [current.job_id]
 
 
 async def test_an_http_api_job_ended_by_a_process_of_the_previous_version_is_not_posted_twice():
     """A process of the previous version POSTs an HTTP API job's final state to its replyUrl and
     records nothing (its pixverse_release call names final_pending alone): an upgraded process must
     not find that end and POST it again."""
-    from bot.dispatch.models import API_REQUESTER
-
-    async with schema_db() as (db, _, _):
-        stores = db.stores(TokenCipher(Fernet.generate_key()))
-        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
-                                     discord_user_id="733333333333333333", max_jobs=2)
-        new = NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE,
-                     {"prompt": "a fox", "replyUrl": "https://example.com/hook"})
-        old, current = [(await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
-                                                 rng=random.Random(n))).job for n in range(2)]
-        await db.fetchrow("SELECT * FROM pixverse_release($1, $2, $3, $4, $5::jsonb)",
-                          old.job_id, None, "completed", 1_800_000_001.0, '{"final_pending": true}')  # 0007's call
-        await stores.jobs.release(current.job_id, JobStatus.COMPLETED, now=1_800_000_002.0)
-        ended = await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0)
-        assert [job.job_id for job in ended] == [current.job_id]
+    ended, _, current = await ends_to_tell_after_an_earlier_and_a_current_end(REPLY_JOB, '{"final_pending": true}')
+    assert ended == [current.job_id]  # 0007's call above, today's here
 
 
 async def test_an_http_api_job_whose_parameters_jsonb_cannot_hold_still_ends():
     """A prompt with a \\u0000, stored before such text was refused: the job ends (its slot is freed),
     only its end is not looked for again (pixverse_has_reply_url cannot read the replyUrl)."""
-    from bot.dispatch.models import API_REQUESTER
-
-    async with schema_db() as (db, _, _):
-        stores = db.stores(TokenCipher(Fernet.generate_key()))
-        await stores.accounts.upsert(guild_id=GUILD, channel_id="333333333333333333", token="token-of-a-xxxxxxxx",
-                                     discord_user_id="733333333333333333", max_jobs=1)
-        new = NewJob(GUILD, API_REQUESTER, API_REQUESTER, Verb.CREATE,
-                     {"prompt": "a fox", "replyUrl": "https://example.com/hook"})
-        job = (await stores.jobs.place(new, now=1_800_000_000.0, owner=None, queue_size=0,
+    async with one_account_stores(max_jobs=1) as (db, stores):
+        job = (await stores.jobs.place(REPLY_JOB, now=1_800_000_000.0, owner=None, queue_size=0,
                                        rng=random.Random(1))).job
         await db.execute("UPDATE jobs SET params = $1 WHERE job_id = $2",
                          '{"prompt": "a\\u0000fox", "replyUrl": "https://example.com/hook"}', job.job_id)
         released = await stores.jobs.release(job.job_id, JobStatus.COMPLETED, now=1_800_000_001.0)
         assert released.job is not None and released.job.status == JobStatus.COMPLETED
         assert await stores.jobs.final_not_shown(ended_before=1_800_000_100.0, ended_after=0) == []
-        again = await stores.jobs.place(new, now=1_800_000_002.0, owner=None, queue_size=0, rng=random.Random(2))
+        again = await stores.jobs.place(REPLY_JOB, now=1_800_000_002.0, owner=None, queue_size=0,
+                                        rng=random.Random(2))
         assert again.queue_position is None  # the slot it held is free
