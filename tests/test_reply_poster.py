@@ -41,6 +41,12 @@ async def status_body(job: Job) -> dict:
     return {"jobid": job.job_id, "status": job.status.value}
 
 
+async def settled(poster: ReplyPoster) -> None:
+    """Until the poster's POSTs under way are done (a test fails, not hangs, past 10 s)."""
+    while poster._tasks:
+        await asyncio.wait_for(asyncio.wait(set(poster._tasks)), timeout=10)
+
+
 class Record:
     """The dispatcher's final_shown as the poster sees it: the jobs recorded as told, in order."""
 
@@ -87,13 +93,10 @@ async def test_a_retold_final_state_gets_one_try_and_is_recorded_once_taken(capl
         record = Record()
         poster = ReplyPoster(status_body, allow_private=True, told=record, backoff=0.01)
         await poster.job_changed(ended_job(receiver.url))
-        await asyncio.sleep(0)
-        while poster._tasks:  # the live path's three tries
-            await asyncio.sleep(0.01)
+        await settled(poster)  # the live path's three tries
         caplog.clear()
         await poster.job_changed(ended_job(receiver.url))  # told again: one try, quietly
-        while poster._tasks:
-            await asyncio.sleep(0.01)
+        await settled(poster)
         assert len(receiver.bodies) == 4 and record.told == []
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
         receiver.status = 200
@@ -123,8 +126,7 @@ async def test_a_posted_final_state_whose_record_failed_is_recorded_when_told_ag
         record = Record(fail_first=1)
         poster = ReplyPoster(status_body, allow_private=True, told=record)
         await poster.job_changed(ended_job(receiver.url))
-        while poster._tasks:
-            await asyncio.sleep(0.01)
+        await settled(poster)
         assert record.told == [] and len(receiver.bodies) == 1
         assert "Could not record that job job:r's final state was posted: OSError: database is locked" in caplog.text
         await poster.job_changed(ended_job(receiver.url))  # Dispatcher.show_ends, a minute later
@@ -144,8 +146,7 @@ async def test_a_final_state_whose_body_could_not_be_made_is_posted_when_told_ag
 
         poster = ReplyPoster(flaky_body, allow_private=True, told=record)
         await poster.job_changed(ended_job(receiver.url))
-        while poster._tasks:
-            await asyncio.sleep(0.01)
+        await settled(poster)
         assert receiver.bodies == [] and record.told == []
         assert ("replyUrl of job job:r not posted: OSError: database is locked; told again every minute for a day"
                 in caplog.text)

@@ -456,9 +456,10 @@ class Dispatcher:
             return
         retold = frozenset(job.job_id for job in ours)
         if retold:
-            # Once, not every minute for a day while a receiver or a channel stays unreachable.
-            (log.info if retold != self._retold else log.debug)("Telling again the end of %d job(s) not told yet",
-                                                                len(retold))
+            # Said when ends join the list, not every minute for a day while a receiver or a channel
+            # stays unreachable.
+            (log.info if retold - self._retold else log.debug)("Telling again the end of %d job(s) not told yet",
+                                                               len(retold))
         self._retold = retold
         for job in ours:
             self._notify(job)

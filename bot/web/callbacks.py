@@ -147,7 +147,8 @@ class ReplyPoster:
             taken = await self._post(job.job_id, url, body, attempts=self._attempts if final and not again else 1,
                                      quiet=again, later=later)
         except Exception as exc:  # its body could not be made (the database): as a receiver that did not answer
-            log.warning("replyUrl of job %s not posted: %s: %s%s", job.job_id, type(exc).__name__, exc, later)
+            (log.debug if again else log.warning)("replyUrl of job %s not posted: %s: %s%s", job.job_id,
+                                                  type(exc).__name__, exc, later)
             taken = False
         if not final:
             return
