@@ -152,6 +152,13 @@ def _declares(command: Command, name: str) -> bool:
     return any(name == p.name or name in p.aliases for p in command.params)
 
 
+def refuse_nul(label: str, text: str) -> None:
+    """A request's text with a NUL character is refused: no message carries it, and PostgreSQL's
+    jsonb (a job's parameters) cannot hold it."""
+    if "\x00" in text:
+        raise bad_request(f"{label} must not contain a NUL character")
+
+
 def _check(param: Param, name: str, value: Any) -> Any:
     """One parameter's value, checked (``name``: as the request spelled it)."""
     label = f"Required param {name}" if param.required else f"Param {name}"
@@ -176,8 +183,7 @@ def _check(param: Param, name: str, value: Any) -> Any:
         return None
     if param.max_length is not None and len(text) > param.max_length:
         raise bad_request(f"{label} is longer than {param.max_length} characters")
-    if "\x00" in text:  # no message carries it, and PostgreSQL's jsonb cannot hold it
-        raise bad_request(f"{label} must not contain a NUL character")
+    refuse_nul(label, text)
     if param.choices and text not in param.choices:
         raise bad_request(f"{label} ({echo(text)}) is not one of {', '.join(param.choices)}")
     return text

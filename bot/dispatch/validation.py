@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.accounts.validation import echo
 from bot.addresses import client_host, host_verdict
-from bot.dispatch.catalogue import BUTTONS
+from bot.dispatch.catalogue import BUTTONS, refuse_nul
 from bot.errors import bad_request
 
 # The PixVerse commands' own rules live in bot/dispatch/catalogue.py.
@@ -23,8 +23,7 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"Param {name} must be a string")
-    if "\x00" in value:  # PostgreSQL's jsonb cannot hold it
-        raise bad_request(f"Param {name} must not contain a NUL character")
+    refuse_nul(f"Param {name}", value)
     return value.strip() or None
 
 

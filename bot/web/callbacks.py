@@ -4,8 +4,8 @@ caller gave, in order, one request at a time per job; only the final state is re
 The final state is recorded as told (``told``: Dispatcher.final_shown) once the receiver took it or
 refused it for good. Until then the store keeps it to tell, and the dispatcher tells it again after
 a crash, or after the receiver was down for the live path's tries (Dispatcher.show_ends): every
-minute for a day, one try each time. Delivery is at least once: a crash between a POST and its
-record posts that final state again."""
+minute for a day, one try each time after a process's first three. Delivery is at least once: a
+crash between a POST and its record posts that final state again."""
 
 from __future__ import annotations
 
@@ -141,15 +141,18 @@ class ReplyPoster:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # in order: the earlier state first
         # A final state told again after its tries failed gets one try each time (every minute).
-        later = "; told again every minute for a day" if final and self._told is not None else ""
+        attempts = self._attempts if final and not again else 1
         try:
             body = await self._public_job(job)
-            taken = await self._post(job.job_id, url, body, attempts=self._attempts if final and not again else 1,
-                                     quiet=again, later=later)
+            reason = await self._post(job.job_id, url, body, attempts=attempts)
+            failure = None if reason is None else f"failed {attempts} time(s) (last: {reason})"
         except Exception as exc:  # its body could not be made (the database): as a receiver that did not answer
-            (log.debug if again else log.warning)("replyUrl of job %s not posted: %s: %s%s", job.job_id,
-                                                  type(exc).__name__, exc, later)
-            taken = False
+            failure = f"not posted: {type(exc).__name__}: {exc}"
+        taken = failure is None
+        if failure is not None:
+            # Warned once; each later try (told again, every minute) only at DEBUG.
+            later = "; told again every minute for a day" if final and self._told is not None else ""
+            (log.debug if again else log.warning)("replyUrl of job %s %s%s", job.job_id, failure, later)
         if not final:
             return
         if self._ended.get(job.job_id) == POSTING:
@@ -166,9 +169,9 @@ class ReplyPoster:
             log.warning("Could not record that job %s's final state was posted: %s: %s", job_id,
                         type(exc).__name__, exc)
 
-    async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int, quiet: bool = False,
-                    later: str = "") -> bool:
-        """True when the receiver took the body, or refused it for good (a 4xx not in RETRIED)."""
+    async def _post(self, job_id: str, url: yarl.URL, body: dict, *, attempts: int) -> str | None:
+        """None when the receiver took the body, or refused it for good (a 4xx not in RETRIED); else
+        why the last try failed."""
         if self._session is None:
             connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
@@ -181,15 +184,13 @@ class ReplyPoster:
                     if response.status < 500 and response.status not in RETRIED:
                         if response.status >= 400:
                             log.warning("replyUrl of job %s answered %s", job_id, response.status)
-                        return True
+                        return None
                     reason = f"HTTP {response.status}"
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 reason = type(exc).__name__
             if attempt < attempts:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-        (log.debug if quiet else log.warning)("replyUrl of job %s failed %d time(s) (last: %s)%s", job_id, attempts,
-                                              reason, later)
-        return False
+        return reason
 
     async def close(self, *, grace: float = 5.0) -> None:
         # Replies already under way get a moment; a final state cut short stays to tell in the store,
