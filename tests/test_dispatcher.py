@@ -710,3 +710,60 @@ async def test_a_final_state_its_reply_url_did_not_take_is_posted_again_until_ta
             assert len(receiver.bodies) == 5
         finally:
             await poster.close()
+
+
+async def test_a_nul_in_pixverse_text_reads_as_a_replacement_character_and_the_job_still_ends(database, repository):
+    """PostgreSQL's text cannot hold U+0000, so PixVerse text carrying one (its content echoes what
+    was typed; embeds and buttons are PixVerse's own) is read with U+FFFD in its place: the job
+    moves on, ends and frees its slot on every engine, and nothing shows a NUL."""
+    from tests.dispatch_support import discord_backend_dispatcher
+
+    pixverse_user, account_user = "950000000000000001", "700000000000000001"
+    await add_account(repository, G, A1, max_jobs=1, user=account_user)
+    backend, d = discord_backend_dispatcher(database, repository, application_id=pixverse_user, listener=Listener())
+
+    async def submit_only(job, token):  # the user-token side is not under test here
+        return None
+
+    backend.submit = submit_only
+    try:
+        job_id = (await submit(d)).job.job_id
+
+        def said(message_id: str, text: str, **more) -> dict:
+            return {"id": message_id, "channel_id": A1, "guild_id": G, "author": {"id": pixverse_user, "bot": True},
+                    "content": f"<@{account_user}> (prompt: a red fox style: Realistic aspect-ratio: 16:9) {text}",
+                    "type": 20, "flags": 0, "attachments": [], "embeds": [], "components": [],
+                    "timestamp": "2027-01-15T08:00:00+00:00", "interaction_metadata": {"user": {"id": account_user}},
+                    **more}
+
+        await backend.observe(said("1001", "(Waiting to start)\x00"))
+        await d.wait_idle()
+        started = await d.get(job_id, G)
+        assert started.status is JobStatus.STARTED
+        assert started.content.endswith("(Waiting to start)\ufffd")
+        await backend.observe(said("1001", "(37%) \x00"))
+        await d.wait_idle()
+        assert (await d.get(job_id, G)).progress == 37
+        final = said(
+            "1002", "Author: <@700000000000000001>\x00",
+            timestamp="2027-01-15T08:01:00+00:00\x00",
+            attachments=[{"id": "1", "url": "https://cdn.example/v.mp4", "filename": "v\x00.mp4", "size": 10,
+                          "content_type": "video/mp4"}],
+            embeds=[{"title": "Done\x00"}],
+            components=[{"type": 1, "components": [{"type": 2, "style": 2, "label": "U\x001", "custom_id": "u1"}]}],
+            interaction_metadata=None)
+        await backend.observe(final)
+        await d.wait_idle()
+        done = await d.get(job_id, G)
+        assert done.status is JobStatus.COMPLETED and done.message_id == "1002"
+        assert done.content.endswith("Author: <@700000000000000001>\ufffd")
+        shown = done.to_public()
+        assert "timestamp" not in shown  # a timestamp with a NUL is no timestamp
+        assert [a["filename"] for a in done.attachments] == ["v\ufffd.mp4"]
+        assert [b["label"] for b in done.buttons] == ["U\ufffd1"]
+        # The embeds are kept as Discord sent them, as JSON text (which writes a NUL escaped):
+        # shown again as JSON, they carry the escape, never the character.
+        assert done.embeds == [{"title": "Done\x00"}]
+        assert await slots(database, A1) == 0
+    finally:
+        await d.close()

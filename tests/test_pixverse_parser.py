@@ -435,6 +435,7 @@ MALFORMED = [
     pytest.param(replaced(waiting_message(), author={"username": "PixVerse"}), id="author-without-id"),
     pytest.param(without(waiting_message(), "id"), id="no-id"),
     pytest.param(replaced(waiting_message(), id=None), id="id-null"),
+    pytest.param(replaced(waiting_message(), id=WAITING_ID + "\x00"), id="id-with-a-nul"),
     pytest.param(replaced(waiting_message(), content=42), id="content-not-a-string"),
     pytest.param(replaced(final_message(), embeds={"title": "Banned prompt"}), id="embeds-not-a-list"),
     pytest.param(replaced(final_message(), attachments="pixverse_1.mp4"), id="attachments-not-a-list"),
@@ -481,6 +482,13 @@ def test_sensible_reading_of_partly_bad_messages():
         buttons=(Button(label="🔀", custom_id="c-2"), Button(label="V2", custom_id="c-3")),
         group=GROUP_CREATE,
     )
+
+
+def test_a_nul_in_discord_text_reads_as_the_replacement_character():
+    raw = replaced(embed_message("Banned\x00 prompt", "a fox\x00"), content="Failed\x00")
+    event = parse_message(raw)
+    assert (event.kind, event.content, event.error, event.error_details) == (
+        EventKind.MODERATED, "Failed\ufffd", "Banned\ufffd prompt", "Banned\ufffd prompt\na fox\ufffd")
 
 
 def test_missing_or_null_content_reads_as_empty():

@@ -63,6 +63,9 @@ Decisions on points the protocol page leaves open (all documented at the code th
 * **Which job.** A new message goes to a job of the group the content shows with the same
   prompt; an animate group with an empty prompt goes to an animate job without one. An event
   with no group (no ``prompt:`` label) only matches by message id or reply reference.
+* **No NUL.** A U+0000 in the text read here (content, embed titles and descriptions, button
+  labels, file names) becomes U+FFFD, the replacement character: PostgreSQL's text cannot hold
+  it, and a write that fails would keep the job from ending. An id carrying one is not an id.
 """
 
 from __future__ import annotations
@@ -341,6 +344,10 @@ def _without_prompt(content: str) -> str:
 # --- Reading the raw message -----------------------------------------------------------------
 
 
+#: What a NUL in Discord's text is read as (see "No NUL" in the module's docstring).
+NUL, NUL_SHOWN_AS = "\x00", "\ufffd"
+
+
 class _Malformed(Exception):
     """The message is not readable; parse_message answers None."""
 
@@ -351,9 +358,14 @@ def _id(value: Any) -> str | None:
         return None
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value and NUL not in value:
         return value
     return None
+
+
+def _shown(text: str) -> str:
+    """``text`` with each NUL as U+FFFD (see "No NUL" above)."""
+    return text.replace(NUL, NUL_SHOWN_AS)
 
 
 def _list_of(message: Mapping[str, Any], key: str) -> list[Any]:
@@ -366,7 +378,7 @@ def _list_of(message: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return _shown(value) if isinstance(value, str) else ""
 
 
 def _attachments(message: Mapping[str, Any]) -> tuple[Attachment, ...]:
@@ -380,6 +392,7 @@ def _attachments(message: Mapping[str, Any]) -> tuple[Attachment, ...]:
         filename = raw.get("filename")
         if not isinstance(filename, str) or not filename:
             filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        filename = _shown(filename)
         size = raw.get("size")
         size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
         content_type = raw.get("content_type")
@@ -416,7 +429,7 @@ def _buttons(message: Mapping[str, Any]) -> tuple[Button, ...]:
             label = emoji.get("name") if isinstance(emoji, Mapping) else None
         if not isinstance(label, str) or not label.strip():
             continue  # nothing to address it by
-        out.append(Button(label=label.strip(), custom_id=custom_id))
+        out.append(Button(label=_shown(label.strip()), custom_id=custom_id))
     return tuple(out)
 
 
@@ -488,6 +501,7 @@ def _parse(message: Any) -> PixverseEvent | None:
         content = ""
     if not isinstance(content, str):
         return None
+    content = _shown(content)
     flags = message.get("flags")
     flags = flags if isinstance(flags, int) and not isinstance(flags, bool) else 0
     reference = message.get("message_reference")

@@ -65,11 +65,14 @@ _PROGRESS_KINDS = frozenset({EventKind.STARTED, EventKind.PROGRESS})
 
 def _message_extras(message: dict[str, Any]) -> dict[str, Any]:
     """What the useapi job model shows of PixVerse's message beside the parser's reading: its
-    timestamp and its embeds, as Discord sent them."""
+    timestamp and its embeds, as Discord sent them (the embeds are kept as JSON text, where a NUL
+    is written escaped; a timestamp carrying one is no timestamp, as the parser reads ids)."""
     timestamp = message.get("timestamp")
+    if not isinstance(timestamp, str) or len(timestamp) > 64 or "\x00" in timestamp:
+        timestamp = None
     embeds = message.get("embeds")
     return {
-        "timestamp": timestamp if isinstance(timestamp, str) and len(timestamp) <= 64 else None,
+        "timestamp": timestamp,
         "embeds": tuple(e for e in embeds[:EMBEDS_KEPT] if isinstance(e, dict)) if isinstance(embeds, list) else (),
     }
 
