@@ -1,4 +1,5 @@
-"""The bare client of bench/gateway_bench.py: a ``discord.Client`` with the bot's intents, doing nothing
+"""The bare client of bench/gateway_bench.py: a ``discord.Client`` with the bot's intents (an
+``AutoShardedClient`` when ``BENCH_SHARDED`` is set), doing nothing
 but connecting to the fake Discord named by ``BENCH_API`` and ``BENCH_GATEWAY`` with ``BENCH_TOKEN``; prints ``READY <servers>``.
 
 A file of its own, so that the script Python compiles at each start is a few lines, as the bot's
@@ -20,7 +21,8 @@ intents = discord.Intents.none()
 intents.guilds = True
 intents.guild_messages = True
 intents.message_content = True
-client = discord.Client(intents=intents)
+# BENCH_SHARDED (the bench's --sharded): the shards GET /gateway/bot recommends, as a bot that size connects.
+client = (discord.AutoShardedClient if os.environ.get("BENCH_SHARDED") else discord.Client)(intents=intents)
 
 
 @client.event

@@ -4,6 +4,7 @@
     python bench/gateway_bench.py --quick    # about 2 minutes: 1,000 servers, smaller floods (about 4.5 in full)
     python bench/gateway_bench.py [--servers 5000] [--small 100] [--events 5000] [--bursts 2000,20000] [--rounds 3]
     python bench/gateway_bench.py --start-only --rounds 9   # start to ready and idle RSS alone, more rounds
+    python bench/gateway_bench.py --start-only --sharded    # the same, connected as Discord has such a bot connect
 
 Two clients, each against its own fake Discord (tests/e2e/fake: REST and gateway, served by this
 process on 127.0.0.1), with the same servers, intents and events:
@@ -34,10 +35,16 @@ Measured, in ``--rounds`` interleaved rounds (each figure the median of the roun
   less its idle CPU over the same time, divided by the events;
 * **RSS** (``VmRSS`` of ``/proc/<pid>/status``): idle after ready at ``--small`` and
   ``--servers`` servers, and the bot's peak during the largest burst (sampled every 20 ms) over
-  its RSS just before it;
+  its RSS just before it. Idle, also its private part (``RssAnon``), not a target: the rest is
+  shared libraries' pages read from disk, which the processes of one machine share;
 * **start to ready** at ``--servers`` servers: from starting the process to its ready line, the
   two clients one after the other in each round; the verdict is on the median of the rounds'
-  bot ÷ bare ratios, which cancels the machine's slow and fast spells;
+  bot ÷ bare ratios, which cancels the machine's slow and fast spells. By default each client
+  has one gateway connection for every server. With ``--sharded`` (with ``--start-only``) both
+  connect as Discord has a bot of that size connect: ``GET /gateway/bot`` recommends one shard
+  per ``SERVERS_PER_SHARD`` servers (Discord requires shards past 2,500 servers and recommends
+  about one per 1,000), the bare client is a ``discord.AutoShardedClient``, and discord.py waits
+  its 5 s between two IDENTIFYs (``Client.before_identify_hook``), as against Discord;
 * **database round trips** of a followed progress edit, counted in this process on the bot's own
   backend, dispatcher and SQLite store (worker-thread statements, and reads answered on the
   loop's thread);
@@ -57,6 +64,7 @@ import asyncio
 import compileall
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -79,6 +87,7 @@ OTHER_BOT_ID = 960000000000000002
 MEMBER_IDS = [970000000000000000 + n for n in range(50)]
 GUILD_BASE = 700000000000000000
 ACCOUNT_EVERY = 5  # an account in every fifth server
+SERVERS_PER_SHARD = 1000  # --sharded: Discord's recommendation, about one shard per 1,000 servers
 FOLLOWED_CHANNELS = 50
 JOBS_PER_CHANNEL = 2
 FOLLOWED_JOBS = FOLLOWED_CHANNELS * JOBS_PER_CHANNEL
@@ -117,12 +126,17 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def rss_kib(pid: int) -> int:
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def shards_for(servers: int) -> int:
+    """The shard count ``GET /gateway/bot`` recommends for so many servers under ``--sharded``."""
+    return max(1, math.ceil(servers / SERVERS_PER_SHARD))
 
 
 def free_port() -> int:
@@ -157,10 +171,12 @@ class World:
         return [n for n in range(self.servers) if n % ACCOUNT_EVERY == 0]
 
 
-async def make_fake(world: World):
+async def make_fake(world: World, *, sharded: bool):
     from tests.e2e.fake import FakeDiscord
 
     fake = FakeDiscord(bot_token=BOT_TOKEN)
+    if sharded:
+        fake.shard_count = shards_for(world.servers)
     fake.heartbeat_interval_ms = 3_600_000  # no periodic heartbeat: an op 1 answer is always ours
     fake.BACKLOG_LIMIT = 10
     fake.add_pixverse(application_id=PIXVERSE_ID)
@@ -371,7 +387,8 @@ async def start_client(name: str, world: World, directory: Path, cpu: int | None
                    LOG_LEVEL="INFO", HTTP_PORT=str(free_port()))
         argv, marker = [sys.executable, "-m", "bot"], "Connected as"
     else:
-        env = dict(os.environ, BENCH_API=fake.api_base_url, BENCH_GATEWAY=fake.gateway_url, BENCH_TOKEN=BOT_TOKEN)
+        env = dict(os.environ, BENCH_API=fake.api_base_url, BENCH_GATEWAY=fake.gateway_url, BENCH_TOKEN=BOT_TOKEN,
+                   BENCH_SHARDED="1" if fake.shard_count > 1 else "")
         argv, marker = [sys.executable, str(Path(__file__).resolve().parent / "bare_client.py")], "READY"
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
@@ -580,7 +597,9 @@ async def run(args: argparse.Namespace) -> int:
           f" fake gateway; {args.servers:,} servers ({len(range(0, args.servers, ACCOUNT_EVERY)):,} with an account,"
           f" {FOLLOWED_JOBS} followed jobs on {FOLLOWED_CHANNELS} of them); floods of {args.events:,} events per"
           f" ignored kind, followed bursts of {', '.join(f'{b:,}' for b in bursts)}; {args.rounds} rounds, medians;"
-          f" clients on {'CPU 0, the fakes on CPU 1' if two_cpus else 'any CPU'}", flush=True)
+          f" clients on {'CPU 0, the fakes on CPU 1' if two_cpus else 'any CPU'}"
+          + (f"; sharded as Discord recommends (one shard per {SERVERS_PER_SHARD:,} servers), the bare client an"
+             f" AutoShardedClient" if args.sharded else ""), flush=True)
 
     # The bare client imports discord.py as pip installed it, compiled; the bot as deployed is too
     # (pip install ., the image). A checkout run with PYTHONDONTWRITEBYTECODE would compile every
@@ -599,12 +618,14 @@ async def run(args: argparse.Namespace) -> int:
             world = World(servers=size)
             (directory / str(size)).mkdir()
             await make_database(world, directory / str(size))
-            world.fakes = {"bot": await make_fake(world), "bare": await make_fake(world)}
+            world.fakes = {"bot": await make_fake(world, sharded=args.sharded),
+                           "bare": await make_fake(world, sharded=args.sharded)}
             worlds[size] = world
         try:
             # Start to ready and idle RSS: a fresh process each round, at each size.
             ready: dict[tuple[int, str], list[float]] = {}
             idle: dict[tuple[int, str], list[float]] = {}
+            private: dict[tuple[int, str], list[float]] = {}
             for r in range(args.rounds):
                 for size, world in worlds.items():
                     for name in (("bot", "bare") if r % 2 == 0 else ("bare", "bot")):
@@ -613,6 +634,7 @@ async def run(args: argparse.Namespace) -> int:
                             ready.setdefault((size, name), []).append(client.ready_at - client.started)
                             await settle(client, at_least=1.0)
                             idle.setdefault((size, name), []).append(rss_kib(client.pid) / 1024)
+                            private.setdefault((size, name), []).append(rss_kib(client.pid, "RssAnon") / 1024)
                         finally:
                             await stop_client(client)
                         print(f"  round {r + 1}: {size:,} servers, {name}: ready in"
@@ -695,6 +717,8 @@ async def run(args: argparse.Namespace) -> int:
         good = bot <= bare + 15
         ok &= good
         print(f"{f'idle RSS at {size:,} servers (MiB)':<52} {bot:>12.1f} {bare:>9.1f} {bot - bare:>+7.1f}  ≤ +15   {verdict(good)}")
+        bot, bare = median(private[size, "bot"]), median(private[size, "bare"])
+        print(f"{f'  of which private (RssAnon) (MiB)':<52} {bot:>12.1f} {bare:>9.1f} {bot - bare:>+7.1f}  (not a target)")
     if not args.start_only:
         through = median(growth["bot", large])
         good = through <= 20
@@ -713,7 +737,9 @@ async def run(args: argparse.Namespace) -> int:
             target = f"≤ 1.1×  {verdict(good)}"
         else:
             target = "(not a target)"
-        print(f"{f'start to ready at {size:,} servers (s)':<52} {bot:>12.2f} {bare:>9.2f} {median(ratios):>6.2f}×  {target}")
+        shards = worlds[size].fakes["bot"].shard_count
+        where = f"start to ready at {size:,} servers" + (f", {shards} shards" if shards > 1 else "")
+        print(f"{where + ' (s)':<52} {bot:>12.2f} {bare:>9.2f} {median(ratios):>6.2f}×  {target}")
         print(f"{'  per round: bot ÷ bare':<52} {', '.join(f'{r:.2f}×' for r in ratios)}"
               f" (the bot {', '.join(f'{g:+.2f}' for g in gaps)} s)")
     if verified:
@@ -722,7 +748,7 @@ async def run(args: argparse.Namespace) -> int:
     print("Overall:", "all targets met" if ok else "some targets missed (see FAIL above)")
     command = (f"cd {ROOT} && python bench/gateway_bench.py --servers {args.servers} --small {args.small}"
                f" --events {args.events} --bursts {args.bursts} --rounds {args.rounds}"
-               + (" --start-only" if args.start_only else ""))
+               + (" --start-only" if args.start_only else "") + (" --sharded" if args.sharded else ""))
     print(f"Rerun: {command}")
     return 0
 
@@ -737,10 +763,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="--servers 1000 --events 2000 --bursts 1000,10000")
     parser.add_argument("--start-only", action="store_true",
                         help="only start to ready and idle RSS (no floods): about 10 s a round at 5,000 servers")
+    parser.add_argument("--sharded", action="store_true",
+                        help="with --start-only: one shard per SERVERS_PER_SHARD servers, as Discord recommends")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the clients and the fakes to CPUs")
     args = parser.parse_args()
     if args.quick:
         args.servers, args.events, args.bursts = 1000, 2000, "1000,10000"
+    if args.sharded and not args.start_only:
+        parser.error("--sharded measures start to ready and idle memory only: add --start-only")
     return asyncio.run(run(args))
 
 
