@@ -265,9 +265,25 @@ async def form_fields(request: web.Request) -> dict[str, Any]:
 
 
 def _keep_text(fields: dict[str, Any], name: str, value: str) -> None:
-    """A form's text field as the API reads it: empty is absent, the numbers it takes as numbers."""
+    """A form's text field as the API reads it: empty is absent, the numbers it takes as numbers.
+
+    A name or value UTF-8 cannot carry is refused here: a form's charset is the client's to name,
+    and some (utf-7, unicode_escape) make lone surrogates, which would fail later, deep in hashing,
+    the database or the answer's encoding (JSON bodies are checked in ``json_object``)."""
+    if not _utf8(name):
+        raise bad_request("Request body is not a valid form")
+    if not _utf8(value):
+        raise _not_text(name)
     if value.strip():
         fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _repeated(name: str) -> ApiError:

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from bot.discord_bot import PixverseBot
+from bot.dispatch.models import API_REQUESTER
 from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.net import free_port
@@ -433,6 +434,30 @@ async def test_forms_as_useapi_v1_clients_send_them(api):
     assert await post_form(api, "/v1/pixverse/create", [("style", "Anime")], multipart=True,
                            files=[("prompt", "p.png", b"\x89PNG\r\n")]) == (
         400, {"error": "Param prompt must be a text field, not a file", "code": 400})
+
+
+async def test_a_form_whose_charset_makes_lone_surrogates_is_refused(api):
+    """utf-7's ``+2AA-`` decodes to a lone surrogate, which no database or hash can take: a 400, not a 500."""
+    async def post(data: bytes, content_type: str) -> tuple[int, dict]:
+        async with api.session.post(api.base + "/v1/pixverse/create", data=data, headers={
+                "Authorization": f"Bearer {api.token}", "Content-Type": content_type}) as response:
+            return response.status, await response.json()
+
+    form = "application/x-www-form-urlencoded; charset=utf-7"
+    assert await post(b"prompt=a+2AA-b&style=Anime", form) == (400, {"error": "Param prompt must be text", "code": 400})
+    assert await post(b"prompt=a+fox&style=Anime&reply+2AA-=x", form) == (
+        400, {"error": "Request body is not a valid form", "code": 400})
+    boundary = "b0undary"
+    multipart = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"style\"\r\n\r\nAnime\r\n"
+                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n"
+                 f"Content-Type: text/plain; charset=utf-7\r\n\r\na+2AA-b\r\n--{boundary}--\r\n").encode()
+    for path in ("/v1/pixverse/create", "/v1/pixverse/meme_face"):  # parts read whole, and streamed with images
+        async with api.session.post(api.base + path, data=multipart, headers={
+                "Authorization": f"Bearer {api.token}",
+                "Content-Type": f"multipart/form-data; boundary={boundary}"}) as response:
+            assert (response.status, await response.json()) == (
+                400, {"error": "Param prompt must be text", "code": 400}), path
+    assert await api.bot.core.dispatcher.jobs.of_member(str(GUILD_ID), API_REQUESTER) == []
 
 
 async def test_other_content_types_are_415_and_curls_default_still_works(api):
