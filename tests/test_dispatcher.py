@@ -712,10 +712,13 @@ async def test_a_final_state_its_reply_url_did_not_take_is_posted_again_until_ta
             await poster.close()
 
 
-async def test_a_nul_in_pixverse_text_reads_as_a_replacement_character_and_the_job_still_ends(database, repository):
-    """PostgreSQL's text cannot hold U+0000, so PixVerse text carrying one (its content echoes what
-    was typed; embeds and buttons are PixVerse's own) is read with U+FFFD in its place: the job
-    moves on, ends and frees its slot on every engine, and nothing shows a NUL."""
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_pixverse_text_no_engine_stores_reads_as_a_replacement_character_and_the_job_still_ends(
+        database, repository, bad):
+    """PostgreSQL's text cannot hold a NUL, and no engine can encode a lone surrogate (a JSON
+    ``\\ud800`` escape decodes to one): PixVerse text carrying either (its content echoes what was
+    typed; embeds and buttons are PixVerse's own) is read with U+FFFD in its place. The job moves
+    on, through the one-statement progress path too, ends and frees its slot on every engine."""
     from tests.dispatch_support import discord_backend_dispatcher
 
     pixverse_user, account_user = "950000000000000001", "700000000000000001"
@@ -723,7 +726,7 @@ async def test_a_nul_in_pixverse_text_reads_as_a_replacement_character_and_the_j
     backend, d = discord_backend_dispatcher(database, repository, application_id=pixverse_user, listener=Listener())
 
     async def submit_only(job, token):  # the user-token side is not under test here
-        return None
+        backend.channel_saved(job.account_channel_id)
 
     backend.submit = submit_only
     try:
@@ -736,34 +739,37 @@ async def test_a_nul_in_pixverse_text_reads_as_a_replacement_character_and_the_j
                     "timestamp": "2027-01-15T08:00:00+00:00", "interaction_metadata": {"user": {"id": account_user}},
                     **more}
 
-        await backend.observe(said("1001", "(Waiting to start)\x00"))
+        await backend.observe(said("1001", f"(Waiting to start){bad}"))
         await d.wait_idle()
         started = await d.get(job_id, G)
         assert started.status is JobStatus.STARTED
         assert started.content.endswith("(Waiting to start)\ufffd")
-        await backend.observe(said("1001", "(37%) \x00"))
+        # An edit of the attributed message: the one-statement path (record_message_progress).
+        await backend.observe(said("1001", f"(37%) {bad}", edited_timestamp="2027-01-15T08:00:05+00:00"))
         await d.wait_idle()
-        assert (await d.get(job_id, G)).progress == 37
+        going = await d.get(job_id, G)
+        assert (going.progress, going.content.endswith("(37%) \ufffd")) == (37, True)
         final = said(
-            "1002", "Author: <@700000000000000001>\x00",
-            timestamp="2027-01-15T08:01:00+00:00\x00",
-            attachments=[{"id": "1", "url": "https://cdn.example/v.mp4", "filename": "v\x00.mp4", "size": 10,
+            "1002", f"Author: <@700000000000000001>{bad}",
+            timestamp=f"2027-01-15T08:01:00+00:00{bad}",
+            attachments=[{"id": "1", "url": f"https://cdn.example/v{bad}.mp4", "filename": f"v{bad}.mp4", "size": 10,
                           "content_type": "video/mp4"}],
-            embeds=[{"title": "Done\x00"}],
-            components=[{"type": 1, "components": [{"type": 2, "style": 2, "label": "U\x001", "custom_id": "u1"}]}],
+            embeds=[{"title": f"Done{bad}"}],
+            components=[{"type": 1, "components": [{"type": 2, "style": 2, "label": f"U{bad}1",
+                                                    "custom_id": f"u1{bad}"}]}],
             interaction_metadata=None)
         await backend.observe(final)
         await d.wait_idle()
         done = await d.get(job_id, G)
         assert done.status is JobStatus.COMPLETED and done.message_id == "1002"
         assert done.content.endswith("Author: <@700000000000000001>\ufffd")
-        shown = done.to_public()
-        assert "timestamp" not in shown  # a timestamp with a NUL is no timestamp
-        assert [a["filename"] for a in done.attachments] == ["v\ufffd.mp4"]
-        assert [b["label"] for b in done.buttons] == ["U\ufffd1"]
-        # The embeds are kept as Discord sent them, as JSON text (which writes a NUL escaped):
-        # shown again as JSON, they carry the escape, never the character.
-        assert done.embeds == [{"title": "Done\x00"}]
+        assert "timestamp" not in done.to_public()  # a timestamp carrying one is no timestamp
+        assert [(a["url"], a["filename"]) for a in done.attachments] == [
+            ("https://cdn.example/v\ufffd.mp4", "v\ufffd.mp4")]
+        assert [(b["label"], b["custom_id"]) for b in done.buttons] == [("U\ufffd1", f"u1{bad}")]
+        # Embeds and a button's id are kept as Discord sent them, in JSON text, whose ASCII escapes
+        # every engine stores.
+        assert done.embeds == [{"title": f"Done{bad}"}]
         assert await slots(database, A1) == 0
     finally:
         await d.close()

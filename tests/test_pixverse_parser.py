@@ -435,7 +435,6 @@ MALFORMED = [
     pytest.param(replaced(waiting_message(), author={"username": "PixVerse"}), id="author-without-id"),
     pytest.param(without(waiting_message(), "id"), id="no-id"),
     pytest.param(replaced(waiting_message(), id=None), id="id-null"),
-    pytest.param(replaced(waiting_message(), id=WAITING_ID + "\x00"), id="id-with-a-nul"),
     pytest.param(replaced(waiting_message(), content=42), id="content-not-a-string"),
     pytest.param(replaced(final_message(), embeds={"title": "Banned prompt"}), id="embeds-not-a-list"),
     pytest.param(replaced(final_message(), attachments="pixverse_1.mp4"), id="attachments-not-a-list"),
@@ -484,11 +483,13 @@ def test_sensible_reading_of_partly_bad_messages():
     )
 
 
-def test_a_nul_in_discord_text_reads_as_the_replacement_character():
-    raw = replaced(embed_message("Banned\x00 prompt", "a fox\x00"), content="Failed\x00")
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_text_no_engine_stores_reads_as_the_replacement_character(bad):
+    raw = replaced(embed_message(f"Banned{bad} prompt", f"a fox{bad}"), content=f"Failed{bad}")
     event = parse_message(raw)
     assert (event.kind, event.content, event.error, event.error_details) == (
         EventKind.MODERATED, "Failed\ufffd", "Banned\ufffd prompt", "Banned\ufffd prompt\na fox\ufffd")
+    assert parse_message(replaced(waiting_message(), id=WAITING_ID + bad)) is None  # no id
 
 
 def test_missing_or_null_content_reads_as_empty():

@@ -40,6 +40,7 @@ import aiohttp
 import yarl
 
 from bot.accounts.token_check import TOKEN_CHARS
+from bot.pixverse.parser import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def _discord_reason(body: Any) -> str:
     walk(body.get("errors"), "")
     if details:
         reason = f"{reason} ({'; '.join(details[:3])})" if reason else "; ".join(details[:3])
-    return reason
+    return storable_text(reason)  # kept with the job and the account: text every engine stores
 
 
 def _error_code(body: Any) -> int | None:

@@ -63,9 +63,12 @@ Decisions on points the protocol page leaves open (all documented at the code th
 * **Which job.** A new message goes to a job of the group the content shows with the same
   prompt; an animate group with an empty prompt goes to an animate job without one. An event
   with no group (no ``prompt:`` label) only matches by message id or reply reference.
-* **No NUL.** A U+0000 in the text read here (content, embed titles and descriptions, button
-  labels, file names) becomes U+FFFD, the replacement character: PostgreSQL's text cannot hold
-  it, and a write that fails would keep the job from ending. An id carrying one is not an id.
+* **Text every engine stores.** A NUL (U+0000) or a lone surrogate (a ``\\ud800`` escape with
+  no partner, which Python's JSON decoder lets through) in the text read here (content, embed
+  titles and descriptions, button labels, attachments' names, addresses and types) becomes
+  U+FFFD, the replacement character (:func:`storable_text`): PostgreSQL's text cannot hold a NUL,
+  no engine can encode a lone surrogate, and a write that fails would keep the job from ending.
+  An id carrying one is not an id.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ __all__ = [
     "message_belongs_to_account",
     "normalise_prompt",
     "parse_message",
+    "storable_text",
 ]
 
 # --- The assumed format: every wording PixVerse is expected to use --------------------------
@@ -344,8 +348,8 @@ def _without_prompt(content: str) -> str:
 # --- Reading the raw message -----------------------------------------------------------------
 
 
-#: What a NUL in Discord's text is read as (see "No NUL" in the module's docstring).
-NUL, NUL_SHOWN_AS = "\x00", "\ufffd"
+#: What no engine stores, in Discord's text: NUL, and surrogate code points (UTF-8 cannot encode them).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class _Malformed(Exception):
@@ -358,14 +362,15 @@ def _id(value: Any) -> str | None:
         return None
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str) and value and NUL not in value:
+    if isinstance(value, str) and value and UNSTORABLE.search(value) is None:
         return value
     return None
 
 
-def _shown(text: str) -> str:
-    """``text`` with each NUL as U+FFFD (see "No NUL" above)."""
-    return text.replace(NUL, NUL_SHOWN_AS)
+def storable_text(text: str) -> str:
+    """Discord's ``text`` as the bot keeps it: each NUL and lone surrogate as U+FFFD, the
+    replacement character (see "Text every engine stores" above)."""
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def _list_of(message: Mapping[str, Any], key: str) -> list[Any]:
@@ -378,7 +383,7 @@ def _list_of(message: Mapping[str, Any], key: str) -> list[Any]:
 
 
 def _text(value: Any) -> str:
-    return _shown(value) if isinstance(value, str) else ""
+    return storable_text(value) if isinstance(value, str) else ""
 
 
 def _attachments(message: Mapping[str, Any]) -> tuple[Attachment, ...]:
@@ -389,14 +394,15 @@ def _attachments(message: Mapping[str, Any]) -> tuple[Attachment, ...]:
         url = raw.get("url") if isinstance(raw.get("url"), str) and raw.get("url") else raw.get("proxy_url")
         if not isinstance(url, str) or not url:
             continue  # nothing to download: not an attachment we can use
+        url = storable_text(url)
         filename = raw.get("filename")
         if not isinstance(filename, str) or not filename:
             filename = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-        filename = _shown(filename)
+        filename = storable_text(filename)
         size = raw.get("size")
         size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None
         content_type = raw.get("content_type")
-        content_type = content_type if isinstance(content_type, str) and content_type else None
+        content_type = storable_text(content_type) if isinstance(content_type, str) and content_type else None
         out.append(Attachment(url=url, filename=filename, size=size, content_type=content_type))
     return tuple(out)
 
@@ -429,7 +435,7 @@ def _buttons(message: Mapping[str, Any]) -> tuple[Button, ...]:
             label = emoji.get("name") if isinstance(emoji, Mapping) else None
         if not isinstance(label, str) or not label.strip():
             continue  # nothing to address it by
-        out.append(Button(label=_shown(label.strip()), custom_id=custom_id))
+        out.append(Button(label=storable_text(label.strip()), custom_id=custom_id))
     return tuple(out)
 
 
@@ -501,7 +507,7 @@ def _parse(message: Any) -> PixverseEvent | None:
         content = ""
     if not isinstance(content, str):
         return None
-    content = _shown(content)
+    content = storable_text(content)
     flags = message.get("flags")
     flags = flags if isinstance(flags, int) and not isinstance(flags, bool) else 0
     reference = message.get("message_reference")

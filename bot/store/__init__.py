@@ -101,16 +101,17 @@ def busy(error: str, executing: list[str]) -> ApiError:
 
 def result_fields(update: Any) -> dict[str, Any]:
     """The fields a final PixVerse message sets on its job, as ``release(fields=…)`` takes them
-    (the schema's column names; lists as JSON text, as every engine stores them)."""
+    (the schema's column names; lists as JSON text, as every engine stores them: ASCII, its
+    escapes standing for whatever Discord sent, a NUL or a lone surrogate too)."""
     fields: dict[str, Any] = {"pixverse_open": False}
     if update.message_id is not None:
         fields["message_id"] = update.message_id
     if update.content is not None:
         fields["content"] = update.content
     if update.attachments:
-        fields["attachments"] = json.dumps(list(update.attachments), ensure_ascii=False)
+        fields["attachments"] = json.dumps(list(update.attachments))
     if update.buttons:
-        fields["buttons"] = json.dumps(list(update.buttons), ensure_ascii=False)
+        fields["buttons"] = json.dumps(list(update.buttons))
     if update.error is not None:
         fields["error"] = update.error
     if update.error_details is not None:
@@ -118,7 +119,7 @@ def result_fields(update: Any) -> dict[str, Any]:
     if update.timestamp is not None:
         fields["message_timestamp"] = update.timestamp
     if update.embeds:
-        fields["embeds"] = json.dumps(list(update.embeds), ensure_ascii=False)
+        fields["embeds"] = json.dumps(list(update.embeds))
     return fields
 
 

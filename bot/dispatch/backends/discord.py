@@ -26,6 +26,7 @@ from bot.pixverse.client import (
 )
 from bot.pixverse.parser import (
     GROUP_CREATE,
+    UNSTORABLE,
     EventKind,
     JobCandidate,
     PixverseEvent,
@@ -65,10 +66,10 @@ _PROGRESS_KINDS = frozenset({EventKind.STARTED, EventKind.PROGRESS})
 
 def _message_extras(message: dict[str, Any]) -> dict[str, Any]:
     """What the useapi job model shows of PixVerse's message beside the parser's reading: its
-    timestamp and its embeds, as Discord sent them (the embeds are kept as JSON text, where a NUL
-    is written escaped; a timestamp carrying one is no timestamp, as the parser reads ids)."""
+    timestamp and its embeds, as Discord sent them (the embeds are kept as JSON text in ASCII; a
+    timestamp carrying what no engine stores is no timestamp, as the parser reads ids)."""
     timestamp = message.get("timestamp")
-    if not isinstance(timestamp, str) or len(timestamp) > 64 or "\x00" in timestamp:
+    if not isinstance(timestamp, str) or len(timestamp) > 64 or UNSTORABLE.search(timestamp):
         timestamp = None
     embeds = message.get("embeds")
     return {
