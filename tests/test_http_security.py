@@ -38,6 +38,9 @@ def test_a_nul_character_in_reply_params_is_refused(name, body):
     with pytest.raises(ApiError) as info:
         validate_reply(body)
     assert (info.value.code, info.value.error) == (400, f"Param {name} must not contain a NUL character")
+    with pytest.raises(ApiError) as info:
+        validate_reply({name: body[name].replace("\x00", "\ud800")})  # what no engine can encode either
+    assert (info.value.code, info.value.error) == (400, f"Param {name} must be text")
 
 
 def test_public_reply_url_and_ref_are_kept():

@@ -152,11 +152,17 @@ def _declares(command: Command, name: str) -> bool:
     return any(name == p.name or name in p.aliases for p in command.params)
 
 
-def refuse_nul(label: str, text: str) -> None:
+def refuse_unstorable(label: str, text: str) -> None:
     """A request's text with a NUL character is refused: no message carries it, and PostgreSQL's
-    jsonb (a job's parameters) cannot hold it."""
+    jsonb (a job's parameters) cannot hold it. So is text UTF-8 cannot carry (a lone surrogate,
+    which a slash command's JSON could hold as it can an HTTP body's): no engine stores it."""
     if "\x00" in text:
         raise bad_request(f"{label} must not contain a NUL character")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(f"{label} must be text") from None
 
 
 def _check(param: Param, name: str, value: Any) -> Any:
@@ -183,7 +189,7 @@ def _check(param: Param, name: str, value: Any) -> Any:
         return None
     if param.max_length is not None and len(text) > param.max_length:
         raise bad_request(f"{label} is longer than {param.max_length} characters")
-    refuse_nul(label, text)
+    refuse_unstorable(label, text)
     if param.choices and text not in param.choices:
         raise bad_request(f"{label} ({echo(text)}) is not one of {', '.join(param.choices)}")
     return text

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.accounts.validation import echo
 from bot.addresses import client_host, host_verdict
-from bot.dispatch.catalogue import BUTTONS, refuse_nul
+from bot.dispatch.catalogue import BUTTONS, refuse_unstorable
 from bot.errors import bad_request
 
 # The PixVerse commands' own rules live in bot/dispatch/catalogue.py.
@@ -23,7 +23,7 @@ def _optional_text(body: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"Param {name} must be a string")
-    refuse_nul(f"Param {name}", value)
+    refuse_unstorable(f"Param {name}", value)
     return value.strip() or None
 
 

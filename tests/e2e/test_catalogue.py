@@ -94,6 +94,7 @@ def test_the_validator_applies_each_parameters_declared_rule(verb):
                 f"{label} is longer than {param.max_length} characters")
         if param.kind not in ("integer", "image") and not param.choices:
             assert refusal(verb, {**valid, param.name: "a\x00b"}) == f"{label} must not contain a NUL character"
+            assert refusal(verb, {**valid, param.name: "a\ud800b"}) == f"{label} must be text"
         if param.kind == "integer":
             for wrong in (param.minimum - 1, param.maximum + 1, "12", True):
                 assert refusal(verb, {**valid, param.name: wrong}).endswith(
