@@ -17,6 +17,7 @@ import pytest
 
 from bot.discord_bot import PixverseBot
 from bot.dispatch.models import API_REQUESTER
+from bot.errors import StoreUnavailable
 from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.net import free_port
@@ -434,6 +435,24 @@ async def test_forms_as_useapi_v1_clients_send_them(api):
     assert await post_form(api, "/v1/pixverse/create", [("style", "Anime")], multipart=True,
                            files=[("prompt", "p.png", b"\x89PNG\r\n")]) == (
         400, {"error": "Param prompt must be a text field, not a file", "code": 400})
+
+
+async def test_a_placed_job_is_answered_even_if_its_accounts_token_cannot_be_read_for_the_mask(api, monkeypatch):
+    """The job is committed before its answer reads the account (for the masked token): a database
+    blip there must not answer 503 "try again", or the caller would place the job twice."""
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=3)))[0] == 204
+    dispatcher = api.bot.core.dispatcher
+
+    async def unreachable(*args, **kwargs):
+        raise StoreUnavailable("ConnectionResetError")
+
+    monkeypatch.setattr(dispatcher.accounts, "get", unreachable)
+    status, job, _ = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"})
+    monkeypatch.undo()
+    assert status == 200 and job["status"] in ("created", "started") and "discord" not in job
+    assert (await api.call("GET", "/v1/pixverse/jobs"))[:2] == (200, [job["jobid"]])
+    again = (await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}"))[1]
+    assert again["discord"].endswith(TOKEN[-4:])  # the mask, once the account can be read
 
 
 async def test_a_form_whose_charset_makes_lone_surrogates_is_refused(api):
