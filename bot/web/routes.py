@@ -7,12 +7,13 @@ as the endpoint's JSON error model ``{"error", "code"}`` through one middleware.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -306,9 +307,10 @@ async def image_form_fields(request: web.Request, images: frozenset[str]) -> dic
     try:
         # An image takes time on a slow uplink: the whole body gets IMAGE_BODY_SECONDS, but a body
         # that stops coming for the request timeout is cut (slowloris). At most IMAGE_BODIES_AT_ONCE
-        # are read at once, so images never hold more than that many times 10 MB.
+        # are read at once, so images never hold more than that many times 10 MB, and at most
+        # IMAGE_BODIES_PER_SERVER of them one server's.
         async with asyncio.timeout(IMAGE_BODY_SECONDS):
-            async with request.app[IMAGE_BODIES]:
+            async with request.app[IMAGE_BODIES].reading(request[GUILD]):
                 return await _read_image_form(request, images, idle)
     except TimeoutError:
         raise ApiError(408, REQUEST_TIMEOUT) from None
@@ -367,7 +369,41 @@ def _too_many_parts() -> ApiError:
 FORM_PARTS = 32
 IMAGE_BODY_SECONDS = 300.0
 IMAGE_BODIES_AT_ONCE = 4
-IMAGE_BODIES = web.AppKey("image_bodies", asyncio.Semaphore)
+IMAGE_BODIES_PER_SERVER = 2
+
+
+class ImageBodies:
+    """The multipart bodies with images being read: at most ``at_once`` in the process, and at most
+    ``per_server`` of them one server's (its API token's), so that one server's slow uploads, which
+    may trickle for IMAGE_BODY_SECONDS, hold back its own later uploads, never every server's.
+    Others wait their turn, within the body's time. A server's entry lives while it has a body
+    being read or waiting: as many as the connections, never more."""
+
+    def __init__(self, at_once: int = IMAGE_BODIES_AT_ONCE, per_server: int = IMAGE_BODIES_PER_SERVER) -> None:
+        self._all = asyncio.Semaphore(at_once)
+        self._per_server = per_server
+        self._servers: dict[str, tuple[asyncio.Semaphore, int]] = {}  # server -> (its share, bodies in or waiting)
+
+    @property
+    def servers(self) -> int:
+        return len(self._servers)
+
+    @contextlib.asynccontextmanager
+    async def reading(self, guild_id: str) -> AsyncIterator[None]:
+        share, users = self._servers.get(guild_id) or (asyncio.Semaphore(self._per_server), 0)
+        self._servers[guild_id] = (share, users + 1)
+        try:
+            async with share, self._all:
+                yield
+        finally:
+            share, users = self._servers[guild_id]
+            if users == 1:
+                del self._servers[guild_id]
+            else:
+                self._servers[guild_id] = (share, users - 1)
+
+
+IMAGE_BODIES = web.AppKey("image_bodies", ImageBodies)
 
 
 # Fields that are numbers in JSON: in a form they arrive as text.
@@ -596,7 +632,7 @@ async def errors_as_json(request: web.BaseRequest, response: web.StreamResponse)
 def create_app(context: ApiContext) -> web.Application:
     app = web.Application(client_max_size=BODY_LIMIT, middlewares=[answer_and_log])
     app[CONTEXT] = context
-    app[IMAGE_BODIES] = asyncio.Semaphore(IMAGE_BODIES_AT_ONCE)
+    app[IMAGE_BODIES] = ImageBodies()
     app.on_response_prepare.append(errors_as_json)
     for method, path, handler in ROUTES:
         if method == "GET" and handler not in NOT_SAFE:

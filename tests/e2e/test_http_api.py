@@ -455,6 +455,59 @@ async def test_a_placed_job_is_answered_even_if_its_accounts_token_cannot_be_rea
     assert again["discord"].endswith(TOKEN[-4:])  # the mask, once the account can be read
 
 
+async def test_one_servers_trickling_image_uploads_never_hold_back_another_servers(api):
+    """Image bodies may take IMAGE_BODY_SECONDS on a slow uplink, and only IMAGE_BODIES_AT_ONCE (4)
+    are read at once: four uploads trickling a byte at a time from one server's token used to hold
+    every server's image uploads back for minutes. A server now has at most 2 of them read at once."""
+    from bot.web.routes import IMAGE_BODIES
+
+    port = int(api.base.rsplit(":", 1)[1])
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    part = ('--trickle\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode() + png
+
+    async def post_image(token: str) -> tuple[int, str]:
+        form = aiohttp.FormData()
+        form.add_field("prompt", "it blinks")
+        form.add_field("image", png, filename="a.png", content_type="image/png")
+        async with api.session.post(api.base + "/v1/pixverse/animate", data=form,
+                                    headers={"Authorization": f"Bearer {token}"}) as response:
+            return response.status, (await response.json())["error"]
+
+    alone = await post_image(api.other_token)  # the other server has no account: answered at once
+    assert alone == (404, "No PixVerse account is configured in this server; a server manager can add one with"
+                          " /pixverse-account")
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        writer.write(f"POST /v1/pixverse/animate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.token}\r\n"
+                     "Content-Type: multipart/form-data; boundary=trickle\r\nContent-Length: 5000000\r\n\r\n"
+                     .encode() + part)
+        while True:
+            await writer.drain()
+            await asyncio.sleep(0.5)
+            writer.write(b"\0")
+
+    writers = [(await asyncio.open_connection("127.0.0.1", port))[1] for _ in range(4)]
+    trickles = [asyncio.create_task(trickle(writer)) for writer in writers]
+    bodies = api.bot.core.http.app[IMAGE_BODIES]
+
+    def servers(count: int):
+        async def check() -> bool:
+            return bodies.servers == count
+        return check
+
+    try:
+        await until(servers(1), timeout=5)
+        await asyncio.sleep(0.5)  # the four are read or waiting
+        assert await asyncio.wait_for(post_image(api.other_token), timeout=5) == alone
+    finally:
+        for task in trickles:
+            task.cancel()
+        for writer in writers:
+            writer.close()
+    await until(servers(0), timeout=15)  # nothing kept for a server once its bodies end
+
+
 async def test_a_form_whose_charset_makes_lone_surrogates_is_refused(api):
     """utf-7's ``+2AA-`` decodes to a lone surrogate, which no database or hash can take: a 400, not a 500."""
     async def post(data: bytes, content_type: str) -> tuple[int, dict]:
