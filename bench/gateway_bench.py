@@ -73,6 +73,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,9 @@ PROMPT = "a lighthouse in a storm at night, waves crashing"
 MEMBER_TEXT = "did anyone try the new map yet? we are doing a run tonight at 9, bring snacks and good vibes"
 
 def guild_id(n: int) -> int:
-    return GUILD_BASE + n * 16
+    # A millisecond apart, as Discord's ids of servers made one after the other: spread over the
+    # shards ((id >> 22) % shards) as Discord spreads them, one channel after the other in each.
+    return GUILD_BASE + (n << 22)
 
 
 def general_channel(n: int) -> int:
@@ -379,8 +382,8 @@ def _pin(cpu: int | None):
 async def start_client(name: str, world: World, directory: Path, cpu: int | None) -> Client:
     fake = world.fakes[name]
     if name == "bot":
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DISCORD_", "PIXVERSE_", "TOKEN_", "DATABASE_", "LOG_", "HTTP_", "METRICS_"))}
+        settings = ("DISCORD_", "PIXVERSE_", "TOKEN_", "DATABASE_", "LOG_", "HTTP_", "METRICS_", "SHARD_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(settings)}
         env.update(PYTHONPATH=str(ROOT), DISCORD_TOKEN=BOT_TOKEN, DATABASE_PATH=str(world.database),
                    TOKEN_ENCRYPTION_KEY=world.key, DISCORD_API_BASE_URL=fake.api_base_url,
                    DISCORD_GATEWAY_URL=fake.gateway_url, PIXVERSE_APPLICATION_ID=str(PIXVERSE_ID),
@@ -731,14 +734,19 @@ async def run(args: argparse.Namespace) -> int:
         bot, bare = median(ready[size, "bot"]), median(ready[size, "bare"])
         ratios = [b / a for b, a in zip(ready[size, "bot"], ready[size, "bare"])]
         gaps = [b - a for b, a in zip(ready[size, "bot"], ready[size, "bare"])]
-        if size == args.servers:
+        if size == args.servers and not args.sharded:
             good = median(ratios) <= 1.1
             ok &= good
             target = f"≤ 1.1×  {verdict(good)}"
+        elif args.sharded and shards_for(size) > 1:
+            target = f"(not a target: both wait {5 * (shards_for(size) - 1)} s between IDENTIFYs)"
         else:
             target = "(not a target)"
         shards = worlds[size].fakes["bot"].shard_count
         where = f"start to ready at {size:,} servers" + (f", {shards} shards" if shards > 1 else "")
+        if shards > 1:
+            spread = Counter(worlds[size].fakes["bot"].shard_of(guild_id(n), shards) for n in range(size))
+            print(f"  servers per shard at {size:,}: {', '.join(f'{spread[i]:,}' for i in range(shards))}")
         print(f"{where + ' (s)':<52} {bot:>12.2f} {bare:>9.2f} {median(ratios):>6.2f}×  {target}")
         print(f"{'  per round: bot ÷ bare':<52} {', '.join(f'{r:.2f}×' for r in ratios)}"
               f" (the bot {', '.join(f'{g:+.2f}' for g in gaps)} s)")
