@@ -64,6 +64,17 @@ def test_token_shapes_and_secret_keys_are_masked():
     assert "abc" not in text and "xyz" not in text and "'1'" in text
 
 
+def test_a_database_password_is_known_as_written_as_read_and_from_the_query():
+    from bot.store.postgres.database import url_passwords
+
+    assert url_passwords("postgresql://bot:s%40cret-pass@db/pixverse") == ("s%40cret-pass", "s@cret-pass")
+    assert url_passwords("postgresql://bot@db/pixverse?sslmode=disable&password=query-secret") == ("query-secret",)
+    assert url_passwords("postgresql://bot@db/pixverse") == ()
+    redactor = SecretRedactor()
+    redactor.register(*url_passwords("postgresql://bot:s%40cret-pass@db/x?password=query-secret"), pinned=True)
+    assert redactor.redact("login s@cret-pass / s%40cret-pass / query-secret") == f"login {MASK} / {MASK} / {MASK}"
+
+
 def test_short_registered_values_do_not_garble_logs():
     redactor = SecretRedactor()
     redactor.register("abc")

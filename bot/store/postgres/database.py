@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -65,9 +65,16 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
-def url_password(url: str) -> str | None:
-    """The password in the URL (registered with the log redactor when the database opens), if any."""
-    return urlsplit(url).password or None
+def url_passwords(url: str) -> tuple[str, ...]:
+    """The password the URL gives, registered with the log redactor when the database opens: in its
+    user part (as written, and percent-decoded as asyncpg reads it) or as its ``password`` query
+    parameter, which asyncpg takes too."""
+    parts = urlsplit(url)
+    found: list[str] = []
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    found += parse_qs(parts.query).get("password", [])
+    return tuple(dict.fromkeys(p for p in found if p))
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -128,7 +135,7 @@ class Database:
         database (never its password)."""
         name = describe_url(url)
         # The password, whoever opens the database (the bot, the copy tool, a test), is never logged.
-        register_secrets(url_password(url), pinned=True)
+        register_secrets(*url_passwords(url), pinned=True)
         # Placement's guard relies on READ COMMITTED (each statement after the lock reads what was
         # committed before it): set here, whatever the server's or the database's default is.
         server_settings = {**(server_settings or {}), **SESSION_SETTINGS}
