@@ -316,6 +316,29 @@ async def test_rejected_account_leaves_rotation_and_the_job_moves_once(dispatche
     assert (await repository.get(G, first)).in_rotation
 
 
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_discords_words_in_a_failure_are_kept_as_text_every_engine_stores(
+        dispatcher, repository, backend, database, bad):
+    """A failure's reason and details may carry Discord's words (its error message, PixVerse's
+    option names), kept with the job and the account: a NUL or a lone surrogate there reads as
+    U+FFFD, and the account still leaves rotation, the job still ends, its slot freed."""
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    backend.fail_next = SubmitError(f"Discord refused{bad}", account_rejected=True, details=f"401: {bad}")
+    job = (await submit(dispatcher)).job
+    resting = await repository.get(G, A1)
+    assert (resting.in_rotation, resting.error, resting.error_details) == (False, "Discord refused\ufffd", "401: \ufffd")
+    ended = await dispatcher.get(job.job_id, G)
+    assert (ended.status, ended.error) == (JobStatus.FAILED, "The PixVerse account left rotation: Discord refused\ufffd")
+    assert await slots(database, A1) == 0
+    backend.fail_next = SubmitError("PixVerse could not be reached on Discord", details=f"index: {bad}")
+    await repository.set_rotation(G, A1, in_rotation=True)
+    job = (await submit(dispatcher)).job
+    failed = await dispatcher.get(job.job_id, G)
+    assert (failed.status, failed.error, failed.error_details) == (
+        JobStatus.FAILED, "PixVerse could not be reached on Discord", "index: \ufffd")
+    assert await slots(database, A1) == 0
+
+
 async def test_overloaded_job_is_retried_at_most_twice_then_fails(dispatcher, repository, backend, database):
     await add_account(repository, G, A1, max_jobs=1, user="1")
     job = (await submit(dispatcher)).job

@@ -607,20 +607,6 @@ async def test_rejected_token_is_account_rejected_without_retry(stub, make_clien
     assert_no_token(info.value)
 
 
-async def test_discords_error_text_is_kept_as_text_every_engine_stores(stub, make_client):
-    """Discord's words go into the job's error and the account's: a NUL (PostgreSQL's text cannot
-    hold it) or a lone surrogate (no engine can encode it) reads as U+FFFD."""
-    client = make_client()
-    stub.script["interactions"].append(
-        (401, {"code": 0, "message": "401: Unauth\x00orized", "errors": {"a": {"_errors": [{"message": "x\ud800"}]}}},
-         {}))
-    with pytest.raises(AccountRejected) as info:
-        await client.run_command(TOKEN, guild_id=GUILD, channel_id=CHANNEL, name="create",
-                                 options={"prompt": "p", "style": "Anime"})
-    assert str(info.value) == ("Discord rejected the account's token (401 on POST /interactions: 401: Unauth\ufffdorized"
-                               " (a: x\ufffd)): the token is invalid or the account is blocked")
-
-
 async def test_rejected_token_on_the_index_is_account_rejected(stub, make_client):
     client = make_client()
     stub.script["index"].append((401, {"message": "401: Unauthorized", "code": 0}, {}))

@@ -40,7 +40,6 @@ import aiohttp
 import yarl
 
 from bot.accounts.token_check import TOKEN_CHARS
-from bot.pixverse.parser import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ def _discord_reason(body: Any) -> str:
     walk(body.get("errors"), "")
     if details:
         reason = f"{reason} ({'; '.join(details[:3])})" if reason else "; ".join(details[:3])
-    return storable_text(reason)  # kept with the job and the account: text every engine stores
+    return reason
 
 
 def _error_code(body: Any) -> int | None:

@@ -63,12 +63,9 @@ Decisions on points the protocol page leaves open (all documented at the code th
 * **Which job.** A new message goes to a job of the group the content shows with the same
   prompt; an animate group with an empty prompt goes to an animate job without one. An event
   with no group (no ``prompt:`` label) only matches by message id or reply reference.
-* **Text every engine stores.** A NUL (U+0000) or a lone surrogate (a ``\\ud800`` escape with
-  no partner, which Python's JSON decoder lets through) in the text read here (content, embed
+* **Text every engine stores.** A NUL or a lone surrogate in the text read here (content, embed
   titles and descriptions, button labels, attachments' names, addresses and types) becomes
-  U+FFFD, the replacement character (:func:`storable_text`): PostgreSQL's text cannot hold a NUL,
-  no engine can encode a lone surrogate, and a write that fails would keep the job from ending.
-  An id carrying one is not an id.
+  U+FFFD, the replacement character (``bot.text.storable_text``). An id carrying one is not an id.
 """
 
 from __future__ import annotations
@@ -80,6 +77,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.dispatch.catalogue import STYLES
+from bot.text import UNSTORABLE, storable_text
 
 __all__ = [
     "GROUP_ANIMATE",
@@ -96,7 +94,6 @@ __all__ = [
     "message_belongs_to_account",
     "normalise_prompt",
     "parse_message",
-    "storable_text",
 ]
 
 # --- The assumed format: every wording PixVerse is expected to use --------------------------
@@ -348,10 +345,6 @@ def _without_prompt(content: str) -> str:
 # --- Reading the raw message -----------------------------------------------------------------
 
 
-#: What no engine stores, in Discord's text: NUL, and surrogate code points (UTF-8 cannot encode them).
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 class _Malformed(Exception):
     """The message is not readable; parse_message answers None."""
 
@@ -365,12 +358,6 @@ def _id(value: Any) -> str | None:
     if isinstance(value, str) and value and UNSTORABLE.search(value) is None:
         return value
     return None
-
-
-def storable_text(text: str) -> str:
-    """Discord's ``text`` as the bot keeps it: each NUL and lone surrogate as U+FFFD, the
-    replacement character (see "Text every engine stores" above)."""
-    return UNSTORABLE.sub("\ufffd", text)
 
 
 def _list_of(message: Mapping[str, Any], key: str) -> list[Any]:

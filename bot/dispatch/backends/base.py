@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.dispatch.models import Job, JobStatus
+from bot.text import storable_text
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,14 @@ class SubmitError(Exception):
     def __init__(
         self, reason: str, *, account_rejected: bool = False, account_fault: bool = True, details: str | None = None
     ) -> None:
+        # Both are kept with the job and the account, and may carry Discord's words: text every
+        # engine stores (bot.text).
+        reason = storable_text(reason)
         super().__init__(reason)
         self.reason = reason
         self.account_rejected = account_rejected
         self.account_fault = account_fault
-        self.details = details
+        self.details = None if details is None else storable_text(details)
 
 
 class JobEvents(Protocol):

@@ -26,7 +26,6 @@ from bot.pixverse.client import (
 )
 from bot.pixverse.parser import (
     GROUP_CREATE,
-    UNSTORABLE,
     EventKind,
     JobCandidate,
     PixverseEvent,
@@ -35,6 +34,7 @@ from bot.pixverse.parser import (
     message_users,
     parse_message,
 )
+from bot.text import UNSTORABLE
 
 log = logging.getLogger(__name__)
 
