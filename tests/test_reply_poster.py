@@ -72,6 +72,21 @@ async def test_a_final_state_is_recorded_as_told_once_the_receiver_took_it():
         assert record.told == ["job:r"]  # the started state is not an end: nothing recorded for it
 
 
+async def test_a_final_state_carrying_a_lone_surrogate_as_discord_sent_it_is_posted():
+    """A job's embeds are kept as Discord sent them, a lone surrogate too (a JSON escape in the
+    message): the body still goes out, as JSON escapes, and the end is recorded."""
+    async def body(job: Job) -> dict:
+        return {"jobid": job.job_id, "status": job.status.value, "embeds": [{"title": "Done\ud800", "url": "é"}]}
+
+    async with reply_receiver() as receiver:
+        record = Record()
+        poster = ReplyPoster(body, allow_private=True, told=record)
+        await poster.job_changed(ended_job(receiver.url))
+        await poster.close()
+        assert receiver.bodies == [{"jobid": "job:r", "status": "completed", "embeds": [{"title": "Done\ud800", "url": "é"}]}]
+        assert record.told == ["job:r"]
+
+
 async def test_a_final_state_the_receiver_did_not_take_is_posted_again_when_told_again(caplog):
     async with reply_receiver(status=503) as receiver:
         record = Record()

@@ -175,7 +175,9 @@ class ReplyPoster:
         if self._session is None:
             connector = None if self._allow_private else aiohttp.TCPConnector(resolver=PublicOnlyResolver())
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
-        data = json.dumps(body, ensure_ascii=False)
+        # ASCII: the body may carry what Discord sent as it sent it (embeds), a lone surrogate too,
+        # which UTF-8 cannot encode; JSON's escapes carry anything.
+        data = json.dumps(body)
         for attempt in range(1, attempts + 1):
             try:
                 async with self._session.post(
