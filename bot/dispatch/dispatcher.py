@@ -24,7 +24,7 @@ from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.images import Image
 from bot.dispatch.validation import validate_button, validate_job_id
 from bot.accounts.validation import echo, is_snowflake
-from bot.errors import CONFIGURATION_NOT_FOUND, ApiError, StoreUnavailable
+from bot.errors import CONFIGURATION_NOT_FOUND, ApiError, StoreError
 from bot.events import (
     ACCOUNT_OUT_OF_ROTATION, JOB_CANCELLED, JOB_COMPLETED, JOB_CREATED, JOB_FAILED, JOB_MODERATED, JOB_QUEUED,
     JOB_STARTED, JOB_TIMED_OUT, Events, job_fields,
@@ -407,7 +407,7 @@ class Dispatcher:
         if job.account_channel_id:
             try:
                 account = await self.accounts.get(job.guild_id, job.account_channel_id)
-            except StoreUnavailable as exc:
+            except StoreError as exc:  # unreachable, or busy (a lock or statement timeout)
                 # The job is committed: a 503 ("try again") would have its caller place it twice.
                 log.warning("Answering job %s without its account's masked token: %s", job.job_id, exc)
                 account = None

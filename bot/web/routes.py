@@ -215,8 +215,10 @@ def unsupported_type(content_type: str) -> ApiError:
                          " multipart/form-data or application/x-www-form-urlencoded")
 
 
-async def request_body(request: web.Request, images: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """A POST's fields, from JSON or, as useapi's v1 clients send them, a form.
+async def request_body(request: web.Request, images: frozenset[str] = frozenset(), *,
+                       guild_id: str | None = None) -> dict[str, Any]:
+    """A POST's fields, from JSON or, as useapi's v1 clients send them, a form (``images``: the
+    fields that take an image, read from a multipart body counted as ``guild_id``'s).
 
     In a form every value is text: an empty field counts as absent, and the numbers the API takes
     (``seed_value`` …; ``maxJobs`` has the seed's own rules for text) are read as numbers when written as one, so they
@@ -231,7 +233,8 @@ async def request_body(request: web.Request, images: frozenset[str] = frozenset(
     if content_type == "multipart/form-data":
         check_encoding(request)
         if images:
-            return await image_form_fields(request, images)
+            assert guild_id is not None, "an image body is counted as its server's"
+            return await image_form_fields(request, images, guild_id)
         return await form_fields(request)  # parts streamed from the connection, within the limits
     if content_type not in ("", JSON) and not content_type.endswith("+json"):
         raise unsupported_type(content_type)
@@ -299,7 +302,7 @@ def _not_text(name: str) -> ApiError:
     return bad_request(f"Param {echo(name)} must be text")
 
 
-async def image_form_fields(request: web.Request, images: frozenset[str]) -> dict[str, Any]:
+async def image_form_fields(request: web.Request, images: frozenset[str], guild_id: str) -> dict[str, Any]:
     """A multipart body that may carry images (``images``: the parameters that take one), read part
     by part: the text fields within BODY_LIMIT together, each image within IMAGE_LIMIT. Nothing
     beyond those is kept in memory; an image over its limit is refused as soon as it is seen."""
@@ -310,7 +313,7 @@ async def image_form_fields(request: web.Request, images: frozenset[str]) -> dic
         # are read at once, so images never hold more than that many times 10 MB, and at most
         # IMAGE_BODIES_PER_SERVER of them one server's.
         async with asyncio.timeout(IMAGE_BODY_SECONDS):
-            async with request.app[IMAGE_BODIES].reading(request[GUILD]):
+            async with request.app[IMAGE_BODIES].reading(guild_id):
                 return await _read_image_form(request, images, idle)
     except TimeoutError:
         raise ApiError(408, REQUEST_TIMEOUT) from None
@@ -383,10 +386,16 @@ class ImageBodies:
         self._all = asyncio.Semaphore(at_once)
         self._per_server = per_server
         self._servers: dict[str, tuple[asyncio.Semaphore, int]] = {}  # server -> (its share, bodies in or waiting)
+        self.reading_now = 0
 
     @property
     def servers(self) -> int:
+        """The servers with a body being read or waiting."""
         return len(self._servers)
+
+    def of(self, guild_id: str) -> int:
+        """The server's bodies being read or waiting."""
+        return self._servers.get(guild_id, (None, 0))[1]
 
     @contextlib.asynccontextmanager
     async def reading(self, guild_id: str) -> AsyncIterator[None]:
@@ -394,7 +403,11 @@ class ImageBodies:
         self._servers[guild_id] = (share, users + 1)
         try:
             async with share, self._all:
-                yield
+                self.reading_now += 1
+                try:
+                    yield
+                finally:
+                    self.reading_now -= 1
         finally:
             share, users = self._servers[guild_id]
             if users == 1:
@@ -513,7 +526,7 @@ def _create(verb: Verb):
 
     async def handler(request: web.Request) -> web.Response:
         guild_id = await guild_of(request)
-        body = await request_body(request, images)
+        body = await request_body(request, images, guild_id=guild_id)
         dispatcher = dispatcher_of(request)
         placed = await dispatcher.submit(
             guild_id=guild_id, requester_id=API_REQUESTER, request_channel_id=API_REQUESTER, verb=verb, body=body,

@@ -17,7 +17,7 @@ import pytest
 
 from bot.discord_bot import PixverseBot
 from bot.dispatch.models import API_REQUESTER
-from bot.errors import StoreUnavailable
+from bot.errors import StoreBusy, StoreUnavailable
 from bot.store.sqlite.tokens import ApiTokenRepository
 from tests.conftest import TOKEN, TOKEN_2
 from tests.net import free_port
@@ -443,14 +443,17 @@ async def test_a_placed_job_is_answered_even_if_its_accounts_token_cannot_be_rea
     assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=account_body(maxJobs=3)))[0] == 204
     dispatcher = api.bot.core.dispatcher
 
-    async def unreachable(*args, **kwargs):
-        raise StoreUnavailable("ConnectionResetError")
+    placed = []
+    for failure in (StoreUnavailable("ConnectionResetError"), StoreBusy("database is locked")):
+        async def failing(*args, _failure=failure, **kwargs):
+            raise _failure
 
-    monkeypatch.setattr(dispatcher.accounts, "get", unreachable)
-    status, job, _ = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"})
-    monkeypatch.undo()
-    assert status == 200 and job["status"] in ("created", "started") and "discord" not in job
-    assert (await api.call("GET", "/v1/pixverse/jobs"))[:2] == (200, [job["jobid"]])
+        monkeypatch.setattr(dispatcher.accounts, "get", failing)
+        status, job, _ = await api.call("POST", "/v1/pixverse/create", body={"prompt": "a fox", "style": "Anime"})
+        monkeypatch.undo()
+        assert status == 200 and job["status"] in ("created", "started") and "discord" not in job
+        placed.append(job["jobid"])
+    assert (await api.call("GET", "/v1/pixverse/jobs"))[:2] == (200, placed)
     again = (await api.call("GET", f"/v1/pixverse/jobs/?jobid={job['jobid']}"))[1]
     assert again["discord"].endswith(TOKEN[-4:])  # the mask, once the account can be read
 
@@ -496,10 +499,14 @@ async def test_one_servers_trickling_image_uploads_never_hold_back_another_serve
             return bodies.servers == count
         return check
 
+    async def all_four_in() -> bool:
+        return bodies.of(str(GUILD_ID)) == 4
+
     try:
-        await until(servers(1), timeout=5)
-        await asyncio.sleep(0.5)  # the four are read or waiting
+        await until(all_four_in, timeout=5)
+        assert bodies.reading_now == 2  # its share: the other two wait, holding none of the 4
         assert await asyncio.wait_for(post_image(api.other_token), timeout=5) == alone
+        assert (bodies.of(str(GUILD_ID)), bodies.reading_now) == (4, 2)  # the trickles still hold theirs
     finally:
         for task in trickles:
             task.cancel()
