@@ -64,6 +64,12 @@ class OperatorsCog(commands.Cog, name="Operators"):
         settings = await self.bot.core.dispatcher.servers.get(str(fields["server"]))
         if settings.alerts_channel_id is None:
             return
+        guild = self.bot.get_guild(int(fields["server"]))
+        if guild is not None and guild.get_channel(int(settings.alerts_channel_id)) is None:
+            # Deleted since, or (saved before the settings checked it) another server's: never posted to.
+            log.warning("The alerts channel %s of server %s is not one of its channels; no alert posted",
+                        settings.alerts_channel_id, fields["server"])
+            return
         channel = self.bot.get_partial_messageable(int(settings.alerts_channel_id), guild_id=int(fields["server"]))
         try:
             await channel.send(text, allowed_mentions=discord.AllowedMentions.none())

@@ -34,6 +34,19 @@ class SettingsCog(commands.Cog, name="Server settings"):
     def __init__(self, bot: PixverseBot) -> None:
         self.bot = bot
 
+    async def _of_server(self, interaction: discord.Interaction, guild_id: str, channel_id: int) -> bool:
+        """Whether the channel is one of the server's. The option's own server id cannot tell:
+        discord.py gives a resolved channel the interaction's server, wherever it is. The server's
+        channels are in the cache of the process that got its interaction; asked of Discord when not."""
+        if interaction.guild is not None:
+            return interaction.guild.get_channel(channel_id) is not None
+        try:
+            channel = await self.bot.fetch_channel(channel_id)
+        except discord.HTTPException:
+            return False
+        guild = getattr(channel, "guild", None)
+        return guild is not None and str(guild.id) == guild_id
+
     @staticmethod
     def _can_post(guild: discord.Guild | None, channel_id: int) -> bool:
         """False when the bot's cached permissions say it cannot post there; True when they allow
@@ -64,7 +77,7 @@ class SettingsCog(commands.Cog, name="Server settings"):
             raise ApiError(400, "Choose an alerts channel or alerts_off, not both")
         if alerts is not None and alerts.type not in (discord.ChannelType.text, discord.ChannelType.news):
             raise ApiError(400, f"Param alerts (<#{alerts.id}>) is not a text channel")
-        if alerts is not None and str(alerts.guild_id) != guild_id:
+        if alerts is not None and not await self._of_server(interaction, guild_id, alerts.id):
             raise ApiError(400, f"Param alerts (<#{alerts.id}>) is not a channel of this server")
         if alerts is not None and not self._can_post(interaction.guild, alerts.id):
             raise ApiError(400, f"The bot cannot post in <#{alerts.id}>: it needs View Channel and Send Messages there")

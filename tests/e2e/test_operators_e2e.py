@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.conftest import TOKEN
-from tests.e2e.conftest import ADMIN_ID, CHANNEL_2_ID, CHANNEL_ID, GUILD_ID, MANAGE_GUILD
+from tests.e2e.conftest import ADMIN_ID, CHANNEL_2_ID, CHANNEL_ID, GUILD_ID, MANAGE_GUILD, OTHER_CHANNEL_ID
 from tests.e2e.status_support import settled, word_of
 from tests.e2e.test_jobs_e2e import create, member, save_account
 
@@ -45,6 +45,27 @@ async def test_a_manager_chooses_the_alerts_channel_and_turns_it_off(bot, pixver
                            "Alerts: off (choose a channel with /pixverse-settings alerts:#channel)")
     assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).alerts_channel_id is None
 
+
+
+async def test_a_channel_of_another_server_is_refused_as_alerts_channel_and_never_posted_to(bot, pixverse, caplog):
+    """discord.py gives a resolved channel option the interaction's server id, whatever server the
+    channel is in: a manager naming another server's channel was saved, and its alerts went there."""
+    fake = pixverse
+    refused = await manager(fake, "pixverse-settings", {"alerts": OTHER_CHANNEL_ID})
+    assert refused.ephemeral and refused.content == (
+        f"400 · Param alerts (<#{OTHER_CHANNEL_ID}>) is not a channel of this server")
+    assert (await bot.core.dispatcher.servers.get(str(GUILD_ID))).alerts_channel_id is None
+    # One saved before this check: the account's alert is not posted there.
+    await bot.core.dispatcher.servers.set(str(GUILD_ID), alerts_channel_id=str(OTHER_CHANNEL_ID))
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    fake.pixverse_blocked_tokens[TOKEN] = 401
+    await settled(await create(fake))
+    for _ in range(200):
+        if "is not one of its channels" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+    assert f"The alerts channel {OTHER_CHANNEL_ID} of server {GUILD_ID} is not one of its channels" in caplog.text
+    assert alerts_in(fake, OTHER_CHANNEL_ID) == []
 
 
 SEND_MESSAGES = 1 << 11
