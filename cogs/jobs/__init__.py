@@ -110,16 +110,33 @@ async def answered_privately_on_failure(interaction: discord.Interaction) -> Asy
 DOWNLOAD_BEFORE_ANSWER_SECONDS = 2.0
 # Past this since the interaction was made, the command answers before storing the image.
 ANSWER_BEFORE_STORING_AFTER = 1.0
+# A member's attachment is downloaded within this (the interaction's token lasts 15 minutes).
+DOWNLOAD_SECONDS = 120.0
 
 
-async def attached_image(interaction: discord.Interaction, name: str, attachment: discord.Attachment | None) -> Image | None:
+async def read_at_most(session: aiohttp.ClientSession, url: str, limit: int) -> bytes | None:
+    """The body at ``url``, or None once it passes ``limit`` bytes: the download stops there, so no
+    more than that is ever held, whatever size was announced."""
+    async with session.get(url) as response:
+        response.raise_for_status()
+        data = bytearray()
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            data += chunk
+            if len(data) > limit:
+                return None
+        return bytes(data)
+
+
+async def attached_image(interaction: discord.Interaction, name: str, attachment: discord.Attachment | None,
+                         session: aiohttp.ClientSession) -> Image | None:
     """A member's attachment as the catalogue's image: refused by its announced size before any
-    download, then read from Discord's CDN (the bytes decide its type, in the catalogue)."""
+    download, then read from Discord's CDN within IMAGE_LIMIT (the bytes decide its type, in the
+    catalogue)."""
     if attachment is None:
         return None
     if attachment.size > IMAGE_LIMIT:
         raise too_large(name, attachment.filename)
-    download = asyncio.ensure_future(attachment.read())
+    download = asyncio.ensure_future(read_at_most(session, attachment.url, IMAGE_LIMIT))
     waited = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # Discord's 3 s count from here
     try:
         done, _ = await asyncio.wait({download}, timeout=max(0.0, DOWNLOAD_BEFORE_ANSWER_SECONDS - waited))
@@ -129,13 +146,15 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
         if not interaction.response.is_done() and (
                 discord.utils.utcnow() - interaction.created_at).total_seconds() > ANSWER_BEFORE_STORING_AFTER:
             await interaction.response.defer(thinking=True)  # storing the image must not pass the 3 s
-    except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         # Named by status or type only: the attachment's URL carries a signature.
-        reason = exc.status if isinstance(exc, discord.HTTPException) else type(exc).__name__
+        reason = exc.status if isinstance(exc, aiohttp.ClientResponseError) else type(exc).__name__
         raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) could not be read from Discord"
                             f" ({reason}); please attach it again") from None
     finally:
         download.cancel()
+    if data is None:  # Discord announced less than it serves
+        raise too_large(name, attachment.filename)
     return Image.given(attachment.filename, data)
 
 
@@ -216,6 +235,13 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self._own_id: str | None = None
         self._channels_task: asyncio.Task | None = None
         self._unsubscribe = None
+        self._downloads: aiohttp.ClientSession | None = None  # members' attachments, from Discord's CDN
+
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        if self._downloads is None:
+            self._downloads = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DOWNLOAD_SECONDS))
+        return self._downloads
 
     @property
     def dispatcher(self):
@@ -257,6 +283,8 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             task.cancel()
         # The last states (a job that just ended) still reach their messages.
         await self.board.close()
+        if self._downloads is not None:
+            await self._downloads.close()
 
     # --- asking -----------------------------------------------------------------------
 
@@ -611,7 +639,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         hd_quality: str | None = None,
     ) -> None:
         async with answered_privately_on_failure(interaction):
-            image = await attached_image(interaction, "image", image)
+            image = await attached_image(interaction, "image", image, self.downloads)
             await self._submit(interaction, Verb.ANIMATE, body_of(Verb.ANIMATE, locals()))
 
     @core_validated_command(name=CATALOGUE[Verb.MEME_FACE].slash_name,
@@ -629,7 +657,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         aspect_ratio: str | None = None,
     ) -> None:
         async with answered_privately_on_failure(interaction):
-            face = await attached_image(interaction, "face", face)
+            face = await attached_image(interaction, "face", face, self.downloads)
             await self._submit(interaction, Verb.MEME_FACE, body_of(Verb.MEME_FACE, locals()))
 
     @core_validated_command(name=CATALOGUE[Verb.BUTTON].slash_name, description=CATALOGUE[Verb.BUTTON].description,

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import TOKEN
-from tests.e2e.conftest import CHANNEL_ID, GUILD_ID, MEMBER_ID, make_settings, start_bot, stop_bot
+from tests.e2e.conftest import CHANNEL_ID, GUILD_ID, MEMBER_ID, SEND_MESSAGES, make_settings, start_bot, stop_bot
 from tests.e2e.fake_discord import MemberFile
 from tests.e2e.status_support import buttons_of, fields_of, settled, word_of
 from tests.e2e.test_http_api import api_token
@@ -82,6 +82,14 @@ async def test_a_bad_attachment_is_refused_and_nothing_is_sent(bot, pixverse):
         assert result.ephemeral and result.content == text
     result = await member(fake, "pixverse-meme-face", {"face": MemberFile("me.png", PNG)})
     assert result.content == "400 · Required param prompt is missing or empty"
+    # Announced small, served larger than the limit: the download stops at the limit.
+    payload = fake.make_interaction("pixverse-animate", {"image": MemberFile("cat.png", PNG + bytes(11 * 1024 * 1024))},
+                                    guild_id=GUILD_ID, channel_id=CHANNEL_ID, user_id=MEMBER_ID,
+                                    permissions=SEND_MESSAGES)
+    for attachment in payload["data"]["resolved"]["attachments"].values():
+        attachment["size"] = 1000
+    result = await fake.interact(payload)
+    assert result.ephemeral and result.content == "400 · Param image (cat.png) is larger than 10 MB"
     assert fake.pixverse_jobs == [] and fake.uploads == {}
     assert await bot.core.dispatcher.executing(str(GUILD_ID)) == []
 
