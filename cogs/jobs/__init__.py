@@ -134,6 +134,8 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
     catalogue)."""
     if attachment is None:
         return None
+    if not isinstance(attachment, discord.Attachment):  # a client's option of another type
+        raise ApiError(400, f"Param {name} must be a file attached to the command")
     if attachment.size > IMAGE_LIMIT:
         raise too_large(name, attachment.filename)
     download = asyncio.ensure_future(read_at_most(session, attachment.url, IMAGE_LIMIT))

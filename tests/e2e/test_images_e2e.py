@@ -77,6 +77,10 @@ async def test_a_bad_attachment_is_refused_and_nothing_is_sent(bot, pixverse):
         ({"prompt": "no image"}, "400 · Required param image is missing or empty"),
         ({"image": MemberFile("cat.png", PNG), "motion": 11}, "400 · Param motion (11) must be an integer from 1 to 10"),
     ]
+    # A modified client's option of another type, or an attachment Discord did not resolve.
+    cases += [([{"name": "image", "type": 3, "value": "https://example.com/x.png"}],
+               "400 · Param image must be a file attached to the command"),
+              ([{"name": "image", "type": 11, "value": "999"}], "400 · Param image must be a file attached to the command")]
     for options, text in cases:
         result = await member(fake, "pixverse-animate", options)
         assert result.ephemeral and result.content == text
