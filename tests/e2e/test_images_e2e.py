@@ -54,6 +54,30 @@ async def test_animate_from_a_members_attachment(bot, pixverse):
     assert await bot.core.dispatcher.jobs.images(job_id) == {}  # gone once the job ended
 
 
+async def test_an_attachment_slower_than_discords_3_s_is_answered_publicly_first(bot, pixverse):
+    """Discord wants an answer within 3 s: an attachment still downloading after 2 s gets a public
+    "thinking…" answer. A refusal then replaces it privately; a job makes it its status message."""
+    fake = pixverse
+    fake.cdn_delay = 2.5
+    refused = await member(fake, "pixverse-animate", {"image": MemberFile("a.png", PNG)})
+    assert refused.callback_type == 5  # deferred, thinking, public
+
+    async def told() -> bool:
+        return bool(refused.messages)
+
+    await until(told)
+    assert refused.deleted_message_ids == [refused.original_message_id]  # the public "thinking…" is gone
+    assert refused.ephemeral and refused.content == (
+        "404 · No PixVerse account is configured in this server; a server manager can add one with /pixverse-account")
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    placed = await member(fake, "pixverse-animate", {"image": MemberFile("a.png", PNG)})
+    assert placed.callback_type == 5 and placed.deleted_message_ids == []
+    job_id = job_id_of(placed.messages[0]["content"])
+    shown = await settled(placed)
+    assert shown["content"].splitlines()[0] == f"<@{MEMBER_ID}> completed · jobid: {job_id}"
+    assert not placed.ephemeral
+
+
 async def test_meme_face_from_a_members_attachment(bot, pixverse):
     fake = pixverse
     await save_account(fake, TOKEN, CHANNEL_ID, 2)

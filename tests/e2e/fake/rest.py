@@ -9,6 +9,7 @@ kept in ``unknown_requests``.
 
 from __future__ import annotations
 
+import asyncio
 import http
 import itertools
 import json
@@ -69,6 +70,7 @@ class RestMixin:
 
         # attachment id -> {filename, size, content_type, data} served by the fake CDN (data None: a fake video)
         self._cdn_files: dict[str, dict] = {}
+        self.cdn_delay = 0.0  # seconds before the CDN answers
 
         self._last_snowflake = 0
         self._seq_counter = itertools.count()
@@ -606,7 +608,9 @@ class RestMixin:
         return f"{self.base_url}/cdn/{path}{query}", f"{self.base_url}/media/{path}{query}"
 
     async def _h_cdn(self, request: web.Request) -> web.Response:
-        """The fake CDN: members' files (their exact bytes) and PixVerse's videos (bytes of the announced size)."""
+        """The fake CDN: members' files (their exact bytes) and PixVerse's videos (bytes of the announced size),
+        each answered after ``cdn_delay`` seconds (a slow CDN, when a test sets it)."""
+        await asyncio.sleep(self.cdn_delay)
         info = self._cdn_files.get(request.match_info["attachment_id"])
         if info is None or info["filename"] != request.match_info["filename"]:
             return web.Response(status=404, text="not found")
