@@ -339,6 +339,35 @@ async def test_discords_words_in_a_failure_are_kept_as_text_every_engine_stores(
     assert await slots(database, A1) == 0
 
 
+async def test_a_job_placed_as_the_database_blips_is_sent_once_it_answers(dispatcher, repository, backend, database,
+                                                                         monkeypatch, caplog):
+    """Sending a placed job reads its token and marks it sent. With the database away there, ending
+    the job failed too, and the job kept its slot unsent until its timeout: it is tried again."""
+    from bot.dispatch import dispatcher as dispatching
+    from bot.errors import StoreBusy, StoreUnavailable
+
+    monkeypatch.setattr(dispatching, "RUN_RETRY_FIRST_SECONDS", 0.01)
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    failures = [StoreUnavailable("ConnectionResetError"), StoreBusy("database is locked")]
+    real = repository.decrypt_token
+
+    async def flaky(*args, **kwargs):
+        if failures:
+            raise failures.pop(0)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "decrypt_token", flaky)
+    job = (await submit(dispatcher)).job
+    await dispatcher.wait_idle()
+    assert backend.submitted == [(job.job_id, f"token-for-{A1}")]  # once
+    sent = await dispatcher.get(job.job_id, G)
+    assert sent.state.value == "submitted" and sent.status is JobStatus.CREATED
+    assert await slots(database, A1) == 1
+    waits = [r.getMessage() for r in caplog.records if "waits for the database" in r.getMessage()]
+    assert waits == [f"Job {job.job_id} waits for the database (ConnectionResetError); tried again in 0.01 s",
+                     f"Job {job.job_id} waits for the database (database is locked); tried again in 0.02 s"]
+
+
 async def test_overloaded_job_is_retried_at_most_twice_then_fails(dispatcher, repository, backend, database):
     await add_account(repository, G, A1, max_jobs=1, user="1")
     job = (await submit(dispatcher)).job

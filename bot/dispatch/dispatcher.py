@@ -48,6 +48,10 @@ PROGRESS_TRACKED = 10_000
 RUN_TIMES_KEPT = 50
 # Jobs with no owner read per pickup (the servers of other shards' among them).
 UNOWNED_BATCH = 500
+# A placed job whose sending met an unreachable or busy database is tried again after these
+# (doubling; the job's timeout ends it if the database stays away longer).
+RUN_RETRY_FIRST_SECONDS = 1.0
+RUN_RETRY_MAX_SECONDS = 30.0
 # A job whose end the store has but whose member's message does not show it (a crash between the
 # two, a write Discord kept refusing, an announcement another process missed), or whose replyUrl did
 # not take it (a crash before the POST, a receiver down for the live path's tries), is told again: looked
@@ -483,8 +487,12 @@ class Dispatcher:
 
     # --- running --------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> None:
-        """Hands a placed job to PixVerse. Every way out ends the job or leaves it submitted."""
+    async def _run(self, job: Job, *, delay: float = 0.0) -> None:
+        """Hands a placed job to PixVerse. Every way out ends the job, leaves it submitted, or (the
+        database not answering) tries again later."""
+        if delay:
+            await asyncio.sleep(delay)
+        marked = False
         try:
             token = await self.accounts.decrypt_token(job.guild_id, job.account_channel_id)
             if token is None:
@@ -494,6 +502,7 @@ class Dispatcher:
             submitted_at = self.clock()
             if not await self.jobs.mark_submitted(job, submitted_at, owner=self.owner):
                 return  # cancelled, moved or taken over meanwhile: it must not reach PixVerse
+            marked = True
             if job.verb is Verb.BUTTON:
                 parent = await self.jobs.get(job.parent_job_id)
                 if parent is None:
@@ -515,6 +524,16 @@ class Dispatcher:
             await self.finish(job.job_id, JobStatus.FAILED, error=exc.reason, error_details=exc.details)
         except asyncio.CancelledError:
             raise  # shutting down: the job stays executing and is recovered later
+        except StoreError as exc:
+            if marked:  # marked as sent: only its end is left to write
+                log.warning("Job %s could not be sent: the database did not answer (%s)", job.job_id, exc)
+                await self.finish(job.job_id, JobStatus.FAILED, error="The bot could not submit the job to PixVerse")
+                return
+            # Ending it would need the database too: the job keeps its slot and is sent once the
+            # database answers.
+            delay = min(RUN_RETRY_MAX_SECONDS, max(RUN_RETRY_FIRST_SECONDS, 2 * delay))
+            log.warning("Job %s waits for the database (%s); tried again in %g s", job.job_id, exc, delay)
+            self._spawn(self._run(job, delay=delay), f"run {job.job_id}")
         except Exception:
             log.exception("Submitting job %s failed unexpectedly", job.job_id)
             await self.finish(job.job_id, JobStatus.FAILED, error="The bot could not submit the job to PixVerse")
