@@ -28,7 +28,7 @@ from bot.dispatch.models import API_REQUESTER, FINAL, Job, Verb
 from bot.accounts.validation import echo
 from bot.dispatch.catalogue import CATALOGUE
 from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
-from bot.errors import ApiError
+from bot.errors import ApiError, StoreError
 from bot.logs import register_secrets
 from bot.events import ACCOUNT_DELETED, ACCOUNT_SAVED
 from bot.gateway_filter import MessageGate
@@ -55,6 +55,10 @@ MINE_LIMIT = 10
 PENDING_LIMIT = 2_000
 # The account channels are read again from the store this often (other processes' saves).
 CHANNELS_REFRESH_SECONDS = 60.0
+# A channel whose PixVerse message met the database away has its history read again after these
+# (doubling while the database stays away).
+CATCH_UP_FIRST_SECONDS = 1.0
+CATCH_UP_MAX_SECONDS = 30.0
 
 
 @dataclass
@@ -231,6 +235,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self._dropped = 0
         self._overflowed: set[str] = set()  # channels whose history is read again once their queue is read
         self._readers: dict[str, asyncio.Task] = {}
+        self._catching_up: dict[str, asyncio.Task] = {}  # channels whose history waits for the database
         # Messages the bot does not follow are dropped before discord.py parses them (bot/gateway_filter.py).
         self.gate = MessageGate(self._wanted)
         self._follows = lambda payload: False
@@ -281,7 +286,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             if self in self.bot.core.dispatcher.listeners:
                 self.bot.core.dispatcher.listeners.remove(self)
         self.bot.remove_dynamic_items(PressButton)
-        for task in self._queue_reads.values():
+        for task in [*self._queue_reads.values(), *self._catching_up.values()]:
             task.cancel()
         # The last states (a job that just ended) still reach their messages.
         await self.board.close()
@@ -481,13 +486,38 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             return
         try:
             await observe(payload)
-        except Exception:
+        except Exception as exc:
             if dispatcher.closing:
                 # Shutting down under it (the database closes after the gateway): nothing is lost,
                 # the next start reads the message again from the channel's history.
                 log.debug("A PixVerse message was left for the next start's recovery", exc_info=True)
                 return
+            if isinstance(exc, StoreError):
+                # Not lost: the channel's history is read again once the database answers.
+                channel = str(payload.get("channel_id"))
+                log.warning("A PixVerse message in channel %s waits for the database (%s); the channel's"
+                            " history is read again once it answers", channel, exc)
+                self._catch_up_later(channel)
+                return
             log.exception("Reading a PixVerse message failed")
+
+    def _catch_up_later(self, channel: str) -> None:
+        """Reads the channel's history again, as soon as the database answers, once however often asked."""
+        if channel in self._catching_up:
+            return
+
+        async def until_read() -> None:
+            delay = CATCH_UP_FIRST_SECONDS
+            try:
+                while not self.dispatcher.closing:
+                    await asyncio.sleep(delay)
+                    if await self._catch_up(channel, quiet=True):
+                        return
+                    delay = min(CATCH_UP_MAX_SECONDS, 2 * delay)
+            finally:
+                self._catching_up.pop(channel, None)
+
+        self._catching_up[channel] = asyncio.create_task(until_read(), name=f"PixVerse history of {channel}")
 
     def _wanted(self, data: dict[str, Any]) -> bool:
         """The gateway filter: a message this bot follows (PixVerse's in an account channel), or its own
@@ -541,21 +571,27 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
                                                          name=f"PixVerse messages of {channel}")
 
-    async def _catch_up(self, channel: str) -> None:
+    async def _catch_up(self, channel: str, *, quiet: bool = False) -> bool:
         """Reads an account channel's history again for its jobs still open at PixVerse: what was
-        set aside while too many messages waited is found there."""
+        set aside while too many messages waited, or met the database away, is found there. False
+        when that failed (``quiet``: the database still away is tried again, not warned of)."""
         try:
             dispatcher = self.dispatcher
             jobs = await dispatcher.jobs.open_at_pixverse(channel)
             if not jobs or dispatcher.closing:
-                return
+                return True
             token = await dispatcher.accounts.decrypt_token(jobs[0].guild_id, channel)
             if token is not None:
                 register_secrets(token)
                 await dispatcher.backend.resume(jobs, token)
-        except Exception:
-            log.warning("Reading channel %s's history again failed; the sweep ends what stays open", channel,
-                        exc_info=True)
+            return True
+        except Exception as exc:
+            if quiet and isinstance(exc, StoreError):
+                log.debug("Channel %s's history waits for the database (%s)", channel, exc)
+            else:
+                log.warning("Reading channel %s's history again failed; the sweep ends what stays open", channel,
+                            exc_info=True)
+            return False
 
     async def _read_channel(self, channel: str, queue: OrderedDict[tuple[str, bool], dict[str, Any]]) -> None:
         """Reads a channel's waiting PixVerse messages, one at a time, oldest first, until none waits."""

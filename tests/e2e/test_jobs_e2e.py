@@ -96,6 +96,39 @@ async def test_create_runs_on_pixverse_and_the_member_gets_the_videos(bot, pixve
     assert job.status.value == "completed" and len(job.attachments) == 4
 
 
+async def test_pixverses_result_met_by_a_database_blip_is_read_again_from_the_channel(bot, pixverse, monkeypatch,
+                                                                                      caplog):
+    """PixVerse's final message came while the database was away: the message was dropped, and
+    the job timed out as failed 15 minutes later, its slot held, though its videos were there. The
+    channel's history is now read again once the database answers."""
+    import sys
+
+    from bot.errors import StoreUnavailable
+
+    fake = pixverse
+    # The module discord.py loaded the cog from (load_extension keeps it in sys.modules only).
+    monkeypatch.setattr(sys.modules["cogs.jobs"], "CATCH_UP_FIRST_SECONDS", 0.05)
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    jobs = bot.core.dispatcher.jobs
+    real, away = jobs.release, [StoreUnavailable("ConnectionDoesNotExistError"), StoreUnavailable("ConnectionRefusedError")]
+
+    async def release(*args, **kwargs):
+        if away:
+            raise away.pop(0)  # the result, then the first read of the history
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "release", release)
+    result = await create(fake)
+    shown = await settled(result)
+    job_id = job_id_of(result.messages[0]["content"])
+    assert shown["content"].startswith(f"<@{MEMBER_ID}> completed · jobid: {job_id}")
+    assert (await bot.core.dispatcher.get(job_id, str(GUILD_ID))).status.value == "completed"
+    assert away == []
+    assert [r.getMessage() for r in caplog.records if "waits for the database" in r.getMessage()] == [
+        f"A PixVerse message in channel {CHANNEL_ID} waits for the database (ConnectionDoesNotExistError); the"
+        " channel's history is read again once it answers"]
+
+
 async def test_errors_are_ephemeral_with_their_code(bot, pixverse):
     fake = pixverse
     result = await create(fake)
