@@ -10,6 +10,7 @@ import random
 import time
 
 import aiohttp
+import asyncpg
 import pytest
 from cryptography.fernet import Fernet
 
@@ -276,6 +277,29 @@ async def test_placement_reads_committed_data_whatever_the_database_default():
                 assert await conn.fetchval("SHOW transaction_isolation") == "read committed"
         finally:
             await db.close()
+
+
+async def test_a_process_frozen_inside_a_transaction_loses_it_and_its_servers_lock(monkeypatch):
+    """A frozen or cut-off process held its server's placement lock, and every sweep behind it,
+    until TCP gave up (hours): the server now ends a session idle inside a transaction
+    (``idle_in_transaction_session_timeout``, a minute; a second here)."""
+    from bot.store.postgres import database as pg
+    from bot.store.postgres.jobs import LOCK_SERVER
+
+    assert pg.SESSION_SETTINGS["idle_in_transaction_session_timeout"] == "60s"  # what a deployment gets
+    monkeypatch.setitem(pg.SESSION_SETTINGS, "idle_in_transaction_session_timeout", "1s")
+    async with schema_db(pool_size=2) as (db, _, _):
+        assert await db.fetchval("SHOW tcp_keepalives_idle") == "60"
+        frozen = await db.pool.acquire()
+        transaction = frozen.transaction()
+        await transaction.start()
+        await frozen.execute(LOCK_SERVER, GUILD)
+        await asyncio.sleep(1.5)  # frozen: nothing more on that connection
+        async with db.transaction() as conn:  # another process's placement takes the lock at once
+            await asyncio.wait_for(conn.execute(LOCK_SERVER, GUILD), timeout=5)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await frozen.execute("SELECT 1")  # its session is gone, and its transaction with it
+        await db.pool.release(frozen)
 
 
 async def test_a_release_waits_for_its_servers_lock():

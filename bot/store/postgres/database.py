@@ -33,7 +33,17 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = migrations_dir("postgres")
 # Every connection of the bot's, whatever the server's defaults.
-SESSION_SETTINGS = {"default_transaction_isolation": "read committed"}
+SESSION_SETTINGS = {
+    "default_transaction_isolation": "read committed",
+    # A process frozen or cut off inside a transaction (a paused VM, a network partition) would
+    # hold its server's placement lock, and every process's sweep behind it, until the server's
+    # TCP keepalive gave up (about 2 h by default). No transaction of the bot idles for long: the
+    # server ends such a session after a minute, and notices a silent peer within about two.
+    "idle_in_transaction_session_timeout": "60s",
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "6",
+}
 # A single statement that lost a deadlock (or a serialization failure) is run again this often.
 STATEMENT_RETRIES = 3
 # pg_advisory_lock's two-key form (its key space is apart from the one-key form that placement
