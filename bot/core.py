@@ -222,7 +222,8 @@ class Core:
             await self._resources.aclose()
 
     async def health_problem(self) -> str | None:
-        """None when the database answers and takes writes and the gateway is connected."""
+        """None when the database answers and takes writes, the dispatcher's sweep completes, and
+        the gateway is connected."""
         try:
             await self.db.ping()
         except Exception as exc:
@@ -230,7 +231,7 @@ class Core:
         # After a failed write (full disk, I/O error), unhealthy until a write commits again.
         if self.db.write_problem is not None and not await self.db.probe_write():
             return "the database cannot be written (disk full or I/O error)"
-        return self._discord.gateway_problem()
+        return self.dispatcher.stalled() or self._discord.gateway_problem()
 
     async def _serve_http(self, stack: AsyncExitStack, extra_routes) -> LimitedServer | None:
         settings = self.settings

@@ -368,6 +368,28 @@ async def test_a_job_placed_as_the_database_blips_is_sent_once_it_answers(dispat
                      f"Job {job.job_id} waits for the database (database is locked); tried again in 0.02 s"]
 
 
+async def test_a_sweep_that_stops_completing_is_told_to_the_health_check(dispatcher, repository, clock, monkeypatch):
+    """A sweep waiting for ever (a lock, a connection cut without a word) stopped timeouts, recovery
+    and promotion while /healthz said 200: past 5 of its intervals (at least 2 minutes) it says so."""
+    await dispatcher.start()
+    assert dispatcher.stalled() is None
+    clock.now += 5 * dispatcher.sweep_interval  # 150 s at the default 900 s job timeout
+    assert dispatcher.stalled() is None
+    waiting = asyncio.Event()
+
+    async def for_ever(**kwargs):
+        await waiting.wait()
+        return []
+
+    monkeypatch.setattr(dispatcher.jobs, "timed_out", for_ever)
+    sweep = asyncio.create_task(dispatcher.sweep())
+    clock.now += 1
+    assert dispatcher.stalled() == "the dispatcher's sweep has not completed for 151 s"
+    waiting.set()
+    await sweep
+    assert dispatcher.stalled() is None  # a sweep completed
+
+
 async def test_overloaded_job_is_retried_at_most_twice_then_fails(dispatcher, repository, backend, database):
     await add_account(repository, G, A1, max_jobs=1, user="1")
     job = (await submit(dispatcher)).job

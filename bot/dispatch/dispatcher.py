@@ -51,6 +51,9 @@ UNOWNED_BATCH = 500
 # A placed job whose sending met an unreachable or busy database is tried again after these
 # (doubling; the job's timeout ends it if the database stays away longer).
 RUN_RETRY_FIRST_SECONDS = 1.0
+# /healthz reports the sweep stalled past this many of its intervals, and at least this long.
+STALLED_AFTER_SWEEPS = 5
+STALLED_AFTER_SECONDS = 120.0
 RUN_RETRY_MAX_SECONDS = 30.0
 # A job whose end the store has but whose member's message does not show it (a crash between the
 # two, a write Discord kept refusing, an announcement another process missed), or whose replyUrl did
@@ -168,12 +171,14 @@ class Dispatcher:
         self._loops: list[asyncio.Task] = []
         self._closing = False
         self._leased = False
+        self._swept_at: float | None = None  # the last completed sweep (or the start), by self.clock
         backend.bind(self)
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         self._started = True
+        self._swept_at = self.clock()
         try:
             await self._hold_lease()
             await self.recover()
@@ -812,6 +817,18 @@ class Dispatcher:
         # An ended job whose PixVerse answer never came stops competing for messages.
         await self.jobs.close_stale_at_pixverse(before=now - self.job_timeout)
         await self.jobs.purge(before=now - RETENTION_SECONDS)
+        self._swept_at = self.clock()
+
+    def stalled(self) -> str | None:
+        """Why the sweep (timeouts, recovery, promotion) is not doing its work, or None: it has not
+        completed for STALLED_AFTER_SWEEPS of its intervals (at least STALLED_AFTER_SECONDS), as
+        when a statement waits for ever on a lock or a connection cut without a word."""
+        if self._swept_at is None or self._closing:
+            return None
+        age = self.clock() - self._swept_at
+        if age <= max(STALLED_AFTER_SECONDS, STALLED_AFTER_SWEEPS * self.sweep_interval):
+            return None
+        return f"the dispatcher's sweep has not completed for {age:.0f} s"
 
     def _owner_is_alive(self, owner: str | None, live: set[str]) -> bool:
         if owner == self.owner:
