@@ -509,8 +509,13 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         async def until_read() -> None:
             delay = CATCH_UP_FIRST_SECONDS
             try:
-                while not self.dispatcher.closing:
+                while True:
                     await asyncio.sleep(delay)
+                    try:
+                        if self.dispatcher.closing:
+                            return  # the next start reads the history, as after any stop
+                    except RuntimeError:
+                        return  # the Core is closed: likewise
                     if await self._catch_up(channel, quiet=True):
                         return
                     delay = min(CATCH_UP_MAX_SECONDS, 2 * delay)
