@@ -83,8 +83,8 @@ async def test_a_failure_half_way_releases_what_was_opened(tmp_path):
 async def test_health_reports_a_stalled_sweep_before_the_gateway(tmp_path, monkeypatch):
     core = await Core.open(settings(tmp_path), QuietDiscord())
     try:
-        monkeypatch.setattr(core.dispatcher, "stalled", lambda: "the dispatcher's sweep has not completed for 151 s")
-        assert await core.health_problem() == "the dispatcher's sweep has not completed for 151 s"
+        monkeypatch.setattr(core.dispatcher, "stalled", lambda: "the dispatcher's sweep has been under way for 151 s")
+        assert await core.health_problem() == "the dispatcher's sweep has been under way for 151 s"
     finally:
         await core.close()
 

@@ -12,7 +12,7 @@ import pytest
 from bot.dispatch.backends.base import JobUpdate, SubmitError
 from bot.dispatch.models import JobStatus, Verb
 from bot.store import NewJob
-from bot.errors import ApiError
+from bot.errors import ApiError, StoreUnavailable
 from tests.dispatch_support import Clock, Listener, ManualBackend, add_account, jobs_of, make_dispatcher, slots
 
 G = "900000000000000001"
@@ -368,12 +368,37 @@ async def test_a_job_placed_as_the_database_blips_is_sent_once_it_answers(dispat
                      f"Job {job.job_id} waits for the database (database is locked); tried again in 0.02 s"]
 
 
-async def test_a_sweep_that_stops_completing_is_told_to_the_health_check(dispatcher, repository, clock, monkeypatch):
+async def test_a_job_whose_mark_committed_but_its_answer_was_lost_is_sent_once(dispatcher, repository, backend,
+                                                                              database, monkeypatch):
+    """The connection dropped after the server committed the job's mark as sent, before the answer
+    came: the try after it must not take "already sent" for someone else's send and leave it unsent."""
+    from bot.dispatch import dispatcher as dispatching
+    from bot.errors import StoreUnavailable
+
+    monkeypatch.setattr(dispatching, "RUN_RETRY_FIRST_SECONDS", 0.01)
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    real, lost = dispatcher.jobs.mark_submitted, [True]
+
+    async def committed_then_lost(*args, **kwargs):
+        marked = await real(*args, **kwargs)
+        if lost:
+            lost.pop()
+            raise StoreUnavailable("ConnectionResetError")
+        return marked
+
+    monkeypatch.setattr(dispatcher.jobs, "mark_submitted", committed_then_lost)
+    job = (await submit(dispatcher)).job
+    await dispatcher.wait_idle()
+    assert backend.submitted == [(job.job_id, f"token-for-{A1}")]
+    assert (await dispatcher.get(job.job_id, G)).state.value == "submitted"
+
+
+async def test_a_sweep_that_stops_completing_is_told_to_the_health_check(dispatcher, repository, monkeypatch):
     """A sweep waiting for ever (a lock, a connection cut without a word) stopped timeouts, recovery
     and promotion while /healthz said 200: past 5 of its intervals (at least 2 minutes) it says so."""
+    now = [1000.0]
+    dispatcher.monotonic = lambda: now[0]
     await dispatcher.start()
-    assert dispatcher.stalled() is None
-    clock.now += 5 * dispatcher.sweep_interval  # 150 s at the default 900 s job timeout
     assert dispatcher.stalled() is None
     waiting = asyncio.Event()
 
@@ -383,11 +408,23 @@ async def test_a_sweep_that_stops_completing_is_told_to_the_health_check(dispatc
 
     monkeypatch.setattr(dispatcher.jobs, "timed_out", for_ever)
     sweep = asyncio.create_task(dispatcher.sweep())
-    clock.now += 1
-    assert dispatcher.stalled() == "the dispatcher's sweep has not completed for 151 s"
+    await asyncio.sleep(0)
+    now[0] += 5 * dispatcher.sweep_interval  # 150 s at the default 900 s job timeout
+    assert dispatcher.stalled() is None
+    now[0] += 1
+    assert dispatcher.stalled() == "the dispatcher's sweep has been under way for 151 s"
     waiting.set()
     await sweep
-    assert dispatcher.stalled() is None  # a sweep completed
+    assert dispatcher.stalled() is None  # done
+
+    async def away(**kwargs):
+        raise StoreUnavailable("ConnectionRefusedError")
+
+    monkeypatch.setattr(dispatcher.jobs, "timed_out", away)
+    with pytest.raises(StoreUnavailable):
+        await dispatcher.sweep()
+    now[0] += 1000
+    assert dispatcher.stalled() is None  # failing fast is not stalling: the database checks say why
 
 
 async def test_overloaded_job_is_retried_at_most_twice_then_fails(dispatcher, repository, backend, database):

@@ -171,14 +171,16 @@ class Dispatcher:
         self._loops: list[asyncio.Task] = []
         self._closing = False
         self._leased = False
-        self._swept_at: float | None = None  # the last completed sweep (or the start), by self.clock
+        # When the sweep under way began (None: none is), by ``monotonic``: a suspended machine or
+        # a corrected wall clock is no stall. Tests replace it.
+        self._sweeping_since: float | None = None
+        self.monotonic: Callable[[], float] = time.monotonic
         backend.bind(self)
 
     # --- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         self._started = True
-        self._swept_at = self.clock()
         try:
             await self._hold_lease()
             await self.recover()
@@ -492,9 +494,10 @@ class Dispatcher:
 
     # --- running --------------------------------------------------------------------
 
-    async def _run(self, job: Job, *, delay: float = 0.0) -> None:
+    async def _run(self, job: Job, *, delay: float = 0.0, marking_at: float | None = None) -> None:
         """Hands a placed job to PixVerse. Every way out ends the job, leaves it submitted, or (the
-        database not answering) tries again later."""
+        database not answering) tries again later. ``marking_at``: the time an earlier try wrote
+        when marking the job sent, whose answer never came (its commit may have landed)."""
         if delay:
             await asyncio.sleep(delay)
         marked = False
@@ -504,12 +507,17 @@ class Dispatcher:
                 await self.finish(job.job_id, JobStatus.FAILED, error="The PixVerse account was deleted before the job ran")
                 return
             register_secrets(token)
-            submitted_at = self.clock()
-            if not await self.jobs.mark_submitted(job, submitted_at, owner=self.owner):
-                return  # cancelled, moved or taken over meanwhile: it must not reach PixVerse
+            parent = None
+            if job.verb is Verb.BUTTON:  # read before marking: a failure here is tried again
+                parent = await self.jobs.get(job.parent_job_id)
+            if marking_at is not None and await self._marked_by_us(job, marking_at):
+                submitted_at = marking_at  # the earlier try's mark landed; nothing was sent
+            else:
+                submitted_at = marking_at = self.clock()
+                if not await self.jobs.mark_submitted(job, submitted_at, owner=self.owner):
+                    return  # cancelled, moved or taken over meanwhile: it must not reach PixVerse
             marked = True
             if job.verb is Verb.BUTTON:
-                parent = await self.jobs.get(job.parent_job_id)
                 if parent is None:
                     raise SubmitError(f"Job {job.parent_job_id} no longer exists", account_fault=False)
                 await self.backend.press(job, parent, token)
@@ -538,10 +546,17 @@ class Dispatcher:
             # database answers.
             delay = min(RUN_RETRY_MAX_SECONDS, max(RUN_RETRY_FIRST_SECONDS, 2 * delay))
             log.warning("Job %s waits for the database (%s); tried again in %g s", job.job_id, exc, delay)
-            self._spawn(self._run(job, delay=delay), f"run {job.job_id}")
+            self._spawn(self._run(job, delay=delay, marking_at=marking_at), f"run {job.job_id}")
         except Exception:
             log.exception("Submitting job %s failed unexpectedly", job.job_id)
             await self.finish(job.job_id, JobStatus.FAILED, error="The bot could not submit the job to PixVerse")
+
+    async def _marked_by_us(self, job: Job, marking_at: float) -> bool:
+        """Whether the job is marked sent by this process at ``marking_at``: an earlier try's mark
+        that committed though its answer was lost (nothing was sent after it)."""
+        current = await self.jobs.get(job.job_id)
+        return (current is not None and current.state is JobState.SUBMITTED and current.owner == self.owner
+                and current.version == job.version and current.submitted_at == marking_at)
 
     async def job_update(self, job_id: str, update: JobUpdate) -> None:
         """What the backend saw PixVerse say about a job."""
@@ -803,6 +818,13 @@ class Dispatcher:
         self._leased = True
 
     async def sweep(self) -> None:
+        self._sweeping_since = self.monotonic()
+        try:
+            await self._sweep()
+        finally:
+            self._sweeping_since = None
+
+    async def _sweep(self) -> None:
         # Renewed first: a process that was paused past its lease (a suspended machine) must
         # not find its own lease forgotten by this sweep while it still owns jobs.
         await self._renew_lease()
@@ -817,18 +839,18 @@ class Dispatcher:
         # An ended job whose PixVerse answer never came stops competing for messages.
         await self.jobs.close_stale_at_pixverse(before=now - self.job_timeout)
         await self.jobs.purge(before=now - RETENTION_SECONDS)
-        self._swept_at = self.clock()
 
     def stalled(self) -> str | None:
-        """Why the sweep (timeouts, recovery, promotion) is not doing its work, or None: it has not
-        completed for STALLED_AFTER_SWEEPS of its intervals (at least STALLED_AFTER_SECONDS), as
-        when a statement waits for ever on a lock or a connection cut without a word."""
-        if self._swept_at is None or self._closing:
+        """Why the sweep (timeouts, recovery, promotion) is not doing its work, or None: one has been
+        under way for STALLED_AFTER_SWEEPS of its intervals (at least STALLED_AFTER_SECONDS), as when
+        a statement waits for ever on a lock or a connection cut without a word. A sweep that fails
+        fast (the database away) is not stalled: the health check's own database checks say why."""
+        if self._sweeping_since is None or self._closing:
             return None
-        age = self.clock() - self._swept_at
+        age = self.monotonic() - self._sweeping_since
         if age <= max(STALLED_AFTER_SECONDS, STALLED_AFTER_SWEEPS * self.sweep_interval):
             return None
-        return f"the dispatcher's sweep has not completed for {age:.0f} s"
+        return f"the dispatcher's sweep has been under way for {age:.0f} s"
 
     def _owner_is_alive(self, owner: str | None, live: set[str]) -> bool:
         if owner == self.owner:
