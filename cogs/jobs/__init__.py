@@ -502,27 +502,33 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             log.exception("Reading a PixVerse message failed")
 
     def _catch_up_later(self, channel: str) -> None:
-        """Reads the channel's history again, as soon as the database answers, once however often asked."""
+        """Has the channel's reader read its history again (after the messages waiting, one at a
+        time as always) as soon as the database answers; once however often asked meanwhile."""
         if channel in self._catching_up:
             return
 
-        async def until_read() -> None:
+        async def once_it_answers() -> None:
             delay = CATCH_UP_FIRST_SECONDS
             try:
                 while True:
                     await asyncio.sleep(delay)
                     try:
-                        if self.dispatcher.closing:
+                        dispatcher = self.dispatcher
+                        if dispatcher.closing:
                             return  # the next start reads the history, as after any stop
+                        await dispatcher.jobs.open_at_pixverse(channel)
                     except RuntimeError:
                         return  # the Core is closed: likewise
-                    if await self._catch_up(channel, quiet=True):
-                        return
-                    delay = min(CATCH_UP_MAX_SECONDS, 2 * delay)
+                    except StoreError:
+                        delay = min(CATCH_UP_MAX_SECONDS, 2 * delay)
+                        continue
+                    self._overflowed.add(channel)
+                    self._start_reader(channel)
+                    return
             finally:
                 self._catching_up.pop(channel, None)
 
-        self._catching_up[channel] = asyncio.create_task(until_read(), name=f"PixVerse history of {channel}")
+        self._catching_up[channel] = asyncio.create_task(once_it_answers(), name=f"PixVerse history of {channel}")
 
     def _wanted(self, data: dict[str, Any]) -> bool:
         """The gateway filter: a message this bot follows (PixVerse's in an account channel), or its own
@@ -572,31 +578,36 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         else:
             queue[key] = payload
             self._pending_count += 1
+        self._start_reader(channel)
+
+    def _start_reader(self, channel: str) -> None:
+        """The channel's reader, unless one runs: it reads what waits, then the history if asked."""
         if channel not in self._readers:
+            queue = self._pending.get(channel)
+            if queue is None:
+                queue = self._pending[channel] = OrderedDict()
             self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
                                                          name=f"PixVerse messages of {channel}")
 
-    async def _catch_up(self, channel: str, *, quiet: bool = False) -> bool:
+    async def _catch_up(self, channel: str) -> None:
         """Reads an account channel's history again for its jobs still open at PixVerse: what was
-        set aside while too many messages waited, or met the database away, is found there. False
-        when that failed (``quiet``: the database still away is tried again, not warned of)."""
+        set aside while too many messages waited, or met the database away, is found there."""
         try:
             dispatcher = self.dispatcher
             jobs = await dispatcher.jobs.open_at_pixverse(channel)
             if not jobs or dispatcher.closing:
-                return True
+                return
             token = await dispatcher.accounts.decrypt_token(jobs[0].guild_id, channel)
             if token is not None:
                 register_secrets(token)
                 await dispatcher.backend.resume(jobs, token)
-            return True
-        except Exception as exc:
-            if quiet and isinstance(exc, StoreError):
-                log.debug("Channel %s's history waits for the database (%s)", channel, exc)
-            else:
-                log.warning("Reading channel %s's history again failed; the sweep ends what stays open", channel,
-                            exc_info=True)
-            return False
+        except StoreError as exc:
+            log.warning("Reading channel %s's history again met the database away (%s); read again once it"
+                        " answers", channel, exc)
+            self._catch_up_later(channel)
+        except Exception:
+            log.warning("Reading channel %s's history again failed; the sweep ends what stays open", channel,
+                        exc_info=True)
 
     async def _read_channel(self, channel: str, queue: OrderedDict[tuple[str, bool], dict[str, Any]]) -> None:
         """Reads a channel's waiting PixVerse messages, one at a time, oldest first, until none waits."""
