@@ -62,7 +62,10 @@ async def copy_to_postgres(source: Path, url: str, key: str, *, pool_size: int =
     finally:
         await sqlite.close()
 
-    target = await PostgresDatabase.open(url, pool_size=pool_size, server_settings=server_settings)
+    # One transaction converts every row as it goes (a large database's may idle past the bot's
+    # minute between statements): no idle limit for the copy.
+    target = await PostgresDatabase.open(url, pool_size=pool_size, server_settings={
+        "idle_in_transaction_session_timeout": "0", **(server_settings or {})})
     try:
         async with target.transaction() as conn:
             held = {table: await conn.fetchval(f"SELECT COUNT(*) FROM {table}")

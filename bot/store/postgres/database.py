@@ -32,9 +32,10 @@ from bot.store.migrations import Migration, load_migrations, migrations_dir
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = migrations_dir("postgres")
-# Every connection of the bot's, whatever the server's defaults.
+# Every connection of the bot's, whatever the caller, the URL or the database's default asks.
+FORCED_SETTINGS = {"default_transaction_isolation": "read committed"}
+# Every connection's too, unless its caller asks otherwise (the copy tool has no idle limit).
 SESSION_SETTINGS = {
-    "default_transaction_isolation": "read committed",
     # A process frozen or cut off inside a transaction (a paused VM, a network partition) would
     # hold its server's placement lock, and every process's sweep behind it, until the server's
     # TCP keepalive gave up (about 2 h by default). No transaction of the bot idles for long: the
@@ -148,7 +149,7 @@ class Database:
         register_secrets(*url_passwords(url), pinned=True)
         # Placement's guard relies on READ COMMITTED (each statement after the lock reads what was
         # committed before it): set here, whatever the server's or the database's default is.
-        server_settings = {**(server_settings or {}), **SESSION_SETTINGS}
+        server_settings = {**SESSION_SETTINGS, **(server_settings or {}), **FORCED_SETTINGS}
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
