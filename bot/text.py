@@ -13,6 +13,13 @@ import re
 
 #: What no engine stores: NUL, and surrogate code points.
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: What UTF-8 cannot encode: surrogate code points.
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def utf8_encodable(text: str) -> bool:
+    """Whether UTF-8 can carry ``text`` (no surrogate code point)."""
+    return text.isascii() or SURROGATES.search(text) is None
 
 
 def storable_text(text: str) -> str:

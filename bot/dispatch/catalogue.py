@@ -18,6 +18,7 @@ from bot.accounts.validation import echo
 from bot.dispatch.images import IMAGE_LIMIT, Image, too_large
 from bot.dispatch.models import Verb
 from bot.errors import bad_request
+from bot.text import utf8_encodable
 
 PROMPT_LIMIT = 512
 CHARACTER_LIMIT = 100
@@ -158,11 +159,8 @@ def refuse_unstorable(label: str, text: str) -> None:
     which a slash command's JSON could hold as it can an HTTP body's): no engine stores it."""
     if "\x00" in text:
         raise bad_request(f"{label} must not contain a NUL character")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise bad_request(f"{label} must be text") from None
+    if not utf8_encodable(text):
+        raise bad_request(f"{label} must be text")
 
 
 def _check(param: Param, name: str, value: Any) -> Any:

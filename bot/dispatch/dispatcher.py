@@ -51,10 +51,10 @@ UNOWNED_BATCH = 500
 # A placed job whose sending met an unreachable or busy database is tried again after these
 # (doubling; the job's timeout ends it if the database stays away longer).
 RUN_RETRY_FIRST_SECONDS = 1.0
+RUN_RETRY_MAX_SECONDS = 30.0
 # /healthz reports the sweep stalled past this many of its intervals, and at least this long.
 STALLED_AFTER_SWEEPS = 5
 STALLED_AFTER_SECONDS = 120.0
-RUN_RETRY_MAX_SECONDS = 30.0
 # A job whose end the store has but whose member's message does not show it (a crash between the
 # two, a write Discord kept refusing, an announcement another process missed), or whose replyUrl did
 # not take it (a crash before the POST, a receiver down for the live path's tries), is told again: looked

@@ -32,6 +32,7 @@ from bot.events import HTTP_BUSY, Events
 from bot.web.openapi import openapi_document
 from bot.web.server import REQUEST_TIMEOUT, UNSUPPORTED_ENCODING, request_protocol
 from bot.store import TokenStore
+from bot.text import utf8_encodable
 
 if TYPE_CHECKING:
     from bot.metrics import Metrics
@@ -274,20 +275,12 @@ def _keep_text(fields: dict[str, Any], name: str, value: str) -> None:
     A name or value UTF-8 cannot carry is refused here: a form's charset is the client's to name,
     and some (utf-7, unicode_escape) make lone surrogates, which would fail later, deep in hashing,
     the database or the answer's encoding (JSON bodies are checked in ``json_object``)."""
-    if not _utf8(name):
+    if not utf8_encodable(name):
         raise bad_request("Request body is not a valid form")
-    if not _utf8(value):
+    if not utf8_encodable(value):
         raise _not_text(name)
     if value.strip():
         fields[name] = int(value) if name in INTEGER_FIELDS and _INTEGER_TEXT.fullmatch(value.strip()) else value
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _repeated(name: str) -> ApiError:

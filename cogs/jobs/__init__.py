@@ -560,9 +560,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         """Queues a PixVerse message for its channel's reader; bounded, the newest edit of a message wins."""
         channel = str(payload.get("channel_id"))
         key = (str(payload.get("id")), edit)
-        queue = self._pending.get(channel)
-        if queue is None:
-            queue = self._pending[channel] = OrderedDict()
+        queue = self._queue(channel)
         if key in queue:
             queue[key] = payload  # a newer state of a message still waiting replaces it, in arrival order
             queue.move_to_end(key)
@@ -580,13 +578,17 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             self._pending_count += 1
         self._start_reader(channel)
 
+    def _queue(self, channel: str) -> OrderedDict[tuple[str, bool], dict[str, Any]]:
+        """The channel's PixVerse messages waiting to be read (made when none waits)."""
+        queue = self._pending.get(channel)
+        if queue is None:
+            queue = self._pending[channel] = OrderedDict()
+        return queue
+
     def _start_reader(self, channel: str) -> None:
         """The channel's reader, unless one runs: it reads what waits, then the history if asked."""
         if channel not in self._readers:
-            queue = self._pending.get(channel)
-            if queue is None:
-                queue = self._pending[channel] = OrderedDict()
-            self._readers[channel] = asyncio.create_task(self._read_channel(channel, queue),
+            self._readers[channel] = asyncio.create_task(self._read_channel(channel, self._queue(channel)),
                                                          name=f"PixVerse messages of {channel}")
 
     async def _catch_up(self, channel: str) -> None:
