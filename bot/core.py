@@ -36,6 +36,7 @@ from bot.api_tokens import ApiTokens
 from bot.dispatch.backends.base import PixverseBackend
 from bot.dispatch.backends.discord import DiscordBackend
 from bot.dispatch.backends.simulated import SimulatedBackend
+from bot.dispatch.clock import SharedClock
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.models import Job
 from bot.errors import StartupError
@@ -134,6 +135,9 @@ class Core:
             db = await open_database(settings)
             resources.push_async_callback(db.close)
             log.info("Database %s at schema version %s", db.name, await db.schema_version())
+            # Leases and timeouts are compared across processes, perhaps machines: by the database's clock.
+            clock = SharedClock(db.clock)
+            await clock.sync()
             cipher = await _open_cipher(settings, db)
             stores = db.stores(cipher)
             if settings.metrics_token is not None:
@@ -165,9 +169,9 @@ class Core:
             accounts = AccountService(stores.accounts, token_checker,
                                       max_concurrent_jobs=settings.pixverse_max_concurrent_jobs, events=events)
             api_tokens = ApiTokens(stores.tokens, events)
-            backend = backend or _backend(settings, stores.jobs, stores.accounts, discord)
+            backend = backend or _backend(settings, stores.jobs, stores.accounts, discord, clock)
             dispatcher = Dispatcher(
-                stores.jobs, stores.accounts, backend, servers=stores.servers,
+                stores.jobs, stores.accounts, backend, servers=stores.servers, clock=clock, clock_sync=clock.sync,
                 queue_size=settings.pixverse_queue_size, job_timeout=settings.pixverse_job_timeout_seconds,
                 shards=own_shards(settings),
                 lease_interval=settings.lease_heartbeat_seconds, lease_ttl=settings.lease_expiry_seconds,
@@ -290,12 +294,13 @@ async def _open_cipher(settings: Settings, db: Database) -> TokenCipher:
 
 
 def _backend(settings: Settings, jobs: JobStore, repository: AccountStore,
-             discord: DiscordView) -> PixverseBackend:
+             discord: DiscordView, clock: SharedClock) -> PixverseBackend:
     if settings.pixverse_backend == "simulated":
         log.warning("PIXVERSE_BACKEND=simulated: jobs are simulated in-process and generate no video")
         return SimulatedBackend(
             duration=settings.pixverse_simulated_duration_seconds,
             failure_rate=settings.pixverse_simulated_failure_rate,
+            clock=clock,
         )
     return DiscordBackend(
         DiscordUserClient(

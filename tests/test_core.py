@@ -80,6 +80,34 @@ async def test_a_failure_half_way_releases_what_was_opened(tmp_path):
     await core.close()
 
 
+async def test_leases_and_jobs_are_timed_by_the_databases_clock(tmp_path, monkeypatch):
+    """Processes on several machines compare the times they write: each takes the database's clock,
+    measured at start and again at each lease renewal, whatever its machine's says."""
+    import time
+
+    from bot.store.sqlite.database import Database
+
+    ahead = {"by": 600.0}
+
+    async def database_clock(self) -> float:
+        return time.time() + ahead["by"]
+
+    monkeypatch.setattr(Database, "clock", database_clock)
+    core = await Core.open(settings(tmp_path), QuietDiscord())
+    try:
+        assert core.dispatcher.clock() - time.time() == pytest.approx(600, abs=5)
+        await core.dispatcher.start()
+        jobs = core.db.stores(None).jobs
+        assert await jobs.live_owners(now=time.time() + 600, ttl=core.dispatcher.lease_ttl) == [core.dispatcher.owner]
+        ahead["by"] = 1200.0
+        await core.dispatcher.sweep()  # renews the lease first
+        assert core.dispatcher.clock() - time.time() == pytest.approx(1200, abs=5)
+        assert await jobs.live_owners(now=time.time() + 1200 - 30, ttl=core.dispatcher.lease_ttl) == [
+            core.dispatcher.owner]
+    finally:
+        await core.close()
+
+
 async def test_health_reports_a_stalled_sweep_before_the_gateway(tmp_path, monkeypatch):
     core = await Core.open(settings(tmp_path), QuietDiscord())
     try:

@@ -884,3 +884,41 @@ async def test_pixverse_text_no_engine_stores_reads_as_a_replacement_character_a
         assert await slots(database, A1) == 0
     finally:
         await d.close()
+
+
+@pytest.mark.parametrize("off_by", [-600.0, 600.0])
+async def test_a_process_whose_clock_is_off_keeps_its_jobs_and_times_them_by_the_databases_clock(
+        database, repository, caplog, off_by):
+    """Leases and timeouts compare a time one process wrote with another's clock, perhaps on
+    another machine. A process whose clock is 10 minutes behind wrote leases the others read as
+    expired (they took over its running jobs); one ahead wrote jobs the others never timed out.
+    Both take the database's time: their jobs stay theirs, and their times are the database's."""
+    import time
+
+    from bot.dispatch.clock import SharedClock
+    from bot.dispatch.dispatcher import Dispatcher
+
+    def process(owner: str, clock: SharedClock, backend: ManualBackend) -> Dispatcher:
+        return Dispatcher(jobs_of(database), repository, backend, clock=clock, clock_sync=clock.sync, owner=owner,
+                          lease_interval=5, lease_ttl=15, job_timeout=900, rng=random.Random(3))
+
+    caplog.set_level(logging.WARNING, logger="bot.dispatch.clock")
+    await add_account(repository, G, A1, max_jobs=2, user="1")
+    off, right = ManualBackend(), ManualBackend()
+    skewed = process("elsewhere:ns:1:aaaa", SharedClock(database.clock, local=lambda: time.time() + off_by), off)
+    other = process("here:ns:2:bbbb", SharedClock(database.clock), right)
+    try:
+        await skewed.start()
+        job = (await submit(skewed)).job
+        assert off.submitted == [(job.job_id, f"token-for-{A1}")]
+        await other.start()  # takes over the jobs of processes whose lease expired
+        await other.sweep()
+        await other.wait_idle()
+        stored = await jobs_of(database).get(job.job_id)
+        assert (stored.owner, stored.status, right.resumed) == ("elsewhere:ns:1:aaaa", JobStatus.CREATED, [])
+        assert abs(stored.submitted_at - time.time()) < 5
+        assert [r.getMessage().split(". ")[0] for r in caplog.records] == [
+            f"This machine's clock is 600.0 s {'behind' if off_by < 0 else 'ahead of'} the database's"]
+    finally:
+        await skewed.close()
+        await other.close()

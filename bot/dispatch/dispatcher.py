@@ -119,6 +119,7 @@ class Dispatcher:
         owner: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        clock_sync: Callable[[], Awaitable[None]] | None = None,
         listeners: list[JobListener] | None = None,
         shards: tuple[int, frozenset[int]] | None = None,
         lease_interval: float | None = None,
@@ -161,7 +162,10 @@ class Dispatcher:
         self._pickup_again = False
         self.owner = owner or process_owner()
         self.rng = rng or random.SystemRandom()
+        # The time of leases, timeouts and jobs: the database's (bot/dispatch/clock.py), whose
+        # offset clock_sync measures again before each lease renewal.
         self.clock = clock
+        self.clock_sync = clock_sync
         self.listeners: list[JobListener] = list(listeners or [])
         # Tells the process that follows a job's server about it (set by the Core where the engine
         # announces across processes); None: every job is told here.
@@ -814,6 +818,8 @@ class Dispatcher:
                 log.exception("Dispatcher %s failed", work.__name__)
 
     async def _renew_lease(self) -> None:
+        if self.clock_sync is not None:
+            await self.clock_sync()
         await self.jobs.heartbeat(self.owner, self.clock())
         self._leased = True
 

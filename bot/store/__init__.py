@@ -222,6 +222,10 @@ class Database(Protocol):
     async def ping(self) -> None: ...
     async def probe_write(self) -> bool: ...
 
+    async def clock(self) -> float:
+        """The time by the database's clock, in seconds since the Unix epoch: the one clock that
+        every process sharing the database can agree on (``bot.dispatch.clock.SharedClock``)."""
+
     async def listen(self, topic: str, callback: Callable[[str | None], None]) -> bool:
         """Calls ``callback(payload)`` when any process (this one included) announces on ``topic``,
         and ``callback(None)`` when announcements may have been missed (the listening connection

@@ -290,6 +290,10 @@ class Database:
     async def probe_write(self) -> bool:
         return True
 
+    async def clock(self) -> float:
+        # The server's clock as the statement runs (not the transaction's start, as now() is).
+        return float(await self.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"))
+
     # --- LISTEN/NOTIFY ------------------------------------------------------------------------
 
     async def listen(self, topic: str, callback: Callable[[str | None], None]) -> bool:
