@@ -22,7 +22,7 @@ from bot.errors import DATABASE_UNREACHABLE, StoreUnavailable, from_exception
 from bot.settings import Settings
 from bot.store import JOBS_TOPIC, TOKENS_REVOKED_TOPIC, NewJob
 from bot.store.postgres.database import Database
-from bot.store.migrations import load_migrations
+from bot.store.migrations import Migration, load_migrations
 from bot.store.postgres.database import MIGRATIONS_DIR
 from tests.dispatch_support import ManualBackend, add_account
 from tests.e2e.test_http_api import free_port
@@ -59,6 +59,25 @@ async def test_processes_starting_together_apply_each_migration_once(caplog):
         finally:
             for db in opened:
                 await db.close()
+
+
+async def test_a_schema_migrated_by_a_newer_bot_is_told_and_still_opens(caplog):
+    migrations = load_migrations(MIGRATIONS_DIR)
+    later = Migration(migrations[-1].version + 1, "later_feature", "CREATE TABLE later_feature (id integer);")
+    async with fresh_schema() as (url, schema):
+        db = await Database.open(url, pool_size=1, server_settings={"search_path": schema},
+                                 migrations=migrations + [later])
+        await db.close()
+        caplog.set_level(logging.WARNING, logger="bot.store.migrations")
+        db = await Database.open(url, pool_size=1, server_settings={"search_path": schema})
+        try:
+            await db.ping()
+        finally:
+            await db.close()
+    known = migrations[-1].version
+    assert [r.getMessage() for r in caplog.records] == [
+        f"The database's schema is at version {known + 1} and this version of the bot knows up to {known}: a newer"
+        " version of the bot migrated it. Running on it (migrations only add); upgrade this one"]
 
 
 class CuttableProxy:

@@ -55,6 +55,28 @@ async def test_older_database_is_upgraded_and_keeps_its_rows(tmp_path, cipher):
         await db.close(conn)
 
 
+async def test_a_database_migrated_by_a_newer_bot_is_told_and_still_opens(tmp_path, caplog):
+    """An upgrade rolled back: the older bot warns that it does not know the newest migration, and runs."""
+    import logging
+
+    path = tmp_path / "newer.db"
+    migrations = db.load_migrations()
+    later = db.Migration(migrations[-1].version + 1, "later_feature", "CREATE TABLE later_feature (id INTEGER);")
+    conn = await db.connect(path)
+    await db.migrate(conn, migrations + [later])
+    await db.close(conn)
+    caplog.set_level(logging.WARNING, logger="bot.store.migrations")
+    opened = await db.Database.open(path)
+    try:
+        await opened.ping()
+    finally:
+        await opened.close()
+    known = migrations[-1].version
+    assert [r.getMessage() for r in caplog.records] == [
+        f"The database's schema is at version {known + 1} and this version of the bot knows up to {known}: a newer"
+        " version of the bot migrated it. Running on it (migrations only add); upgrade this one"]
+
+
 async def test_a_failing_migration_leaves_nothing_half_applied(tmp_path):
     conn = await db.connect(tmp_path / "broken.db")
     try:

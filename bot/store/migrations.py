@@ -8,11 +8,15 @@ starting together from applying one twice (SQLite: its write lock; PostgreSQL: a
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.errors import StartupError
+
+log = logging.getLogger(__name__)
 
 
 def migrations_dir(engine: str = "sqlite") -> Path:
@@ -47,3 +51,15 @@ def load_migrations(directory: Path) -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise ValueError(f"two migrations share a version in {directory}")
     return migrations
+
+
+def tell_newer(found: Iterable[int], migrations: list[Migration]) -> None:
+    """Warns when the database holds migrations this version of the bot does not know: a newer bot
+    migrated it (an upgrade rolled back, or a process left on the old version). Every migration only
+    adds (tables, columns with defaults, functions), so the older bot runs on it; upgrade it all the same."""
+    known = max((m.version for m in migrations), default=0)
+    newer = max(found, default=0)
+    if newer > known:
+        log.warning("The database's schema is at version %d and this version of the bot knows up to %d: a newer"
+                    " version of the bot migrated it. Running on it (migrations only add); upgrade this one",
+                    newer, known)

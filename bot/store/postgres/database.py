@@ -27,7 +27,7 @@ from bot.accounts.crypto import TokenCipher
 from bot.errors import StartupError, StoreBusy, StoreUnavailable, StoreUnwritable
 from bot.logs import register_secrets
 from bot.store import Stores
-from bot.store.migrations import Migration, load_migrations, migrations_dir
+from bot.store.migrations import Migration, load_migrations, migrations_dir, tell_newer
 
 log = logging.getLogger(__name__)
 
@@ -427,6 +427,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
                                    migration.version, migration.name)
             log.info("Applied migration %s", migration.name)
             applied.append(migration.version)
+        tell_newer(done, migrations)
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", *MIGRATION_LOCK)

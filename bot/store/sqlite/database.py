@@ -24,7 +24,7 @@ import aiosqlite
 from bot.accounts.crypto import TokenCipher
 from bot.errors import StartupError, StoreBusy, StoreUnwritable
 from bot.store import Stores
-from bot.store.migrations import Migration, migrations_dir
+from bot.store.migrations import Migration, migrations_dir, tell_newer
 from bot.store.migrations import load_migrations as _load_migrations
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ async def migrate(conn: aiosqlite.Connection, migrations: list[Migration] | None
             raise
         log.info("Applied migration %s", migration.name)
         applied.append(migration.version)
+    tell_newer([await schema_version(conn)], migrations)
     return applied
 
 
