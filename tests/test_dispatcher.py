@@ -917,8 +917,45 @@ async def test_a_process_whose_clock_is_off_keeps_its_jobs_and_times_them_by_the
         stored = await jobs_of(database).get(job.job_id)
         assert (stored.owner, stored.status, right.resumed) == ("elsewhere:ns:1:aaaa", JobStatus.CREATED, [])
         assert abs(stored.submitted_at - time.time()) < 5
-        assert [r.getMessage().split(". ")[0] for r in caplog.records] == [
+        assert [r.getMessage().split(". ")[0] for r in caplog.records if r.name == "bot.dispatch.clock"] == [
             f"This machine's clock is 600.0 s {'behind' if off_by < 0 else 'ahead of'} the database's"]
     finally:
         await skewed.close()
+        await other.close()
+
+
+async def test_a_process_is_told_of_another_that_follows_its_servers(database, repository, caplog):
+    """Two processes given the same SHARD_IDS, or different SHARD_COUNTs, both follow some servers
+    (and leave others to none): each sweep looks at the live processes' leases and warns once per
+    process and problem; a process of an earlier version, which does not say, is left alone."""
+    from bot.dispatch.dispatcher import Dispatcher
+
+    def process(owner: str, shards) -> Dispatcher:
+        return Dispatcher(jobs_of(database), repository, ManualBackend(), clock=Clock(), owner=owner, shards=shards,
+                          lease_interval=5, lease_ttl=15)
+
+    caplog.set_level(logging.INFO, logger="bot.dispatch.dispatcher")
+    here = process("here:ns:1:aaaa", (2, frozenset({0})))
+    processes = {name: process(f"{name}:ns:2:bbbb", shards) for name, shards in (
+        ("twin", (2, frozenset({0}))), ("neighbour", (2, frozenset({1}))), ("recounted", (3, frozenset({2}))))}
+    await jobs_of(database).heartbeat("older:ns:3:cccc", Clock().now)  # an earlier version: says nothing
+    for other in processes.values():
+        await other.sweep()
+    caplog.clear()  # the others warned too: "recounted" of every one
+    await here.sweep()
+    await here.sweep()
+    told = lambda: [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Process")]
+    assert sorted(told()) == [
+        ("WARNING", "Process recounted:ns:2:bbbb runs with SHARD_COUNT=3 and this process with SHARD_COUNT=2: they"
+                    " split the servers differently, so some servers are followed by two processes and some by"
+                    " none. Give every process the same SHARD_COUNT"),
+        ("WARNING", "Process twin:ns:2:bbbb follows shard 0 of 2 and this process shard 0 of 2: the servers of both"
+                    " are followed twice. Run each shard in one process only (SHARD_COUNT and SHARD_IDS)"),
+    ]
+    caplog.clear()
+    await processes["twin"].close()  # drops its lease
+    await here.sweep()
+    assert told() == [("INFO", "Process twin:ns:2:bbbb no longer follows servers of this process (shard 0 of 2)")]
+    await here.close()
+    for other in processes.values():
         await other.close()

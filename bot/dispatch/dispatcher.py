@@ -30,7 +30,7 @@ from bot.events import (
     JOB_STARTED, JOB_TIMED_OUT, Events, job_fields,
 )
 from bot.logs import register_secrets
-from bot.shards import shard_of
+from bot.shards import clash, claim, describe, read_claim, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ class Dispatcher:
         # When the sweep under way began (None: none is), by ``monotonic``: a suspended machine or
         # a corrected wall clock is no stall. Tests replace it.
         self._sweeping_since: float | None = None
+        self._clashes: dict[str, str] = {}  # live process -> why it must not run beside this one
         self.monotonic: Callable[[], float] = time.monotonic
         backend.bind(self)
 
@@ -820,7 +821,7 @@ class Dispatcher:
     async def _renew_lease(self) -> None:
         if self.clock_sync is not None:
             await self.clock_sync()
-        await self.jobs.heartbeat(self.owner, self.clock())
+        await self.jobs.heartbeat(self.owner, self.clock(), follows=claim(self._shards))
         self._leased = True
 
     async def sweep(self) -> None:
@@ -845,6 +846,28 @@ class Dispatcher:
         # An ended job whose PixVerse answer never came stops competing for messages.
         await self.jobs.close_stale_at_pixverse(before=now - self.job_timeout)
         await self.jobs.purge(before=now - RETENTION_SECONDS)
+        await self._tell_clashes(now)
+
+    async def _tell_clashes(self, now: float) -> None:
+        """Warns of each live process that follows servers this one follows too (the same shard, no
+        SHARD_IDS, another SHARD_COUNT): once, and again if what it follows changes."""
+        follows = await self.jobs.live_follows(now=now, ttl=self.lease_ttl)
+        live = set(follows)
+        clashes: dict[str, str] = {}
+        for owner, written in follows.items():
+            if owner == self.owner or written is None or not self._owner_is_alive(owner, live):
+                continue
+            try:
+                problem = clash(self._shards, read_claim(written))
+            except ValueError:
+                continue
+            if problem is not None:
+                clashes[owner] = problem
+                if self._clashes.get(owner) != problem:
+                    log.warning("Process %s %s", owner, problem)
+        for owner in self._clashes.keys() - clashes.keys():
+            log.info("Process %s no longer follows servers of this process (%s)", owner, describe(self._shards))
+        self._clashes = clashes
 
     def stalled(self) -> str | None:
         """Why the sweep (timeouts, recovery, promotion) is not doing its work, or None: one has been

@@ -186,6 +186,16 @@ async def test_leases_orphans_and_claim(stores):
     assert await stores.jobs.live_owners(now=NOW, ttl=10**6) == []
 
 
+async def test_a_lease_says_what_its_process_follows(stores):
+    """Kept as written with each renewal; a process of an earlier version writes nothing (None)."""
+    await stores.jobs.heartbeat("host:ns:2:bbbb", NOW, follows="2:0,1")
+    await stores.jobs.heartbeat("host:ns:3:cccc", NOW, follows="all")
+    await stores.jobs.heartbeat("host:ns:2:bbbb", NOW + 5, follows="3:2")
+    assert await stores.jobs.live_follows(now=NOW + 10, ttl=30) == {
+        OWNER: None, "host:ns:2:bbbb": "3:2", "host:ns:3:cccc": "all"}
+    assert await stores.jobs.live_follows(now=NOW + 32, ttl=30) == {"host:ns:2:bbbb": "3:2"}
+
+
 async def test_a_forgotten_process_leaves_its_jobs_to_recovery(stores):
     """The owner is a process with a lease: when a dead one's lease is forgotten, its live jobs
     are left with no owner, and recovery finds them (the store keeps no dangling owner)."""

@@ -37,8 +37,8 @@ PURGE_BATCH = 500
 LOCK_SERVER = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
 
 LEASE = (
-    "INSERT INTO processes (owner, heartbeat_at) VALUES ($1, $2)"
-    " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+    "INSERT INTO processes (owner, heartbeat_at, follows) VALUES ($1, $2, $3)"
+    " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, follows = excluded.follows"
 )
 
 _LOAD = "(SELECT COUNT(*) FROM jobs j WHERE j.account_channel_id = a.channel_id AND j.slot_held)"
@@ -465,13 +465,18 @@ class JobRepository:
                 return deleted
             await asyncio.sleep(0)
 
-    async def heartbeat(self, owner: str, now: float) -> None:
-        await self._db.execute(LEASE, owner, now)
+    async def heartbeat(self, owner: str, now: float, *, follows: str | None = None) -> None:
+        await self._db.execute(LEASE, owner, now, follows)
 
     async def live_owners(self, *, now: float, ttl: float) -> list[str]:
         return [row[0] for row in await self._db.fetch(
             "SELECT owner FROM processes WHERE heartbeat_at >= $1", now - ttl
         )]
+
+    async def live_follows(self, *, now: float, ttl: float) -> dict[str, str | None]:
+        return {row[0]: row[1] for row in await self._db.fetch(
+            "SELECT owner, follows FROM processes WHERE heartbeat_at >= $1", now - ttl
+        )}
 
     async def forget_owner(self, owner: str) -> None:
         await self._db.execute("DELETE FROM processes WHERE owner = $1", owner)

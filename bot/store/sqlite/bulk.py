@@ -67,4 +67,4 @@ async def insert_jobs(tx: Tx, rows: Iterable[Mapping[str, Any]]) -> None:
 
 async def lease(tx: Tx, owner: str, heartbeat_at: float) -> None:
     """The process lease a job's owner must hold (a foreign key)."""
-    await tx.execute(LEASE, (owner, heartbeat_at))
+    await tx.execute(LEASE, (owner, heartbeat_at, None))

@@ -22,8 +22,8 @@ T = TypeVar("T")
 
 # Takes or renews a process's lease: (owner, heartbeat_at).
 LEASE = (
-    "INSERT INTO processes (owner, heartbeat_at) VALUES (?, ?)"
-    " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+    "INSERT INTO processes (owner, heartbeat_at, follows) VALUES (?, ?, ?)"
+    " ON CONFLICT(owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, follows = excluded.follows"
 )
 
 # The users a PixVerse message is for, at most, checked in record_message_progress's one statement
@@ -370,12 +370,16 @@ class JobRepository:
 
     # --- process leases -------------------------------------------------------------
 
-    async def heartbeat(self, owner: str, now: float) -> None:
-        await self._db.execute(LEASE, (owner, now))
+    async def heartbeat(self, owner: str, now: float, *, follows: str | None = None) -> None:
+        await self._db.execute(LEASE, (owner, now, follows))
 
     async def live_owners(self, *, now: float, ttl: float) -> list[str]:
         rows = await self._db.fetchall("SELECT owner FROM processes WHERE heartbeat_at >= ?", (now - ttl,))
         return [row[0] for row in rows]
+
+    async def live_follows(self, *, now: float, ttl: float) -> dict[str, str | None]:
+        rows = await self._db.fetchall("SELECT owner, follows FROM processes WHERE heartbeat_at >= ?", (now - ttl,))
+        return {row[0]: row[1] for row in rows}
 
     async def forget_owner(self, owner: str) -> None:
         await self._db.execute("DELETE FROM processes WHERE owner = ?", (owner,))
