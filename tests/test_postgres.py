@@ -89,10 +89,16 @@ class CuttableProxy:
         self.server: asyncio.Server | None = None
         self.port = 0
         self.pipes: set[asyncio.StreamWriter] = set()
+        self.silenced: set[asyncio.StreamWriter] = set()
 
     async def open(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self.server.sockets[0].getsockname()[1]
+
+    def silence(self) -> None:
+        """The connections open now go silent, as through a NAT that forgot them: what is sent is
+        lost, nothing is answered, nothing is closed. New connections work."""
+        self.silenced.update(self.pipes)
 
     async def cut(self) -> None:
         self.server.close()
@@ -112,6 +118,8 @@ class CuttableProxy:
         async def pump(source, sink):
             try:
                 while data := await source.read(65536):
+                    if sink in self.silenced:
+                        continue
                     sink.write(data)
                     await sink.drain()
             except (ConnectionError, OSError):
@@ -251,6 +259,56 @@ async def test_dropping_a_lease_that_loses_a_deadlock_is_run_again():
                 await conn.execute("UPDATE jobs SET owner = 'leaving' WHERE job_id = $1", theirs.job_id)
         await asyncio.wait_for(forget, timeout=20)
         assert await db.fetchval("SELECT COUNT(*) FROM processes WHERE owner = 'leaving'") == 0
+
+
+async def test_a_statement_on_a_connection_cut_without_a_word_gives_up_and_the_next_one_works(monkeypatch):
+    """A NAT that forgot the pool's connection: no reset ever comes, and a statement on it waited until
+    the kernel gave up (about 15 minutes). It now answers 503 after the statement limit, and the
+    connection is dropped: the next call, once the backoff is over, gets a new one that answers."""
+    import bot.store.postgres.database as postgres
+
+    monkeypatch.setattr(postgres, "STATEMENT_TIMEOUT_SECONDS", 1.0)
+    async with fresh_schema() as (url, schema):
+        host, port = url.split("@", 1)[1].split("/", 1)[0].split(":")
+        proxy = CuttableProxy(host, int(port))
+        await proxy.open()
+        db = await Database.open(through(url, proxy), pool_size=1, server_settings={"search_path": schema})
+        try:
+            assert await db.fetchval("SELECT 41 + 1") == 42
+            proxy.silence()
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(db.fetchval("SELECT 1"), timeout=20)
+            assert time.monotonic() - started < 5
+            await until(lambda: db.pool.get_size() == 0 or db.pool.get_idle_size() == 1, timeout=10)
+            await asyncio.sleep(postgres.BACKOFF_FIRST_SECONDS)
+            assert await asyncio.wait_for(db.fetchval("SELECT 41 + 1"), timeout=10) == 42
+        finally:
+            await db.close()
+            await proxy.cut()
+
+
+async def test_migrations_and_the_copy_have_no_statement_limit(monkeypatch):
+    """A long migration (an index on a large table) or a large table's copy outlasts the pool's limit."""
+    import bot.store.postgres.database as postgres
+
+    monkeypatch.setattr(postgres, "STATEMENT_TIMEOUT_SECONDS", 0.5)
+    migrations = load_migrations(MIGRATIONS_DIR)
+    slow = Migration(migrations[-1].version + 1, "slow", "SELECT pg_sleep(1.5);")
+    async with fresh_schema() as (url, schema):
+        db = await Database.open(url, pool_size=1, server_settings={"search_path": schema},
+                                 migrations=migrations + [slow])
+        try:
+            assert await db.schema_version() == slow.version
+            with pytest.raises(StoreUnavailable):
+                await db.fetchval("SELECT pg_sleep(1.5)")
+        finally:
+            await db.close()
+        db = await Database.open(url, pool_size=1, server_settings={"search_path": schema}, command_timeout=None)
+        try:
+            assert await db.fetchval("SELECT pg_sleep(1.5)::text") == ""
+        finally:
+            await db.close()
 
 
 async def test_the_listening_connection_comes_back_and_says_it_may_have_missed_something():

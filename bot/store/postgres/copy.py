@@ -63,8 +63,9 @@ async def copy_to_postgres(source: Path, url: str, key: str, *, pool_size: int =
         await sqlite.close()
 
     # One transaction converts every row as it goes (a large database's may idle past the bot's
-    # minute between statements): no idle limit for the copy.
-    target = await PostgresDatabase.open(url, pool_size=pool_size, server_settings={
+    # minute between statements, and one table's rows take longer than the bot's statement limit):
+    # no idle or statement limit for the copy.
+    target = await PostgresDatabase.open(url, pool_size=pool_size, command_timeout=None, server_settings={
         "idle_in_transaction_session_timeout": "0", **(server_settings or {})})
     try:
         async with target.transaction() as conn:

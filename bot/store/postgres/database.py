@@ -52,6 +52,18 @@ STATEMENT_RETRIES = 3
 MIGRATION_LOCK = (0x50495856, 1)  # "PIXV", 1
 # A call waits this long for a free connection of the pool before it answers 503.
 ACQUIRE_TIMEOUT_SECONDS = 10.0
+# A statement of the pool's gives up after this long (asyncpg's command_timeout) and its connection
+# is dropped: one on a connection cut without a word (a NAT that forgot it, a host gone) would
+# otherwise wait until the kernel gives up, about 15 minutes. Every statement of the bot's takes
+# milliseconds; migrations (their own connection) and the copy tool have no limit.
+STATEMENT_TIMEOUT_SECONDS = 30.0
+
+
+class _Default:
+    """Database.open's statement limit when none is given: STATEMENT_TIMEOUT_SECONDS, read at the call."""
+
+
+DEFAULT = _Default()
 CONNECT_TIMEOUT_SECONDS = 10.0
 # After the server could not be reached, calls fail at once for this long, doubled at each
 # failed retry up to the maximum; the first success ends it.
@@ -139,12 +151,15 @@ class Database:
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, migrations: list[Migration] | None = None,
-                   server_settings: dict[str, str] | None = None) -> Database:
+                   server_settings: dict[str, str] | None = None,
+                   command_timeout: float | None | _Default = DEFAULT) -> Database:
         """Connects, applies the migrations the database lacks, and returns the pool's owner.
 
         A server that cannot be reached or refuses the login is a StartupError naming the
         database (never its password)."""
         name = describe_url(url)
+        if isinstance(command_timeout, _Default):
+            command_timeout = STATEMENT_TIMEOUT_SECONDS
         # The password, whoever opens the database (the bot, the copy tool, a test), is never logged.
         register_secrets(*url_passwords(url), pinned=True)
         # Placement's guard relies on READ COMMITTED (each statement after the lock reads what was
@@ -154,13 +169,17 @@ class Database:
             pool = await asyncpg.create_pool(
                 url, min_size=1, max_size=pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
                 server_settings=server_settings, max_inactive_connection_lifetime=300,
-                reset=_no_session_state,
+                reset=_no_session_state, command_timeout=command_timeout,
             )
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StartupError(f"Cannot open the database {name}: {_reason(exc)}") from None
         try:
-            async with pool.acquire() as conn:
+            # A connection of its own, without the pool's statement limit: a migration may be long.
+            conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=server_settings)
+            try:
                 await migrate(conn, migrations)
+            finally:
+                await conn.close()
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)):
