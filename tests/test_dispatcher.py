@@ -918,7 +918,8 @@ async def test_a_process_whose_clock_is_off_keeps_its_jobs_and_times_them_by_the
         assert (stored.owner, stored.status, right.resumed) == ("elsewhere:ns:1:aaaa", JobStatus.CREATED, [])
         assert abs(stored.submitted_at - time.time()) < 5
         assert [r.getMessage().split(". ")[0] for r in caplog.records if r.name == "bot.dispatch.clock"] == [
-            f"This machine's clock is 600.0 s {'behind' if off_by < 0 else 'ahead of'} the database's"]
+            "This machine's clock and the database server's are 600.0 s apart"
+            f" (this machine's {'behind' if off_by < 0 else 'ahead'})"]
     finally:
         await skewed.close()
         await other.close()

@@ -35,29 +35,42 @@ class SharedClock:
         self.offset = 0.0  # the database's clock minus this machine's, seconds
         self._measured = False
         self._told: float | None = None  # the offset last warned of; None: in step
+        self._failing = False  # the last sync's query failed (told once)
 
     def __call__(self) -> float:
         return self.local() + self.offset
 
-    async def sync(self) -> None:
-        """Measures the offset; raises what the database raises."""
+    async def sync(self) -> bool:
+        """Measures the offset again. False when the database did not answer: the last measure stays
+        (told once until one succeeds); the lease renewal after it goes on."""
         sent, began = self.local(), self.monotonic()
-        theirs = await self._source()
+        try:
+            theirs = await self._source()
+        except Exception as exc:
+            if not self._failing:
+                self._failing = True
+                log.warning("Could not read the database's clock (%s); leases and timeouts keep the offset"
+                            " measured before (%.1f s)", type(exc).__name__, self.offset)
+            return False
+        self._failing = False
         trip = self.monotonic() - began
         if trip > MAX_ROUND_TRIP_SECONDS and self._measured:
-            return
+            return True
         self.offset, self._measured = theirs - (sent + trip / 2), True
         self._tell()
+        return True
 
     def _tell(self) -> None:
         off = abs(self.offset)
         if off >= WARN_OFFSET_SECONDS and (self._told is None or abs(self.offset - self._told) >= WARN_OFFSET_SECONDS):
             self._told = self.offset
             log.warning(
-                "This machine's clock is %.1f s %s the database's. The bot times leases, timeouts and jobs by"
-                " the database's clock; keep every machine's clock synchronized (NTP)",
-                off, "behind" if self.offset > 0 else "ahead of",
+                "This machine's clock and the database server's are %.1f s apart (this machine's %s). The bot"
+                " times leases, timeouts and jobs by the database's clock; keep every machine's clock and the"
+                " database server's synchronized (NTP)",
+                off, "behind" if self.offset > 0 else "ahead",
             )
-        elif off < WARN_OFFSET_SECONDS / 2 and self._told is not None:
+        elif self._told is not None and (off < WARN_OFFSET_SECONDS / 2 or (
+                off < WARN_OFFSET_SECONDS and abs(self.offset - self._told) >= WARN_OFFSET_SECONDS)):
             self._told = None
-            log.info("This machine's clock is back in step with the database's (%.3f s apart)", off)
+            log.info("This machine's clock is back in step with the database server's (%.3f s apart)", off)
