@@ -143,14 +143,15 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
     if attachment.size > IMAGE_LIMIT:
         raise too_large(name, attachment.filename)
     download = asyncio.ensure_future(read_at_most(session, attachment.url, IMAGE_LIMIT))
-    waited = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # Discord's 3 s count from here
+    # Discord's 3 s count from the interaction's creation, by Discord's clock: this machine's may be
+    # off, and one behind must not stretch the wait, so it counts at least 0 and then on its own.
+    waited, began = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds()), time.monotonic()
     try:
         done, _ = await asyncio.wait({download}, timeout=max(0.0, DOWNLOAD_BEFORE_ANSWER_SECONDS - waited))
         if not done and not interaction.response.is_done():
             await interaction.response.defer(thinking=True)
         data = await download
-        if not interaction.response.is_done() and (
-                discord.utils.utcnow() - interaction.created_at).total_seconds() > ANSWER_BEFORE_STORING_AFTER:
+        if not interaction.response.is_done() and waited + time.monotonic() - began > ANSWER_BEFORE_STORING_AFTER:
             await interaction.response.defer(thinking=True)  # storing the image must not pass the 3 s
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Named by status or type only: the attachment's URL carries a signature.

@@ -71,6 +71,7 @@ class RestMixin:
         # attachment id -> {filename, size, content_type, data} served by the fake CDN (data None: a fake video)
         self._cdn_files: dict[str, dict] = {}
         self.cdn_delay = 0.0  # seconds before the CDN answers
+        self.clock_ahead = 0.0  # seconds Discord's clock (its snowflakes' times) is ahead of this machine's
 
         self._last_snowflake = 0
         self._seq_counter = itertools.count()
@@ -218,7 +219,7 @@ class RestMixin:
 
     def snowflake(self) -> str:
         """A new, strictly increasing snowflake (as a string, like Discord sends them)."""
-        sf = ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._seq_counter) & 0xFFF)
+        sf = ((int((time.time() + self.clock_ahead) * 1000) - DISCORD_EPOCH_MS) << 22) | (next(self._seq_counter) & 0xFFF)
         sf = max(sf, self._last_snowflake + 1)
         self._last_snowflake = sf
         return str(sf)
