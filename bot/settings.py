@@ -139,6 +139,8 @@ class Settings(BaseSettings):
         count = info.data["shard_count"]
         if count is None:
             raise ValueError("needs SHARD_COUNT, the number of shards of all processes together")
+        if not value:
+            raise ValueError("names no shard: give this process's shards, for example 0,1")
         if len(set(value)) != len(value):
             raise ValueError("names a shard twice")
         wrong = [shard for shard in value if not 0 <= shard < count]

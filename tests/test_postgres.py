@@ -77,7 +77,8 @@ async def test_a_schema_migrated_by_a_newer_bot_is_told_and_still_opens(caplog):
     known = migrations[-1].version
     assert [r.getMessage() for r in caplog.records] == [
         f"The database's schema is at version {known + 1} and this version of the bot knows up to {known}: a newer"
-        " version of the bot migrated it. Running on it (migrations only add); upgrade this one"]
+        " version of the bot migrated it. Upgrade this process; an older version may fail on a newer"
+        " schema (to go back, restore the backup made before upgrading)"]
 
 
 class CuttableProxy:

@@ -139,6 +139,17 @@ def test_shard_ids_need_a_count_in_range_without_repeats(tmp_path):
     assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "one"}, tmp_path) == (
         "Configuration error: SHARD_IDS: Value error, must be shard numbers separated by commas, for example 0,1"
     )
+    assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "[]"}, tmp_path) == (
+        "Configuration error: SHARD_IDS: Value error, must be shard numbers separated by commas, for example 0,1"
+    )
+    # Set in code (a test, an embedding): no shard at all is refused too, not left to fail each lease.
+    import pytest
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    with pytest.raises(ValidationError, match="names no shard"):
+        Settings(_env_file=None, discord_token="x", shard_count=2, shard_ids=())
     # A bad count is named once, not again as a missing count of SHARD_IDS.
     assert config_error({"SHARD_COUNT": "0", "SHARD_IDS": "0"}, tmp_path) == (
         "Configuration error: SHARD_COUNT: Input should be greater than or equal to 1"

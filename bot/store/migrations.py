@@ -55,11 +55,12 @@ def load_migrations(directory: Path) -> list[Migration]:
 
 def tell_newer(found: Iterable[int], migrations: list[Migration]) -> None:
     """Warns when the database holds migrations this version of the bot does not know: a newer bot
-    migrated it (an upgrade rolled back, or a process left on the old version). Every migration only
-    adds (tables, columns with defaults, functions), so the older bot runs on it; upgrade it all the same."""
+    migrated it (a process left on the old version during an upgrade, or an upgrade undone by
+    reinstalling). The process goes on: during a rolling upgrade the version before works on the new
+    schema, as each release keeps it so; an older one may not."""
     known = max((m.version for m in migrations), default=0)
     newer = max(found, default=0)
     if newer > known:
         log.warning("The database's schema is at version %d and this version of the bot knows up to %d: a newer"
-                    " version of the bot migrated it. Running on it (migrations only add); upgrade this one",
-                    newer, known)
+                    " version of the bot migrated it. Upgrade this process; an older version may fail on a newer"
+                    " schema (to go back, restore the backup made before upgrading)", newer, known)

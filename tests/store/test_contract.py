@@ -194,6 +194,12 @@ async def test_a_lease_says_what_its_process_follows(stores):
     assert await stores.jobs.live_follows(now=NOW + 10, ttl=30) == {
         OWNER: None, "host:ns:2:bbbb": "3:2", "host:ns:3:cccc": "all"}
     assert await stores.jobs.live_follows(now=NOW + 32, ttl=30) == {"host:ns:2:bbbb": "3:2"}
+    # The schema keeps to what a process writes (bot.shards.claim): anything else is refused, nothing kept.
+    for bad in ("2:", "1x:0", "2:0,,1", "2:0,", "0:1", "2:1:3", "all ", "", "2:-1"):
+        with pytest.raises(Exception) as refused:
+            await stores.jobs.heartbeat("host:ns:4:dddd", NOW + 5, follows=bad)
+        assert "check" in str(refused.value).lower() or "constraint" in str(refused.value).lower(), bad
+    assert "host:ns:4:dddd" not in await stores.jobs.live_follows(now=NOW + 10, ttl=30)
 
 
 async def test_a_forgotten_process_leaves_its_jobs_to_recovery(stores):
