@@ -61,26 +61,6 @@ async def test_processes_starting_together_apply_each_migration_once(caplog):
                 await db.close()
 
 
-async def test_a_schema_migrated_by_a_newer_bot_is_told_and_still_opens(caplog):
-    migrations = load_migrations(MIGRATIONS_DIR)
-    later = Migration(migrations[-1].version + 1, "later_feature", "CREATE TABLE later_feature (id integer);")
-    async with fresh_schema() as (url, schema):
-        db = await Database.open(url, pool_size=1, server_settings={"search_path": schema},
-                                 migrations=migrations + [later])
-        await db.close()
-        caplog.set_level(logging.WARNING, logger="bot.store.migrations")
-        db = await Database.open(url, pool_size=1, server_settings={"search_path": schema})
-        try:
-            await db.ping()
-        finally:
-            await db.close()
-    known = migrations[-1].version
-    assert [r.getMessage() for r in caplog.records] == [
-        f"The database's schema is at version {known + 1} and this version of the bot knows up to {known}: a newer"
-        " version of the bot migrated it. Upgrade this process; an older version may fail on a newer"
-        " schema (to go back, restore the backup made before upgrading)"]
-
-
 class CuttableProxy:
     """A TCP proxy in front of PostgreSQL whose cut drops every connection and refuses new ones,
     as a database host that went away does."""

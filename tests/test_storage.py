@@ -55,22 +55,33 @@ async def test_older_database_is_upgraded_and_keeps_its_rows(tmp_path, cipher):
         await db.close(conn)
 
 
-async def test_a_database_migrated_by_a_newer_bot_is_told_and_still_opens(tmp_path, caplog):
-    """An upgrade rolled back: the older bot warns that it does not know the newest migration, and runs."""
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_a_database_migrated_by_a_newer_bot_is_told_and_still_opens(engine, tmp_path, caplog):
+    """An upgrade undone, or a process left behind: the older bot warns, once, that it does not
+    know the newest migration, and runs."""
+    import contextlib
     import logging
 
-    path = tmp_path / "newer.db"
-    migrations = db.load_migrations()
-    later = db.Migration(migrations[-1].version + 1, "later_feature", "CREATE TABLE later_feature (id INTEGER);")
-    conn = await db.connect(path)
-    await db.migrate(conn, migrations + [later])
-    await db.close(conn)
-    caplog.set_level(logging.WARNING, logger="bot.store.migrations")
-    opened = await db.Database.open(path)
-    try:
-        await opened.ping()
-    finally:
-        await opened.close()
+    from bot.store.migrations import Migration, load_migrations, migrations_dir
+
+    migrations = load_migrations(migrations_dir(engine if engine == "sqlite" else "postgres"))
+    later = Migration(migrations[-1].version + 1, "later_feature", "CREATE TABLE later_feature (id INTEGER);")
+    async with contextlib.AsyncExitStack() as stack:
+        if engine == "sqlite":
+            opener = lambda **kw: db.Database.open(tmp_path / "newer.db", **kw)  # noqa: E731
+        else:
+            from bot.store.postgres.database import Database as PostgresDatabase
+            from tests.postgres_support import fresh_schema
+
+            url, schema = await stack.enter_async_context(fresh_schema())
+            opener = lambda **kw: PostgresDatabase.open(url, pool_size=1, server_settings={"search_path": schema}, **kw)  # noqa: E731
+        await (await opener(migrations=migrations + [later])).close()
+        caplog.set_level(logging.WARNING, logger="bot.store.migrations")
+        opened = await opener()
+        try:
+            await opened.ping()
+        finally:
+            await opened.close()
     known = migrations[-1].version
     assert [r.getMessage() for r in caplog.records] == [
         f"The database's schema is at version {known + 1} and this version of the bot knows up to {known}: a newer"
