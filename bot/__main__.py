@@ -56,8 +56,8 @@ def settings_error_line(exc: ValidationError) -> str:
         name = str(error["loc"][0]).upper()
         if error["type"] == "missing":
             problems.append(f"{name} is required (set it in the environment or in .env)")
-        else:
-            problems.append(f"{name}: {error['msg']}")
+        else:  # a rule of ours says "Value error, <text>": the text alone
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
     return "Configuration error: " + "; ".join(problems)
 
 
@@ -142,7 +142,9 @@ def failure_line(exc: BaseException, ran: bool) -> str | None:
     if isinstance(exc, discord.LoginFailure):
         return "Discord rejected DISCORD_TOKEN: check the bot token in the Developer Portal"
     if isinstance(exc, discord.PrivilegedIntentsRequired):
-        return "Discord refused an intent the bot needs: enable it in the Developer Portal (Bot page)"
+        # The one privileged intent the bot asks for (bot/discord_bot.py).
+        return ("Discord refused the Message Content intent the bot needs: enable it in the Developer Portal"
+                " (Bot page, Privileged Gateway Intents)")
     if isinstance(exc, (OSError, aiohttp.ClientError, discord.DiscordException)):
         return f"{'Stopped' if ran else 'Could not start'}: {reason(exc)}"
     return None
@@ -190,7 +192,12 @@ async def run(settings: Settings) -> int:
         line = failure_line(exc, ran=bot.reached_gateway.is_set())
         if line is None:
             raise exc
-        raise StartupError(line) from exc
+        import discord
+
+        # A token Discord rejects, or an intent it refuses, stays so until the operator changes it.
+        lasting = getattr(exc, "lasting", False) or isinstance(exc, (discord.LoginFailure,
+                                                                      discord.PrivilegedIntentsRequired))
+        raise StartupError(line, lasting=lasting) from exc
 
 
 # --- the health check -----------------------------------------------------------------------
@@ -350,7 +357,7 @@ def copy_to_postgres(settings: Settings, source: Path) -> int:
                                   pool_size=2))
     except StartupError as exc:
         log.critical("%s", exc)
-        return EXIT_STARTUP
+        return EXIT_CONFIG if exc.lasting else EXIT_STARTUP
     except Exception as exc:  # a row the target refuses, the server lost: one line, nothing kept
         log.critical("The copy failed and nothing was kept in PostgreSQL: %s: %s", type(exc).__name__, reason(exc))
         return EXIT_STARTUP
@@ -401,7 +408,7 @@ def _main(arguments: argparse.Namespace) -> int:
         return asyncio.run(run(settings))
     except StartupError as exc:
         log.critical("%s", exc)
-    return EXIT_STARTUP
+        return EXIT_CONFIG if exc.lasting else EXIT_STARTUP
 
 
 if __name__ == "__main__":

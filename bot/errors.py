@@ -85,4 +85,10 @@ def from_exception(exc: BaseException) -> ApiError | None:
 
 
 class StartupError(Exception):
-    """A problem that stops the bot before it connects; printed as one line, no traceback."""
+    """A problem that stops the bot before it connects; printed as one line, no traceback.
+    ``lasting``: no restart can help (a key, a file, a password must change): exit code 2, as for a
+    settings error, which restart policies leave alone; otherwise 1, worth a retry."""
+
+    def __init__(self, message: str = "", *, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting

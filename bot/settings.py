@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -166,6 +167,22 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         # `TOKEN_ENCRYPTION_KEY=` in a .env file means "not set", as in the README.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _a_fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Fernet's own rule (32 bytes, url-safe base64), read here so that a key pasted wrong is a
+        # settings error at once, not a failure after logging in to Discord and opening the database.
+        if value is None:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(value.get_secret_value().encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("is not a valid Fernet key (32 url-safe base64-encoded bytes); make one with: python -c"
+                             ' "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"')
+        return value
 
     @field_validator("log_format", mode="before")
     @classmethod

@@ -61,6 +61,22 @@ async def test_processes_starting_together_apply_each_migration_once(caplog):
                 await db.close()
 
 
+async def test_a_refused_login_is_lasting_and_an_unreachable_server_is_not():
+    """Exit code 2 (no restart helps) for a database that does not exist or a refused login; 1 for a
+    server that does not answer, which a restart may find back."""
+    from bot.errors import StartupError
+    from tests.postgres_support import postgres_url
+
+    scheme, rest = postgres_url().split("://", 1)
+    server = rest.rsplit("/", 1)[0]
+    with pytest.raises(StartupError) as missing:
+        await Database.open(f"{scheme}://{server}/no_such_database_here")
+    assert missing.value.lasting and "no_such_database_here" in str(missing.value)
+    with pytest.raises(StartupError) as away:
+        await Database.open("postgresql://bot:s3cretpw@127.0.0.1:1/pixverse")
+    assert not away.value.lasting
+
+
 class CuttableProxy:
     """A TCP proxy in front of PostgreSQL whose cut drops every connection and refuses new ones,
     as a database host that went away does."""

@@ -33,7 +33,8 @@ class TokenCipher:
         except (ValueError, TypeError) as exc:
             raise StartupError(
                 "TOKEN_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes); "
-                'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+                'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"',
+                lasting=True,
             ) from exc
         # A separate key for the hash, derived so that one setting is all an admin keeps.
         self._hmac_key = HKDF(
@@ -73,16 +74,17 @@ def load_or_create_key(configured: str | None, key_file: Path, *, may_create: bo
         if mode & 0o077:
             raise StartupError(
                 f"Token key file {key_file} is readable by other users (mode {mode:04o}); "
-                f"run: chmod 600 {key_file}"
+                f"run: chmod 600 {key_file}", lasting=True
             )
         key = key_file.read_text("ascii").strip()
         if not key:
-            raise StartupError(f"Token key file {key_file} is empty; restore it or set TOKEN_ENCRYPTION_KEY")
+            raise StartupError(f"Token key file {key_file} is empty; restore it or set TOKEN_ENCRYPTION_KEY",
+                               lasting=True)
         return key
     if not may_create:
         raise StartupError(
             f"The database holds tokens but their key is not here: set TOKEN_ENCRYPTION_KEY to the key they "
-            f"were saved with, or restore {key_file}"
+            f"were saved with, or restore {key_file}", lasting=True
         )
     if not key_file.parent.exists():
         key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

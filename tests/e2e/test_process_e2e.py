@@ -95,7 +95,7 @@ async def test_a_key_that_cannot_decrypt_the_database_stops_the_bot_clearly(fake
     wrong_key = Fernet.generate_key().decode()
     process = await start_process(bot_env(fake, database, TOKEN_ENCRYPTION_KEY=wrong_key), tmp_path)
     code, stderr = await finish(process)
-    assert code == 1
+    assert code == 2  # no restart helps: the key must change
     assert "Traceback" not in stderr
     assert f"The token key in use cannot decrypt the tokens stored in {database}" in stderr
     assert wrong_key not in stderr
@@ -109,6 +109,17 @@ async def test_a_key_that_cannot_decrypt_the_database_stops_the_bot_clearly(fake
 async def test_rejected_bot_token_is_one_clear_line(fake, tmp_path):
     process = await start_process(bot_env(fake, tmp_path / "db.sqlite", DISCORD_TOKEN="wrong-bot-token"), tmp_path)
     code, stderr = await finish(process)
-    assert code == 1
+    assert code == 2  # no restart helps: the token must change
     assert "Discord rejected DISCORD_TOKEN" in stderr
     assert "Traceback" not in stderr and "wrong-bot-token" not in stderr
+
+
+async def test_a_refused_intent_names_it_and_is_not_retried(fake, tmp_path):
+    """Discord closes the gateway with 4014 until Message Content is enabled in the Developer Portal."""
+    fake.refuse_intents = True
+    process = await start_process(bot_env(fake, tmp_path / "db.sqlite"), tmp_path)
+    code, stderr = await finish(process)
+    assert code == 2
+    assert [line.split(" CRITICAL ", 1)[1] for line in stderr.splitlines() if " CRITICAL " in line] == [
+        "bot: Discord refused the Message Content intent the bot needs: enable it in the Developer Portal"
+        " (Bot page, Privileged Gateway Intents)"]

@@ -1,5 +1,6 @@
 """``python -m bot`` with a database or key it cannot use: one line naming the file and the reason,
-exit 1, and never a process left hanging (a restart policy must see the failure)."""
+and never a process left hanging (a restart policy must see the failure). Exit code 2 when no restart
+can help (a file or a key must change: restart policies leave 2 alone), 1 when one may (a lock)."""
 
 from __future__ import annotations
 
@@ -53,11 +54,11 @@ async def make_database_with_a_token(path: Path, key: bytes) -> None:
     await opened.close()
 
 
-async def test_a_file_that_is_not_a_database_exits_1_with_one_line(fake, tmp_path):
+async def test_a_file_that_is_not_a_database_exits_2_with_one_line(fake, tmp_path):
     database = tmp_path / "pixverse.db"
     database.write_bytes(b"this is not SQLite" * 500)
     code, stderr = await run_to_exit(bot_env(fake, database), tmp_path)
-    assert code == 1
+    assert code == 2
     assert critical_lines(stderr) == [
         line for line in stderr.splitlines()
         if f"CRITICAL bot: Cannot open the database {database}: file is not a database" in line
@@ -80,7 +81,7 @@ def _read_only_command(folder: Path) -> list[str] | None:
     return [unshare, "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$1" -m bot', str(folder), sys.executable]
 
 
-async def test_a_read_only_database_exits_1_naming_the_reason(fake, tmp_path):
+async def test_a_read_only_database_exits_2_naming_the_reason(fake, tmp_path):
     folder = tmp_path / "data"
     database = folder / "pixverse.db"
     await make_database_with_a_token(database, key := Fernet.generate_key())
@@ -94,7 +95,7 @@ async def test_a_read_only_database_exits_1_naming_the_reason(fake, tmp_path):
     finally:
         folder.chmod(0o700)
         database.chmod(0o600)
-    assert code == 1
+    assert code == 2
     reason = "read-only file system" if command else "permission denied"
     lines = critical_lines(stderr)
     assert len(lines) == 1 and f"Cannot open the database {database}: {reason}" in lines[0], stderr
@@ -126,7 +127,7 @@ async def test_a_key_file_others_can_read_stops_the_bot(fake, tmp_path):
     key_file.write_text(key + "\n")
     key_file.chmod(0o644)
     code, stderr = await run_to_exit(bot_env(fake, database), tmp_path)
-    assert code == 1
+    assert code == 2
     lines = critical_lines(stderr)
     assert lines and lines[0].endswith(
         f"Token key file {key_file} is readable by other users (mode 0644); run: chmod 600 {key_file}"
@@ -138,7 +139,7 @@ async def test_a_copied_database_without_its_key_gets_no_new_key_file(fake, tmp_
     database = tmp_path / "data" / "pixverse.db"
     await make_database_with_a_token(database, Fernet.generate_key())
     code, stderr = await run_to_exit(bot_env(fake, database), tmp_path)
-    assert code == 1
+    assert code == 2
     lines = critical_lines(stderr)
     assert len(lines) == 1 and lines[0].endswith(
         "The database holds tokens but their key is not here: set TOKEN_ENCRYPTION_KEY to the key they were "

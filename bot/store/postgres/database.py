@@ -111,6 +111,13 @@ def _unavailable(exc: BaseException) -> bool:
     )) or (isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc)))
 
 
+def _lasting(exc: BaseException) -> bool:
+    """A refusal no restart can change: the login (password, user, database name, host not allowed)."""
+    return isinstance(exc, (asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+                            asyncpg.exceptions.InvalidPasswordError,
+                            asyncpg.exceptions.InvalidCatalogNameError))
+
+
 def translate(exc: BaseException) -> BaseException | None:
     """The port's exception for a driver failure that has an honest answer; None for others."""
     if _unavailable(exc):
@@ -172,7 +179,7 @@ class Database:
                 reset=_no_session_state, command_timeout=command_timeout,
             )
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StartupError(f"Cannot open the database {name}: {_reason(exc)}") from None
+            raise StartupError(f"Cannot open the database {name}: {_reason(exc)}", lasting=_lasting(exc)) from None
         try:
             # A connection of its own, without the pool's statement limit: a migration may be long.
             conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=server_settings)
@@ -183,7 +190,8 @@ class Database:
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)):
-                raise StartupError(f"Cannot migrate the database {name}: {_reason(exc)}") from None
+                raise StartupError(f"Cannot migrate the database {name}: {_reason(exc)}",
+                                   lasting=_lasting(exc)) from None
             raise
         return cls(pool, url=url, server_settings=server_settings)
 

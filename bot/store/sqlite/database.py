@@ -81,6 +81,12 @@ async def connect(path: Path | str) -> aiosqlite.Connection:
     return conn
 
 
+def open_error(path: Path | str, exc: BaseException) -> StartupError:
+    """A file that cannot be used: one line; lasting unless another process holds it (a lock passes)."""
+    line = open_error_line(path, exc)
+    return StartupError(line, lasting="another process holds it" not in line)
+
+
 def open_error_line(path: Path | str, exc: BaseException) -> str:
     """One line for a database that cannot be opened: the file and the reason, no traceback."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -297,14 +303,14 @@ class Database:
         try:
             conn = await connect(path)
         except (sqlite3.Error, OSError) as exc:
-            raise StartupError(open_error_line(path, exc)) from None
+            raise open_error(path, exc) from None
         try:
             await migrate(conn, migrations)
             reader = None if str(path) == ":memory:" else open_reader(path)
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, (sqlite3.Error, OSError)):
-                raise StartupError(open_error_line(path, exc)) from None
+                raise open_error(path, exc) from None
             raise
         return cls(conn, reader=reader, path=path)
 

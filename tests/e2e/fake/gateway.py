@@ -66,6 +66,7 @@ class GatewayMixin:
         # --- recordings ----------------------------------------------------------------
         self.identify_payloads: list[dict] = []
         self.gateway_received: list[dict] = []  # every frame the bot sent on the gateway
+        self.refuse_intents = False  # True: a privileged intent not enabled in the Developer Portal (4014)
         self.gateway_connections = 0  # websocket connections accepted so far
         self.gateway_queries: list[dict[str, str]] = []  # query string of each connection (v, encoding, compress)
 
@@ -203,6 +204,9 @@ class GatewayMixin:
             return
         if d.get("token") != self.bot_token:
             await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        if self.refuse_intents and d.get("intents", 0) & (1 << 15):  # MESSAGE_CONTENT, privileged
+            await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
         shard = d.get("shard")
         if shard is not None and (len(shard) != 2 or not 0 <= shard[0] < shard[1]):
