@@ -39,7 +39,7 @@ def test_settings_are_read_from_dotenv(tmp_path):
     (tmp_path / ".env").write_text("DISCORD_TOKEN=\nLOG_LEVEL=debug\n")
     result = run_bot({}, tmp_path)
     assert result.returncode == 2
-    assert "DISCORD_TOKEN: Value error, must not be empty" in result.stderr
+    assert "DISCORD_TOKEN: must not be empty" in result.stderr
 
 
 
@@ -73,7 +73,7 @@ def test_the_bot_also_starts_as_a_script(tmp_path):
              "DISCORD_TOKEN": ""},
     )
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == "Configuration error: DISCORD_TOKEN: Value error, must not be empty"
+    assert result.stderr.strip() == "Configuration error: DISCORD_TOKEN: must not be empty"
 
 
 
@@ -113,7 +113,7 @@ def config_error(env: dict[str, str], tmp_path) -> str:
 
 def test_database_url_of_another_scheme_is_refused(tmp_path):
     assert config_error({"DATABASE_URL": "mysql://bot:s3cretpw@db/pixverse", "TOKEN_ENCRYPTION_KEY": KEY}, tmp_path) == (
-        "Configuration error: DATABASE_URL: Value error, must be a postgresql:// URL"
+        "Configuration error: DATABASE_URL: must be a postgresql:// URL"
         " (postgresql://user:password@host:5432/dbname); leave it unset for SQLite at DATABASE_PATH"
     )
 
@@ -126,21 +126,31 @@ def test_postgresql_needs_the_token_key(tmp_path):
     )
 
 
+def test_a_token_key_that_is_not_a_fernet_key_is_a_settings_error_at_once(tmp_path):
+    """Before logging in or opening anything: exit 2, and the value given is never shown."""
+    for bad in ("not-a-key-at-all", "c2hvcnQ=", "é" * 44):
+        assert config_error({"TOKEN_ENCRYPTION_KEY": bad}, tmp_path) == (
+            "Configuration error: TOKEN_ENCRYPTION_KEY: is not a valid Fernet key (32 url-safe base64-encoded"
+            ' bytes); make one with: python -c "from cryptography.fernet import Fernet;'
+            ' print(Fernet.generate_key().decode())"')
+    assert not (tmp_path / "data").exists()
+
+
 def test_shard_ids_need_a_count_in_range_without_repeats(tmp_path):
     assert config_error({"SHARD_IDS": "0"}, tmp_path) == (
-        "Configuration error: SHARD_IDS: Value error, needs SHARD_COUNT, the number of shards of all processes together"
+        "Configuration error: SHARD_IDS: needs SHARD_COUNT, the number of shards of all processes together"
     )
     assert config_error({"SHARD_COUNT": "2", "SHARD_IDS": "0,2"}, tmp_path) == (
-        "Configuration error: SHARD_IDS: Value error, shard 2 is out of range: with SHARD_COUNT=2 shards are 0 to 1"
+        "Configuration error: SHARD_IDS: shard 2 is out of range: with SHARD_COUNT=2 shards are 0 to 1"
     )
     assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "1,3,1"}, tmp_path) == (
-        "Configuration error: SHARD_IDS: Value error, names a shard twice"
+        "Configuration error: SHARD_IDS: names a shard twice"
     )
     assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "one"}, tmp_path) == (
-        "Configuration error: SHARD_IDS: Value error, must be shard numbers separated by commas, for example 0,1"
+        "Configuration error: SHARD_IDS: must be shard numbers separated by commas, for example 0,1"
     )
     assert config_error({"SHARD_COUNT": "4", "SHARD_IDS": "[]"}, tmp_path) == (
-        "Configuration error: SHARD_IDS: Value error, must be shard numbers separated by commas, for example 0,1"
+        "Configuration error: SHARD_IDS: must be shard numbers separated by commas, for example 0,1"
     )
     # Set in code (a test, an embedding): no shard at all is refused too, not left to fail each lease.
     import pytest
@@ -180,3 +190,14 @@ async def test_an_unreachable_postgresql_is_one_line_without_the_password(caplog
         await Core.open(settings, NoDiscord())
     assert str(info.value).startswith("Cannot open the database postgresql://bot@127.0.0.1:1/pixverse: ")
     assert "s3cretpw" not in str(info.value) and "s3cretpw" not in caplog.text
+
+
+def test_the_example_settings_file_names_every_setting_with_a_valid_value():
+    """.env.example is where the README sends a host: every setting is there, and its values start."""
+    from bot.settings import Settings
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    text = example.read_text()
+    assert [name.upper() for name in Settings.model_fields if name.upper() not in text] == []
+    settings = Settings(_env_file=example, discord_token="x")
+    assert settings.http_port == 8080 and settings.interaction_window_seconds == 840
