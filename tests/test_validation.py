@@ -92,7 +92,7 @@ def test_max_jobs_below_one(value, shown):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs {shown} can't be less than 1")
 
 
-@pytest.mark.parametrize(("value", "shown"), [("abc", "abc"), (2.5, "2.5"), (True, "True"), ([3], "[3]"), ({"a": 1}, "{'a': 1}")])
+@pytest.mark.parametrize(("value", "shown"), [("abc", "abc"), (2.5, "2.5"), (True, "true"), ([3], "[3]"), ({"a": 1}, '{"a": 1}')])
 def test_max_jobs_not_an_integer(value, shown):
     assert error_of(body(maxJobs=value)) == (400, f"Required param maxJobs ({shown}) is not an integer")
 

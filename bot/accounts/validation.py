@@ -8,6 +8,7 @@ order. Rules that need storage (rule 8) or the network (the token check) follow 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -34,7 +35,12 @@ class AccountRequest:
 def echo(value: Any) -> str:
     """A user-given value as error texts show it: as given, cut to 100 characters, except that
     anything shaped like a Discord token (pasted into the wrong field) shows only its last 4."""
-    text = value if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bool, list, dict)) or value is None:  # as a JSON client wrote it: true, [3], {"a": 1}
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:  # numbers: their own spelling, which is JSON's (JSON's 1e400 arrives as inf)
+        text = str(value)
     return mask_token_shapes(text)[:ECHO_LIMIT]
 
 
@@ -66,7 +72,7 @@ def _wrong_type(name: str):
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Stands for a number too large to convert (over Python's 4,300 digits, or 1e400): it is
-# beyond any limit, and the error shows the number as written (JSON's 1e400 arrives as inf).
+# beyond any limit, and the error shows the number as written (JSON's 1e400 arrives as inf, shown so).
 _BEYOND_ANY_LIMIT = 10**30
 
 

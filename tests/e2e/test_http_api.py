@@ -192,6 +192,20 @@ async def test_channel_must_be_one_the_bot_can_see_in_the_tokens_server(api):
 async def test_missing_or_unknown_tokens_are_401(api, headers):
     status, answer, _ = await api.call("GET", "/v1/pixverse/account", token=None, headers=headers)
     assert (status, answer) == (401, {"error": "Unauthorized", "code": 401})
+    # The seed's endpoint itself, before its body is read: nothing is stored.
+    status, answer, _ = await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", token=None, headers=headers,
+                                       body=account_body())
+    assert (status, answer) == (401, {"error": "Unauthorized", "code": 401})
+    assert (await api.call("GET", "/v1/pixverse/account"))[:2] == (404, {"error": NOT_FOUND, "code": 404})
+
+
+async def test_fields_the_seed_does_not_name_are_ignored(api):
+    """A useapi client may send more than the four fields: they are neither refused nor stored."""
+    body = {**account_body(), "replyUrl": "https://example.com/hook", "extra": {"nested": [1, 2]}}
+    assert (await api.call("POST", f"/v1/pixverse/account/{CHANNEL_ID}", body=body))[0] == 204
+    status, answer, _ = await api.call("GET", f"/v1/pixverse/account/{CHANNEL_ID}")
+    assert status == 200 and answer == {"discord": "…1234", "server": str(GUILD_ID), "channel": str(CHANNEL_ID),
+                                        "maxJobs": 3}
 
 
 async def test_revoked_tokens_are_401(api, fake):
