@@ -39,8 +39,10 @@ Measured, in ``--rounds`` interleaved rounds (each figure the median of the roun
   shared libraries' pages read from disk, which the processes of one machine share;
 * **start to ready** at ``--servers`` servers: from starting the process to its ready line, the
   two clients one after the other in each round; the verdict is on the median of the rounds'
-  bot ÷ bare ratios, which cancels the machine's slow and fast spells. By default each client
-  has one gateway connection for every server. With ``--sharded`` (with ``--start-only``) both
+  bot ÷ bare ratios, which cancels the machine's slow and fast spells. Split (not a target) at the
+  client's first IDENTIFY as the fake receives it: before it, the client alone (imports, settings;
+  for the bot also its database, HTTP API and command check); after it, the gateway's servers. By
+  default each client has one gateway connection for every server. With ``--sharded`` (with ``--start-only``) both
   connect as Discord has a bot of that size connect: ``GET /gateway/bot`` recommends one shard
   per ``SERVERS_PER_SHARD`` servers (Discord requires shards past 2,500 servers and recommends
   about one per 1,000), the bare client is a ``discord.AutoShardedClient``, and discord.py waits
@@ -590,6 +592,46 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+# What the bot imports at start beyond discord.py, in the order it needs them, each step measured
+# in one fresh process after ``import discord`` (both clients import that): (label, modules).
+IMPORT_STEPS = (
+    ("settings: pydantic, pydantic-settings, bot.settings", ("bot.settings",)),
+    ("token encryption: cryptography", ("bot.accounts.crypto",)),
+    ("HTTP server and SQLite: aiohttp.web, aiosqlite", ("aiohttp.web", "aiosqlite", "bot.store.sqlite.database")),
+    ("the bot's own modules, discord.ext.commands", ("bot.__main__", "bot.discord_bot", "bot.core", "cogs.jobs",
+                                                     "cogs.accounts", "cogs.operators", "cogs.settings",
+                                                     "cogs.api_tokens")),
+)
+_IMPORT_PROBE = """
+import importlib, json, sys, time
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+import discord
+steps = json.loads(sys.argv[1])
+out = []
+for modules in steps:
+    began, before = time.perf_counter(), rss()
+    for name in modules:
+        importlib.import_module(name)
+    out.append((time.perf_counter() - began, rss() - before))
+print(json.dumps(out))
+"""
+
+
+async def import_costs(rounds: int, cpu: int | None) -> list[tuple[float, float]]:
+    """The median (seconds, MiB of RSS) of each IMPORT_STEPS step, over ``rounds`` fresh processes."""
+    samples: list[list[tuple[float, float]]] = []
+    for _ in range(rounds):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _IMPORT_PROBE, json.dumps([modules for _, modules in IMPORT_STEPS]),
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=asyncio.subprocess.PIPE,
+            preexec_fn=_pin(cpu))
+        out, _ = await process.communicate()
+        samples.append([(seconds, kib / 1024) for seconds, kib in json.loads(out)])
+    return [(median([s[i][0] for s in samples]), median([s[i][1] for s in samples])) for i in range(len(IMPORT_STEPS))]
+
+
 async def run(args: argparse.Namespace) -> int:
     two_cpus = len(os.sched_getaffinity(0)) >= 2 and not args.no_pin
     client_cpu = 0 if two_cpus else None
@@ -627,6 +669,7 @@ async def run(args: argparse.Namespace) -> int:
         try:
             # Start to ready and idle RSS: a fresh process each round, at each size.
             ready: dict[tuple[int, str], list[float]] = {}
+            phases: dict[tuple[int, str], list[tuple[float, float]]] = {}
             idle: dict[tuple[int, str], list[float]] = {}
             private: dict[tuple[int, str], list[float]] = {}
             for r in range(args.rounds):
@@ -635,6 +678,11 @@ async def run(args: argparse.Namespace) -> int:
                         client = await start_client(name, world, directory / str(size), client_cpu)
                         try:
                             ready.setdefault((size, name), []).append(client.ready_at - client.started)
+                            # Its first IDENTIFY splits the start: the client's own (imports, settings,
+                            # and for the bot its database, HTTP API and commands), then the gateway's.
+                            identified = min(t for t in world.fakes[name].identified_at if t >= client.started)
+                            phases.setdefault((size, name), []).append(
+                                (identified - client.started, client.ready_at - identified))
                             await settle(client, at_least=1.0)
                             idle.setdefault((size, name), []).append(rss_kib(client.pid) / 1024)
                             private.setdefault((size, name), []).append(rss_kib(client.pid, "RssAnon") / 1024)
@@ -750,6 +798,15 @@ async def run(args: argparse.Namespace) -> int:
         print(f"{where + ' (s)':<52} {bot:>12.2f} {bare:>9.2f} {median(ratios):>6.2f}×  {target}")
         print(f"{'  per round: bot ÷ bare':<52} {', '.join(f'{r:.2f}×' for r in ratios)}"
               f" (the bot {', '.join(f'{g:+.2f}' for g in gaps)} s)")
+        own, gateway = ({name: median([p[i] for p in phases[size, name]]) for name in ("bot", "bare")} for i in (0, 1))
+        print(f"{'  to the first IDENTIFY: the client alone (s)':<52} {own['bot']:>12.2f} {own['bare']:>9.2f}"
+              f" {own['bot'] - own['bare']:>+7.2f}  (not a target)")
+        print(f"{'  from it to ready: the servers (s)':<52} {gateway['bot']:>12.2f} {gateway['bare']:>9.2f}"
+              f" {gateway['bot'] / gateway['bare']:>6.2f}×  (not a target)")
+    print(f"  what the bot imports beyond discord.py, in the order it needs it (median of {args.rounds} fresh"
+          f" processes; not a target):")
+    for (label, _), (seconds, mib) in zip(IMPORT_STEPS, await import_costs(args.rounds, client_cpu)):
+        print(f"    {label:<60} {seconds:>6.3f} s {mib:>+6.1f} MiB")
     if verified:
         print(f"followed jobs showing their last progress after each burst: {', '.join(verified)}")
     print()

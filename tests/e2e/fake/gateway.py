@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ class GatewayMixin:
         # --- recordings ----------------------------------------------------------------
         self.identify_payloads: list[dict] = []
         self.gateway_received: list[dict] = []  # every frame the bot sent on the gateway
+        self.identified_at: list[float] = []  # time.perf_counter() of each accepted IDENTIFY (bench/)
         self.refuse_intents = False  # True: a privileged intent not enabled in the Developer Portal (4014)
         self.gateway_connections = 0  # websocket connections accepted so far
         self.gateway_queries: list[dict[str, str]] = []  # query string of each connection (v, encoding, compress)
@@ -213,6 +215,7 @@ class GatewayMixin:
             await conn.ws.close(code=4010, message=b"Invalid shard.")
             return
         self.identify_payloads.append(d)
+        self.identified_at.append(time.perf_counter())
         session = _GatewaySession(session_id=secrets.token_hex(16), identify=d, conn=conn)
         conn.session = session
         self._sessions[session.session_id] = session
