@@ -138,7 +138,7 @@ class Core:
             # Leases and timeouts are compared across processes, perhaps machines: by the database's clock.
             clock = SharedClock(db.clock)
             await clock.sync()
-            cipher = await _open_cipher(settings, db, clock)
+            cipher = await _open_cipher(settings, db)
             stores = db.stores(cipher)
             if settings.metrics_token is not None:
                 register_secrets(settings.metrics_token.get_secret_value(), pinned=True)
@@ -275,7 +275,7 @@ class Core:
         return server
 
 
-async def _open_cipher(settings: Settings, db: Database, clock: Callable[[], float]) -> TokenCipher:
+async def _open_cipher(settings: Settings, db: Database) -> TokenCipher:
     configured = settings.token_encryption_key.get_secret_value() if settings.token_encryption_key else None
     generating = configured is None and not settings.key_file.exists()
     # A new key is made only for a database that holds no tokens: it could not decrypt them.
@@ -284,25 +284,12 @@ async def _open_cipher(settings: Settings, db: Database, clock: Callable[[], flo
         await forget_key_check(db)
     register_secrets(key, pinned=True)
     cipher = TokenCipher(key)
-    if await verify_cipher(db, cipher):
-        return cipher
-    if await holds_tokens(db):
+    if not await verify_cipher(db, cipher):
         restore = f" (or restore {settings.key_file})" if settings.database_url is None else ""
         raise StartupError(
             f"The token key in use cannot decrypt the tokens stored in {db.name}: "
-            f"set TOKEN_ENCRYPTION_KEY to the key they were saved with{restore}", lasting=True,
+            f"set TOKEN_ENCRYPTION_KEY to the key they were saved with{restore}"
         )
-    # No token is stored yet: the key the database was set up with protects nothing, unless another
-    # process still runs with it (it would save tokens this one could not read).
-    if await db.stores(None).jobs.live_owners(now=clock(), ttl=settings.lease_expiry_seconds):
-        raise StartupError(
-            f"Another bot process uses {db.name} with another token key: give every process the same"
-            " TOKEN_ENCRYPTION_KEY", lasting=True,
-        )
-    log.warning("The database %s holds no tokens yet and was set up with another token key: it takes the key"
-                " in use from now on", db.name)
-    await forget_key_check(db)
-    await verify_cipher(db, cipher)
     return cipher
 
 

@@ -197,32 +197,3 @@ def test_metrics_and_json_logs_cost_nothing_unless_asked_for(tmp_path, metrics, 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == loaded
-
-
-async def test_a_new_key_is_taken_on_a_database_with_no_tokens_unless_another_process_runs(tmp_path, caplog):
-    """Started once with the generated key, then given TOKEN_ENCRYPTION_KEY: nothing stored needs the old
-    key, so the new one is taken (a warning says so). With another process still running on the old key
-    (it would save tokens this one could not read), or once tokens are stored, the bot refuses."""
-    import logging
-    import time
-
-    from bot.store.sqlite.database import Database
-
-    first = await Core.open(settings(tmp_path), QuietDiscord())
-    await first.close()
-    caplog.set_level(logging.WARNING, logger="bot.core")
-    core = await Core.open(settings(tmp_path), QuietDiscord())  # another key
-    await core.close()
-    database = tmp_path / "data" / "bot.db"
-    assert [r.getMessage() for r in caplog.records if "key" in r.getMessage()] == [
-        f"The database {database} holds no tokens yet and was set up with another token key: it takes the key"
-        " in use from now on"]
-
-    opened = await Database.open(database)
-    await opened.stores(None).jobs.heartbeat("elsewhere:ns:7:eeee", time.time())
-    await opened.close()
-    with pytest.raises(StartupError) as refused:
-        await Core.open(settings(tmp_path), QuietDiscord())
-    assert (str(refused.value), refused.value.lasting) == (
-        f"Another bot process uses {database} with another token key: give every process the same"
-        " TOKEN_ENCRYPTION_KEY", True)
