@@ -285,10 +285,22 @@ async def _open_cipher(settings: Settings, db: Database) -> TokenCipher:
     register_secrets(key, pinned=True)
     cipher = TokenCipher(key)
     if not await verify_cipher(db, cipher):
-        restore = f" (or restore {settings.key_file})" if settings.database_url is None else ""
+        sqlite = settings.database_url is None
+        if await holds_tokens(db):
+            restore = f" (or restore {settings.key_file})" if sqlite else ""
+            raise StartupError(
+                f"The token key in use cannot decrypt the tokens stored in {db.name}: "
+                f"set TOKEN_ENCRYPTION_KEY to the key they were saved with{restore}", lasting=True,
+            )
+        # No token yet, but the database's key check was made with another key: another process (or
+        # this one before) uses that key and would save tokens this key cannot read. Never replaced
+        # here: a process starting beside one with the old key cannot tell it is there in time.
+        use_file = (f", or unset it to use {settings.key_file}"
+                    if sqlite and configured is not None and settings.key_file.exists() else "")
         raise StartupError(
-            f"The token key in use cannot decrypt the tokens stored in {db.name}: "
-            f"set TOKEN_ENCRYPTION_KEY to the key they were saved with{restore}"
+            f"The database {db.name} was set up with another token key (it holds no account tokens yet): set"
+            f" TOKEN_ENCRYPTION_KEY to that key{use_file}; every bot process on a database needs the same key",
+            lasting=True,
         )
     return cipher
 

@@ -169,4 +169,4 @@ async def test_the_command_as_an_admin_runs_it(tmp_path):
         assert key not in result.stderr
         again = subprocess.run([sys.executable, "-m", "bot", "copy-to-postgres", "--from", "pixverse.db"],
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-        assert again.returncode == 1 and "is not empty" in again.stderr and "Traceback" not in again.stderr
+        assert again.returncode == 2 and "is not empty" in again.stderr and "Traceback" not in again.stderr

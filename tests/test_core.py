@@ -197,3 +197,19 @@ def test_metrics_and_json_logs_cost_nothing_unless_asked_for(tmp_path, metrics, 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == loaded
+
+
+async def test_a_database_set_up_with_another_key_is_refused_even_before_it_holds_tokens(tmp_path):
+    """Its key check names the key another process (or this one, before) uses: that process would
+    save tokens this key could not read. Exit code 2: no restart helps until the key is set right."""
+    first = await Core.open(settings(tmp_path, token_encryption_key=None), QuietDiscord())  # the generated key file
+    await first.close()
+    with pytest.raises(StartupError) as refused:
+        await Core.open(settings(tmp_path), QuietDiscord())
+    database, key_file = tmp_path / "data" / "bot.db", tmp_path / "data" / "bot.db.key"
+    assert (str(refused.value), refused.value.lasting) == (
+        f"The database {database} was set up with another token key (it holds no account tokens yet): set"
+        f" TOKEN_ENCRYPTION_KEY to that key, or unset it to use {key_file}; every bot process on a database"
+        " needs the same key", True)
+    again = await Core.open(settings(tmp_path, token_encryption_key=None), QuietDiscord())  # as advised
+    await again.close()

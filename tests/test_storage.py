@@ -237,3 +237,36 @@ async def test_migration_5_gives_every_old_job_its_one_state(tmp_path):
             await conn.execute("UPDATE jobs SET owner = 'nobody' WHERE job_id = 'placed'")
     finally:
         await db.close(conn)
+
+
+def test_only_what_a_restart_cannot_change_is_a_lasting_open_failure(tmp_path):
+    """Exit code 2 (restart policies give up) for a file that is not a database or may not be written;
+    1 (tried again) for a lock, a full disk, an I/O error or a network mount away for a moment."""
+    import errno
+
+    path = tmp_path / "bot.db"
+    lasting = [sqlite3.DatabaseError("file is not a database"), sqlite3.DatabaseError("database disk image is malformed"),
+               sqlite3.OperationalError("attempt to write a readonly database"),
+               PermissionError(errno.EACCES, "Permission denied"), OSError(errno.EROFS, "Read-only file system")]
+    passing = [sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("disk I/O error"),
+               sqlite3.OperationalError("database or disk is full"), sqlite3.OperationalError("unable to open database file"),
+               OSError(errno.EIO, "Input/output error"), OSError(errno.ESTALE, "Stale file handle"),
+               OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EMFILE, "Too many open files")]
+    assert [db.open_error(path, exc).lasting for exc in lasting] == [True] * len(lasting)
+    assert [db.open_error(path, exc).lasting for exc in passing] == [False] * len(passing)
+    assert str(db.open_error(path, OSError(errno.EIO, "Input/output error"))) == (
+        f"Cannot open the database {path}: input/output error")
+
+
+def test_a_key_file_that_cannot_be_read_is_one_lasting_line(tmp_path):
+    key_file = tmp_path / "bot.db.key"
+    key_file.mkdir(mode=0o700)
+    with pytest.raises(StartupError) as folder:
+        load_or_create_key(None, key_file)
+    assert (str(folder.value), folder.value.lasting) == (
+        f"Cannot read token key file {key_file}: is a directory; restore it or set TOKEN_ENCRYPTION_KEY", True)
+    key_file.rmdir()
+    key_file.write_bytes("clé".encode())
+    key_file.chmod(0o600)
+    with pytest.raises(StartupError, match="not a key's text; restore it"):
+        load_or_create_key(None, key_file)

@@ -76,7 +76,12 @@ def load_or_create_key(configured: str | None, key_file: Path, *, may_create: bo
                 f"Token key file {key_file} is readable by other users (mode {mode:04o}); "
                 f"run: chmod 600 {key_file}", lasting=True
             )
-        key = key_file.read_text("ascii").strip()
+        try:
+            key = key_file.read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:  # a folder, another user's file, not a key's text
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a key's text"
+            raise StartupError(f"Cannot read token key file {key_file}: {reason[0].lower() + reason[1:]}; restore"
+                               " it or set TOKEN_ENCRYPTION_KEY", lasting=True) from None
         if not key:
             raise StartupError(f"Token key file {key_file} is empty; restore it or set TOKEN_ENCRYPTION_KEY",
                                lasting=True)

@@ -37,7 +37,11 @@ BOOLEANS = {"in_rotation", "pixverse_open", "status_message_in_channel", "final_
 
 
 class CopyRefused(StartupError):
-    """The copy cannot be made as asked; printed as one line."""
+    """The copy cannot be made as asked; printed as one line. Exit code 2: running it again as it is
+    cannot pass (another source, target or key is needed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, lasting=True)
 
 
 async def copy_to_postgres(source: Path, url: str, key: str, *, pool_size: int = 2,

@@ -9,6 +9,7 @@ mid-migration leaves the previous version intact, never half of the new one.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -81,10 +82,18 @@ async def connect(path: Path | str) -> aiosqlite.Connection:
     return conn
 
 
+# What no restart changes until the operator acts: the file is not a database (or damaged), or the bot
+# may not write it or its folder. Anything else (a lock, a full disk, an I/O error, a network mount
+# away for a moment) may pass: exit code 1, and the restart policy tries again.
+_LASTING_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR})
+_LASTING_REASONS = ("not a database", "malformed", "encrypted", "readonly", "read-only")
+
+
 def open_error(path: Path | str, exc: BaseException) -> StartupError:
-    """A file that cannot be used: one line; lasting unless another process holds it (a lock passes)."""
-    line = open_error_line(path, exc)
-    return StartupError(line, lasting="another process holds it" not in line)
+    """A file that cannot be used: one line; lasting only for what a restart cannot change."""
+    lasting = (isinstance(exc, OSError) and exc.errno in _LASTING_ERRNOS) or any(
+        reason in str(exc).lower() for reason in _LASTING_REASONS)
+    return StartupError(open_error_line(path, exc), lasting=lasting)
 
 
 def open_error_line(path: Path | str, exc: BaseException) -> str:
