@@ -130,3 +130,42 @@ async def test_news_from_an_account_a_job_has_left_changes_nothing(setup, databa
     await backend.observe(final("5001", "a red fox"))
     still = await dispatcher.get(job_id, G)
     assert still.status is JobStatus.CREATED and still.account_channel_id == other
+
+
+async def test_history_read_after_a_restart_starts_from_this_machines_time_of_the_job(database, repository):
+    """A job's times are the database server's clock; Discord's snowflakes are nearest this machine's.
+    With the database's clock 10 minutes ahead, the history is still read from 5 s before the job
+    was sent by this machine's clock, not 10 minutes later (which would skip PixVerse's first message)."""
+    from bot.dispatch.backends.discord import snowflake_at
+    from bot.dispatch.clock import SharedClock
+
+    here = {"now": 1_800_000_000.0}
+
+    async def database_clock() -> float:
+        return here["now"] + 600
+
+    clock = SharedClock(database_clock, local=lambda: here["now"], monotonic=lambda: here["now"])
+    await clock.sync()
+    await repository.upsert(guild_id=G, channel_id=A1, token="token-for-account-one", discord_user_id=ACCOUNT_USER,
+                            max_jobs=3)
+    backend, dispatcher = discord_backend_dispatcher(database, repository, application_id=PIXVERSE,
+                                                     listener=Listener(), clock=clock)
+
+    async def submit_only(job, token):
+        return None
+
+    read_after: list[int] = []
+
+    async def history(channel_id: str, after: int):
+        read_after.append(after)
+        return
+        yield
+
+    backend.submit, backend.read_history = submit_only, history
+    try:
+        job = await dispatcher.get(await create(dispatcher, "a red fox"), G)
+        assert job.submitted_at == 1_800_000_600.0  # the database's time
+        await backend.resume([job], "token-for-account-one")
+        assert read_after == [snowflake_at(1_800_000_000.0 - 5)]
+    finally:
+        await dispatcher.close()

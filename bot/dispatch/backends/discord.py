@@ -248,7 +248,10 @@ class DiscordBackend(PixverseBackend):
         first = min(jobs, key=lambda job: job.submitted_at or job.created_at)
         self.channel_saved(first.account_channel_id)
         await self._learn_app_id(token, first.guild_id)
-        after = snowflake_at((first.submitted_at or first.created_at) - 5)
+        # A job's times are the database's (bot/dispatch/clock.py); Discord's are nearest this
+        # machine's, which the bot keeps beside Discord's elsewhere too (interactions' ages).
+        offset = getattr(getattr(self.events, "clock", None), "offset", 0.0)
+        after = snowflake_at((first.submitted_at or first.created_at) - offset - 5)
         async for message in self.read_history(first.account_channel_id, after):
             # Messages read over REST carry no guild_id (only gateway events do).
             await self.observe({**message, "guild_id": first.guild_id, "channel_id": first.account_channel_id})
