@@ -16,9 +16,13 @@ def shard_of(guild_id: int | str, shard_count: int) -> int:
     return (int(guild_id) >> 22) % shard_count
 
 
+def _ids(shards: tuple[int, frozenset[int]]) -> str:
+    return ",".join(str(s) for s in sorted(shards[1]))
+
+
 def claim(shards: Shards) -> str:
     """What a process writes with its lease: ``all``, or ``<count>:<id>,<id>``."""
-    return "all" if shards is None else f"{shards[0]}:" + ",".join(str(s) for s in sorted(shards[1]))
+    return "all" if shards is None else f"{shards[0]}:{_ids(shards)}"
 
 
 def read_claim(text: str) -> Shards:
@@ -34,8 +38,7 @@ def read_claim(text: str) -> Shards:
 def describe(shards: Shards) -> str:
     if shards is None:
         return "every server (SHARD_IDS unset)"
-    ids = ",".join(str(s) for s in sorted(shards[1]))
-    return f"shard{'s' if len(shards[1]) > 1 else ''} {ids} of {shards[0]}"
+    return f"shard{'s' if len(shards[1]) > 1 else ''} {_ids(shards)} of {shards[0]}"
 
 
 def clash(mine: Shards, theirs: Shards) -> str | None:

@@ -469,9 +469,7 @@ class JobRepository:
         await self._db.execute(LEASE, owner, now, follows)
 
     async def live_owners(self, *, now: float, ttl: float) -> list[str]:
-        return [row[0] for row in await self._db.fetch(
-            "SELECT owner FROM processes WHERE heartbeat_at >= $1", now - ttl
-        )]
+        return list(await self.live_follows(now=now, ttl=ttl))
 
     async def live_follows(self, *, now: float, ttl: float) -> dict[str, str | None]:
         return {row[0]: row[1] for row in await self._db.fetch(

@@ -374,8 +374,7 @@ class JobRepository:
         await self._db.execute(LEASE, (owner, now, follows))
 
     async def live_owners(self, *, now: float, ttl: float) -> list[str]:
-        rows = await self._db.fetchall("SELECT owner FROM processes WHERE heartbeat_at >= ?", (now - ttl,))
-        return [row[0] for row in rows]
+        return list(await self.live_follows(now=now, ttl=ttl))
 
     async def live_follows(self, *, now: float, ttl: float) -> dict[str, str | None]:
         rows = await self._db.fetchall("SELECT owner, follows FROM processes WHERE heartbeat_at >= ?", (now - ttl,))
