@@ -57,13 +57,6 @@ ACQUIRE_TIMEOUT_SECONDS = 10.0
 # otherwise wait until the kernel gives up, about 15 minutes. Every statement of the bot's takes
 # milliseconds; migrations (their own connection) and the copy tool have no limit.
 STATEMENT_TIMEOUT_SECONDS = 30.0
-
-
-class _Default:
-    """Database.open's statement limit when none is given: STATEMENT_TIMEOUT_SECONDS, read at the call."""
-
-
-DEFAULT = _Default()
 CONNECT_TIMEOUT_SECONDS = 10.0
 # After the server could not be reached, calls fail at once for this long, doubled at each
 # failed retry up to the maximum; the first success ends it.
@@ -159,14 +152,12 @@ class Database:
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, migrations: list[Migration] | None = None,
                    server_settings: dict[str, str] | None = None,
-                   command_timeout: float | None | _Default = DEFAULT) -> Database:
+                   command_timeout: float | None = STATEMENT_TIMEOUT_SECONDS) -> Database:
         """Connects, applies the migrations the database lacks, and returns the pool's owner.
 
         A server that cannot be reached or refuses the login is a StartupError naming the
         database (never its password)."""
         name = describe_url(url)
-        if isinstance(command_timeout, _Default):
-            command_timeout = STATEMENT_TIMEOUT_SECONDS
         # The password, whoever opens the database (the bot, the copy tool, a test), is never logged.
         register_secrets(*url_passwords(url), pinned=True)
         # Placement's guard relies on READ COMMITTED (each statement after the lock reads what was
