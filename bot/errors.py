@@ -54,6 +54,9 @@ def not_found(error: str = CONFIGURATION_NOT_FOUND) -> ApiError:
 DATABASE_BUSY = "The database is busy; please try again in a moment"
 DATABASE_UNWRITABLE = "The database cannot be written; nothing was saved"
 DATABASE_UNREACHABLE = "The database cannot be reached; please try again in a moment"
+# TOKEN_ENCRYPTION_KEY's fault, as the settings read it and as the key cipher meets it.
+NOT_A_FERNET_KEY = ("is not a valid Fernet key (32 url-safe base64-encoded bytes); make one with: python -c"
+                    ' "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"')
 
 
 class StoreError(Exception):

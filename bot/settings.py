@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.errors import NOT_A_FERNET_KEY
 from bot.shards import shard_of
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
@@ -180,8 +181,7 @@ class Settings(BaseSettings):
         except (ValueError, UnicodeEncodeError):
             raw = b""
         if len(raw) != 32:
-            raise ValueError("is not a valid Fernet key (32 url-safe base64-encoded bytes); make one with: python -c"
-                             ' "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"')
+            raise ValueError(NOT_A_FERNET_KEY)
         return value
 
     @field_validator("log_format", mode="before")

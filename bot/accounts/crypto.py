@@ -15,7 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from bot.errors import StartupError
+from bot.errors import NOT_A_FERNET_KEY, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,7 @@ class TokenCipher:
         try:
             self._fernet = Fernet(raw_key)
         except (ValueError, TypeError) as exc:
-            raise StartupError(
-                "TOKEN_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes); "
-                'make one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"',
-                lasting=True,
-            ) from exc
+            raise StartupError(f"TOKEN_ENCRYPTION_KEY {NOT_A_FERNET_KEY}", lasting=True) from exc
         # A separate key for the hash, derived so that one setting is all an admin keeps.
         self._hmac_key = HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"pixverse-bot token hmac"
