@@ -36,7 +36,9 @@ Measured, in ``--rounds`` interleaved rounds (each figure the median of the roun
 * **RSS** (``VmRSS`` of ``/proc/<pid>/status``): idle after ready at ``--small`` and
   ``--servers`` servers, and the bot's peak during the largest burst (sampled every 20 ms) over
   its RSS just before it. Idle, also its private part (``RssAnon``), not a target: the rest is
-  shared libraries' pages read from disk, which the processes of one machine share;
+  shared libraries' pages read from disk, which the processes of one machine share. At ``--small``
+  also split by mapping (``/proc/<pid>/smaps``): anonymous memory, and each shared library that
+  makes half a MiB of difference;
 * **start to ready** at ``--servers`` servers: from starting the process to its ready line, the
   two clients one after the other in each round; the verdict is on the median of the rounds'
   bot ÷ bare ratios, which cancels the machine's slow and fast spells. Split (not a target) at the
@@ -137,6 +139,25 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+ANONYMOUS = "anonymous: Python's objects and modules, the C heap"
+
+
+def rss_by_mapping(pid: int) -> Counter[str]:
+    """KiB of RSS per mapping of ``/proc/<pid>/smaps``: each file by its path below site-packages or
+    the system's library folder (a shared library's pages), every anonymous mapping as ``ANONYMOUS``."""
+    by: Counter[str] = Counter()
+    name = ANONYMOUS
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if not parts[0].endswith(":"):  # a mapping's header: range, perms, offset, dev, inode[, path]
+                path = parts[5] if len(parts) > 5 and parts[5].startswith("/") else ""
+                name = path.split("site-packages/")[-1].split("lib-dynload/")[-1] if path else ANONYMOUS
+            elif parts[0] == "Rss:":
+                by[name] += int(parts[1])
+    return by
 
 
 def shards_for(servers: int) -> int:
@@ -672,6 +693,7 @@ async def run(args: argparse.Namespace) -> int:
             phases: dict[tuple[int, str], list[tuple[float, float]]] = {}
             idle: dict[tuple[int, str], list[float]] = {}
             private: dict[tuple[int, str], list[float]] = {}
+            mappings: dict[str, list[Counter[str]]] = {}  # at --small, per round
             for r in range(args.rounds):
                 for size, world in worlds.items():
                     for name in (("bot", "bare") if r % 2 == 0 else ("bare", "bot")):
@@ -686,6 +708,8 @@ async def run(args: argparse.Namespace) -> int:
                             await settle(client, at_least=1.0)
                             idle.setdefault((size, name), []).append(rss_kib(client.pid) / 1024)
                             private.setdefault((size, name), []).append(rss_kib(client.pid, "RssAnon") / 1024)
+                            if size == args.small:
+                                mappings.setdefault(name, []).append(rss_by_mapping(client.pid))
                         finally:
                             await stop_client(client)
                         print(f"  round {r + 1}: {size:,} servers, {name}: ready in"
@@ -770,6 +794,15 @@ async def run(args: argparse.Namespace) -> int:
         print(f"{f'idle RSS at {size:,} servers (MiB)':<52} {bot:>12.1f} {bare:>9.1f} {bot - bare:>+7.1f}  ≤ +15   {verdict(good)}")
         bot, bare = median(private[size, "bot"]), median(private[size, "bare"])
         print(f"{f'  of which private (RssAnon) (MiB)':<52} {bot:>12.1f} {bare:>9.1f} {bot - bare:>+7.1f}  (not a target)")
+    # Where the idle difference lies: RSS per mapping (smaps), medians of the rounds at --small.
+    names = {n for by in mappings["bot"] + mappings["bare"] for n in by}
+    where = {n: tuple(median([by[n] / 1024 for by in mappings[c]]) for c in ("bot", "bare")) for n in names}
+    shown = sorted((n for n, (bot, bare) in where.items() if abs(bot - bare) >= 0.5), key=lambda n: where[n][1] - where[n][0])
+    rest = sum(bot - bare for n, (bot, bare) in where.items() if n not in shown)
+    print(f"  {f'idle RSS at {args.small:,} servers by mapping (MiB; not a target)':<64} {'bot':>6} {'bare':>6} {'diff':>6}")
+    for n in shown:
+        print(f"    {n:<62} {where[n][0]:>6.1f} {where[n][1]:>6.1f} {where[n][0] - where[n][1]:>+6.1f}")
+    print(f"    {'every other mapping':<62} {'':>13} {rest:>+6.1f}")
     if not args.start_only:
         through = median(growth["bot", large])
         good = through <= 20
