@@ -13,6 +13,7 @@ from bot.dispatch.backends.base import JobUpdate, SubmitError
 from bot.dispatch.models import JobStatus, Verb
 from bot.store import NewJob
 from bot.errors import ApiError, StoreUnavailable
+from cogs.jobs.presenting import status_message
 from tests.dispatch_support import Clock, Listener, ManualBackend, add_account, jobs_of, make_dispatcher, slots
 
 G = "900000000000000001"
@@ -314,6 +315,39 @@ async def test_rejected_account_leaves_rotation_and_the_job_moves_once(dispatche
     # Saving the account again or a reset puts it back.
     await repository.set_rotation(G, first, in_rotation=True)
     assert (await repository.get(G, first)).in_rotation
+
+
+async def test_a_moved_job_shows_its_member_no_account_and_no_reason_once_it_completes(
+        dispatcher, repository, backend, database):
+    """The move leaves a note for the admins (GET /jobs/?jobid=), naming the refused account's
+    channel: a member's message for the job names neither, completed or failed for another reason."""
+    await add_account(repository, G, A1, max_jobs=1, user="1")
+    await add_account(repository, G, A2, max_jobs=1, user="2")
+    backend.fail_next = SubmitError("Discord answered 401 for the account's token", account_rejected=True)
+    job = (await submit(dispatcher)).job
+    moved = await dispatcher.get(job.job_id, G)
+    refused = A2 if moved.account_channel_id == A1 else A1
+    assert moved.error_details == f"Moved from channel {refused}: Discord answered 401 for the account's token"
+    await backend.complete(job.job_id)
+    await dispatcher.wait_idle()
+    done = await dispatcher.get(job.job_id, G)
+    assert done.status is JobStatus.COMPLETED and done.error_details == moved.error_details  # the admins' note
+    shown = status_message(done, mention=True)
+    assert "Reason" not in [field.name for field in shown.embed.fields]
+    assert refused not in str(shown.embed.to_dict()) + shown.content
+
+    # Moved again, then ended by its second account leaving: the end's own reason, not the move's note.
+    backend.fail_next = SubmitError("Discord answered 401 for the account's token", account_rejected=True)
+    await repository.set_rotation(G, refused, in_rotation=True)
+    job = (await submit(dispatcher)).job
+    moved = await dispatcher.get(job.job_id, G)
+    assert moved.error_details.startswith("Moved from channel ")
+    await dispatcher.account_removed(G, moved.account_channel_id, reason="The PixVerse account was deleted")
+    failed = await dispatcher.get(job.job_id, G)
+    assert (failed.status, failed.error, failed.error_details) == (
+        JobStatus.FAILED, "The PixVerse account was deleted", None)
+    reason = {field.name: field.value for field in status_message(failed, mention=True).embed.fields}["Reason"]
+    assert reason == "The PixVerse account was deleted"
 
 
 @pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])

@@ -615,8 +615,11 @@ class Dispatcher:
         ended (or, with ``expected``, moved since that read)."""
         values = dict(fields or {})
         if error is not None:
+            # The details go with their error: a move's note left by requeue (naming the account
+            # Discord refused) is not what this end's error is about.
             values["error"] = error
-        if error_details is not None:
+            values["error_details"] = error_details
+        elif error_details is not None:
             values["error_details"] = error_details
         released = await self.jobs.release(job_id, status, now=self.clock(), fields=values, expected=expected)
         if released.job is None:

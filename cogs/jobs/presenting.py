@@ -113,7 +113,10 @@ def job_embed(job: Job, position: Position | None = None) -> discord.Embed:
             chunk.append(link)
     if chunk:
         fields.append(("Videos", "\n".join(chunk), False))
-    if job.status in FINAL:
+    if job.status in FINAL and job.status is not JobStatus.COMPLETED:
+        # A completed job has no reason to show: what it met on the way (a move off an account
+        # Discord refused, a retry after PixVerse's overload) names an account's channel and its
+        # trouble, which are the admins' (GET /jobs/?jobid= keeps it for them).
         reason = reason_lines(job.error, job.error_details)
         if reason:
             fields.append(("Reason", _cut(escape_markdown("\n".join(reason)), EMBED_FIELD_VALUE), False))
