@@ -42,6 +42,10 @@ disable_created_metrics()
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STORE_GAUGES_CACHE_SECONDS = 5.0
+# How long a scrape waits for the database's counts: a database that hangs (rather than refuses)
+# would hold it for the pool's and the statement's limits (40 s on PostgreSQL), past Prometheus's
+# 10 s scrape_timeout, and lose the whole scrape: the counters with the gauges.
+STORE_COUNTS_TIMEOUT_SECONDS = 5.0
 VERBS = tuple(verb.value for verb in Verb)
 FINAL_STATES = tuple(JOB_ENDINGS.values())
 PLACEMENT_RESULTS = ("placed", "queued", "refused")
@@ -65,11 +69,13 @@ class Metrics:
     def __init__(self, *, store_counts: Callable[[], Awaitable[StoreCounts]] | None = None,
                  gateway_latency: Callable[[], float | None] | None = None,
                  cache_seconds: float = STORE_GAUGES_CACHE_SECONDS,
+                 counts_timeout: float = STORE_COUNTS_TIMEOUT_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = CollectorRegistry()
         self._store_counts = store_counts
         self._gateway_latency = gateway_latency
         self.cache_seconds = cache_seconds
+        self.counts_timeout = counts_timeout
         self._clock = clock
         self._counts: StoreCounts | None = None
         self._counted_at = -math.inf
@@ -141,10 +147,10 @@ class Metrics:
             if self._clock() - self._counted_at < self.cache_seconds:
                 return
             try:
-                self._counts = await self._store_counts()
+                self._counts = await asyncio.wait_for(self._store_counts(), self.counts_timeout)
             except Exception as exc:
-                # The scrape still answers (the last counts, or none): the database's trouble shows
-                # in /healthz and the logs, not as a failed scrape.
+                # The scrape still answers (the last counts, or none), failed or timed out: the
+                # database's trouble shows in /healthz and the logs, not as a failed scrape.
                 log.warning("Counting jobs and accounts for /metrics failed (%s)", type(exc).__name__)
             self._counted_at = self._clock()
 

@@ -284,6 +284,28 @@ async def test_a_failed_count_keeps_the_scrape_answering():
     assert math.isnan(families["pixverse_jobs_executing"].samples[0].value)
 
 
+async def test_a_hanging_count_keeps_the_scrape_answering_with_the_last_counts(caplog):
+    """A database that stops answering (not refusing) would hold a scrape for its pool's and
+    statement's limits, past Prometheus's own timeout: the scrape answers after counts_timeout."""
+    hang = asyncio.Event()
+    now = [0.0]
+
+    async def counts():
+        if hang.is_set():
+            await asyncio.Event().wait()
+        return (3, 1, 2, 0)
+
+    metrics = Metrics(store_counts=counts, cache_seconds=5.0, counts_timeout=0.2, clock=lambda: now[0])
+    await metrics.render()
+    hang.set()
+    now[0] += 10
+    with caplog.at_level(logging.WARNING, logger="bot.metrics"):
+        text = (await asyncio.wait_for(metrics.render(), 5)).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["pixverse_jobs_executing"].samples[0].value == 3  # the last counts
+    assert "Counting jobs and accounts for /metrics failed (TimeoutError)" in caplog.text
+
+
 def test_each_metrics_has_its_own_registry():
     one, two = Metrics(), Metrics()
     one.placement_refused()
