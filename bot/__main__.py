@@ -409,6 +409,11 @@ def _main(arguments: argparse.Namespace) -> int:
     except StartupError as exc:
         log.critical("%s", exc)
         return EXIT_CONFIG if exc.lasting else EXIT_STARTUP
+    except Exception:
+        # Through the logging set up above, not Python's own traceback on stderr: masked (secrets,
+        # URLs with tokens) and in LOG_FORMAT's shape. Exit 1: a restart may not hit it again.
+        log.critical("Stopped by an unexpected error", exc_info=True)
+        return EXIT_STARTUP
 
 
 if __name__ == "__main__":

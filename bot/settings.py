@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -113,6 +113,11 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 - raises on a port that is not a number
         except ValueError:
             raise ValueError("is not a valid URL (postgresql://user:password@host:5432/dbname)") from None
+        try:  # as asyncpg reads it: name=value pairs joined by &
+            parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise ValueError("has a query string (after ?) that is not name=value pairs joined by &"
+                             " (postgresql://user:password@host:5432/dbname?sslmode=require)") from None
         if not parts.hostname and "host=" not in parts.query:
             raise ValueError("names no host (postgresql://user:password@host:5432/dbname)")
         return SecretStr(url)

@@ -77,6 +77,20 @@ async def test_a_refused_login_is_lasting_and_an_unreachable_server_is_not():
     assert not away.value.lasting
 
 
+async def test_a_url_asyncpg_cannot_read_is_lasting_and_never_quoted():
+    """The settings refuse such a URL; opened by any other way, asyncpg's refusal (which quotes
+    the URL's text) is still exit 2, naming the database, quoting none of the URL."""
+    from bot.errors import StartupError
+
+    for url, shown in (("postgresql://bot:s3cretpw@127.0.0.1:1/pixverse?x9s3cret", "postgresql://bot@127.0.0.1:1/pixverse"),
+                       ("postgresql://bot:s3cretpw@127.0.0.1:1,127.0.0.1:x9s3cret/pixverse", "postgresql://bot@127.0.0.1/pixverse")):
+        with pytest.raises(StartupError) as bad:
+            await Database.open(url)
+        assert bad.value.lasting
+        assert str(bad.value) == (f"Cannot open the database {shown}: asyncpg cannot read"
+                                  " DATABASE_URL (ValueError); check its hosts, ports and ?name=value options")
+
+
 class CuttableProxy:
     """A TCP proxy in front of PostgreSQL whose cut drops every connection and refuses new ones,
     as a database host that went away does."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,6 +117,35 @@ def test_database_url_of_another_scheme_is_refused(tmp_path):
         "Configuration error: DATABASE_URL: must be a postgresql:// URL"
         " (postgresql://user:password@host:5432/dbname); leave it unset for SQLite at DATABASE_PATH"
     )
+
+
+def test_a_database_url_query_asyncpg_cannot_read_is_a_settings_error(tmp_path):
+    """asyncpg reads the query strictly: one that is not name=value pairs would stop the bot at the
+    database with Python's traceback, exit 1 (a restart loop), quoting the query's text."""
+    for query in ("s3cretpw", "sslmode=require&", "a=1&&b=2"):
+        assert config_error({"DATABASE_URL": f"postgresql://bot:s3cretpw@db:5432/pixverse?{query}",
+                             "TOKEN_ENCRYPTION_KEY": KEY}, tmp_path) == (
+            "Configuration error: DATABASE_URL: has a query string (after ?) that is not name=value pairs joined"
+            " by & (postgresql://user:password@host:5432/dbname?sslmode=require)")
+
+
+def test_an_unexpected_error_is_logged_through_the_bots_logging_masked_exit_1(tmp_path):
+    """Whatever the bot did not foresee still ends as a log record: in LOG_FORMAT's shape, its
+    secrets masked, not Python's bare traceback on stderr."""
+    script = ("import sys, bot.__main__ as m\n"
+              "async def run(settings):\n"
+              "    raise RuntimeError('boom near ' + settings.discord_token.get_secret_value())\n"
+              "m.run = run\n"
+              "sys.exit(m.main([]))\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "PIXVERSE_", "TOKEN_", "DATABASE_", "LOG_"))}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**base, "PYTHONPATH": str(ROOT), "DISCORD_TOKEN": "secret-bot-token-value",
+                                 "LOG_FORMAT": "json", "DATABASE_PATH": str(tmp_path / "bot.db")})
+    assert result.returncode == 1, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert [(r["level"], r["message"]) for r in records] == [("CRITICAL", "Stopped by an unexpected error")]
+    assert "RuntimeError: boom near " in records[0]["exc_info"]
+    assert "secret-bot-token-value" not in result.stderr + result.stdout
 
 
 def test_postgresql_needs_the_token_key(tmp_path):

@@ -77,7 +77,10 @@ def describe_url(url: str) -> str:
     parts = urlsplit(url)
     user = f"{parts.username}@" if parts.username else ""
     host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number (a host list): shown without it, the name still says which
+        port = ""
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
@@ -171,6 +174,12 @@ class Database:
             )
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StartupError(f"Cannot open the database {name}: {_reason(exc)}", lasting=_lasting(exc)) from None
+        except ValueError as exc:
+            # asyncpg could not read the URL (a host list with a port that is not a number, …): its
+            # text quotes the URL's parts, so only its kind is shown. The URL must change: exit 2.
+            raise StartupError(f"Cannot open the database {name}: asyncpg cannot read DATABASE_URL"
+                               f" ({type(exc).__name__}); check its hosts, ports and ?name=value options",
+                               lasting=True) from None
         try:
             # A connection of its own, without the pool's statement limit: a migration may be long.
             conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=server_settings)
