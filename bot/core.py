@@ -232,9 +232,10 @@ class Core:
             await self.db.ping()
         except Exception as exc:
             return f"database does not answer ({type(exc).__name__})"
-        # After a failed write (full disk, I/O error), unhealthy until a write commits again.
+        # After a write refused for good (read-only, full disk, I/O error), unhealthy until a write
+        # commits again.
         if self.db.write_problem is not None and not await self.db.probe_write():
-            return "the database cannot be written (disk full or I/O error)"
+            return "the database cannot be written (read-only, disk full or I/O error)"
         return self.dispatcher.stalled() or self._discord.gateway_problem()
 
     async def _serve_http(self, stack: AsyncExitStack, extra_routes) -> LimitedServer | None:

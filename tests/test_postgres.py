@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import time
 
 import aiohttp
@@ -195,6 +196,49 @@ async def test_a_lost_connection_answers_503_nothing_half_written_and_the_proces
         finally:
             await core.close()
             await proxy.cut()
+
+
+async def test_a_read_only_server_makes_healthz_503_until_it_takes_writes_again(caplog):
+    """A failover onto a standby refuses every write while reads still answer. Here the bot's role
+    gets default_transaction_read_only and the pool connects again: /healthz says the database
+    cannot be written (not only that it answers), and is 200 again once a write commits."""
+    from bot.errors import StoreUnwritable
+    from tests.postgres_support import postgres_url
+
+    role = "readonly_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(postgres_url())
+    await admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    try:
+        async with fresh_schema() as (url, schema):
+            scheme, rest = url.split("://", 1)
+            settings = Settings(_env_file=None, discord_token="x", token_encryption_key=Fernet.generate_key().decode(),
+                                pixverse_backend="simulated", http_port=free_port(), http_host="127.0.0.1",
+                                database_url=url_with_schema(f"{scheme}://{role}@{rest.rpartition('@')[2]}", schema))
+            core = await Core.open(settings, QuietDiscord())
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async def healthz():
+                        async with http.get(f"http://127.0.0.1:{settings.http_port}/healthz") as response:
+                            return response.status, await response.json()
+
+                    assert await healthz() == (200, {"status": "ok", "code": 200})
+                    await admin.execute(f"ALTER ROLE {role} SET default_transaction_read_only = on")
+                    await core.db.pool.expire_connections()
+                    with caplog.at_level(logging.ERROR, logger="bot.store.postgres.database"):
+                        with pytest.raises(StoreUnwritable):
+                            await core.api_tokens.create(GUILD, "admin")
+                    assert "cannot be written: cannot execute INSERT in a read-only transaction" in caplog.text
+                    assert await healthz() == (503, {"status": "unavailable", "code": 503, "error":
+                                                     "the database cannot be written (read-only, disk full or I/O error)"})
+                    await admin.execute(f"ALTER ROLE {role} RESET default_transaction_read_only")
+                    await core.db.pool.expire_connections()
+                    assert await healthz() == (200, {"status": "ok", "code": 200})
+                    assert core.db.write_problem is None
+            finally:
+                await core.close()
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")  # its tables went with the schema
+        await admin.close()
 
 
 async def test_a_revocation_through_one_process_reaches_the_others_at_once():

@@ -210,7 +210,7 @@ class Database(Protocol):
 
     engine: str  # "sqlite", "postgresql"
     name: str  # for logs and errors: a path, or a URL without its password
-    write_problem: str | None  # why the last write failed for lack of room or I/O; None when fine
+    write_problem: str | None  # why the last write was refused for good (room, I/O, read-only); None when fine
 
     def stores(self, cipher: TokenCipher) -> Stores: ...
     async def close(self) -> None: ...

@@ -41,7 +41,7 @@ def test_a_full_disk_is_a_503_that_saves_nothing_and_healthz_recovers(tmp_path):
     assert seen["slash_when_full"] == ["503 · The database cannot be written; nothing was saved", True]
     assert seen["list_when_full"][0] == 404
     assert seen["healthz_when_full"] == [503, {"status": "unavailable", "code": 503,
-                                               "error": "the database cannot be written (disk full or I/O error)"}]
+                                               "error": "the database cannot be written (read-only, disk full or I/O error)"}]
     # Space again: healthy once a write commits, and the same request now saves.
     assert seen["healthz_after"] == [200, {"status": "ok", "code": 200}]
     assert seen["post_after"] == [204, None]

@@ -141,7 +141,9 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, *, url: str, server_settings: dict[str, str] | None = None) -> None:
         self.pool = pool
         self.name = describe_url(url)
-        self.write_problem: str | None = None  # the server reports its own (never set here)
+        # Why the last write was refused for good (a read-only server: a failover onto a standby,
+        # default_transaction_read_only; a full disk); None once a write commits (probe_write).
+        self.write_problem: str | None = None
         self._url = url
         self._server_settings = server_settings
         self._down_until = 0.0
@@ -222,6 +224,10 @@ class Database:
                 raise
             if isinstance(translated, StoreUnavailable):
                 self._note_down(exc)
+            elif isinstance(translated, StoreUnwritable):
+                if self.write_problem is None:
+                    log.error("The database %s cannot be written: %s", self.name, _reason(exc))
+                self.write_problem = str(translated)
             raise translated from None
         else:
             self._note_up()
@@ -315,6 +321,14 @@ class Database:
         await self.fetchval("SELECT 1")
 
     async def probe_write(self) -> bool:
+        """A tiny committed write, to learn whether the server takes writes again (for /healthz)."""
+        try:
+            await self.set_meta("write_probe", repr(time.time()))
+        except (StoreUnwritable, StoreUnavailable, StoreBusy):
+            return False
+        if self.write_problem is not None:
+            log.warning("The database %s takes writes again", self.name)
+        self.write_problem = None
         return True
 
     async def clock(self) -> float:
