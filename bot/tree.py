@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -12,6 +17,51 @@ from bot.errors import INTERNAL_ERROR, ApiError, from_exception
 log = logging.getLogger(__name__)
 
 GUILD_ONLY = "This command works only in a server"
+
+# Discord drops an interaction not answered within 3 s of its creation ("The application did not
+# respond"): work still under way this long after it answers "thinking…" first.
+ANSWER_WITHIN_SECONDS = 2.0
+
+T = TypeVar("T")
+
+
+async def in_time(interaction: discord.Interaction, work: Awaitable[T], *, ephemeral: bool) -> T:
+    """The result of a command's work (the database's: a busy SQLite file waits up to 5 s, a
+    PostgreSQL pool up to 10 s), Discord's 3 s in mind: if the work has not finished
+    ANSWER_WITHIN_SECONDS after the interaction was made, the command answers "thinking…" first
+    (``ephemeral``: seen by the member alone) and what follows answers through it. If the work then
+    fails, a public "thinking…" is deleted, so that the refusal reaches the member alone."""
+    task = asyncio.ensure_future(work)
+    # By Discord's clock, which this machine's may be off from: at least 0, then on its own.
+    waited, began = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds()), time.monotonic()
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, ANSWER_WITHIN_SECONDS - waited))
+    except BaseException:
+        task.cancel()
+        raise
+    deferred = False
+    if not done and not interaction.response.is_done():
+        try:
+            await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+            deferred = True
+        except discord.HTTPException as exc:  # expired already: the work goes on, its answer will fail
+            log.warning("Could not answer an interaction %.1f s after it was made: %s %s",
+                        waited + time.monotonic() - began, exc.status, exc.text or type(exc).__name__)
+    try:
+        return await task
+    except Exception:
+        if deferred and not ephemeral:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+        raise
+
+
+async def respond(interaction: discord.Interaction, content: str, **fields: Any) -> None:
+    """A command's answer, through its "thinking…" when in_time answered that already."""
+    if interaction.response.is_done():
+        await interaction.followup.send(content, **fields)
+    else:
+        await interaction.response.send_message(content, **fields)
 
 
 def format_error(error: ApiError) -> str:

@@ -32,7 +32,7 @@ from bot.errors import ApiError, StoreError
 from bot.logs import register_secrets
 from bot.events import ACCOUNT_DELETED, ACCOUNT_SAVED
 from bot.gateway_filter import MessageGate
-from bot.tree import reply
+from bot.tree import in_time, reply, respond
 from cogs.jobs.presenting import (
     EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, job_embed, progress_bar,
     shown_progress, state_line, status_message,
@@ -340,27 +340,27 @@ class JobsCog(commands.Cog, name=JOBS_COG):
 
     async def _submit(self, interaction: discord.Interaction, verb: Verb, body: dict[str, Any]) -> None:
         guild_id = require_guild(interaction)
-        placed = await self.dispatcher.submit(
+        placed = await in_time(interaction, self.dispatcher.submit(
             guild_id=guild_id,
             requester_id=str(interaction.user.id),
             request_channel_id=str(interaction.channel_id),
             verb=verb,
             body=body,
-        )
+        ), ephemeral=False)
         await self._acknowledge(interaction, placed.job, placed.queue_position)
         if placed.queue_position is not None:
             self._queue_moved(guild_id)  # the others' "of N" grew
 
     async def press(self, interaction: discord.Interaction, job_id: Any, button: Any) -> None:
         guild_id = require_guild(interaction)
-        job = await self.dispatcher.press(
+        job = await in_time(interaction, self.dispatcher.press(
             guild_id=guild_id,
             requester_id=str(interaction.user.id),
             request_channel_id=str(interaction.channel_id),
             job_id=job_id,
             button=button,
             is_manager=bool(interaction.permissions.manage_guild),
-        )
+        ), ephemeral=False)
         await self._acknowledge(interaction, job, None)
 
     # --- telling ----------------------------------------------------------------------
@@ -732,11 +732,13 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     async def jobs(self, interaction: discord.Interaction, mine: bool = False) -> None:
         guild_id = require_guild(interaction)
         if mine:
-            jobs = await self.dispatcher.of_member(guild_id, str(interaction.user.id), limit=MINE_LIMIT)
+            jobs = await in_time(interaction, self.dispatcher.of_member(guild_id, str(interaction.user.id),
+                                                                        limit=MINE_LIMIT), ephemeral=True)
             header = f"Your last PixVerse jobs in this server: {len(jobs)}"
             empty = "You have no PixVerse job in this server"
         else:
-            jobs = await self.dispatcher.executing(guild_id)  # oldest first: the queue in its order
+            # oldest first: the queue in its order
+            jobs = await in_time(interaction, self.dispatcher.executing(guild_id), ephemeral=True)
             waiting = sum(job.queued for job in jobs)
             header = f"PixVerse jobs in this server: {len(jobs) - waiting} executing, {waiting} waiting"
             empty = "No PixVerse job is executing or waiting in this server"
@@ -756,8 +758,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             who = "HTTP API" if job.requester_id == API_REQUESTER else f"<@{job.requester_id}>"
             lines.append(f"`{job.job_id}` · **{state}** · {job.verb.value} · {who}")
         embed = discord.Embed(title=header, description=fit_lines("", lines, limit=EMBED_DESCRIPTION).lstrip("\n"))
-        await interaction.response.send_message(header, embed=embed, ephemeral=True,
-                                                allowed_mentions=discord.AllowedMentions.none())
+        await respond(interaction, header, embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 
     @core_validated_command(
         name="pixverse-job", description="One PixVerse job with all its fields", advertised={"jobid": {"required": True}}
@@ -766,10 +767,10 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     @app_commands.describe(jobid="The job's id")
     async def job(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
         guild_id = require_guild(interaction)
-        job = await self.dispatcher.get(jobid, guild_id)
+        job = await in_time(interaction, self.dispatcher.get(jobid, guild_id), ephemeral=True)
         where = None
         if job.queued:
-            waiting = [j.job_id for j in await self.dispatcher.waiting(guild_id)]
+            waiting = [j.job_id for j in await in_time(interaction, self.dispatcher.waiting(guild_id), ephemeral=True)]
             if job.job_id in waiting:
                 where = Position(waiting.index(job.job_id) + 1, len(waiting))
         embed = job_embed(job, where)
@@ -778,8 +779,8 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             link = f"https://discord.com/channels/{job.guild_id}/{job.request_channel_id}/{message_id}"
             if len(embed.fields) < EMBED_FIELDS and len(embed) + len("Message") + len(link) <= EMBED_TOTAL:
                 embed.add_field(name="Message", value=link, inline=False)
-        await interaction.response.send_message(f"{state_line(job, where)} · jobid: {job.job_id}", embed=embed,
-                                                ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
+        await respond(interaction, f"{state_line(job, where)} · jobid: {job.job_id}", embed=embed, ephemeral=True,
+                      allowed_mentions=discord.AllowedMentions.none())
 
     @core_validated_command(
         name="pixverse-cancel", description="Cancel a PixVerse job", advertised={"jobid": {"required": True}}
@@ -788,9 +789,9 @@ class JobsCog(commands.Cog, name=JOBS_COG):
     @app_commands.describe(jobid="The job's id")
     async def cancel(self, interaction: discord.Interaction, jobid: str | None = None) -> None:
         guild_id = require_guild(interaction)
-        job = await self.dispatcher.cancel(
+        job = await in_time(interaction, self.dispatcher.cancel(
             jobid, guild_id=guild_id, user_id=str(interaction.user.id), is_manager=interaction.permissions.manage_guild
-        )
+        ), ephemeral=True)
         await reply(interaction, f"{job.status.value} · jobid: {job.job_id}")
 
 

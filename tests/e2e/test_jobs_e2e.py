@@ -367,3 +367,67 @@ async def test_pixverse_job_shows_a_four_video_job_as_a_readable_embed_within_li
         len(f["name"]) + len(f["value"]) for f in embed["fields"])
     assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096 and len(embed["fields"]) <= 25
     assert all(len(f["value"]) <= 1024 for f in embed["fields"]) and total <= 6000
+
+
+def hold_the_database(path, seconds: float) -> None:
+    """Another process's write transaction on the bot's SQLite file for ``seconds``: the bot's
+    writes wait for it (its busy timeout is 5 s), its reads do not (WAL)."""
+    import sqlite3
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        holder.rollback()
+        holder.close()
+
+    asyncio.get_running_loop().call_later(seconds, release)
+
+
+async def test_a_busy_database_still_answers_the_command_within_discords_3_s(bot, pixverse, settings):
+    """Placing the job waits for the database: past 2 s the command answers "thinking…" in public,
+    and the job's status message replaces it. Discord refuses a first answer after 3 s."""
+    fake = pixverse
+    fake.interaction_answer_seconds = 3.0
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    hold_the_database(settings.database_path, 3.5)
+    placed = await member(fake, "pixverse-create", {"prompt": "a cat in the rain", "style": "Realistic"})
+    assert (placed.callback_type, placed.late_callbacks) == (5, 0)  # thinking, in time
+    assert placed.deleted_message_ids == [] and not placed.ephemeral
+    shown = await settled(placed)
+    assert shown["content"].splitlines()[0] == f"<@{MEMBER_ID}> completed · jobid: {job_id_of(shown['content'])}"
+
+
+async def test_a_database_busy_past_its_timeout_is_told_to_the_member_alone(bot, pixverse, settings):
+    """The public "thinking…" goes away and the member alone reads why; no job was placed."""
+    fake = pixverse
+    fake.interaction_answer_seconds = 3.0
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    hold_the_database(settings.database_path, 7.0)
+    refused = await member(fake, "pixverse-create", {"prompt": "a cat in the rain", "style": "Realistic"})
+
+    async def told() -> bool:
+        return bool(refused.messages)
+
+    await until(told, timeout=10)
+    assert (refused.callback_type, refused.late_callbacks) == (5, 0), refused.messages
+    assert refused.deleted_message_ids == [refused.original_message_id]
+    assert refused.ephemeral and refused.content == "503 · The database is busy; please try again in a moment"
+    await asyncio.sleep(1.5)  # the lock is gone: nothing was placed behind the member's back
+    assert await bot.core.dispatcher.of_member(str(GUILD_ID), str(MEMBER_ID)) == []
+
+
+async def test_a_cancel_waiting_for_the_database_answers_privately_within_discords_3_s(bot, pixverse, settings):
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    fake.pixverse_hold = True
+    running = await create(fake, prompt="a calm lake")
+    await fake.wait_for_pixverse_held(1)
+    job_id = job_id_of(running.messages[0]["content"])
+    fake.interaction_answer_seconds = 3.0
+    hold_the_database(settings.database_path, 3.5)
+    cancelled = await member(fake, "pixverse-cancel", {"jobid": job_id})
+    assert (cancelled.callback_type, cancelled.late_callbacks) == (5, 0)  # thinking, in time, to the member alone
+    assert cancelled.ephemeral and cancelled.content == f"cancelled · jobid: {job_id}"
+    assert cancelled.deleted_message_ids == []
+    fake.pixverse_release()

@@ -65,6 +65,11 @@ class InteractionsMixin:
         # Seconds an interaction's token answers (Discord: 15 minutes); past it every webhook
         # route of that token answers 401, code 50027 "Invalid Webhook Token", as Discord does.
         self.interaction_token_seconds: float = 15 * 60
+        # Seconds Discord waits for an interaction's first answer (its callback): 3. Past it the
+        # callback answers 404, code 10062 "Unknown interaction", and the member sees "The application
+        # did not respond". None (the default): not enforced, so that a loaded machine's slow test
+        # does not fail here; a test about the 3 s sets it.
+        self.interaction_answer_seconds: float | None = None
 
         # --- sync primitives (no loop binding at construction on 3.10+) ---------------
         self._changed = asyncio.Condition()  # notified on every interaction change
@@ -396,6 +401,10 @@ class InteractionsMixin:
         result = state.result
         if result.callback_type is not None:
             return _error(400, "Interaction has already been acknowledged.", 40060)
+        if self.interaction_answer_seconds is not None and (
+                time.monotonic() - state.created > self.interaction_answer_seconds):
+            result.late_callbacks += 1
+            return _error(404, "Unknown interaction", 10062)
         body = request[_RECORD].json or {}
         ctype = body.get("type")
         data = body.get("data")

@@ -224,6 +224,7 @@ class InteractionResult:
     original_message_id: str | None = None
     deleted_message_ids: list[str] = field(default_factory=list)
     payload: dict = field(default_factory=dict, repr=False)  # the INTERACTION_CREATE `d`
+    late_callbacks: int = 0  # callbacks refused past interaction_answer_seconds
 
     @property
     def content(self) -> str:
