@@ -12,7 +12,7 @@ from discord.utils import escape_markdown
 from bot.accounts.models import AccountConfig
 from bot.accounts.validation import validate_channel_param
 from bot.slash import choice_label, core_validated_command, fit_lines, reason_lines, require_manager
-from bot.tree import reply
+from bot.tree import in_time, reply
 
 if TYPE_CHECKING:
     from bot.discord_bot import PixverseBot
@@ -87,13 +87,14 @@ class AccountsCog(commands.Cog):
         maxjobs: int | None = None,
     ) -> None:
         guild_id = require_manager(interaction)
-        request = await self.service.prepare(
+        request = await in_time(interaction, self.service.prepare(
             {"discord": token, "server": server, "channel": channel, "maxJobs": maxjobs},
             path_channel=str(interaction.channel_id),
             guild_id=guild_id,
-        )
+        ), ephemeral=True)
         # The token check asks Discord and can take longer than the 3 s Discord allows.
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not interaction.response.is_done():  # in_time did not answer already
+            await interaction.response.defer(ephemeral=True, thinking=True)
         config = await self.service.save(request)
         await reply(interaction, saved_text(config))
 
@@ -118,9 +119,10 @@ class AccountsCog(commands.Cog):
     async def accounts(self, interaction: discord.Interaction, channel: str | None = None) -> None:
         guild_id = require_manager(interaction)
         if channel is None:
-            configs = await self.service.list(guild_id)
+            configs = await in_time(interaction, self.service.list(guild_id), ephemeral=True)
         else:
-            configs = [await self.service.get(guild_id, validate_channel_param(channel))]
+            configs = [await in_time(interaction, self.service.get(guild_id, validate_channel_param(channel)),
+                                     ephemeral=True)]
         await reply(interaction, list_text(configs))
 
     @core_validated_command(
@@ -134,7 +136,7 @@ class AccountsCog(commands.Cog):
     async def delete(self, interaction: discord.Interaction, channel: str | None = None) -> None:
         guild_id = require_manager(interaction)
         channel_id = validate_channel_param(channel)
-        await self.service.delete(guild_id, channel_id)
+        await in_time(interaction, self.service.delete(guild_id, channel_id), ephemeral=True)
         await reply(
             interaction,
             f"Deleted the PixVerse account configuration of <#{channel_id}> (`{channel_id}`);"
@@ -151,7 +153,8 @@ class AccountsCog(commands.Cog):
     @app_commands.describe(channel="Channel id of the account to put back")
     async def reset(self, interaction: discord.Interaction, channel: str | None = None) -> None:
         guild_id = require_manager(interaction)
-        config = await self.service.reset(guild_id, validate_channel_param(channel))
+        config = await in_time(interaction, self.service.reset(guild_id, validate_channel_param(channel)),
+                               ephemeral=True)
         await reply(interaction, f"The PixVerse account of <#{config.channel_id}> is back in rotation.\n{describe_config(config)}")
 
     @accounts.autocomplete("channel")

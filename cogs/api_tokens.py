@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bot.logs import register_secrets
 from bot.slash import require_manager
-from bot.tree import reply
+from bot.tree import in_time, reply
 
 if TYPE_CHECKING:
     from bot.discord_bot import PixverseBot
@@ -30,7 +30,8 @@ class ApiTokensCog(commands.Cog, name="API tokens"):
     @app_commands.default_permissions(manage_guild=True)
     async def create_token(self, interaction: discord.Interaction) -> None:
         guild_id = require_manager(interaction)
-        token = await self.bot.core.api_tokens.create(guild_id, str(interaction.user.id))
+        token = await in_time(interaction, self.bot.core.api_tokens.create(guild_id, str(interaction.user.id)),
+                              ephemeral=True)
         register_secrets(token)
         await reply(
             interaction,
@@ -44,7 +45,7 @@ class ApiTokensCog(commands.Cog, name="API tokens"):
     @app_commands.default_permissions(manage_guild=True)
     async def revoke_tokens(self, interaction: discord.Interaction) -> None:
         guild_id = require_manager(interaction)
-        count = await self.bot.core.api_tokens.revoke_all(guild_id)
+        count = await in_time(interaction, self.bot.core.api_tokens.revoke_all(guild_id), ephemeral=True)
         await reply(interaction, f"Revoked {count} HTTP API token{'s' if count != 1 else ''} of this server.")
 
 

@@ -14,6 +14,7 @@ from discord.utils import escape_markdown
 
 from bot.events import ACCOUNT_OUT_OF_ROTATION, ACCOUNT_RESET, ACCOUNT_SAVED
 from bot.slash import MESSAGE_LIMIT, fit_lines, reason_lines, require_manager
+from bot.tree import in_time, respond
 from cogs.jobs.presenting import EMBED_DESCRIPTION, EMBED_FIELD_VALUE
 
 if TYPE_CHECKING:
@@ -84,9 +85,11 @@ class OperatorsCog(commands.Cog, name="Operators"):
     async def status(self, interaction: discord.Interaction) -> None:
         guild_id = require_manager(interaction)
         dispatcher = self.bot.core.dispatcher
-        accounts = await dispatcher.accounts.list(guild_id)
-        live = await dispatcher.executing(guild_id)
-        ended = await dispatcher.ended_since(guild_id, seconds=DAY)
+        async def read() -> tuple:
+            return (await dispatcher.accounts.list(guild_id), await dispatcher.executing(guild_id),
+                    await dispatcher.ended_since(guild_id, seconds=DAY))
+
+        accounts, live, ended = await in_time(interaction, read(), ephemeral=True)
         executing: dict[str | None, int] = {}
         for job in live:
             if job.slot_held:
@@ -112,7 +115,8 @@ class OperatorsCog(commands.Cog, name="Operators"):
         median = (f"median run time {_duration(statistics.median(ended.run_seconds))}" if ended.run_seconds
                   else "no completed job")
         embed.add_field(name="Last 24 hours", value=f"{counts}\n{median}", inline=False)
-        await interaction.response.send_message(
+        await respond(
+            interaction,
             f"PixVerse status: {len(accounts)} accounts, {sum(executing.values())} executing, {len(waiting)} waiting",
             embed=embed, ephemeral=True, allowed_mentions=discord.AllowedMentions.none())
 

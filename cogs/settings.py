@@ -12,7 +12,7 @@ from bot.accounts.validation import echo
 from bot.errors import ApiError
 from bot.slash import require_manager
 from bot.store import BUTTONS_SETTINGS, ServerSettings
-from bot.tree import reply
+from bot.tree import in_time, reply
 
 if TYPE_CHECKING:
     from bot.discord_bot import PixverseBot
@@ -69,7 +69,7 @@ class SettingsCog(commands.Cog, name="Server settings"):
         guild_id = require_manager(interaction)
         servers = self.bot.core.dispatcher.servers
         if buttons is None and alerts is None and not alerts_off:
-            await reply(interaction, describe_settings(await servers.get(guild_id)))
+            await reply(interaction, describe_settings(await in_time(interaction, servers.get(guild_id), ephemeral=True)))
             return
         if buttons is not None and buttons not in BUTTONS_SETTINGS:
             raise ApiError(400, f"Param buttons ({echo(buttons)}) is not one of {', '.join(BUTTONS_SETTINGS)}")
@@ -77,14 +77,16 @@ class SettingsCog(commands.Cog, name="Server settings"):
             raise ApiError(400, "Choose an alerts channel or alerts_off, not both")
         if alerts is not None and alerts.type not in (discord.ChannelType.text, discord.ChannelType.news):
             raise ApiError(400, f"Param alerts (<#{alerts.id}>) is not a text channel")
-        if alerts is not None and not await self._of_server(interaction, guild_id, alerts.id):
+        if alerts is not None and not await in_time(interaction, self._of_server(interaction, guild_id, alerts.id),
+                                                    ephemeral=True):
             raise ApiError(400, f"Param alerts (<#{alerts.id}>) is not a channel of this server")
         if alerts is not None and not self._can_post(interaction.guild, alerts.id):
             raise ApiError(400, f"The bot cannot post in <#{alerts.id}>: it needs View Channel and Send Messages there")
         changes: dict = {"buttons": buttons}
         if alerts is not None or alerts_off:
             changes["alerts_channel_id"] = str(alerts.id) if alerts is not None else None
-        await reply(interaction, "Saved. " + describe_settings(await servers.set(guild_id, **changes)))
+        saved = await in_time(interaction, servers.set(guild_id, **changes), ephemeral=True)
+        await reply(interaction, "Saved. " + describe_settings(saved))
 
 
 async def setup(bot: PixverseBot) -> None:

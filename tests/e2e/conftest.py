@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import warnings
 from collections.abc import AsyncIterator
 
@@ -94,3 +95,16 @@ async def bot(settings, fake, restore_discord_endpoints) -> AsyncIterator[Pixver
     running, task = await start_bot(settings, fake)
     yield running
     await stop_bot(running, task)
+
+
+def hold_the_database(path, seconds: float) -> None:
+    """Another process's write transaction on the bot's SQLite file for ``seconds``: the bot's
+    writes wait for it (its busy timeout is 5 s), its reads do not (WAL)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        holder.rollback()
+        holder.close()
+
+    asyncio.get_running_loop().call_later(seconds, release)

@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     OTHER_CHANNEL_ID,
     OTHER_GUILD_ID,
     SEND_MESSAGES,
+    hold_the_database,
     start_bot,
     stop_bot,
 )
@@ -233,6 +234,22 @@ async def test_list_one_and_delete(bot, fake):
     again = await run(fake, "pixverse-account-delete", {"channel": str(CHANNEL_ID)})
     assert again.content == "404 · Configuration not found"
     assert [c.channel_id for c in await bot.core.accounts.repository.list(str(GUILD_ID))] == [str(CHANNEL_2_ID)]
+
+
+async def test_managers_commands_waiting_for_the_database_answer_privately_within_discords_3_s(bot, fake):
+    """Discord refuses a first answer after 3 s: a write kept waiting past 2 s (another process
+    writing the SQLite file) answers "thinking…" to the manager alone, then the result."""
+    await run(fake, "pixverse-account", account_options(maxjobs=2))
+    fake.interaction_answer_seconds = 3.0
+    hold_the_database(bot.settings.database_path, 3.5)
+    created = await run(fake, "pixverse-api-token")
+    assert (created.callback_type, created.late_callbacks, created.ephemeral) == (5, 0, True)
+    assert created.content.startswith("New HTTP API token for this server.")
+    hold_the_database(bot.settings.database_path, 3.5)
+    deleted = await run(fake, "pixverse-account-delete", {"channel": str(CHANNEL_ID)})
+    assert (deleted.callback_type, deleted.late_callbacks, deleted.ephemeral) == (5, 0, True)
+    assert deleted.content.startswith(f"Deleted the PixVerse account configuration of <#{CHANNEL_ID}>")
+    assert await bot.core.accounts.repository.list(str(GUILD_ID)) == []
 
 
 async def test_another_server_cannot_see_or_delete_this_servers_configuration(bot, fake):

@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     MANAGE_GUILD,
     MEMBER_ID,
     SEND_MESSAGES,
+    hold_the_database,
     make_settings,
     start_bot,
     stop_bot,
@@ -367,21 +368,6 @@ async def test_pixverse_job_shows_a_four_video_job_as_a_readable_embed_within_li
         len(f["name"]) + len(f["value"]) for f in embed["fields"])
     assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096 and len(embed["fields"]) <= 25
     assert all(len(f["value"]) <= 1024 for f in embed["fields"]) and total <= 6000
-
-
-def hold_the_database(path, seconds: float) -> None:
-    """Another process's write transaction on the bot's SQLite file for ``seconds``: the bot's
-    writes wait for it (its busy timeout is 5 s), its reads do not (WAL)."""
-    import sqlite3
-
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-
-    def release() -> None:
-        holder.rollback()
-        holder.close()
-
-    asyncio.get_running_loop().call_later(seconds, release)
 
 
 async def test_a_busy_database_still_answers_the_command_within_discords_3_s(bot, pixverse, settings):
