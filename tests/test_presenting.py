@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot.dispatch.models import Job, JobState, JobStatus, Verb
-from cogs.jobs.presenting import Position, progress_bar, result_view, state_line, status_message
+from cogs.jobs.presenting import Position, end_notice, progress_bar, result_view, state_line, status_message
 
 MARKDOWN = "*_~`|>#[]()\\" * 1000
 
@@ -71,3 +71,14 @@ def test_the_state_line_and_bar():
     ended = status_message(replace(job, status=JobStatus.COMPLETED, state=JobState.DONE), mention=True)
     assert ended.content.startswith("<@4> completed · jobid: job:abc\n")
     assert ended.allowed_mentions.to_dict() == {"parse": [], "users": [4]}  # the member, no one else
+
+
+def test_the_end_notice_names_the_state_and_mentions_the_member_alone():
+    done = replace(huge(JobStatus.COMPLETED), state=JobState.DONE)
+    content, allowed = end_notice(done)
+    assert content == "<@4> completed · jobid: job:abc · your video is ready"
+    assert allowed.to_dict() == {"parse": [], "users": [4]}  # no @everyone, no role, no reply ping
+    assert end_notice(replace(done, status=JobStatus.MODERATED))[0] == (
+        "<@4> moderated · jobid: job:abc · your job ended without a video")
+    assert end_notice(replace(done, status=JobStatus.CANCELLED)) is None
+    assert end_notice(replace(done, status=JobStatus.PROGRESS, state=JobState.SUBMITTED)) is None

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -34,8 +35,8 @@ from bot.events import ACCOUNT_DELETED, ACCOUNT_SAVED
 from bot.gateway_filter import MessageGate
 from bot.tree import in_time, reply, respond
 from cogs.jobs.presenting import (
-    EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, job_embed, progress_bar,
-    shown_progress, state_line, status_message,
+    EMBED_DESCRIPTION, EMBED_FIELDS, EMBED_TOTAL, JOBS_COG, Position, PressButton, end_notice, job_embed,
+    progress_bar, shown_progress, state_line, status_message,
 )
 from cogs.jobs.status import TRACKED_JOBS, StatusBoard
 
@@ -114,6 +115,8 @@ async def answered_privately_on_failure(interaction: discord.Interaction) -> Asy
 DOWNLOAD_BEFORE_ANSWER_SECONDS = 2.0
 # Past this since the interaction was made, the command answers before storing the image.
 ANSWER_BEFORE_STORING_AFTER = 1.0
+# At unload, the notices of jobs that just ended get this long to reach their members.
+NOTICE_WAIT_SECONDS = 5.0
 # A member's attachment is downloaded within this (the interaction's token lasts 15 minutes).
 DOWNLOAD_SECONDS = 120.0
 
@@ -244,6 +247,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self._channels_task: asyncio.Task | None = None
         self._unsubscribe = None
         self._downloads: aiohttp.ClientSession | None = None  # members' attachments, from Discord's CDN
+        self._notices: set[asyncio.Task] = set()  # the short messages telling members their job ended
 
     @property
     def downloads(self) -> aiohttp.ClientSession:
@@ -289,8 +293,12 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         self.bot.remove_dynamic_items(PressButton)
         for task in [*self._queue_reads.values(), *self._catching_up.values()]:
             task.cancel()
-        # The last states (a job that just ended) still reach their messages.
+        # The last states (a job that just ended) still reach their messages, and their notices.
         await self.board.close()
+        if self._notices:
+            await asyncio.wait(set(self._notices), timeout=NOTICE_WAIT_SECONDS)
+            for task in self._notices:
+                task.cancel()
         if self._downloads is not None:
             await self._downloads.close()
 
@@ -431,10 +439,11 @@ class JobsCog(commands.Cog, name=JOBS_COG):
                 if final:
                     self._askers.pop(job.job_id, None)
                     await self._final_shown(job)
+                    self._tell_the_end(job, asker.interaction.followup.send)
                 return
         self._askers.pop(job.job_id, None)  # past the interaction's window: the channel's turn
         try:
-            await self._write_in_channel(job, position, final)
+            edited = await self._write_in_channel(job, position, final)
         except discord.HTTPException as exc:
             if not final or not refused_for_good(exc):
                 raise
@@ -446,6 +455,31 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             return
         if final:
             await self._final_shown(job)
+            if edited is not None:  # a new message mentioning the member told them already
+                self._tell_the_end(job, functools.partial(
+                    self.bot.get_partial_messageable(int(job.request_channel_id), guild_id=int(job.guild_id)).send,
+                    reference=discord.MessageReference(message_id=int(edited), channel_id=int(job.request_channel_id),
+                                                       fail_if_not_exists=False)))
+
+    def _tell_the_end(self, job: Job, send: Callable[..., Awaitable[Any]]) -> None:
+        """The job's message shows its end by an edit, and Discord notifies no one of a mention in
+        an edit: one short new message mentions the member (a followup of their command, or a reply
+        to the job's channel message). Sent beside the board's writes, not in their turn; its
+        failure changes nothing: the end is shown."""
+        notice = end_notice(job)
+        if notice is None:
+            return
+        content, allowed = notice
+
+        async def tell() -> None:
+            try:
+                await send(content, allowed_mentions=allowed)
+            except discord.HTTPException as exc:
+                log.info("Could not tell the member the end of job %s (%s %s)", job.job_id, exc.status, exc.code)
+
+        task = asyncio.create_task(tell(), name=f"end notice {job.job_id}")
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     async def _final_shown(self, job: Job) -> None:
         """Records that the member's message shows the job's end; if that fails, the end is told
@@ -455,14 +489,15 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         except Exception:
             log.warning("Could not record that the end of job %s is shown", job.job_id, exc_info=True)
 
-    async def _write_in_channel(self, job: Job, position: Position | None, final: bool) -> None:
+    async def _write_in_channel(self, job: Job, position: Position | None, final: bool) -> str | None:
+        """Edits the job's channel message, or posts it: the edited message's id, None when posted."""
         channel = self.bot.get_partial_messageable(int(job.request_channel_id), guild_id=int(job.guild_id))
         message_id, in_channel = self._messages.get(job.job_id) or (job.status_message_id, job.status_message_in_channel)
         if message_id is not None and in_channel:
             status = status_message(job, position, mention=final)
             try:
                 await channel.get_partial_message(int(message_id)).edit(**status.edit_fields())
-                return
+                return message_id
             except discord.NotFound:
                 log.info("The message of job %s was deleted; posting it again", job.job_id)
         # The first channel message of the job names the member, so Discord tells them.
@@ -472,6 +507,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
             kwargs["view"] = status.view
         sent = await channel.send(status.content, **kwargs)
         await self._keep_message(job.job_id, str(sent.id), in_channel=True)
+        return None
 
     # --- observing PixVerse --------------------------------------------------------------
 

@@ -127,6 +127,18 @@ def job_embed(job: Job, position: Position | None = None) -> discord.Embed:
     return embed
 
 
+def end_notice(job: Job) -> tuple[str, discord.AllowedMentions] | None:
+    """The short message that tells the member their job ended, when its status message showed the
+    end by an edit: Discord notifies a mention only in a new message, never in an edit. None for a
+    cancelled job (whoever cancelled it knows, and the message shows who)."""
+    if job.status not in FINAL or job.status is JobStatus.CANCELLED:
+        return None
+    ended = "your video is ready" if job.status is JobStatus.COMPLETED else "your job ended without a video"
+    allowed = discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
+                                      users=[discord.Object(int(job.requester_id))])
+    return f"<@{job.requester_id}> {state_line(job)} · jobid: {job.job_id} · {ended}", allowed
+
+
 @dataclass(frozen=True)
 class StatusMessage:
     """What a job's status message shows, ready for send() or edit()."""

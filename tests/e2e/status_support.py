@@ -46,8 +46,9 @@ async def the_jobs_channel_message(fake, channel_id: int, job_id: str, *, timeou
     """The bot's channel message for a job once it shows a final state, asserted to be the only one
     the bot posted for the job (edited to its end, never one per state)."""
 
-    def ours(message: dict) -> bool:
-        return message["author"]["id"] == str(fake.bot_user_id) and job_id in message["content"]
+    def ours(message: dict) -> bool:  # the short reply that tells the member of the end is not it
+        return (message["author"]["id"] == str(fake.bot_user_id) and job_id in message["content"]
+                and message.get("message_reference") is None)
 
     posted = await fake.wait_for_channel_message(
         channel_id, lambda m: ours(m) and word_of(m["content"]) in FINAL_WORDS, timeout=timeout)

@@ -100,6 +100,37 @@ async def test_one_job_is_one_message_edited_from_created_to_its_result(bot, pix
     await until(recorded)
 
 
+async def test_the_member_is_notified_of_the_end_once_by_a_new_message(bot, pixverse):
+    """Discord notifies a mention only in a new message, never in an edit: the final edit names the
+    member, and one short followup of their command notifies them. A cancelled job tells no one."""
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 2)
+    result = await create(fake, prompt="a lighthouse in a storm")
+    job_id = job_id_of((await settled(result))["content"])
+
+    async def notified() -> bool:
+        return bool(fake.notified(MEMBER_ID))
+
+    await until(notified)
+    [notice] = fake.notified(MEMBER_ID)  # the command's reply and its edits notified no one
+    [version] = fake.message_versions(notice)
+    assert version["route"] == "followup" and not version["message"]["flags"] & 64  # seen in the channel
+    assert version["message"]["content"] == f"<@{MEMBER_ID}> completed · jobid: {job_id} · your video is ready"
+    assert [str(user) for user in version["body"]["allowed_mentions"]["users"]] == [str(MEMBER_ID)]
+    assert version["body"]["allowed_mentions"]["parse"] == []
+    assert version["at"] > fake.message_versions(result.original_message_id)[-1]["at"]  # after the end shows
+
+    fake.pixverse_hold = True
+    held = await create(fake, prompt="a calm lake")
+    await fake.wait_for_pixverse_held(1)
+    cancelled_id = job_id_of(held.content)
+    await member(fake, "pixverse-cancel", {"jobid": cancelled_id})
+    assert word_of((await settled(held))["content"]) == "cancelled"
+    await asyncio.sleep(0.5)
+    assert fake.notified(MEMBER_ID) == [notice]
+    fake.pixverse_release()
+
+
 async def test_the_end_is_recorded_when_a_later_look_finds_it_shown_already(bot, pixverse, caplog):
     """Recording the end failed once (the database busy): the next look records it, with no new
     write to Discord (the message shows the end already)."""
@@ -238,11 +269,43 @@ async def test_past_the_interaction_window_the_job_goes_on_in_one_channel_messag
         # The reply was not edited past the window.
         assert all(v["at"] < versions[0]["at"] for v in fake.message_versions(result.original_message_id))
 
+        assert fake.notified(MEMBER_ID) == [posted["id"]]  # posted at the end: it told the member, once
+
         async def kept() -> bool:  # stored once Discord answered the post
             job = await bot.core.dispatcher.get(job_id, str(GUILD_ID))
             return (job.status_message_id, job.status_message_in_channel) == (posted["id"], True)
 
         await until(kept)
+    finally:
+        await stop_bot(bot, task)
+
+
+async def test_a_channel_message_edited_to_the_end_is_followed_by_a_reply_that_tells_the_member(
+        tmp_path, pixverse, restore_discord_endpoints):
+    """Past the window the job's channel message is posted at its next state (which notifies the
+    member) and edited from then on; the end, an edit, notifies no one: a reply to it does."""
+    fake = pixverse
+    fake.pixverse_step_delay = 0.8  # progress 12% at 1.6 s: past the window, then more
+    bot, task = await start_bot(make_settings(tmp_path, fake, interaction_window_seconds=1), fake)
+    try:
+        await save_account(fake, TOKEN, CHANNEL_ID, 1)
+        result = await create(fake, prompt="a slow sunrise")
+        job_id = job_id_of(result.content)
+        posted = await the_jobs_channel_message(fake, CHANNEL_ID, job_id)
+        versions = fake.message_versions(posted["id"])
+        assert versions[0]["route"] == "channel_post" and word_of(versions[0]["message"]["content"]) == "progress"
+        assert word_of(versions[-1]["message"]["content"]) == "completed" and versions[-1]["route"] == "channel_edit"
+
+        async def told() -> bool:
+            return len(fake.notified(MEMBER_ID)) == 2
+
+        await until(told)
+        first, notice = fake.notified(MEMBER_ID)
+        [reply] = fake.message_versions(notice)
+        assert first == posted["id"] and reply["route"] == "channel_post" and reply["at"] > versions[-1]["at"]
+        assert reply["message"]["content"] == f"<@{MEMBER_ID}> completed · jobid: {job_id} · your video is ready"
+        assert reply["message"]["message_reference"]["message_id"] == posted["id"]
+        assert [m["id"] for m in reply["message"]["mentions"]] == [str(MEMBER_ID)]
     finally:
         await stop_bot(bot, task)
 

@@ -549,6 +549,19 @@ class MessagesMixin:
         """
         return copy.deepcopy(self._message_versions.get(str(message_id), []))
 
+    def notified(self, user_id: int | str) -> list[str]:
+        """The bot's messages whose writing notified this user, oldest first. Discord notifies the
+        users a message mentions when it is created (a callback's message, a followup, a channel
+        post; not a deferred "thinking…", which has no content) and never for an edit, whatever
+        mentions the edit adds (discord-api-docs #1419, #5497)."""
+        told = []
+        for message_id, versions in self._message_versions.items():
+            first = versions[0]
+            if first["route"] in ("callback", "followup", "channel_post") and any(
+                    m.get("id") == str(user_id) for m in first["message"].get("mentions", [])):
+                told.append((first["at"], message_id))
+        return [message_id for _, message_id in sorted(told)]
+
     def _record_version(self, message_id: str, route: str, body: Any, msg: dict) -> None:
         self._message_versions.setdefault(str(message_id), []).append(
             {"at": time.monotonic(), "route": route, "body": copy.deepcopy(body), "message": copy.deepcopy(msg)}
