@@ -213,6 +213,28 @@ def advertised(verb: Verb) -> dict[str, dict[str, Any]]:
     return told
 
 
+THREADS = (discord.ChannelType.public_thread, discord.ChannelType.private_thread, discord.ChannelType.news_thread)
+
+
+def require_posting(interaction: discord.Interaction) -> None:
+    """A job's message is the command's reply for Discord's 15 minutes only; past them, or after a
+    restart, the bot posts and edits it in the channel, with its embed. Without the permissions for
+    that (Discord gives the bot's in each interaction), the end of a longer job could never reach
+    the member: refused before anything is placed, naming what is missing."""
+    granted = interaction.app_permissions
+    channel_type = getattr(interaction.channel, "type", None)
+    needed = [("View Channel", granted.view_channel),
+              ("Send Messages in Threads", granted.send_messages_in_threads) if channel_type in THREADS
+              else ("Send Messages", granted.send_messages),
+              ("Embed Links", granted.embed_links)]
+    missing = [name for name, has in needed if not has]
+    if missing:
+        names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        raise ApiError(403, f"The bot cannot post in this channel: it needs {names} here to show a job"
+                            " that lasts past Discord's 15 minutes or a restart. Ask a server manager to allow it,"
+                            " or use another channel")
+
+
 def body_of(verb: Verb, options: dict[str, Any]) -> dict[str, Any]:
     """The request body of a command, from its options (the catalogue's names)."""
     return {param.name: options[param.name] for param in CATALOGUE[verb].params if param.name in options}
@@ -348,6 +370,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
 
     async def _submit(self, interaction: discord.Interaction, verb: Verb, body: dict[str, Any]) -> None:
         guild_id = require_guild(interaction)
+        require_posting(interaction)
         placed = await in_time(interaction, self.dispatcher.submit(
             guild_id=guild_id,
             requester_id=str(interaction.user.id),
@@ -361,6 +384,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
 
     async def press(self, interaction: discord.Interaction, job_id: Any, button: Any) -> None:
         guild_id = require_guild(interaction)
+        require_posting(interaction)
         job = await in_time(interaction, self.dispatcher.press(
             guild_id=guild_id,
             requester_id=str(interaction.user.id),
@@ -732,6 +756,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         hd_quality: str | None = None,
     ) -> None:
         async with answered_privately_on_failure(interaction):
+            require_posting(interaction)  # before the download
             image = await attached_image(interaction, "image", image, self.downloads)
             await self._submit(interaction, Verb.ANIMATE, body_of(Verb.ANIMATE, locals()))
 
@@ -750,6 +775,7 @@ class JobsCog(commands.Cog, name=JOBS_COG):
         aspect_ratio: str | None = None,
     ) -> None:
         async with answered_privately_on_failure(interaction):
+            require_posting(interaction)  # before the download
             face = await attached_image(interaction, "face", face, self.downloads)
             await self._submit(interaction, Verb.MEME_FACE, body_of(Verb.MEME_FACE, locals()))
 

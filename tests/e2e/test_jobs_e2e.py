@@ -422,3 +422,24 @@ async def test_a_cancel_waiting_for_the_database_answers_privately_within_discor
     assert cancelled.ephemeral and cancelled.content == f"cancelled · jobid: {job_id}"
     assert cancelled.deleted_message_ids == []
     fake.pixverse_release()
+
+
+async def test_a_channel_the_bot_cannot_post_in_refuses_jobs_naming_what_is_missing(bot, pixverse):
+    """Past Discord's 15 minutes, or after a restart, a job's end is a channel message: where the
+    bot may not post one, the command is refused at once rather than the end lost without a word."""
+    from tests.e2e.fake_discord import DEFAULT_EVERYONE_PERMISSIONS
+
+    fake = pixverse
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    send, embed = 1 << 11, 1 << 14
+    fake.app_permissions[CHANNEL_2_ID] = DEFAULT_EVERYONE_PERMISSIONS & ~(send | embed)
+    refused = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"}, channel_id=CHANNEL_2_ID)
+    assert refused.ephemeral and refused.content == (
+        "403 · The bot cannot post in this channel: it needs Send Messages and Embed Links here to show a job that"
+        " lasts past Discord's 15 minutes or a restart. Ask a server manager to allow it, or use another channel")
+    fake.app_permissions[CHANNEL_2_ID] = DEFAULT_EVERYONE_PERMISSIONS & ~embed
+    refused = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"}, channel_id=CHANNEL_2_ID)
+    assert refused.content.startswith("403 · The bot cannot post in this channel: it needs Embed Links here ")
+    assert await bot.core.dispatcher.of_member(str(GUILD_ID), str(MEMBER_ID)) == []  # nothing placed
+    placed = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"})  # where it may
+    assert word_of((await settled(placed))["content"]) == "completed"

@@ -65,6 +65,9 @@ class InteractionsMixin:
         # Seconds an interaction's token answers (Discord: 15 minutes); past it every webhook
         # route of that token answers 401, code 50027 "Invalid Webhook Token", as Discord does.
         self.interaction_token_seconds: float = 15 * 60
+        # The bot's permissions in a channel, as each interaction there tells it (``app_permissions``);
+        # a channel not named here: the default @everyone permissions.
+        self.app_permissions: dict[int, int] = {}
         # Seconds Discord waits for an interaction's first answer (its callback): 3. Past it the
         # callback answers 404, code 10062 "Unknown interaction", and the member sees "The application
         # did not respond". None (the default): not enforced, so that a loaded machine's slow test
@@ -201,7 +204,7 @@ class InteractionsMixin:
             "token": token,
             "version": 1,
             "locale": "en-US",
-            "app_permissions": str(DEFAULT_EVERYONE_PERMISSIONS),
+            "app_permissions": str(self.app_permissions.get(channel_id, DEFAULT_EVERYONE_PERMISSIONS)),
             "entitlements": [],
             "entitlement_sku_ids": [],
             # discord.py reads this key unconditionally (Interaction.filesize_limit).
