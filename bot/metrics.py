@@ -61,6 +61,12 @@ StoreCounts = tuple[int, int, int, int]
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
+def _retrieved(task: asyncio.Future) -> None:
+    """A count that ends after its scrape gave up: its failure is not "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Metrics:
     """The metric families of one Core, in a registry of their own."""
 
@@ -80,6 +86,7 @@ class Metrics:
         self._counts: StoreCounts | None = None
         self._counted_at = -math.inf
         self._refreshing = asyncio.Lock()
+        self._counting: asyncio.Future[StoreCounts] | None = None
         registry = self.registry
 
         self.jobs = Counter("pixverse_jobs", "Jobs ended, by verb and final state", ("verb", "state"),
@@ -146,8 +153,17 @@ class Metrics:
         async with self._refreshing:  # concurrent scrapes share one count
             if self._clock() - self._counted_at < self.cache_seconds:
                 return
+            # One count at a time: a count still under way (the database hangs) is waited for
+            # again, not started twice. It is never cancelled here: cancelling a PostgreSQL query
+            # waits for asyncpg's cancel request, which hangs as the server does.
+            if self._counting is None or self._counting.done():
+                self._counting = asyncio.ensure_future(self._store_counts())
+                self._counting.add_done_callback(_retrieved)
+            done, _ = await asyncio.wait({self._counting}, timeout=self.counts_timeout)
             try:
-                self._counts = await asyncio.wait_for(self._store_counts(), self.counts_timeout)
+                if not done:
+                    raise TimeoutError
+                self._counts = self._counting.result()
             except Exception as exc:
                 # The scrape still answers (the last counts, or none), failed or timed out: the
                 # database's trouble shows in /healthz and the logs, not as a failed scrape.

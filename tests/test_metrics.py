@@ -290,9 +290,17 @@ async def test_a_hanging_count_keeps_the_scrape_answering_with_the_last_counts(c
     hang = asyncio.Event()
     now = [0.0]
 
+    calls = []
+    answers = asyncio.Event()
+
     async def counts():
+        calls.append(1)
         if hang.is_set():
-            await asyncio.Event().wait()
+            try:
+                await answers.wait()
+            except asyncio.CancelledError:  # as asyncpg's cancel request to a server that hangs
+                await asyncio.sleep(30)
+                raise
         return (3, 1, 2, 0)
 
     metrics = Metrics(store_counts=counts, cache_seconds=5.0, counts_timeout=0.2, clock=lambda: now[0])
@@ -304,6 +312,10 @@ async def test_a_hanging_count_keeps_the_scrape_answering_with_the_last_counts(c
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["pixverse_jobs_executing"].samples[0].value == 3  # the last counts
     assert "Counting jobs and accounts for /metrics failed (TimeoutError)" in caplog.text
+    now[0] += 10
+    await asyncio.wait_for(metrics.render(), 5)
+    assert len(calls) == 2  # the count still under way is waited for again, not started twice
+    answers.set()  # the database answers again
 
 
 def test_each_metrics_has_its_own_registry():
