@@ -44,9 +44,13 @@ async def in_time(interaction: discord.Interaction, work: Awaitable[T], *, ephem
         try:
             await interaction.response.defer(thinking=True, ephemeral=ephemeral)
             deferred = True
-        except discord.HTTPException as exc:  # expired already: the work goes on, its answer will fail
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except Exception as exc:  # expired already, Discord unreachable: the work goes on, its answer may fail
             log.warning("Could not answer an interaction %.1f s after it was made: %s %s",
-                        waited + time.monotonic() - began, exc.status, exc.text or type(exc).__name__)
+                        waited + time.monotonic() - began, getattr(exc, "status", None) or type(exc).__name__,
+                        getattr(exc, "text", None) or "")
     try:
         return await task
     except Exception:

@@ -90,6 +90,12 @@ async def test_a_url_asyncpg_cannot_read_is_lasting_and_never_quoted():
         assert bad.value.lasting
         assert str(bad.value) == (f"Cannot open the database {shown}: asyncpg cannot read"
                                   " DATABASE_URL (ValueError); check its hosts, ports and ?name=value options")
+    # An option asyncpg knows, with a value it refuses: its own text, and exit 2 as well.
+    with pytest.raises(StartupError) as bad:
+        await Database.open("postgresql://bot:s3cretpw@127.0.0.1:1/pixverse?sslmode=bogus")
+    assert bad.value.lasting and str(bad.value) == (
+        "Cannot open the database postgresql://bot@127.0.0.1:1/pixverse: `sslmode` parameter must be one of:"
+        " disable, allow, prefer, require, verify-ca, verify-full")
 
 
 class CuttableProxy:

@@ -218,15 +218,17 @@ THREADS = (discord.ChannelType.public_thread, discord.ChannelType.private_thread
 
 def require_posting(interaction: discord.Interaction) -> None:
     """A job's message is the command's reply for Discord's 15 minutes only; past them, or after a
-    restart, the bot posts and edits it in the channel, with its embed. Without the permissions for
-    that (Discord gives the bot's in each interaction), the end of a longer job could never reach
+    restart, the bot posts and edits it in the channel, with its embed, and replies to it to notify
+    the member of the end. Without the permissions for that (Discord gives the bot's in each interaction), the end of a longer job could never reach
     the member: refused before anything is placed, naming what is missing."""
     granted = interaction.app_permissions
     channel_type = getattr(interaction.channel, "type", None)
     needed = [("View Channel", granted.view_channel),
               ("Send Messages in Threads", granted.send_messages_in_threads) if channel_type in THREADS
               else ("Send Messages", granted.send_messages),
-              ("Embed Links", granted.embed_links)]
+              ("Embed Links", granted.embed_links),
+              # the notice of the end replies to the job's channel message; Discord wants it for a reply
+              ("Read Message History", granted.read_message_history)]
     missing = [name for name, has in needed if not has]
     if missing:
         names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)

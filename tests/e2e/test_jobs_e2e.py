@@ -226,9 +226,15 @@ async def test_pixverse_never_runs_more_than_max_jobs_and_the_queue_drains(tmp_p
             # One status message per job, edited in place; beside it at most the short notice of the
             # end (a followup: Discord notifies no one of a mention added by an edit).
             status = {i for i, m in zip(result.message_ids, result.messages) if m["kind"] != "followup"}
-            notices = [m["content"] for m in result.messages if m["kind"] == "followup"]
-            assert len(status) == 1 and len(notices) <= 1
-            assert all(n.endswith(" completed · jobid: " + job_id_of(n) + " · your video is ready") for n in notices)
+            assert len(status) == 1
+
+            async def noticed(result=result) -> bool:
+                return any(m["kind"] == "followup" for m in result.messages)
+
+            await until(noticed)
+            job_id = job_id_of(reply_of(result)["content"])
+            assert [m["content"] for m in result.messages if m["kind"] == "followup"] == [
+                f"<@{MEMBER_ID}> completed · jobid: {job_id} · your video is ready"]
         await fake.wait_for_pixverse_idle()
         assert fake.pixverse_max_executing[ACCOUNT_USER_ID] == 2
         assert len(fake.pixverse_interactions) == 5
@@ -437,9 +443,31 @@ async def test_a_channel_the_bot_cannot_post_in_refuses_jobs_naming_what_is_miss
     assert refused.ephemeral and refused.content == (
         "403 · The bot cannot post in this channel: it needs Send Messages and Embed Links here to show a job that"
         " lasts past Discord's 15 minutes or a restart. Ask a server manager to allow it, or use another channel")
-    fake.app_permissions[CHANNEL_2_ID] = DEFAULT_EVERYONE_PERMISSIONS & ~embed
+    history = 1 << 16
+    fake.app_permissions[CHANNEL_2_ID] = DEFAULT_EVERYONE_PERMISSIONS & ~(embed | history)
     refused = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"}, channel_id=CHANNEL_2_ID)
-    assert refused.content.startswith("403 · The bot cannot post in this channel: it needs Embed Links here ")
+    assert refused.content.startswith(
+        "403 · The bot cannot post in this channel: it needs Embed Links and Read Message History here ")
     assert await bot.core.dispatcher.of_member(str(GUILD_ID), str(MEMBER_ID)) == []  # nothing placed
     placed = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"})  # where it may
+    assert word_of((await settled(placed))["content"]) == "completed"
+
+
+async def test_in_a_thread_the_bot_needs_send_messages_in_threads(bot, pixverse, fake):
+    from tests.e2e.fake.payloads import text_channel
+    from tests.e2e.fake_discord import DEFAULT_EVERYONE_PERMISSIONS
+
+    await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    thread_id = CHANNEL_2_ID + 7
+    fake.guilds[GUILD_ID]["channels"][thread_id] = {
+        **text_channel(thread_id, GUILD_ID, name="a-thread"), "type": 11, "parent_id": str(CHANNEL_ID),
+        "owner_id": str(MEMBER_ID), "message_count": 0, "member_count": 1,
+        "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "locked": False,
+                            "archive_timestamp": "2026-12-01T00:00:00+00:00"}}
+    send, in_threads = 1 << 11, 1 << 38
+    fake.app_permissions[thread_id] = DEFAULT_EVERYONE_PERMISSIONS & ~in_threads
+    refused = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"}, channel_id=thread_id)
+    assert refused.content.startswith("403 · The bot cannot post in this channel: it needs Send Messages in Threads here ")
+    fake.app_permissions[thread_id] = DEFAULT_EVERYONE_PERMISSIONS & ~send  # a thread needs only its own
+    placed = await member(fake, "pixverse-create", {"prompt": "a fox", "style": "Realistic"}, channel_id=thread_id)
     assert word_of((await settled(placed))["content"]) == "completed"

@@ -108,10 +108,12 @@ def _unavailable(exc: BaseException) -> bool:
 
 
 def _lasting(exc: BaseException) -> bool:
-    """A refusal no restart can change: the login (password, user, database name, host not allowed)."""
+    """A refusal no restart can change: the login (password, user, database name, host not allowed),
+    or an option of the URL asyncpg refuses (``sslmode=bogus``)."""
     return isinstance(exc, (asyncpg.exceptions.InvalidAuthorizationSpecificationError,
                             asyncpg.exceptions.InvalidPasswordError,
-                            asyncpg.exceptions.InvalidCatalogNameError))
+                            asyncpg.exceptions.InvalidCatalogNameError,
+                            asyncpg.exceptions.ClientConfigurationError))
 
 
 def translate(exc: BaseException) -> BaseException | None:
