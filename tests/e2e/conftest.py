@@ -97,14 +97,17 @@ async def bot(settings, fake, restore_discord_endpoints) -> AsyncIterator[Pixver
     await stop_bot(running, task)
 
 
-def hold_the_database(path, seconds: float) -> None:
-    """Another process's write transaction on the bot's SQLite file for ``seconds``: the bot's
-    writes wait for it (its busy timeout is 5 s), its reads do not (WAL)."""
+def hold_the_database(path, seconds: float):
+    """Another process's write transaction on the bot's SQLite file for ``seconds`` (or until the
+    returned function is called): the bot's writes wait for it (its busy timeout is 5 s), its reads
+    do not (WAL)."""
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
 
     def release() -> None:
-        holder.rollback()
-        holder.close()
+        if holder.in_transaction:
+            holder.rollback()
+            holder.close()
 
     asyncio.get_running_loop().call_later(seconds, release)
+    return release

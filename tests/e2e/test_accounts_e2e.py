@@ -240,6 +240,7 @@ async def test_managers_commands_waiting_for_the_database_answer_privately_withi
     """Discord refuses a first answer after 3 s: a write kept waiting past 2 s (another process
     writing the SQLite file) answers "thinking…" to the manager alone, then the result."""
     await run(fake, "pixverse-account", account_options(maxjobs=2))
+    await bot.core.dispatcher.wait_idle()  # its start's recovery done: the held file waits for the command alone
     fake.interaction_answer_seconds = 3.0
     hold_the_database(bot.settings.database_path, 3.5)
     created = await run(fake, "pixverse-api-token")

@@ -387,6 +387,7 @@ async def test_a_busy_database_still_answers_the_command_within_discords_3_s(bot
     fake = pixverse
     fake.interaction_answer_seconds = 3.0
     await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    await bot.core.dispatcher.wait_idle()  # its start's recovery done: the held file waits for the command alone
     hold_the_database(settings.database_path, 3.5)
     placed = await member(fake, "pixverse-create", {"prompt": "a cat in the rain", "style": "Realistic"})
     assert (placed.callback_type, placed.late_callbacks) == (5, 0)  # thinking, in time
@@ -400,23 +401,25 @@ async def test_a_database_busy_past_its_timeout_is_told_to_the_member_alone(bot,
     fake = pixverse
     fake.interaction_answer_seconds = 3.0
     await save_account(fake, TOKEN, CHANNEL_ID, 1)
-    hold_the_database(settings.database_path, 7.0)
+    await bot.core.dispatcher.wait_idle()  # its start's recovery done: the held file waits for the command alone
+    release = hold_the_database(settings.database_path, 30.0)  # past the busy timeout, whenever the write began
     refused = await member(fake, "pixverse-create", {"prompt": "a cat in the rain", "style": "Realistic"})
 
     async def told() -> bool:
         return bool(refused.messages)
 
     await until(told, timeout=10)
+    release()
     assert (refused.callback_type, refused.late_callbacks) == (5, 0), refused.messages
     assert refused.deleted_message_ids == [refused.original_message_id]
     assert refused.ephemeral and refused.content == "503 · The database is busy; please try again in a moment"
-    await asyncio.sleep(1.5)  # the lock is gone: nothing was placed behind the member's back
-    assert await bot.core.dispatcher.of_member(str(GUILD_ID), str(MEMBER_ID)) == []
+    assert await bot.core.dispatcher.of_member(str(GUILD_ID), str(MEMBER_ID)) == []  # nothing was placed
 
 
 async def test_a_cancel_waiting_for_the_database_answers_privately_within_discords_3_s(bot, pixverse, settings):
     fake = pixverse
     await save_account(fake, TOKEN, CHANNEL_ID, 1)
+    await bot.core.dispatcher.wait_idle()  # its start's recovery done: the held file waits for the command alone
     fake.pixverse_hold = True
     running = await create(fake, prompt="a calm lake")
     await fake.wait_for_pixverse_held(1)
