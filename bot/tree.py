@@ -73,7 +73,15 @@ def format_error(error: ApiError) -> str:
     text = f"{error.code} · {error.error}"
     if error.error_details:
         text += f"\n{error.error_details}"
+    if error.retry_after is not None:  # the HTTP API's Retry-After, in words
+        text += f"\nTry again in about {_duration(error.retry_after)}"
     return text[:2000]
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 90:
+        return f"{seconds} s"
+    return f"{round(seconds / 60)} min"
 
 
 def to_api_error(error: BaseException) -> ApiError | None:

@@ -218,6 +218,8 @@ async def test_pixverse_never_runs_more_than_max_jobs_and_the_queue_drains(tmp_p
                 for q in queued] == ["1", "2", "3"]
         refused = await create(fake, prompt="one too many")
         assert refused.ephemeral and refused.content.startswith("429 · All PixVerse accounts are busy\n2 executing: ")
+        # When a slot is likely free (the HTTP API's Retry-After), in words.
+        assert re.fullmatch(r"Try again in about (\d+ s|\d+ min)", refused.content.splitlines()[-1]), refused.content
         await fake.wait_for_pixverse_held(2)
         fake.pixverse_hold = False
         fake.pixverse_release()
