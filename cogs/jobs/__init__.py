@@ -110,11 +110,6 @@ async def answered_privately_on_failure(interaction: discord.Interaction) -> Asy
         raise
 
 
-# An attachment is downloaded before the command is answered when it comes within this (Discord
-# wants an answer within 3 s); a slower download goes on after a public "thinking…" answer.
-DOWNLOAD_BEFORE_ANSWER_SECONDS = 2.0
-# Past this since the interaction was made, the command answers before storing the image.
-ANSWER_BEFORE_STORING_AFTER = 1.0
 # At unload, the notices of jobs that just ended get this long to reach their members.
 NOTICE_WAIT_SECONDS = 5.0
 # A member's attachment is downloaded within this (the interaction's token lasts 15 minutes).
@@ -145,24 +140,15 @@ async def attached_image(interaction: discord.Interaction, name: str, attachment
         raise ApiError(400, f"Param {name} must be a file attached to the command")
     if attachment.size > IMAGE_LIMIT:
         raise too_large(name, attachment.filename)
-    download = asyncio.ensure_future(read_at_most(session, attachment.url, IMAGE_LIMIT))
-    # Discord's 3 s count from the interaction's creation, by Discord's clock: this machine's may be
-    # off, and one behind must not stretch the wait, so it counts at least 0 and then on its own.
-    waited, began = max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds()), time.monotonic()
     try:
-        done, _ = await asyncio.wait({download}, timeout=max(0.0, DOWNLOAD_BEFORE_ANSWER_SECONDS - waited))
-        if not done and not interaction.response.is_done():
-            await interaction.response.defer(thinking=True)
-        data = await download
-        if not interaction.response.is_done() and waited + time.monotonic() - began > ANSWER_BEFORE_STORING_AFTER:
-            await interaction.response.defer(thinking=True)  # storing the image must not pass the 3 s
+        # A download still under way when Discord's 3 s run short answers a public "thinking…" first
+        # (as storing the image, with the job, does in _submit).
+        data = await in_time(interaction, read_at_most(session, attachment.url, IMAGE_LIMIT), ephemeral=False)
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Named by status or type only: the attachment's URL carries a signature.
         reason = exc.status if isinstance(exc, aiohttp.ClientResponseError) else type(exc).__name__
         raise ApiError(400, f"Param {name} ({echo(attachment.filename)}) could not be read from Discord"
                             f" ({reason}); please attach it again") from None
-    finally:
-        download.cancel()
     if data is None:  # Discord announced less than it serves
         raise too_large(name, attachment.filename)
     return Image.given(attachment.filename, data)
