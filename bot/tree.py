@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 async def in_time(interaction: discord.Interaction, work: Awaitable[T], *, ephemeral: bool) -> T:
     """The result of a command's work (the database's: a busy SQLite file waits up to 5 s, a
-    PostgreSQL pool up to 10 s), Discord's 3 s in mind: if the work has not finished
+    PostgreSQL pool up to 10 s; a member's attachment from Discord's CDN), Discord's 3 s in mind: if the work has not finished
     ANSWER_WITHIN_SECONDS after the interaction was made, the command answers "thinking…" first
     (``ephemeral``: seen by the member alone) and what follows answers through it. If the work then
     fails, a public "thinking…" is deleted, so that the refusal reaches the member alone."""
@@ -162,12 +162,7 @@ async def send_error(interaction: discord.Interaction, error: ApiError) -> None:
 
 async def reply(interaction: discord.Interaction, content: str) -> None:
     """An ephemeral reply whether or not the interaction was already answered or deferred."""
-    content = content[:2000]
-    mentions = discord.AllowedMentions.none()
-    if interaction.response.is_done():
-        await _quietly(interaction.followup.send(content, ephemeral=True, allowed_mentions=mentions))
-    else:
-        await _quietly(interaction.response.send_message(content, ephemeral=True, allowed_mentions=mentions))
+    await _quietly(respond(interaction, content[:2000], ephemeral=True, allowed_mentions=discord.AllowedMentions.none()))
 
 
 async def _quietly(coro) -> None:
